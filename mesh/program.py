@@ -1,0 +1,153 @@
+"""The Pulumi program: stack config in, Kubernetes and Istio resources registered.
+
+This layer only reads config and registers what `mesh.plan` built; it makes no decision of its
+own, so offline render shows exactly what `pulumi up` creates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi.runtime import config as runtime_config
+
+from mesh.config import ConfigError, StackConfig, parse_config
+from mesh.plan import Component, Plan, build_plan, model_outputs, stack_outputs
+from mesh.secrets import replace_secrets, secret_values
+from mesh.stackfile import PROJECT
+
+# Kinds with a typed pulumi-kubernetes class, for a readable preview and provider-side
+# await logic (a Deployment waits for its rollout). Everything else is a CustomResource.
+TYPED_KINDS: dict[tuple[str, str], Any] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
+}
+
+# What must exist before an object of a kind is applied. Pulumi deletes in reverse order, so a
+# VirtualService also stops routing to a subset before its DestinationRule goes away.
+DEPENDS_ON_KINDS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("ServiceAccount",),
+    "VirtualService": ("DestinationRule", "Gateway"),
+}
+
+
+def read_config(stack: str) -> tuple[StackConfig, set[str]]:
+    """Validate `ml-mesh:*` and return it with the plaintexts that must stay secret."""
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    secret_keys = set(runtime_config.get_config_secret_keys_env()) | {
+        key for key in values if runtime_config.is_config_secret(key)
+    }
+    raw: dict[str, Any] = {}
+    secret_paths: list[tuple[str | int, ...]] = []
+    for key, value in values.items():
+        namespace, _, name = key.rpartition(":")
+        if namespace != PROJECT:
+            continue
+        raw[name] = _decode(name, value)
+        if key in secret_keys:
+            secret_paths.append((name,))
+    config = parse_config(raw, stack)
+    return config, secret_values(config, stack, secret_paths)
+
+
+def _decode(name: str, value: Any) -> Any:
+    """Pulumi passes structured config as JSON text; plain strings stay strings."""
+    field = StackConfig.model_fields.get(_snake(name))
+    if not isinstance(value, str) or (field is not None and field.annotation is str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Registrar:
+    """Registers plain objects as Pulumi resources, remembering them by kind for dependencies."""
+
+    def __init__(self, secrets: set[str]):
+        self.secrets = secrets
+        self.by_kind: dict[str, list[pulumi.Resource]] = {}
+
+    def register(self, obj: dict, opts: pulumi.ResourceOptions) -> pulumi.Resource:
+        obj = replace_secrets(obj, self.secrets, pulumi.Output.secret)
+        api_version, kind = obj["apiVersion"], obj["kind"]
+        name = obj["metadata"]["name"]
+        wanted = [r for k in DEPENDS_ON_KINDS.get(kind, ()) for r in self.by_kind.get(k, [])]
+        opts = pulumi.ResourceOptions.merge(
+            opts,
+            pulumi.ResourceOptions(
+                depends_on=wanted,
+                # Names are explicit, so a replacement must delete the old object first.
+                delete_before_replace=True,
+            ),
+        )
+        fields = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+        cls = TYPED_KINDS.get((api_version, kind))
+        if cls is not None:
+            resource = cls(name, opts=opts, **{_snake(k): v for k, v in fields.items()})
+        else:
+            resource = k8s.apiextensions.CustomResource(
+                name, api_version=api_version, kind=kind, opts=opts, **fields
+            )
+        self.by_kind.setdefault(kind, []).append(resource)
+        return resource
+
+
+class MeshComponent(pulumi.ComponentResource):
+    """One group of the plan (a model, the ingress, the egress) as a node of the preview tree."""
+
+    def __init__(
+        self,
+        component: Component,
+        registrar: Registrar,
+        outputs: dict[str, Any],
+        opts: pulumi.ResourceOptions,
+    ):
+        super().__init__(component.type, component.name, None, opts)
+        child_opts = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on)
+        self.resources = [registrar.register(obj, child_opts) for obj in component.objects]
+        self.register_outputs(outputs)
+
+
+def register(plan: Plan, config: StackConfig, secrets: set[str]) -> list[MeshComponent]:
+    registrar = Registrar(secrets)
+    ns = registrar.register(plan.namespace, pulumi.ResourceOptions(protect=config.protected))
+    return [
+        MeshComponent(
+            component,
+            registrar,
+            model_outputs(config, component.name) if component.name in config.models else {},
+            pulumi.ResourceOptions(depends_on=[ns]),
+        )
+        for component in plan.components
+    ]
+
+
+def export_all(outputs: dict[str, Any], secrets: Iterable[str]) -> None:
+    for key, value in outputs.items():
+        pulumi.export(key, replace_secrets(value, set(secrets), pulumi.Output.secret))
+
+
+def main() -> None:
+    stack = pulumi.get_stack()
+    try:
+        config, secrets = read_config(stack)
+        plan = build_plan(config)
+    except ConfigError as exc:
+        # RunError: Pulumi prints the message alone, without a traceback, and registers nothing.
+        raise pulumi.RunError(str(exc)) from None
+    register(plan, config, secrets)
+    export_all(stack_outputs(config), secrets)

@@ -1,0 +1,246 @@
+"""Kubernetes objects of one model: its ServiceAccount, Service and one Deployment per version.
+
+Pure functions from validated config to plain objects (camelCase, as the API expects). Istio
+routing for the same model is in `mesh.traffic`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mesh.config import Model, StackConfig
+from mesh.k8s import metadata
+from models.presets import MODEL_MOUNT, MODEL_VOLUME, model_dir, preset, server_ports
+
+COMPONENT = "model-server"
+SERVER_CONTAINER = "server"
+FETCH_CONTAINER = "fetch-model"
+TMP_VOLUME = "tmp"
+ISTIO_PROXY_UID = 1337  # traffic from this UID bypasses the sidecar's iptables capture
+GPU = "nvidia.com/gpu"
+
+
+def selector_labels(name: str, version: str) -> dict[str, str]:
+    """The pod labels a Deployment selects on and a DestinationRule subset matches.
+
+    Derived only from names that are config keys, so no later edit can change them (a changed
+    Deployment selector forces a replacement, that is downtime).
+    """
+    return {"app": name, "version": version}
+
+
+def service_account(config: StackConfig, name: str) -> dict:
+    model = config.models[name]
+    annotations = {"eks.amazonaws.com/role-arn": model.role_arn} if model.role_arn else None
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}, annotations),
+        "automountServiceAccountToken": False,
+    }
+
+
+def service(config: StackConfig, name: str) -> dict:
+    model = config.models[name]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
+        "spec": {
+            "type": "ClusterIP",
+            # `app` only: one Service spans every version; versions are told apart by the
+            # DestinationRule subsets.
+            "selector": {"app": name},
+            "ports": [
+                {
+                    "name": port.name,
+                    "port": port.number,
+                    "targetPort": port.name,
+                    "protocol": "TCP",
+                    "appProtocol": port.app_protocol,
+                }
+                for port in server_ports(model)
+            ],
+        },
+    }
+
+
+def resources(config: StackConfig, name: str, version: str) -> dict:
+    """The preset's requests and limits, overridden by the model, then by the version."""
+    model = config.models[name]
+    spec = preset(model)
+    requests, limits, gpu = dict(spec.requests), dict(spec.limits), 0
+    for override in (model.resources, model.versions[version].resources):
+        if override is None:
+            continue
+        requests.update(_set(override.requests.model_dump()))
+        limits.update(_set(override.limits.model_dump()))
+        gpu = override.gpu or gpu
+    if gpu:
+        requests[GPU] = limits[GPU] = str(gpu)
+    return {"requests": requests, "limits": limits}
+
+
+def _set(values: dict[str, str | None]) -> dict[str, str]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _hardened(run_as_user: int | None = None) -> dict:
+    context: dict = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    if run_as_user is not None:
+        context["runAsUser"] = run_as_user
+        context["runAsGroup"] = run_as_user
+    return context
+
+
+def _probe(path: str, port: str, period: int, failures: int) -> dict:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _fetch_container(config: StackConfig, name: str, version: str) -> dict:
+    """Copies the model version from S3 before the server starts.
+
+    With native sidecars istio-proxy is already running, so the copy goes through the mesh and
+    the model-store ServiceEntry. Without them an init container runs before the proxy and its
+    traffic would be captured into a proxy that is not there (istio/istio#11130); Istio's
+    documented workaround is to run it as the proxy's UID 1337, whose traffic is not captured.
+    """
+    model = config.models[name]
+    path = model.versions[version].model_path
+    uid = None if config.istio.native_sidecars else ISTIO_PROXY_UID
+    return {
+        "name": FETCH_CONTAINER,
+        "image": config.images.model_fetcher,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["aws", "s3", "sync"],
+        "args": [
+            f"s3://{config.storage.bucket}/{path}",
+            model_dir(name, model),
+            "--no-progress",
+            "--only-show-errors",
+        ],
+        "env": [
+            {"name": "AWS_REGION", "value": config.storage.region},
+            {"name": "AWS_DEFAULT_REGION", "value": config.storage.region},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        },
+        "securityContext": _hardened(uid),
+        "volumeMounts": [
+            {"name": MODEL_VOLUME, "mountPath": _model_mount(name, model)},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+        ],
+    }
+
+
+def _model_mount(name: str, model: Model) -> str:
+    return model.custom.model_dir if model.custom else MODEL_MOUNT
+
+
+def _server_container(config: StackConfig, name: str, version: str) -> dict:
+    model = config.models[name]
+    spec = preset(model)
+    ports = server_ports(model)
+    rest = ports[0].name
+    container = {
+        "name": SERVER_CONTAINER,
+        "image": model.versions[version].image,
+        "imagePullPolicy": "IfNotPresent",
+        **spec.container(name, model, version, config.storage),
+        "ports": [
+            {"name": p.name, "containerPort": p.number, "protocol": "TCP"}
+            for p in ports + ((spec.metrics_port,) if spec.metrics_port else ())
+        ],
+        # Large models load slowly: the startup probe allows 10 minutes, after which
+        # readiness and liveness take over with tight thresholds.
+        "startupProbe": _probe(spec.readiness_path(name, model), rest, 5, 120),
+        "readinessProbe": _probe(spec.readiness_path(name, model), rest, 5, 3),
+        "livenessProbe": _probe(spec.liveness_path(name, model), rest, 10, 3),
+        "resources": resources(config, name, version),
+        "securityContext": _hardened(),
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+    }
+    if spec.downloads_model:
+        container["volumeMounts"].insert(
+            0, {"name": MODEL_VOLUME, "mountPath": _model_mount(name, model), "readOnly": True}
+        )
+    return container
+
+
+def pod_annotations(config: StackConfig) -> dict[str, str]:
+    return {
+        "kubectl.kubernetes.io/default-container": SERVER_CONTAINER,
+        "sidecar.istio.io/nativeSidecar": "true" if config.istio.native_sidecars else "false",
+        # Native sidecars already start before the app; without them this holds the server
+        # until istio-proxy is ready, so Triton can reach S3 at start-up.
+        "proxy.istio.io/config": json.dumps({"holdApplicationUntilProxyStarts": True}),
+    }
+
+
+def deployment(config: StackConfig, name: str, version: str) -> dict:
+    model = config.models[name]
+    spec = preset(model)
+    uid = spec.run_as_user(model)
+    labels = selector_labels(name, version)
+    volumes: list[dict] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}]
+    if spec.downloads_model:
+        volumes.insert(0, {"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": model.disk_size}})
+    else:
+        volumes[0]["emptyDir"]["sizeLimit"] = model.disk_size  # the server caches S3 in /tmp
+    pod_spec: dict = {
+        "serviceAccountName": name,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "fsGroup": uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_server_container(config, name, version)],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 60,
+    }
+    if spec.downloads_model:
+        pod_spec["initContainers"] = [_fetch_container(config, name, version)]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(f"{name}-{version}", config.namespace, COMPONENT, labels),
+        "spec": {
+            "replicas": model.versions[version].replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": labels},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": pod_annotations(config)},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def model_objects(config: StackConfig, name: str) -> list[dict]:
+    model = config.models[name]
+    return [
+        service_account(config, name),
+        service(config, name),
+        *(deployment(config, name, version) for version in sorted(model.versions)),
+    ]

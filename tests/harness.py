@@ -1,0 +1,153 @@
+"""Runs the real Pulumi program against Pulumi mocks and returns what it registered.
+
+Every call gets fresh mocks, a fresh root stack and its own config, so runs never leak into
+each other; the program reads config only when it runs, never at import.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks, rpc, settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from mesh import program
+
+
+@dataclass(frozen=True)
+class Registered:
+    type: str
+    name: str
+    parent_type: str | None  # type token of the parent, None for stack-level resources
+    custom: bool
+    inputs: dict[str, Any]
+
+    @property
+    def secret_paths(self) -> list[str]:
+        """Dotted paths of the inputs that arrived as Pulumi secrets."""
+        found: list[str] = []
+
+        def walk(node: Any, path: str) -> None:
+            if rpc.is_rpc_secret(node):
+                found.append(path)
+            elif isinstance(node, dict):
+                for key, value in node.items():
+                    walk(value, f"{path}.{key}" if path else key)
+            elif isinstance(node, list):
+                for index, value in enumerate(node):
+                    walk(value, f"{path}[{index}]")
+
+        walk(self.inputs, "")
+        return found
+
+    def object(self) -> dict[str, Any]:
+        """The Kubernetes object as the provider would receive it (secrets unwrapped)."""
+        return _plain(self.inputs)
+
+
+@dataclass
+class Run:
+    resources: list[Registered] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+
+    @property
+    def kubernetes(self) -> list[Registered]:
+        return [r for r in self.resources if r.custom]
+
+    def objects(self) -> list[dict[str, Any]]:
+        return [r.object() for r in self.kubernetes]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects() if o["kind"] == kind]
+
+    def one(self, kind: str, name: str) -> dict[str, Any]:
+        (found,) = [o for o in self.of_kind(kind) if o["metadata"]["name"] == name]
+        return found
+
+    def resource(self, kind: str, name: str) -> Registered:
+        (found,) = [r for r in self.kubernetes if r.inputs["kind"] == kind and r.name == name]
+        return found
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self, run: Run):
+        self.run = run
+
+    def new_resource(self, args: mocks.MockResourceArgs):
+        return f"{args.name}-id", args.inputs
+
+    def call(self, args: mocks.MockCallArgs):
+        return {}, None
+
+
+class _Monitor(mocks.MockMonitor):
+    """Records each registration with its parent's type, which MockResourceArgs omits."""
+
+    def __init__(self, mocks_: _Mocks):
+        super().__init__(mocks_)
+        self.run = mocks_.run
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            parent_type = request.parent.split("::")[-2].split("$")[-1] if request.parent else None
+            if parent_type == "pulumi:pulumi:Stack":
+                parent_type = None
+            self.run.resources.append(
+                Registered(
+                    type=request.type,
+                    name=request.name,
+                    parent_type=parent_type,
+                    custom=request.custom,
+                    inputs=rpc.deserialize_properties(request.object),
+                )
+            )
+        return response
+
+
+def _plain(node: Any) -> Any:
+    """Unwrap secrets, and turn the floats protobuf made of integers back into ints."""
+    node = rpc.unwrap_rpc_secret(node)
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, float) and node.is_integer():
+        return int(node)
+    return node
+
+
+def stack_config(project_config: dict[str, Any]) -> dict[str, str]:
+    """`{"models": {...}}` -> `{"ml-mesh:models": "<json>"}`, as the engine passes config."""
+    return {
+        f"ml-mesh:{key}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in project_config.items()
+    }
+
+
+def run_program(
+    project_config: dict[str, Any], stack: str = "dev", secret_keys: tuple[str, ...] = ()
+) -> Run:
+    """Run mesh.program.main() for this config; raise what the program raises."""
+    run = _Run = Run()
+    settings.ROOT.set(None)
+    mocks_ = _Mocks(_Run)
+    mocks.set_mocks(mocks_, project="ml-mesh", stack=stack, preview=False, monitor=_Monitor(mocks_))
+    set_all_config(stack_config(project_config), [f"ml-mesh:{k}" for k in secret_keys])
+    try:
+        _sync_await(run_pulumi_func(program.main))
+        root = settings.get_root_resource()
+        for key, value in root.outputs.items():
+            output = pulumi.Output.from_input(value)
+            run.outputs[key] = _sync_await(output.future())
+            if _sync_await(output.is_secret()):
+                run.secret_outputs.add(key)
+    finally:
+        set_all_config({}, [])
+    return run
