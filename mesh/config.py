@@ -447,25 +447,34 @@ class StackConfig(_Config):
 # --- loading ---------------------------------------------------------------------------------
 
 
-def fields_of(loc: tuple[str | int, ...]) -> list[str] | None:
-    """The config keys allowed at `loc`, for 'unknown setting' messages."""
-    model: Any = StackConfig
+def _schema_at(loc: tuple[str | int, ...]) -> Any:
+    """The type annotation the schema has at `loc` (None where the schema has no such key)."""
+    node: Any = StackConfig
     for part in loc:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        if getattr(node, "__origin__", None) is dict:
+            node = node.__args__[1]  # `part` is a key of a map (a model, a version, an env var)
+            continue
+        node = _unwrap(node)
+        if not (isinstance(node, type) and issubclass(node, BaseModel)):
             return None
-        field = next(
-            (f for f in model.model_fields.values() if f.alias == part),
-            None,
-        )
+        field = next((f for f in node.model_fields.values() if f.alias == part), None)
         if field is None:
             return None
-        model = _unwrap(field.annotation)
-        if getattr(model, "__origin__", None) is dict:
-            model = _unwrap(model.__args__[1])
-            continue
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return [f.alias or n for n, f in model.model_fields.items()]
+        node = _unwrap(field.annotation)
+    return node
+
+
+def fields_of(loc: tuple[str | int, ...]) -> list[str] | None:
+    """The config keys allowed at `loc`, for 'unknown setting' messages."""
+    node = _unwrap(_schema_at(loc))
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [f.alias or n for n, f in node.model_fields.items()]
     return None
+
+
+def is_secret_capable(loc: tuple[str | int, ...]) -> bool:
+    """Whether the value at `loc` may be a Pulumi secret (see SECRET_CAPABLE)."""
+    return _is_marked(_schema_at(loc))
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -485,7 +494,7 @@ def dotted_path(loc: tuple[str | int, ...]) -> str:
 
 
 def _describe(error: dict[str, Any]) -> tuple[tuple[str | int, ...], str]:
-    loc = tuple(p for p in error["loc"] if p not in ("function-after",))
+    loc = tuple(p for p in error["loc"] if p not in ("function-after", "[key]"))
     kind = error["type"]
     ctx_error = (error.get("ctx") or {}).get("error")
     if isinstance(ctx_error, ConfigPathError):

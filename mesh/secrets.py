@@ -19,6 +19,11 @@ from mesh.config import (
     value_at,
 )
 
+SECRET_REFUSED = (
+    "cannot be a secret: it names resources, labels or hosts, which Pulumi cannot keep "
+    "secret (secrets are allowed in models.<m>.roleArn and models.<m>.custom.env values)"
+)
+
 
 def secret_values(
     config: StackConfig, stack: str, secret_paths: Iterable[tuple[str | int, ...]]
@@ -34,13 +39,7 @@ def secret_values(
     for path in secret_paths:
         covered = [p for p in capable if p[: len(path)] == path]
         if not covered:
-            raise ConfigError(
-                stack,
-                dotted_path(path),
-                "cannot be a secret: it names resources, labels or hosts, which Pulumi cannot "
-                "keep secret (secrets are allowed in models.<m>.roleArn and "
-                "models.<m>.custom.env values)",
-            )
+            raise ConfigError(stack, dotted_path(path), SECRET_REFUSED)
         found.update(str(value_at(config, p)) for p in covered)
     return found
 

@@ -17,9 +17,11 @@ from mesh.config import (
     SECRET_PLACEHOLDER,
     ConfigError,
     StackConfig,
+    dotted_path,
+    is_secret_capable,
     parse_config,
 )
-from mesh.secrets import secret_values
+from mesh.secrets import SECRET_REFUSED, secret_values
 
 PROJECT = "ml-mesh"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -88,6 +90,9 @@ def load_stack(stack_or_path: str = DEFAULT_STACK) -> LoadedStack:
         problem = str(exc).replace("\n", " ")
         raise ConfigError(name, "", f"{path} is not a valid stack file: {problem}") from None
     raw, secure_paths = unwrap_secure(raw)
+    for secure in secure_paths:
+        if not is_secret_capable(secure):
+            raise ConfigError(name, dotted_path(secure), SECRET_REFUSED)
     config = parse_config(raw, name)
     secrets = secret_values(config, name, secure_paths)
     return LoadedStack(name, config, secrets)

@@ -131,13 +131,13 @@ def stack_config(project_config: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def run_program(
+def try_program(
     project_config: dict[str, Any], stack: str = "dev", secret_keys: tuple[str, ...] = ()
-) -> Run:
-    """Run mesh.program.main() for this config; raise what the program raises."""
-    run = _Run = Run()
+) -> tuple[Run, Exception | None]:
+    """Run mesh.program.main() for this config; return what it registered and what it raised."""
+    run = Run()
     settings.ROOT.set(None)
-    mocks_ = _Mocks(_Run)
+    mocks_ = _Mocks(run)
     mocks.set_mocks(mocks_, project="ml-mesh", stack=stack, preview=False, monitor=_Monitor(mocks_))
     set_all_config(stack_config(project_config), [f"ml-mesh:{k}" for k in secret_keys])
     try:
@@ -148,6 +148,18 @@ def run_program(
             run.outputs[key] = _sync_await(output.future())
             if _sync_await(output.is_secret()):
                 run.secret_outputs.add(key)
+    except Exception as exc:  # the caller decides whether this was expected
+        return run, exc
     finally:
         set_all_config({}, [])
+    return run, None
+
+
+def run_program(
+    project_config: dict[str, Any], stack: str = "dev", secret_keys: tuple[str, ...] = ()
+) -> Run:
+    """Run the program and fail loudly if it raised."""
+    run, error = try_program(project_config, stack, secret_keys)
+    if error is not None:
+        raise error
     return run

@@ -1,0 +1,62 @@
+"""Shared fixtures: the committed stack files as raw config, and a way to edit one path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mesh.stackfile import raw_project_config
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SHARED_DIR = PROJECT_DIR.parent / "shared"
+STACKS = ("dev", "prod")
+
+
+def stack_raw(stack: str) -> dict[str, Any]:
+    """`ml-mesh:*` of a committed stack file, as the Pulumi engine would pass it."""
+    document = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())
+    return raw_project_config(document)
+
+
+def with_value(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `raw` with the dotted `path` set (like `pulumi config set --path`)."""
+    out = copy.deepcopy(raw)
+    *parents, last = path.split(".")
+    node = out
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return out
+
+
+def without(raw: dict[str, Any], path: str) -> dict[str, Any]:
+    """A copy of `raw` with the dotted `path` removed (`pulumi config rm --path`)."""
+    out = copy.deepcopy(raw)
+    *parents, last = path.split(".")
+    node = out
+    for part in parents:
+        node = node[part]
+    del node[last]
+    return out
+
+
+@pytest.fixture
+def dev() -> dict[str, Any]:
+    return stack_raw("dev")
+
+
+@pytest.fixture
+def prod() -> dict[str, Any]:
+    return stack_raw("prod")
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test naming what is missing (a fresh user clone)."""
+    path = SHARED_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data {path} is absent (it sits beside the checkout in CI)")
+    return path

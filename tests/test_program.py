@@ -1,0 +1,207 @@
+"""The Pulumi program under mocks: what `pulumi up` would register, and how edits change it."""
+
+from __future__ import annotations
+
+import pytest
+
+from mesh.plan import EGRESS, INGRESS, MODEL
+from mesh.render import render_objects
+from mesh.stackfile import load_stack
+from tests.conftest import STACKS, stack_raw, with_value
+from tests.harness import run_program
+
+SERVING_KINDS = {"ServiceAccount", "Service", "Deployment", "DestinationRule", "VirtualService"}
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack_run(request):
+    return request.param, run_program(stack_raw(request.param), stack=request.param)
+
+
+def test_stack_registers_every_expected_kind(stack_run):
+    stack, run = stack_run
+    kinds = {o["kind"] for o in run.objects()}
+    expected = SERVING_KINDS | {"Namespace", "Gateway", "ServiceEntry"}
+    assert kinds == expected
+    config = load_stack(stack).config
+    deployments = {o["metadata"]["name"] for o in run.of_kind("Deployment")}
+    assert deployments == {f"{m}-{v}" for m, model in config.models.items() for v in model.versions}
+
+
+def test_each_model_is_one_component_holding_its_resources(stack_run):
+    stack, run = stack_run
+    config = load_stack(stack).config
+    models = [r for r in run.resources if r.type == MODEL]
+    assert sorted(r.name for r in models) == sorted(config.models)
+    for registered in run.kubernetes:
+        kind = registered.inputs["kind"]
+        if kind in SERVING_KINDS:
+            assert registered.parent_type == MODEL
+        elif kind == "Gateway":
+            assert registered.parent_type == INGRESS
+        elif kind == "ServiceEntry":
+            assert registered.parent_type == EGRESS
+        else:
+            assert (kind, registered.parent_type) == ("Namespace", None)
+
+
+def test_virtual_service_routes_only_to_subsets_the_destination_rule_defines(stack_run):
+    _, run = stack_run
+    rules = {o["spec"]["host"]: o for o in run.of_kind("DestinationRule")}
+    services = {
+        f"{o['metadata']['name']}.{o['metadata']['namespace']}.svc.cluster.local": o
+        for o in run.of_kind("Service")
+    }
+    for vs in run.of_kind("VirtualService"):
+        for route in vs["spec"]["http"]:
+            for destination in (d["destination"] for d in route["route"]):
+                host = destination["host"]
+                assert host in services, f"{host} is not a Service FQDN"
+                subsets = {s["name"] for s in rules[host]["spec"]["subsets"]}
+                assert destination["subset"] in subsets
+                ports = {p["port"] for p in services[host]["spec"]["ports"]}
+                assert destination["port"]["number"] in ports
+
+
+def test_every_subset_selects_the_pods_of_a_deployment(stack_run):
+    _, run = stack_run
+    pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in run.of_kind("Deployment")]
+    for rule in run.of_kind("DestinationRule"):
+        app = rule["metadata"]["name"]
+        for subset in rule["spec"]["subsets"]:
+            wanted = {"app": app, **subset["labels"]}
+            assert any(wanted.items() <= labels.items() for labels in pod_labels), subset
+
+
+def test_virtual_services_bind_the_gateway_that_serves_their_hosts(stack_run):
+    _, run = stack_run
+    (gateway,) = run.of_kind("Gateway")
+    ref = f"{gateway['metadata']['namespace']}/{gateway['metadata']['name']}"
+    served = {h.split("/", 1)[1] for s in gateway["spec"]["servers"] for h in s["hosts"]}
+    for vs in run.of_kind("VirtualService"):
+        assert vs["spec"]["gateways"] == [ref, "mesh"]
+        external = [h for h in vs["spec"]["hosts"] if not h.endswith(".svc.cluster.local")]
+        assert external and set(external) <= served
+
+
+def test_no_two_virtual_services_claim_the_same_host(stack_run):
+    _, run = stack_run
+    hosts = [h for vs in run.of_kind("VirtualService") for h in vs["spec"]["hosts"]]
+    assert len(hosts) == len(set(hosts))
+
+
+def test_service_ports_are_named_for_istio_protocol_selection(stack_run):
+    _, run = stack_run
+    for service in run.of_kind("Service"):
+        assert service["spec"]["selector"] == {"app": service["metadata"]["name"]}
+        for port in service["spec"]["ports"]:
+            protocol = port["appProtocol"]
+            assert protocol in ("http", "grpc")
+            assert port["name"] == protocol or port["name"].startswith(f"{protocol}-")
+
+
+def test_namespace_has_sidecar_injection_on(stack_run):
+    _, run = stack_run
+    (namespace,) = run.of_kind("Namespace")
+    assert namespace["metadata"]["labels"]["istio-injection"] == "enabled"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_render_prints_exactly_what_the_program_registers(stack):
+    run = run_program(stack_raw(stack), stack=stack)
+    loaded = load_stack(stack)
+    rendered = render_objects(loaded.config, loaded.secrets)
+    assert sorted(run.objects(), key=_key) == sorted(rendered, key=_key)
+
+
+def test_stack_outputs_give_hosts_urls_and_the_effective_split(dev):
+    run = run_program(dev)
+    assert run.outputs["namespace"] == "ml-serving"
+    assert run.outputs["gatewayHosts"] == ["sentiment.models.dev.example.com"]
+    sentiment = run.outputs["models"]["sentiment"]
+    assert sentiment["traffic"] == {"v1": 90, "v2": 10}
+    assert sentiment["urls"] == ["http://sentiment.models.dev.example.com"]
+
+
+def _weights(run, name: str) -> dict[str, int]:
+    vs = run.one("VirtualService", name)
+    routes = [
+        {d["destination"]["subset"]: d["weight"] for d in r["route"]} for r in vs["spec"]["http"]
+    ]
+    assert all(r == routes[0] for r in routes), "every port must carry the same split"
+    return routes[0]
+
+
+@pytest.mark.parametrize(
+    ("canary", "expected"),
+    [
+        ({"version": "v2", "weight": 10}, {"v1": 90, "v2": 10}),
+        ({"version": "v2", "weight": 50}, {"v1": 50, "v2": 50}),
+        ({"version": "v2", "weight": 0}, {"v1": 100}),  # warm but not routed
+        ({"version": "v2", "weight": 100}, {"v2": 100}),  # promoted, v1 still deployed
+        (None, {"v1": 100}),
+    ],
+)
+def test_canary_weight_splits_traffic_between_stable_and_canary(dev, canary, expected):
+    config = with_value(dev, "models.sentiment.canary", canary)
+    if canary is None:
+        del config["models"]["sentiment"]["canary"]
+    run = run_program(config)
+    assert _weights(run, "sentiment") == expected
+    assert {d["metadata"]["name"] for d in run.of_kind("Deployment")} == {
+        "sentiment-v1",
+        "sentiment-v2",
+    }
+
+
+def _inputs_by_resource(run) -> dict[tuple[str, str], dict]:
+    return {(r.type, r.name): r.inputs for r in run.resources}
+
+
+def test_shifting_the_canary_changes_only_that_models_virtual_service(prod):
+    before = _inputs_by_resource(run_program(prod, stack="prod"))
+    shifted = with_value(prod, "models.sentiment.canary.weight", 30)
+    after = _inputs_by_resource(run_program(shifted, stack="prod"))
+    assert before.keys() == after.keys()
+    changed = [key for key in before if before[key] != after[key]]
+    assert changed == [("kubernetes:networking.istio.io/v1:VirtualService", "sentiment")]
+
+
+def test_adding_a_version_never_changes_existing_deployments(dev):
+    before = _inputs_by_resource(run_program(dev))
+    added = with_value(
+        dev,
+        "models.sentiment.versions.v3",
+        {"image": "tensorflow/serving:2.17.0", "modelPath": "sentiment/3"},
+    )
+    after = _inputs_by_resource(run_program(added))
+    for key, inputs in before.items():
+        if key[0] == "kubernetes:apps/v1:Deployment":
+            assert after[key] == inputs, key
+    assert ("kubernetes:apps/v1:Deployment", "sentiment-v3") in after
+
+
+def test_secret_role_arn_stays_secret_all_the_way_to_the_service_account(prod):
+    run = run_program(prod, stack="prod", secret_keys=("models",))
+    account = run.resource("ServiceAccount", "sentiment")
+    assert account.secret_paths == ["metadata"]
+    assert (
+        account.object()["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        == (prod["models"]["sentiment"]["roleArn"])
+    )
+    arn = prod["models"]["sentiment"]["roleArn"]
+    for registered in run.kubernetes:
+        if arn in str(registered.object()):
+            assert registered.secret_paths, f"{registered.name} carries the role ARN in clear"
+
+
+def test_secret_on_a_value_that_names_resources_is_refused(dev):
+    from tests.harness import try_program
+
+    run, error = try_program(dev, secret_keys=("namespace",))
+    assert "namespace: cannot be a secret" in str(error)
+    assert run.resources == []

@@ -1,0 +1,87 @@
+"""`python -m mesh render`: the offline main job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import PROJECT_DIR
+
+
+def _render(*args: str, cwd=PROJECT_DIR) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", "render", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_render_with_no_argument_prints_the_dev_stack_as_yaml_only():
+    result = _render()
+    assert result.returncode == 0, result.stderr
+    documents = list(yaml.safe_load_all(result.stdout))
+    assert documents[0]["kind"] == "Namespace"
+    assert {d["kind"] for d in documents} >= {"Deployment", "VirtualService", "Gateway"}
+    assert "sentiment  tensorflow-serving  v2       canary  10%" in result.stderr
+
+
+def test_render_is_stable_across_runs():
+    assert _render("prod", "-q").stdout == _render("prod", "-q").stdout
+
+
+def test_render_takes_a_path_to_any_stack_file(tmp_path):
+    path = tmp_path / "Pulumi.staging.yaml"
+    path.write_text((PROJECT_DIR / "Pulumi.dev.yaml").read_text())
+    result = _render(str(path), "-q")
+    assert result.returncode == 0
+    assert result.stdout == _render("dev", "-q").stdout
+
+
+def test_bad_config_exits_non_zero_with_one_line_and_no_traceback(tmp_path):
+    text = (PROJECT_DIR / "Pulumi.dev.yaml").read_text().replace("weight: 10", "weight: 110")
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(text)
+    result = _render(str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "ml-mesh: invalid config for stack 'dev': models.sentiment.canary.weight: "
+        "Input should be less than or equal to 100 (got 110)"
+    ]
+
+
+def test_unknown_stack_is_a_clear_error():
+    result = _render("staging")
+    assert result.returncode == 2
+    assert "no stack file" in result.stderr and "Pulumi.staging.yaml" in result.stderr
+
+
+def test_secure_values_render_as_a_placeholder_never_in_clear(tmp_path):
+    text = (PROJECT_DIR / "Pulumi.prod.yaml").read_text()
+    text = text.replace(
+        "roleArn: arn:aws:iam::123456789012:role/ml-mesh-sentiment-reader",
+        "roleArn:\n        secure: v1:c2VjcmV0LXJvbGUtYXJu",
+    )
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text(text)
+    result = _render(str(path), "-q")
+    assert result.returncode == 0, result.stderr
+    accounts = [d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "ServiceAccount"]
+    annotations = {a["metadata"]["name"]: a["metadata"]["annotations"] for a in accounts}
+    assert annotations["sentiment"]["eks.amazonaws.com/role-arn"] == "[secret]"
+    assert "ml-mesh-secret-placeholder" not in result.stdout
+    assert "c2VjcmV0LXJvbGUtYXJu" not in result.stdout
+
+
+def test_secure_value_where_secrets_cannot_go_is_refused(tmp_path):
+    text = (PROJECT_DIR / "Pulumi.dev.yaml").read_text()
+    text = text.replace("bucket: acme-models-dev", "bucket:\n      secure: v1:abc")
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(text)
+    result = _render(str(path))
+    assert result.returncode == 2
+    assert "storage.bucket: cannot be a secret" in result.stderr
