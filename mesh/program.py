@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from collections.abc import Iterable
 from typing import Any
 
@@ -60,14 +61,23 @@ def read_config(stack: str) -> tuple[StackConfig, set[str]]:
 
 
 def _decode(name: str, value: Any) -> Any:
-    """Pulumi passes structured config as JSON text; plain strings stay strings."""
-    field = StackConfig.model_fields.get(_snake(name))
-    if not isinstance(value, str) or (field is not None and field.annotation is str):
+    """The engine passes every top-level value as text: structured values and scalars as JSON
+    (`{...}`, `true`, `25`), plain strings as they are. Text fields stay text even when they
+    look like JSON, so a namespace named `123` is not turned into a number."""
+    if not isinstance(value, str) or _expects_text(name):
         return value
     try:
         return json.loads(value)
     except ValueError:
         return value
+
+
+def _expects_text(name: str) -> bool:
+    field = StackConfig.model_fields.get(_snake(name))
+    annotation = field.annotation if field is not None else None
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation is str
 
 
 def _snake(name: str) -> str:

@@ -205,3 +205,10 @@ def test_secret_on_a_value_that_names_resources_is_refused(dev):
     run, error = try_program(dev, secret_keys=("namespace",))
     assert "namespace: cannot be a secret" in str(error)
     assert run.resources == []
+
+
+def test_text_config_that_looks_like_json_stays_text(dev):
+    run = run_program({**dev, "namespace": "123"})
+    assert run.outputs["namespace"] == "123"
+    (namespace,) = run.of_kind("Namespace")
+    assert namespace["metadata"]["name"] == "123"
