@@ -33,11 +33,12 @@ TYPED_KINDS: dict[tuple[str, str], Any] = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
 }
 
-# What must exist before an object of a kind is applied. Pulumi deletes in reverse order, so a
-# VirtualService also stops routing to a subset before its DestinationRule goes away.
+# What must be applied (and, for Deployments, rolled out: Pulumi awaits them) before an object
+# of a kind. A VirtualService therefore shifts traffic only once the subsets exist and the
+# versions it routes to are ready. Looked up in the same component first, then stack-wide.
 DEPENDS_ON_KINDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("ServiceAccount",),
-    "VirtualService": ("DestinationRule", "Gateway"),
+    "VirtualService": ("DestinationRule", "Deployment", "Gateway"),
 }
 
 
@@ -91,11 +92,22 @@ class Registrar:
         self.secrets = secrets
         self.by_kind: dict[str, list[pulumi.Resource]] = {}
 
-    def register(self, obj: dict, opts: pulumi.ResourceOptions) -> pulumi.Resource:
+    def register(
+        self,
+        obj: dict,
+        opts: pulumi.ResourceOptions,
+        siblings: dict[str, list[pulumi.Resource]] | None = None,
+    ) -> pulumi.Resource:
+        """Register `obj`; `siblings` are the resources of its component so far, by kind."""
         obj = replace_secrets(obj, self.secrets, pulumi.Output.secret)
         api_version, kind = obj["apiVersion"], obj["kind"]
         name = obj["metadata"]["name"]
-        wanted = [r for k in DEPENDS_ON_KINDS.get(kind, ()) for r in self.by_kind.get(k, [])]
+        local = siblings if siblings is not None else {}
+        wanted = [
+            r
+            for k in DEPENDS_ON_KINDS.get(kind, ())
+            for r in (local.get(k) or self.by_kind.get(k, []))
+        ]
         opts = pulumi.ResourceOptions.merge(
             opts,
             pulumi.ResourceOptions(
@@ -113,6 +125,7 @@ class Registrar:
                 name, api_version=api_version, kind=kind, opts=opts, **fields
             )
         self.by_kind.setdefault(kind, []).append(resource)
+        local.setdefault(kind, []).append(resource)
         return resource
 
 
@@ -128,7 +141,10 @@ class MeshComponent(pulumi.ComponentResource):
     ):
         super().__init__(component.type, component.name, None, opts)
         child_opts = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on)
-        self.resources = [registrar.register(obj, child_opts) for obj in component.objects]
+        siblings: dict[str, list[pulumi.Resource]] = {}
+        self.resources = [
+            registrar.register(obj, child_opts, siblings) for obj in component.objects
+        ]
         self.register_outputs(outputs)
 
 

@@ -26,6 +26,7 @@ class Registered:
     parent_type: str | None  # type token of the parent, None for stack-level resources
     custom: bool
     inputs: dict[str, Any]
+    depends_on: frozenset[tuple[str, str]] = frozenset()  # (type token, logical name)
 
     @property
     def secret_paths(self) -> list[str]:
@@ -106,9 +107,15 @@ class _Monitor(mocks.MockMonitor):
                     parent_type=parent_type,
                     custom=request.custom,
                     inputs=rpc.deserialize_properties(request.object),
+                    depends_on=frozenset(_type_and_name(urn) for urn in request.dependencies),
                 )
             )
         return response
+
+
+def _type_and_name(urn: str) -> tuple[str, str]:
+    *_, type_chain, name = urn.split("::")
+    return type_chain.split("$")[-1], name
 
 
 def _plain(node: Any) -> Any:

@@ -212,3 +212,18 @@ def test_text_config_that_looks_like_json_stays_text(dev):
     assert run.outputs["namespace"] == "123"
     (namespace,) = run.of_kind("Namespace")
     assert namespace["metadata"]["name"] == "123"
+
+
+def test_traffic_shifts_only_after_subsets_exist_and_versions_rolled_out(prod):
+    run = run_program(prod, stack="prod")
+    deps = {(kind, name) for kind, name in run.resource("VirtualService", "sentiment").depends_on}
+    assert deps >= {
+        ("kubernetes:networking.istio.io/v1:DestinationRule", "sentiment"),
+        ("kubernetes:apps/v1:Deployment", "sentiment-v3"),
+        ("kubernetes:apps/v1:Deployment", "sentiment-v4"),
+        ("kubernetes:networking.istio.io/v1:Gateway", "ml-gateway"),
+    }
+    assert ("kubernetes:apps/v1:Deployment", "fraud-v7") not in deps
+    deployment = run.resource("Deployment", "fraud-v7").depends_on
+    assert ("kubernetes:core/v1:ServiceAccount", "fraud") in deployment
+    assert ("kubernetes:core/v1:Namespace", "ml-serving") in deployment
