@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from mesh.config import StackConfig
 from mesh.k8s import metadata
-from mesh.promql import DEFAULT_WINDOW, canary_error_excess, compared_versions, no_available_pods
+from mesh.promql import DEFAULT_WINDOW, compared_versions, no_available_pods, version_error_ratio
 
 API_VERSION = "monitoring.coreos.com/v1"
 COMPONENT = "telemetry"
@@ -24,6 +24,20 @@ NO_READY_PODS = "ModelVersionRoutedWithoutReadyPods"
 def _ratio(percentage_points: float) -> str:
     """1.5 (percentage points) -> "0.015", without binary-float noise."""
     return f"{percentage_points / 100:.10g}"
+
+
+def _points(margin: float) -> str:
+    return f"{margin:g} percentage point{'' if margin == 1 else 's'}"
+
+
+def _canary_above_stable(config: StackConfig, name: str, canary: str, stable: str) -> str:
+    """Canary error ratio minus stable's, above the margin; one operand per line for review."""
+    canary_ratio, stable_ratio = (
+        version_error_ratio(config.namespace, name, version, DEFAULT_WINDOW)
+        for version in (canary, stable)
+    )
+    margin = _ratio(config.telemetry.alerts.error_ratio_margin)
+    return f"(\n  {canary_ratio}\n)\n-\n(\n  {stable_ratio}\n)\n> {margin}"
 
 
 def model_rules(config: StackConfig, name: str) -> list[dict]:
@@ -37,8 +51,7 @@ def model_rules(config: StackConfig, name: str) -> list[dict]:
         rules.append(
             {
                 "alert": CANARY_ERRORS,
-                "expr": f"{canary_error_excess(namespace, name, canary, stable, DEFAULT_WINDOW)}"
-                f" > {_ratio(alerts.error_ratio_margin)}",
+                "expr": _canary_above_stable(config, name, canary, stable),
                 "for": alerts.error_ratio_for,
                 "labels": {
                     "severity": "warning",
@@ -51,8 +64,8 @@ def model_rules(config: StackConfig, name: str) -> list[dict]:
                     "summary": f"Canary {canary} of model {name} fails more often than {stable}",
                     "description": f"The error ratio (HTTP 5xx or gRPC not OK) of {name} "
                     f"{canary} has exceeded that of the stable version {stable} by more than "
-                    f"{alerts.error_ratio_margin:g} percentage points for "
-                    f"{alerts.error_ratio_for}. Consider setting "
+                    f"{_points(alerts.error_ratio_margin)} for {alerts.error_ratio_for}. "
+                    "Consider setting "
                     f"models.{name}.canary.weight to 0.",
                 },
             }

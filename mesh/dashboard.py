@@ -25,6 +25,12 @@ SCHEMA_VERSION = 39
 RATE_WINDOW = "$__rate_interval"  # Grafana's window: at least four scrape intervals
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 GRID_WIDTH = 24
+PANEL_HELP = {
+    "reqps": "Requests per second served by each version (server-side proxy, counted once).",
+    "percentunit": "Share of requests that failed: HTTP 5xx, or a gRPC status other than OK "
+    "(gRPC failures arrive as HTTP 200 with a grpc-status trailer).",
+    "ms": "Request duration as the serving proxy measured it, from Istio's histogram.",
+}
 PANEL_HEIGHT = 8
 
 
@@ -61,6 +67,7 @@ def _timeseries(panel_id: int, title: str, unit: str, expr: str, grid: dict) -> 
         "type": "timeseries",
         "title": title,
         "datasource": DATASOURCE,
+        "description": PANEL_HELP.get(unit, ""),
         "gridPos": grid,
         "targets": [
             {
@@ -89,17 +96,10 @@ def model_panels(config: StackConfig, name: str, first_id: int, top: int) -> lis
     queries = model_queries(config, name, RATE_WINDOW)
     body, lower = top + 1, top + 1 + PANEL_HEIGHT
     graphs = [  # title, unit, query, x, y, width
-        ("request rate by version", "reqps", queries.request_rate, 8, body, 8),
-        (
-            "error ratio by version (5xx, gRPC not OK)",
-            "percentunit",
-            queries.error_ratio,
-            16,
-            body,
-            8,
-        ),
-        ("p50 latency by version", "ms", queries.p50_latency, 0, lower, 12),
-        ("p99 latency by version", "ms", queries.p99_latency, 12, lower, 12),
+        ("request rate", "reqps", queries.request_rate, 8, body, 8),
+        ("error ratio", "percentunit", queries.error_ratio, 16, body, 8),
+        ("p50 latency", "ms", queries.p50_latency, 0, lower, 12),
+        ("p99 latency", "ms", queries.p99_latency, 12, lower, 12),
     ]
     panels: list[dict[str, Any]] = [
         {
@@ -120,7 +120,8 @@ def model_panels(config: StackConfig, name: str, first_id: int, top: int) -> lis
     ]
     for offset, (title, unit, expr, x, y, width) in enumerate(graphs, start=2):
         grid = {"h": PANEL_HEIGHT, "w": width, "x": x, "y": y}
-        panels.append(_timeseries(first_id + offset, f"{name}: {title}", unit, expr, grid))
+        panel = _timeseries(first_id + offset, f"{name}: {title} by version", unit, expr, grid)
+        panels.append(panel)
     return panels
 
 
