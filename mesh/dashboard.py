@@ -25,7 +25,7 @@ SCHEMA_VERSION = 39
 RATE_WINDOW = "$__rate_interval"  # Grafana's window: at least four scrape intervals
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 GRID_WIDTH = 24
-PANEL_HELP = {
+UNIT_HELP = {
     "reqps": "Requests per second served by each version (server-side proxy, counted once).",
     "percentunit": "Share of requests that failed: HTTP 5xx, or a gRPC status other than OK "
     "(gRPC failures arrive as HTTP 200 with a grpc-status trailer).",
@@ -67,7 +67,7 @@ def _timeseries(panel_id: int, title: str, unit: str, expr: str, grid: dict) -> 
         "type": "timeseries",
         "title": title,
         "datasource": DATASOURCE,
-        "description": PANEL_HELP.get(unit, ""),
+        "description": UNIT_HELP.get(unit, ""),
         "gridPos": grid,
         "targets": [
             {

@@ -9,7 +9,7 @@ came through the ingress gateway or from inside the mesh. Pods carry `app: <mode
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mesh.config import Model, StackConfig
@@ -179,7 +179,7 @@ def _split(model: Model) -> str:
 
 
 def promql_report(
-    stack: str, config: StackConfig, models: Iterable[str] = (), window: str = DEFAULT_WINDOW
+    stack: str, config: StackConfig, models: Sequence[str] = (), window: str = DEFAULT_WINDOW
 ) -> str:
     """What `python -m mesh promql` prints: per model, one query per line under a comment."""
     lines = [
