@@ -399,6 +399,140 @@ class Images(_Config):
     )
 
 
+# --- telemetry: Istio Telemetry, the Grafana dashboard, the PrometheusRule -------------------
+
+# A Prometheus duration exactly as the Prometheus Operator CRDs accept it (`for`, rate windows).
+PROM_DURATION = re.compile(
+    r"^(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$"
+)
+# Names of meshConfig.extensionProviders entries ("envoy" is built in).
+_PROVIDER = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def prom_duration(value: str) -> str:
+    """A Prometheus duration such as 30s, 5m or 1h30m (also used by `python -m mesh promql`)."""
+    if not value or not PROM_DURATION.match(value):
+        raise ValueError(f"{value!r} is not a Prometheus duration such as 30s, 5m or 1h30m")
+    return value
+
+
+def _provider(value: str) -> str:
+    if len(value) > 253 or not _PROVIDER.match(value):
+        raise ValueError(
+            f"{value!r} is not a provider name: give the name of an entry of "
+            "meshConfig.extensionProviders (letters, digits, '-', '_' and '.'), e.g. envoy"
+        )
+    return value
+
+
+def _label_key(value: str) -> str:
+    prefix, _, name = value.rpartition("/")
+    if (
+        not name
+        or len(name) > 63
+        or not _LABEL_NAME.match(name)
+        or (prefix and _fqdn_or_label(prefix) is None)
+    ):
+        raise ValueError(
+            f"{value!r} is not a Kubernetes label key such as release or example.com/team"
+        )
+    return value
+
+
+def _fqdn_or_label(value: str) -> str | None:
+    labels = value.split(".")
+    ok = len(value) <= 253 and all(
+        len(label) <= 63 and _DNS1123_LABEL.match(label) for label in labels
+    )
+    return value if ok else None
+
+
+def _label_value(value: str) -> str:
+    if len(value) > 63 or (value and not _LABEL_NAME.match(value)):
+        raise ValueError(
+            f"{value!r} is not a Kubernetes label value: at most 63 letters, digits, '-', '_' "
+            "and '.', starting and ending with a letter or digit"
+        )
+    return value
+
+
+ProviderName = Annotated[str, AfterValidator(_provider)]
+PromDuration = Annotated[str, AfterValidator(prom_duration)]
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+Percent = Annotated[float, Field(strict=True, ge=0, le=100)]
+
+
+class AccessLogging(_Config):
+    enabled: bool = Field(default=True, description="false turns access logs off for the namespace")
+    provider: ProviderName = Field(
+        default="envoy",
+        description="access log provider from meshConfig.extensionProviders; 'envoy' (the "
+        "proxy's stdout) is built in",
+    )
+
+
+class Tracing(_Config):
+    sampling_percentage: Percent = Field(
+        default=1.0,
+        description="percent of requests traced when no upstream sampling decision was made "
+        "(Istio's own default is 1)",
+    )
+    provider: ProviderName | None = Field(
+        default=None,
+        description="tracing provider from meshConfig.extensionProviders; default: the mesh's "
+        "default tracing provider",
+    )
+
+
+class Dashboard(_Config):
+    enabled: bool = True
+    namespace: DnsLabel | None = Field(
+        default=None,
+        description="namespace of the dashboard ConfigMap (one the Grafana sidecar searches); "
+        "default: the serving namespace",
+    )
+    datasource: Annotated[str, Field(min_length=1, max_length=190)] | None = Field(
+        default=None,
+        description="name or uid of the Prometheus data source selected by default; "
+        "default: Grafana's default Prometheus data source",
+    )
+
+
+class Alerts(_Config):
+    enabled: bool = Field(
+        default=False,
+        description="create a PrometheusRule (needs the Prometheus Operator CRDs)",
+    )
+    error_ratio_margin: Annotated[float, Field(strict=True, gt=0, le=100)] = Field(
+        default=1.0,
+        description="percentage points by which a canary's error ratio may exceed the stable "
+        "version's before the alert fires",
+    )
+    error_ratio_for: PromDuration = Field(
+        default="10m", description="how long the canary must stay above that margin"
+    )
+    no_ready_pods_for: PromDuration = Field(
+        default="2m",
+        description="how long a version that receives traffic may have no available pods",
+    )
+    labels: dict[LabelKey, LabelValue] = Field(
+        default={},
+        description="labels of the PrometheusRule object, e.g. release: <helm release> for the "
+        "ruleSelector of kube-prometheus-stack",
+    )
+
+
+class Telemetry(_Config):
+    """What operators see of the stack: access logs, traces, a dashboard and alerts."""
+
+    access_logging: AccessLogging = AccessLogging()
+    tracing: Tracing = Tracing()
+    dashboard: Dashboard = Dashboard()
+    alerts: Alerts = Alerts()
+
+
 class StackConfig(_Config):
     """All of `ml-mesh:*` for one stack."""
 
@@ -411,6 +545,7 @@ class StackConfig(_Config):
     storage: Storage
     istio: Istio = Istio()
     images: Images = Images()
+    telemetry: Telemetry = Telemetry()
     models: dict[ServiceName, Model] = Field(min_length=1)
 
     @model_validator(mode="after")

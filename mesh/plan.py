@@ -10,12 +10,14 @@ from mesh.config import StackConfig
 from mesh.egress import egress_objects
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
+from mesh.telemetry import telemetry_objects
 from mesh.traffic import traffic_objects
 from models.workloads import model_objects
 
 MODEL = "ml-mesh:serving:Model"
 INGRESS = "ml-mesh:mesh:Ingress"
 EGRESS = "ml-mesh:mesh:Egress"
+TELEMETRY = "ml-mesh:observability:Telemetry"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ def build_plan(config: StackConfig) -> Plan:
     for name in sorted(config.models):
         objects = [*model_objects(config, name), *traffic_objects(config, name)]
         components.append(Component(MODEL, name, tuple(objects)))
+    components.append(Component(TELEMETRY, "telemetry", tuple(telemetry_objects(config))))
     return Plan(namespace(config), tuple(components))
 
 

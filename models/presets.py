@@ -14,6 +14,7 @@ from mesh.config import CustomServer, Model, Storage
 
 MODEL_VOLUME = "model"
 MODEL_MOUNT = "/models"
+METRICS_PATH = "/metrics"  # where metrics_port serves Prometheus text (Triton: 8002/metrics)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,25 @@ PRESETS: dict[str, Preset] = {
 
 def preset(model: Model) -> Preset:
     return PRESETS[model.server]
+
+
+def scrape_annotations(model: Model) -> dict[str, str]:
+    """`prometheus.io/*` naming the server's own metrics endpoint, for servers that have one.
+
+    With Istio's metrics merging (`meshConfig.enablePrometheusMerge`, on by default) the sidecar
+    injector moves these into the proxy's environment and points the annotations at the agent
+    (:15020/stats/prometheus), which then serves the server's metrics together with Istio's:
+    one scrape per pod, plain HTTP, whatever the mTLS mode. A pod opts out with
+    `prometheus.istio.io/merge-metrics: "false"`.
+    """
+    port = preset(model).metrics_port
+    if port is None:
+        return {}
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port.number),
+        "prometheus.io/path": METRICS_PATH,
+    }
 
 
 def server_ports(model: Model) -> tuple[ServerPort, ...]:

@@ -10,7 +10,14 @@ import json
 
 from mesh.config import Model, StackConfig
 from mesh.k8s import metadata
-from models.presets import MODEL_MOUNT, MODEL_VOLUME, model_dir, preset, server_ports
+from models.presets import (
+    MODEL_MOUNT,
+    MODEL_VOLUME,
+    model_dir,
+    preset,
+    scrape_annotations,
+    server_ports,
+)
 
 COMPONENT = "model-server"
 SERVER_CONTAINER = "server"
@@ -230,7 +237,10 @@ def deployment(config: StackConfig, name: str, version: str) -> dict:
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
             "template": {
-                "metadata": {"labels": dict(labels), "annotations": pod_annotations(config)},
+                "metadata": {
+                    "labels": dict(labels),
+                    "annotations": {**pod_annotations(config), **scrape_annotations(model)},
+                },
                 "spec": pod_spec,
             },
         },

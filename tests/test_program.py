@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.plan import EGRESS, INGRESS, MODEL
+from mesh.plan import EGRESS, INGRESS, MODEL, TELEMETRY
 from mesh.render import render_objects
 from mesh.stackfile import load_stack
 from tests.conftest import STACKS, stack_raw, with_value
 from tests.harness import run_program
 
 SERVING_KINDS = {"ServiceAccount", "Service", "Deployment", "DestinationRule", "VirtualService"}
+TELEMETRY_KINDS = {"Telemetry", "ConfigMap", "PrometheusRule"}
 
 
 def _key(obj: dict) -> tuple[str, str]:
@@ -25,9 +26,11 @@ def stack_run(request):
 def test_stack_registers_every_expected_kind(stack_run):
     stack, run = stack_run
     kinds = {o["kind"] for o in run.objects()}
-    expected = SERVING_KINDS | {"Namespace", "Gateway", "ServiceEntry"}
-    assert kinds == expected
     config = load_stack(stack).config
+    expected = SERVING_KINDS | {"Namespace", "Gateway", "ServiceEntry", "Telemetry", "ConfigMap"}
+    if config.telemetry.alerts.enabled:
+        expected.add("PrometheusRule")
+    assert kinds == expected
     deployments = {o["metadata"]["name"] for o in run.of_kind("Deployment")}
     assert deployments == {f"{m}-{v}" for m, model in config.models.items() for v in model.versions}
 
@@ -45,6 +48,8 @@ def test_each_model_is_one_component_holding_its_resources(stack_run):
             assert registered.parent_type == INGRESS
         elif kind == "ServiceEntry":
             assert registered.parent_type == EGRESS
+        elif kind in TELEMETRY_KINDS:
+            assert registered.parent_type == TELEMETRY
         else:
             assert (kind, registered.parent_type) == ("Namespace", None)
 
@@ -163,12 +168,16 @@ def _inputs_by_resource(run) -> dict[tuple[str, str], dict]:
 
 
 def test_shifting_the_canary_changes_only_that_models_virtual_service(prod):
+    """...and the weight shown on the dashboard; no workload, no alert rule."""
     before = _inputs_by_resource(run_program(prod, stack="prod"))
     shifted = with_value(prod, "models.sentiment.canary.weight", 30)
     after = _inputs_by_resource(run_program(shifted, stack="prod"))
     assert before.keys() == after.keys()
-    changed = [key for key in before if before[key] != after[key]]
-    assert changed == [("kubernetes:networking.istio.io/v1:VirtualService", "sentiment")]
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {
+        ("kubernetes:networking.istio.io/v1:VirtualService", "sentiment"),
+        ("kubernetes:core/v1:ConfigMap", "ml-mesh-ml-serving-dashboard"),
+    }
 
 
 def test_adding_a_version_never_changes_existing_deployments(dev):

@@ -140,8 +140,11 @@ def test_revision_label_replaces_the_injection_label(dev):
 
 def test_older_meshes_get_the_configured_istio_api(dev):
     objects = _objects(with_value(dev, "istio.apiVersion", "v1beta1"))
-    istio = [o for o in objects if "istio.io" in o["apiVersion"]]
+    istio = [o for o in objects if "networking.istio.io" in o["apiVersion"]]
     assert istio and {o["apiVersion"] for o in istio} == {"networking.istio.io/v1beta1"}
+    # telemetry.istio.io/v1 is served from Istio 1.22 on, like networking v1
+    (telemetry,) = [o for o in objects if o["kind"] == "Telemetry"]
+    assert telemetry["apiVersion"] == "telemetry.istio.io/v1alpha1"
 
 
 def test_custom_server_uses_its_ports_probe_and_model_dir(dev):

@@ -1,0 +1,115 @@
+"""Prometheus Operator alerts for a rollout in progress (opt-in: needs the operator's CRDs).
+
+Two questions a reviewer would otherwise watch a dashboard for:
+- is the canary failing more often than the stable version it is compared with?
+- does a version that receives traffic have no pod able to serve it?
+
+Only versions that receive traffic alert: a canary at weight 0 is deployed but idle, and an
+alert on it would only be noise. Rules carry no weight, so shifting the split leaves the
+PrometheusRule untouched unless a version starts or stops receiving traffic.
+"""
+
+from __future__ import annotations
+
+from mesh.config import StackConfig
+from mesh.k8s import metadata
+from mesh.promql import DEFAULT_WINDOW, compared_versions, no_available_pods, version_error_ratio
+
+API_VERSION = "monitoring.coreos.com/v1"
+COMPONENT = "telemetry"
+CANARY_ERRORS = "ModelCanaryErrorRatioAboveStable"
+NO_READY_PODS = "ModelVersionRoutedWithoutReadyPods"
+
+
+def _ratio(percentage_points: float) -> str:
+    """1.5 (percentage points) -> "0.015", without binary-float noise."""
+    return f"{percentage_points / 100:.10g}"
+
+
+def _points(margin: float) -> str:
+    return f"{margin:g} percentage point{'' if margin == 1 else 's'}"
+
+
+def _canary_above_stable(config: StackConfig, name: str, canary: str, stable: str) -> str:
+    """Canary error ratio minus stable's, above the margin; one operand per line for review."""
+    canary_ratio, stable_ratio = (
+        version_error_ratio(config.namespace, name, version, DEFAULT_WINDOW)
+        for version in (canary, stable)
+    )
+    margin = _ratio(config.telemetry.alerts.error_ratio_margin)
+    return f"(\n  {canary_ratio}\n)\n-\n(\n  {stable_ratio}\n)\n> {margin}"
+
+
+def model_rules(config: StackConfig, name: str) -> list[dict]:
+    alerts = config.telemetry.alerts
+    model = config.models[name]
+    namespace = config.namespace
+    rules: list[dict] = []
+    compared = compared_versions(config, name)
+    if compared is not None:
+        canary, stable = compared
+        rules.append(
+            {
+                "alert": CANARY_ERRORS,
+                "expr": _canary_above_stable(config, name, canary, stable),
+                "for": alerts.error_ratio_for,
+                "labels": {
+                    "severity": "warning",
+                    "namespace": namespace,
+                    "model": name,
+                    "version": canary,
+                    "stable": stable,
+                },
+                "annotations": {
+                    "summary": f"Canary {canary} of model {name} fails more often than {stable}",
+                    "description": f"The error ratio (HTTP 5xx or gRPC not OK) of {name} "
+                    f"{canary} has exceeded that of the stable version {stable} by more than "
+                    f"{_points(alerts.error_ratio_margin)} for {alerts.error_ratio_for}. "
+                    "Consider setting "
+                    f"models.{name}.canary.weight to 0.",
+                },
+            }
+        )
+    for version in sorted(v for v, weight in model.traffic().items() if weight > 0):
+        deployment = f"{name}-{version}"
+        rules.append(
+            {
+                "alert": NO_READY_PODS,
+                "expr": no_available_pods(namespace, deployment),
+                "for": alerts.no_ready_pods_for,
+                "labels": {
+                    "severity": "critical",
+                    "namespace": namespace,
+                    "model": name,
+                    "version": version,
+                },
+                "annotations": {
+                    "summary": f"Version {version} of model {name} receives traffic but has "
+                    "no ready pods",
+                    "description": f"Deployment {namespace}/{deployment} has had no available "
+                    f"replica for {alerts.no_ready_pods_for} while the VirtualService routes "
+                    "traffic to it: those requests fail.",
+                },
+            }
+        )
+    return rules
+
+
+def prometheus_rule(config: StackConfig) -> dict:
+    """One rule group per model, so a model's alerts are evaluated together."""
+    alerts = config.telemetry.alerts
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "PrometheusRule",
+        "metadata": metadata("ml-mesh-alerts", config.namespace, COMPONENT, dict(alerts.labels)),
+        "spec": {
+            "groups": [
+                {"name": f"ml-mesh.{config.namespace}.{name}", "rules": model_rules(config, name)}
+                for name in sorted(config.models)
+            ]
+        },
+    }
+
+
+def alert_objects(config: StackConfig) -> list[dict]:
+    return [prometheus_rule(config)] if config.telemetry.alerts.enabled else []
