@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
 from mesh.config import ConfigError, StackConfig, parse_config
-from mesh.plan import Component, Plan, build_plan, model_outputs, stack_outputs
+from mesh.plan import MODEL, Component, Plan, build_plan, model_outputs, stack_outputs
 from mesh.secrets import replace_secrets, secret_values
 from mesh.stackfile import PROJECT
 
@@ -155,7 +155,7 @@ def register(plan: Plan, config: StackConfig, secrets: set[str]) -> list[MeshCom
         MeshComponent(
             component,
             registrar,
-            model_outputs(config, component.name) if component.name in config.models else {},
+            model_outputs(config, component.name) if component.type == MODEL else {},
             pulumi.ResourceOptions(depends_on=[ns]),
         )
         for component in plan.components

@@ -236,3 +236,11 @@ def test_traffic_shifts_only_after_subsets_exist_and_versions_rolled_out(prod):
     deployment = run.resource("Deployment", "fraud-v7").depends_on
     assert ("kubernetes:core/v1:ServiceAccount", "fraud") in deployment
     assert ("kubernetes:core/v1:Namespace", "ml-serving") in deployment
+
+
+def test_a_model_named_like_a_platform_component_is_still_a_model(dev):
+    raw = with_value(dev, "models.egress", dev["models"]["sentiment"])
+    run = run_program(raw)
+    egress = [r for r in run.resources if r.name == "egress" and not r.custom]
+    assert sorted(r.type for r in egress) == [EGRESS, MODEL]
+    assert run.outputs["models"]["egress"]["traffic"] == {"v1": 90, "v2": 10}
