@@ -37,6 +37,7 @@ TYPED_KINDS: dict[tuple[str, str], Any] = {
 DEPENDS_ON_KINDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("ServiceAccount",),
     "VirtualService": ("DestinationRule", "Gateway"),
+    "Canary": ("Deployment",),  # Flagger needs its target Deployment
 }
 
 
