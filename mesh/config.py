@@ -368,7 +368,13 @@ class Canary(_Config):
 
 
 class HeaderMatch(_Config):
-    """One header condition; exactly one of exact, prefix, regex (an Istio StringMatch)."""
+    """One header condition; exactly one of exact, prefix, regex (an Istio StringMatch).
+
+    Numbers are taken as text: `pulumi config set --path ... 1` stores the number 1, and a
+    header value is always a string.
+    """
+
+    model_config = ConfigDict(**_Config.model_config, coerce_numbers_to_str=True)
 
     exact: str | None = None
     prefix: Annotated[str, Field(min_length=1)] | None = None

@@ -93,11 +93,15 @@ def removed_routed_versions(base: Side, head: Side) -> list[Refusal]:
         for version, reason in before.routed().items():
             if after is not None and version in after.versions:
                 continue
-            what = f"model {name!r} is removed" if after is None else f"{name}: version {version}"
+            what = (
+                f"model {name!r} is removed while its version {version} {reason}"
+                if after is None
+                else f"{name}: version {version} is removed while it {reason}"
+            )
             found.append(
                 Refusal(
                     REMOVE_ROUTED_VERSION,
-                    f"{what} while {version} {reason} at the base; requests to it would fail. "
+                    f"{what} at the base; requests to it would fail. "
                     "Deploy twice: first route no traffic to it (weight 0, no match, no "
                     "mirror), then remove it.",
                 )

@@ -193,7 +193,10 @@ def test_removing_a_version_that_receives_traffic_is_refused(repo):
     result = repo.diff("dev")
     assert result.returncode == 1
     (reason,) = _refused(result, "remove-routed-version")
-    assert reason.startswith("sentiment: version v2 while v2 receives 10% of traffic at the base")
+    assert reason.startswith(
+        "sentiment: version v2 is removed while it receives 10% of traffic at the base; "
+        "requests to it would fail."
+    )
     assert "Deploy twice" in reason
     assert "**Removed** (1): `Deployment/sentiment-v2`" in result.stdout
 
@@ -249,7 +252,9 @@ def test_match_and_mirror_changes_show_in_the_traffic_table_and_the_graph(repo):
 def test_removing_a_whole_model_that_serves_traffic_is_refused(repo):
     repo.edit("prod", "models.fraud", None)
     (reason,) = _refused(repo.diff("prod"), "remove-routed-version")
-    assert reason.startswith("model 'fraud' is removed while v7 receives 100% of traffic")
+    assert reason.startswith(
+        "model 'fraud' is removed while its version v7 receives 100% of traffic at the base"
+    )
 
 
 def test_a_deployment_selector_change_is_refused(repo):

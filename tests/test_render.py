@@ -98,3 +98,9 @@ def test_render_graph_prints_the_routing_as_a_mermaid_flowchart():
     assert '  m_sentiment -->|"5%"| v_sentiment_v4' in lines
     assert '  v_sentiment_v4["v4 · canary"]' in lines
     assert '  m_fraud -->|"100%"| v_fraud_v7' in lines
+
+
+def test_the_readme_shows_the_dev_routing_exactly_as_render_graph_prints_it():
+    readme = (PROJECT_DIR / "README.md").read_text()
+    graph = _render("dev", "--graph", "-q").stdout
+    assert graph in readme

@@ -332,3 +332,17 @@ def test_retries_that_outlast_the_timeout_are_refused(dev):
 def test_go_durations_are_accepted(dev, duration):
     raw = with_value(dev, "models.sentiment.timeout", duration)
     assert parse_config(raw, "dev").models["sentiment"].timeout == duration
+
+
+def test_a_header_value_set_as_a_number_is_matched_as_text(dev):
+    """`pulumi config set --path '...headers["x-beta"].exact' 1` stores the number 1."""
+    rule = {"version": "v2", "headers": {"x-beta": {"exact": 1}}}
+    raw = with_value(dev, "models.sentiment.matches.beta", rule)
+    (condition,) = _vs(raw)["spec"]["http"][-2]["match"]
+    assert condition["headers"] == {"x-beta": {"exact": "1"}}
+
+
+def test_a_mirror_percent_set_as_text_is_read_as_a_number(ab):
+    """`pulumi config set --path` stores 12.5 as the string "12.5" (only integers become numbers)."""
+    raw = with_value(ab, "models.sentiment.mirror.percent", "12.5")
+    assert _vs(raw)["spec"]["http"][-1]["mirrorPercentage"] == {"value": 12.5}
