@@ -76,7 +76,9 @@ def _ml_mesh_routing(vs: dict, rule: dict | None) -> ModelRouting:
         if route.get("match"):
             for destination in route.get("route", []):
                 subset = destination["destination"].get("subset", "")
-                matches.setdefault(subset, []).append(route["match"][0].get("name", route["name"]))
+                matches.setdefault(subset, []).append(
+                    route["match"][0].get("name") or route.get("name", "unnamed")
+                )
             continue
         weights = _shares(route.get("route", []))
         if "mirror" in route:
