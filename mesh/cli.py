@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+import yaml
 
 from mesh.config import ConfigError, prom_duration
+from mesh.diff import GATES, normalized, report, side
+from mesh.gitbase import GitBaseError, render_base
+from mesh.graph import gateway_name, mermaid
 from mesh.promql import DEFAULT_WINDOW, promql_report
 from mesh.render import render_objects, to_yaml, traffic_table
-from mesh.stackfile import DEFAULT_STACK, load_stack
+from mesh.routing import routing_from_objects
+from mesh.stackfile import DEFAULT_STACK, load_stack, raw_project_config, stack_file
 
 
 def _render(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
-    sys.stdout.write(to_yaml(render_objects(stack.config, stack.secrets)))
+    objects = render_objects(stack.config, stack.secrets)
+    if args.graph:
+        routing = routing_from_objects(objects, stack.config)
+        sys.stdout.write(mermaid(routing, gateway_name(objects)))
+    else:
+        sys.stdout.write(to_yaml(objects))
     if not args.quiet:
         print(f"# stack {stack.name}\n{traffic_table(stack.config)}", file=sys.stderr)
     return 0
@@ -40,6 +52,35 @@ def _window(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _diff(args: argparse.Namespace) -> int:
+    name, path = stack_file(args.stack)
+    head = load_stack(args.stack)
+    try:
+        base = render_base(args.base, name)
+    except GitBaseError as exc:
+        print(f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}", file=sys.stderr)
+        return 2
+    head_raw = raw_project_config(_yaml_document(path))
+    label = f"base `{args.base}` ({base.commit[:12]})"
+    if not base.exists:
+        label += ", where the stack does not exist yet"
+    markdown, refusals = report(
+        name,
+        label,
+        side(base.objects, base.config, base.raw),
+        side(normalized(render_objects(head.config, head.secrets)), head.config, head_raw),
+        set(args.allow),
+    )
+    sys.stdout.write(markdown)
+    for refusal in refusals:
+        print(f"ml-mesh: refused ({refusal.gate}): {refusal.reason}", file=sys.stderr)
+    return 1 if refusals else 0
+
+
+def _yaml_document(path: Path) -> object:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m mesh", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,6 +97,11 @@ def parser() -> argparse.ArgumentParser:
         help=f"stack name (reads Pulumi.<stack>.yaml) or path to a stack file (default: {DEFAULT_STACK})",
     )
     render.add_argument("-q", "--quiet", action="store_true", help="no traffic table on stderr")
+    render.add_argument(
+        "--graph",
+        action="store_true",
+        help="print the routing as a Mermaid flowchart (Markdown) instead of the objects",
+    )
     render.set_defaults(run=_render)
     promql = commands.add_parser(
         "promql",
@@ -81,6 +127,27 @@ def parser() -> argparse.ArgumentParser:
         help=f"rate window, a Prometheus duration (default: {DEFAULT_WINDOW})",
     )
     promql.set_defaults(run=_promql)
+    diff = commands.add_parser(
+        "diff",
+        help="Markdown report of what a change does to a stack; non-zero exit on unsafe changes",
+        description="Render the stack at a git ref (with that ref's code) and in the working "
+        "tree and print, as Markdown for a pull request, the traffic before and after, the "
+        "objects added, removed and changed, and the routing after the change. Exits 1 when a "
+        "gate refuses the change: "
+        + "; ".join(f"{gate}: {why}" for gate, why in GATES.items())
+        + ".",
+    )
+    diff.add_argument("stack", help="stack name (Pulumi.<stack>.yaml in the project)")
+    diff.add_argument("--base", required=True, help="git ref to compare with, e.g. origin/main")
+    diff.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        choices=sorted(GATES),
+        metavar="GATE",
+        help=f"override a gate on purpose (repeatable): {', '.join(sorted(GATES))}",
+    )
+    diff.set_defaults(run=_diff)
     return root
 
 

@@ -13,8 +13,10 @@ up in one `ConfigError` whose message names the stack and the config path.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -140,6 +142,111 @@ def _model_path(value: str) -> str:
     return value.rstrip("/")
 
 
+_GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$")
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_NANOS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9}
+_NANOS |= {"m": 60 * 10**9, "h": 3600 * 10**9}
+_HTTP_TOKEN_LOWER = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+# RULES.md 20: the retry conditions Envoy knows, or a numeric HTTP status.
+RETRY_ON = frozenset(
+    [
+        "5xx",
+        "gateway-error",
+        "reset",
+        "reset-before-request",
+        "connect-failure",
+        "retriable-4xx",
+        "refused-stream",
+        "retriable-status-codes",
+        "retriable-headers",
+        "envoy-ratelimited",
+        "http3-post-connect-failure",
+        "cancelled",
+        "deadline-exceeded",
+        "internal",
+        "resource-exhausted",
+        "unavailable",
+    ]
+)
+_HTTP_URL = re.compile(
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+)
+
+
+def _nanos(value: str) -> Decimal:
+    return sum(
+        (Decimal(number) * _NANOS[unit] for number, unit in _GO_DURATION_PART.findall(value)),
+        Decimal(0),
+    )
+
+
+def duration_millis(value: str) -> int:
+    """Milliseconds of a Go duration that `_duration` accepted."""
+    return int(_nanos(value) // 10**6)
+
+
+def _duration(value: str) -> str:
+    """Istio's duration rule (RULES.md 5): Go syntax, at least 1ms, whole milliseconds."""
+    if not _GO_DURATION.match(value):
+        raise ValueError(f"{value!r} is not a duration: write it the Go way, e.g. 250ms, 5s, 1m30s")
+    nanos = _nanos(value)
+    if nanos < 10**6 or nanos % 10**6:
+        raise ValueError(f"{value!r} must be at least 1ms and a whole number of milliseconds")
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not _HTTP_TOKEN_LOWER.match(value):
+        raise ValueError(
+            f"{value!r} is not a header name: use a lowercase HTTP token such as x-beta-user "
+            "(Envoy matches lowercased header names)"
+        )
+    if value == "cookie":
+        raise ValueError("match cookies with the rule's `cookie` regex, not as a header")
+    return value
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error goes into our one-line message, not to stderr
+
+
+def _regex(value: str) -> str:
+    """RULES.md 12: RE2 syntax, non-empty, at most 1024 characters."""
+    if not value or len(value) > 1024:
+        raise ValueError("a regex must be 1 to 1024 characters long")
+    try:
+        re2.compile(value, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"{value!r} is not an RE2 regex ({reason}); Envoy uses RE2: no lookaround, "
+            "no backreferences"
+        ) from None
+    return value
+
+
+def _retry_on(value: str) -> str:
+    unknown = [c for c in value.split(",") if c not in RETRY_ON and not _is_status(c)]
+    if not value or unknown:
+        listed = ", ".join(map(repr, unknown)) or "''"
+        raise ValueError(
+            f"{value!r}: unknown retry condition(s) {listed}; "
+            "give a comma-separated list without spaces of "
+            f"{', '.join(sorted(RETRY_ON))} or HTTP status codes"
+        )
+    return value
+
+
+def _is_status(condition: str) -> bool:
+    return condition.isdigit() and 100 <= int(condition) <= 599
+
+
+def _http_url(value: str) -> str:
+    if not _HTTP_URL.match(value):
+        raise ValueError(f"{value!r} is not an http(s) URL such as http://flagger-loadtester.test/")
+    return value
+
+
 def _quantity(value: str) -> str:
     if not _QUANTITY.match(value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi")
@@ -183,6 +290,12 @@ Region = Annotated[str, AfterValidator(_region)]
 HttpPath = Annotated[str, AfterValidator(_http_path)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+Duration = Annotated[str, AfterValidator(_duration)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+Regex = Annotated[str, AfterValidator(_regex)]
+RetryOn = Annotated[str, AfterValidator(_retry_on)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Percent = Annotated[int, Field(strict=True, ge=0, le=100)]
 
 # Fields whose values may be Pulumi secrets. A secret anywhere else is refused, because those
 # values end up in resource names, labels or hosts, which Pulumi cannot keep secret.
@@ -246,10 +359,165 @@ class Resources(_Config):
 
 class Canary(_Config):
     version: DnsLabel = Field(description="the version that receives `weight` percent")
-    weight: Annotated[int, Field(strict=True, ge=0, le=100)] = Field(
+    weight: Percent | None = Field(
+        default=None,
         description="percent of traffic on the canary: 0 = deployed but not routed, "
-        "100 = all traffic (promotion before cleanup)"
+        "100 = all traffic (promotion before cleanup); unset in progressive mode, where "
+        "Flagger sets the weights",
     )
+
+
+class HeaderMatch(_Config):
+    """One header condition; exactly one of exact, prefix, regex (an Istio StringMatch).
+
+    Numbers are taken as text: `pulumi config set --path ... 1` stores the number 1, and a
+    header value is always a string.
+    """
+
+    model_config = ConfigDict(**_Config.model_config, coerce_numbers_to_str=True)
+
+    exact: str | None = None
+    prefix: Annotated[str, Field(min_length=1)] | None = None
+    regex: Regex | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HeaderMatch:
+        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ConfigPathError((), "give exactly one of exact, prefix, regex")
+        return self
+
+    def istio(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class MatchRule(_Config):
+    """A/B or dark-launch rule: requests that match go to `version`, before the weighted split.
+
+    All conditions of a rule must hold (headers AND cookie). Rules are tried by ascending
+    `priority`, then by name, so their order never depends on how YAML orders a map.
+    """
+
+    version: DnsLabel = Field(description="the version that receives the matching requests")
+    headers: dict[HeaderName, HeaderMatch] = {}
+    cookie: Regex | None = Field(
+        default=None,
+        description="RE2 regex the whole Cookie header must match, e.g. ^(.*?;)?(beta=1)(;.*)?$",
+    )
+    priority: Annotated[int, Field(strict=True, ge=0, le=1000)] = Field(
+        default=100, description="lower is tried first; equal priorities go by rule name"
+    )
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> MatchRule:
+        if not self.headers and self.cookie is None:
+            raise ConfigPathError(
+                (),
+                "needs at least one condition (headers or cookie); a rule without one would "
+                "catch every request and make the weighted route unreachable",
+            )
+        return self
+
+    def istio_headers(self) -> dict[str, dict[str, str]]:
+        headers = {name: match.istio() for name, match in sorted(self.headers.items())}
+        if self.cookie is not None:
+            headers["cookie"] = {"regex": self.cookie}
+        return headers
+
+
+class Mirror(_Config):
+    """Shadow traffic: a copy of `percent` of the weighted route's requests, answers discarded."""
+
+    version: DnsLabel
+    percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
+        description="share of live requests copied to `version`, 0..100, decimals allowed"
+    )
+
+
+class Retries(_Config):
+    attempts: Annotated[int, Field(strict=True, ge=0, le=100)] = Field(
+        description="retries per request; 0 turns Istio's default retries off"
+    )
+    per_try_timeout: Duration | None = None
+    retry_on: RetryOn | None = None
+
+    @model_validator(mode="after")
+    def _off_means_off(self) -> Retries:
+        if self.attempts == 0:
+            for field, key in (("per_try_timeout", "perTryTimeout"), ("retry_on", "retryOn")):
+                if getattr(self, field) is not None:
+                    raise ConfigPathError(
+                        (key,), "not allowed with attempts 0 (retries off); remove it"
+                    )
+        return self
+
+    def istio(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class LoadTest(_Config):
+    """A Flagger `rollout` webhook that makes traffic while the canary is analysed."""
+
+    url: HttpUrl = Field(description="the flagger-loadtester, e.g. http://flagger-loadtester.test/")
+    cmd: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
+        description="command the load tester runs, e.g. hey -z 1m -q 10 -c 2 http://..."
+    )
+    timeout: Duration = "5s"
+
+
+class Progressive(_Config):
+    """Hand the model's rollout to Flagger (automated canary analysis)."""
+
+    interval: Duration = Field(default="1m", description="time between analysis steps")
+    threshold: Annotated[int, Field(strict=True, ge=1, le=100)] = Field(
+        default=5, description="failed checks before Flagger rolls back"
+    )
+    step_weight: Annotated[int, Field(strict=True, ge=1, le=100)] | None = None
+    step_weights: (
+        Annotated[list[Annotated[int, Field(strict=True, ge=1, le=100)]], Field(min_length=1)]
+        | None
+    ) = None
+    max_weight: Annotated[int, Field(strict=True, ge=1, le=100)] | None = None
+    min_success_rate: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
+        default=99, description="request-success-rate: minimum percent of non-5xx responses"
+    )
+    max_latency_ms: Annotated[int, Field(strict=True, ge=1, le=600000)] = Field(
+        default=500, description="request-duration: maximum P99 latency in milliseconds"
+    )
+    load_test: LoadTest | None = None
+
+    @model_validator(mode="after")
+    def _steps(self) -> Progressive:
+        if self.step_weights is not None:
+            if self.step_weight is not None:
+                raise ConfigPathError(("stepWeight",), "give stepWeight or stepWeights, not both")
+            if self.max_weight is not None:
+                raise ConfigPathError(
+                    ("maxWeight",), "not used with stepWeights: the last step is the maximum"
+                )
+            if any(b <= a for a, b in zip(self.step_weights, self.step_weights[1:], strict=False)):
+                raise ConfigPathError(("stepWeights",), "must be strictly increasing")
+        elif self.step > self.maximum:
+            raise ConfigPathError(
+                ("stepWeight",), f"{self.step} is more than maxWeight {self.maximum}"
+            )
+        return self
+
+    @property
+    def step(self) -> int:
+        return self.step_weight if self.step_weight is not None else 10
+
+    @property
+    def maximum(self) -> int:
+        if self.step_weights is not None:
+            return self.step_weights[-1]
+        return self.max_weight if self.max_weight is not None else 50
+
+    def largest_step(self) -> int:
+        """The largest weight increase Flagger makes in one analysis interval."""
+        if self.step_weights is None:
+            return self.step
+        return max(b - a for a, b in zip([0, *self.step_weights], self.step_weights, strict=False))
 
 
 class Version(_Config):
@@ -305,6 +573,15 @@ class Model(_Config):
         description="size limit of the emptyDir that holds the downloaded model version",
     )
     custom: CustomServer | None = None
+    matches: dict[DnsLabel, MatchRule] = Field(
+        default={}, description="A/B rules, tried before the weighted route"
+    )
+    mirror: Mirror | None = None
+    timeout: Duration | None = Field(default=None, description="timeout of each request")
+    retries: Retries | None = None
+    progressive: Progressive | None = Field(
+        default=None, description="hand the rollout to Flagger instead of canary.weight"
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> Model:
@@ -333,25 +610,120 @@ class Model(_Config):
             raise ConfigPathError(
                 ("custom",), f"only allowed with server 'custom' (this model uses {self.server!r})"
             )
-        for name, version in self.versions.items():
-            routed = self.traffic().get(name, 0) > 0
-            if routed and version.replicas == 0:
-                raise ConfigPathError(
-                    ("versions", name, "replicas"),
-                    f"version {name!r} receives {self.traffic()[name]}% of traffic and cannot "
-                    "have 0 replicas",
-                )
+        self._check_routing()
         if self.hosts is not None and len(set(self.hosts)) != len(self.hosts):
             raise ConfigPathError(("hosts",), "lists the same host twice")
         return self
 
+    def _check_routing(self) -> None:
+        if self.progressive is not None:
+            self._check_progressive()
+        elif self.canary is not None and self.canary.weight is None:
+            raise ConfigPathError(
+                ("canary", "weight"), "is required: the percent of traffic on the canary, 0..100"
+            )
+        self._check_versions_exist()
+        if self.mirror is not None and self.mirror.version in self.traffic():
+            raise ConfigPathError(
+                ("mirror", "version"),
+                f"{self.mirror.version!r} already receives live traffic "
+                f"({self.traffic()[self.mirror.version]}%); mirror to a version outside the "
+                "weighted route, e.g. the canary at weight 0",
+            )
+        self._check_timeouts()
+        for name, reason in self.routed_versions().items():
+            if self._deployed_replicas(name) == 0:
+                raise ConfigPathError(
+                    ("versions", name, "replicas"),
+                    f"version {name!r} {reason} and cannot have 0 replicas",
+                )
+
+    def _check_progressive(self) -> None:
+        if self.matches:
+            raise ConfigPathError(
+                ("matches",),
+                "not available in progressive mode: Flagger owns the VirtualService; remove "
+                "the matches or the progressive block",
+            )
+        if self.mirror is not None:
+            raise ConfigPathError(
+                ("mirror",),
+                "not available in progressive mode: Flagger owns the VirtualService; remove "
+                "the mirror or the progressive block",
+            )
+        if self.canary is not None and self.canary.weight is not None:
+            raise ConfigPathError(
+                ("canary", "weight"),
+                "Flagger sets the weights in progressive mode; remove canary.weight (the "
+                "canary block only names the version to roll out)",
+            )
+
+    def _check_versions_exist(self) -> None:
+        names = ", ".join(sorted(self.versions))
+        wanted: list[tuple[tuple[str, ...], str]] = [
+            (("matches", rule, "version"), match.version) for rule, match in self.matches.items()
+        ]
+        if self.mirror is not None:
+            wanted.append((("mirror", "version"), self.mirror.version))
+        for path, version in wanted:
+            if version not in self.versions:
+                raise ConfigPathError(
+                    path, f"{version!r} is not a version of this model; defined: {names}"
+                )
+
+    def _check_timeouts(self) -> None:
+        retries = self.retries
+        if self.timeout is None or retries is None or retries.per_try_timeout is None:
+            return
+        budget = retries.attempts * duration_millis(retries.per_try_timeout)
+        if budget > duration_millis(self.timeout):
+            raise ConfigPathError(
+                ("retries", "perTryTimeout"),
+                f"attempts x perTryTimeout = {budget}ms exceeds timeout {self.timeout}; the "
+                "request timeout would cut the retries short (lower them or raise timeout)",
+            )
+
+    def _deployed_replicas(self, version: str) -> int:
+        return self.versions[version].replicas
+
     def traffic(self) -> dict[str, int]:
-        """Percent of live traffic per version; versions without traffic are left out."""
-        if self.canary is None or self.canary.weight == 0:
+        """Percent of the weighted (live) route per version; versions at 0% are left out.
+
+        Empty in progressive mode: Flagger moves the weights at run time.
+        """
+        if self.progressive is not None:
+            return {}
+        weight = self.canary.weight if self.canary is not None else None
+        if self.canary is None or not weight:
             return {self.stable: 100}
-        if self.canary.weight == 100:
+        if weight == 100:
             return {self.canary.version: 100}
-        return {self.stable: 100 - self.canary.weight, self.canary.version: self.canary.weight}
+        return {self.stable: 100 - weight, self.canary.version: weight}
+
+    def ordered_matches(self) -> list[tuple[str, MatchRule]]:
+        """Match rules in the order Istio tries them: by priority, then by name."""
+        return sorted(self.matches.items(), key=lambda item: (item[1].priority, item[0]))
+
+    def target_version(self) -> str:
+        """Progressive mode: the version the Flagger target Deployment runs (the canary if
+        one is named, else stable). Flagger promotes it once the analysis passes."""
+        return self.canary.version if self.canary is not None else self.stable
+
+    def routed_versions(self) -> dict[str, str]:
+        """Every version that receives requests, with why: weight, a match rule or a mirror.
+
+        These need pods, and removing one of them drops requests (see `mesh diff`).
+        """
+        if self.progressive is not None:
+            return {self.target_version(): "is the Flagger target"}
+        routed = {v: f"receives {w}% of traffic" for v, w in self.traffic().items()}
+        for rule, match in self.ordered_matches():
+            routed.setdefault(match.version, f"receives the requests of match rule {rule!r}")
+        if self.mirror is not None and self.mirror.percent > 0:
+            routed.setdefault(
+                self.mirror.version, f"receives {self.mirror.percent:g}% mirrored traffic"
+            )
+        return routed
 
 
 class GatewayTls(_Config):
@@ -540,6 +912,11 @@ class StackConfig(_Config):
     protected: bool = Field(
         default=False,
         description="a production stack: the namespace is protected from deletion",
+    )
+    max_weight_step: Annotated[int, Field(strict=True, ge=1, le=100)] = Field(
+        default=25,
+        description="protected stacks: the largest canary weight increase one change may make "
+        "(checked by `python -m mesh diff`)",
     )
     gateway: Gateway
     storage: Storage

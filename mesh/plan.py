@@ -10,6 +10,7 @@ from mesh.config import StackConfig
 from mesh.egress import egress_objects
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
+from mesh.progressive import progressive_objects
 from mesh.telemetry import telemetry_objects
 from mesh.traffic import traffic_objects
 from models.workloads import model_objects
@@ -45,10 +46,20 @@ def build_plan(config: StackConfig) -> Plan:
         Component(EGRESS, "egress", tuple(egress_objects(config))),
     ]
     for name in sorted(config.models):
-        objects = [*model_objects(config, name), *traffic_objects(config, name)]
-        components.append(Component(MODEL, name, tuple(objects)))
+        components.append(Component(MODEL, name, tuple(serving_objects(config, name))))
     components.append(Component(TELEMETRY, "telemetry", tuple(telemetry_objects(config))))
     return Plan(namespace(config), tuple(components))
+
+
+def serving_objects(config: StackConfig, name: str) -> list[dict]:
+    """A model's objects in the mode that owns its routing: ml-mesh, or Flagger (progressive)."""
+    if config.models[name].progressive is not None:
+        return progressive_objects(config, name)
+    return [*model_objects(config, name), *traffic_objects(config, name)]
+
+
+def routing_owner(config: StackConfig, name: str) -> str:
+    return "flagger" if config.models[name].progressive is not None else "ml-mesh"
 
 
 def model_outputs(config: StackConfig, name: str) -> dict[str, Any]:
@@ -56,9 +67,12 @@ def model_outputs(config: StackConfig, name: str) -> dict[str, Any]:
     return {
         "urls": endpoint_urls(config, name),
         "service": config.service_host(name),
+        "routing": routing_owner(config, name),
         "stable": model.stable,
         "canary": model.canary.version if model.canary else None,
         "traffic": model.traffic(),
+        "matches": {rule: match.version for rule, match in model.ordered_matches()},
+        "mirror": model.mirror.model_dump() if model.mirror else None,
     }
 
 

@@ -39,6 +39,7 @@ TYPED_KINDS: dict[tuple[str, str], Any] = {
 DEPENDS_ON_KINDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("ServiceAccount",),
     "VirtualService": ("DestinationRule", "Deployment", "Gateway"),
+    "Canary": ("Deployment",),  # Flagger needs its target Deployment
 }
 
 

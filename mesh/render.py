@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from mesh.config import SECRET_PLACEHOLDER, StackConfig
+from mesh.config import SECRET_PLACEHOLDER, Model, StackConfig
 from mesh.plan import build_plan
 from mesh.secrets import replace_secrets
 
@@ -39,19 +39,35 @@ def render_objects(config: StackConfig, secrets: set[str]) -> list[dict]:
     return [replace_secrets(obj, secrets, mask) for obj in build_plan(config).objects()]
 
 
+def version_role(model: Model, version: str) -> str:
+    if model.progressive is not None:
+        return "target" if version == model.target_version() else ""
+    if model.canary and version == model.canary.version:
+        return "canary"
+    return "stable" if version == model.stable else ""
+
+
+def version_row(model: Model, version: str) -> tuple[str, ...]:
+    """TRAFFIC is the weighted split (Flagger's in progressive mode); MATCH names the rules that
+    send requests to the version; MIRROR the share of live requests copied to it."""
+    if model.progressive is not None:
+        traffic = "flagger" if version == model.target_version() else "-"
+    else:
+        traffic = f"{model.traffic().get(version, 0)}%"
+    rules = [rule for rule, match in model.ordered_matches() if match.version == version]
+    shadow = model.mirror
+    mirrored = f"{shadow.percent:g}%" if shadow and shadow.version == version else ""
+    deployed = model.progressive is None or version == model.target_version()
+    replicas = str(model.versions[version].replicas) if deployed else "-"
+    return (version_role(model, version), traffic, ",".join(rules), mirrored, replicas)
+
+
 def traffic_table(config: StackConfig) -> str:
-    rows = [("MODEL", "SERVER", "VERSION", "ROLE", "TRAFFIC", "REPLICAS")]
+    rows = [("MODEL", "SERVER", "VERSION", "ROLE", "TRAFFIC", "MATCH", "MIRROR", "REPLICAS")]
     for name in sorted(config.models):
         model = config.models[name]
-        traffic = model.traffic()
         for version in sorted(model.versions):
-            role = "stable" if version == model.stable else ""
-            if model.canary and version == model.canary.version:
-                role = "canary"
-            replicas = model.versions[version].replicas
-            rows.append(
-                (name, model.server, version, role, f"{traffic.get(version, 0)}%", str(replicas))
-            )
+            rows.append((name, model.server, version, *version_row(model, version)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in rows

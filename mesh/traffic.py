@@ -1,16 +1,19 @@
 """Istio routing of one model: a DestinationRule with a subset per version and a VirtualService
-with the weighted canary split, bound to the shared Gateway and to the mesh.
+with the match rules, the weighted canary split and the mirror, bound to the shared Gateway and
+to the mesh.
 
 All of a model's traffic settings live in its one VirtualService, so shifting the canary changes
-exactly one resource.
+exactly one resource. Routes are built per Service port (the destination must name a port: the
+Service has more than one, IST0112); for each port the match rules come first, then the weighted
+default route, so only the last route of the REST port lacks a match (RULES.md 26).
 """
 
 from __future__ import annotations
 
-from mesh.config import StackConfig
+from mesh.config import MatchRule, Model, StackConfig
 from mesh.ingress import gateway_ref
 from mesh.k8s import istio_networking, metadata
-from models.presets import server_ports
+from models.presets import ServerPort, server_ports
 from models.workloads import selector_labels
 
 COMPONENT = "traffic"
@@ -33,36 +36,86 @@ def destination_rule(config: StackConfig, name: str) -> dict:
     }
 
 
+def destination(config: StackConfig, name: str, version: str, port: int) -> dict:
+    return {"host": config.service_host(name), "subset": version, "port": {"number": port}}
+
+
 def weighted_route(config: StackConfig, name: str, port: int) -> list[dict]:
     """Destinations for the live traffic split; versions at 0% are left out of the route."""
     return [
-        {
-            "destination": {
-                "host": config.service_host(name),
-                "subset": version,
-                "port": {"number": port},
-            },
-            "weight": weight,
-        }
+        {"destination": destination(config, name, version, port), "weight": weight}
         for version, weight in config.models[name].traffic().items()
     ]
 
 
-def virtual_service(config: StackConfig, name: str) -> dict:
-    """Routes for every Service port: the destination must name a port (the Service has more
-    than one, IST0112), so each non-REST port gets a route matched on that port and the REST
-    port takes the rest, which includes everything arriving through the gateway."""
+def request_policy(model: Model) -> dict:
+    """Timeout and retries, the same on every route of the model."""
+    policy: dict = {}
+    if model.timeout is not None:
+        policy["timeout"] = model.timeout
+    if model.retries is not None:
+        policy["retries"] = model.retries.istio()
+    return policy
+
+
+def port_match(port: ServerPort, rest: bool) -> dict:
+    """Gateway traffic arrives on the gateway's port (80/443), so the REST routes carry no port
+    condition; every other port is selected by its number."""
+    return {} if rest else {"port": port.number}
+
+
+def match_route(
+    config: StackConfig, name: str, rule: str, match: MatchRule, port: ServerPort, rest: bool
+) -> dict:
+    condition = {"name": rule, "headers": match.istio_headers(), **port_match(port, rest)}
+    return {
+        "name": f"{rule}-{port.name}",
+        "match": [condition],
+        "route": [{"destination": destination(config, name, match.version, port.number)}],
+        **request_policy(config.models[name]),
+    }
+
+
+def mirror(config: StackConfig, name: str, port: ServerPort) -> dict:
+    shadow = config.models[name].mirror
+    if shadow is None:
+        return {}
+    return {
+        "mirror": destination(config, name, shadow.version, port.number),
+        "mirrorPercentage": {"value": shadow.percent},
+    }
+
+
+def default_route(config: StackConfig, name: str, port: ServerPort, rest: bool) -> dict:
+    route: dict = {"name": port.name}
+    if not rest:
+        route["match"] = [port_match(port, rest)]
+    route["route"] = weighted_route(config, name, port.number)
+    route.update(mirror(config, name, port))
+    route.update(request_policy(config.models[name]))
+    return route
+
+
+def port_routes(config: StackConfig, name: str, port: ServerPort, rest: bool) -> list[dict]:
+    """The match rules of one port, in order, then its weighted route."""
+    model = config.models[name]
+    routes = [
+        match_route(config, name, rule, match, port, rest)
+        for rule, match in model.ordered_matches()
+    ]
+    return [*routes, default_route(config, name, port, rest)]
+
+
+def http_routes(config: StackConfig, name: str) -> list[dict]:
+    """Non-REST ports first (each selected by port), the REST port last: its weighted route has
+    no match and takes everything else, including all traffic from the gateway."""
     ports = server_ports(config.models[name])
     rest, others = ports[0], ports[1:]
-    http = [
-        {
-            "name": port.name,
-            "match": [{"port": port.number}],
-            "route": weighted_route(config, name, port.number),
-        }
-        for port in others
-    ]
-    http.append({"name": rest.name, "route": weighted_route(config, name, rest.number)})
+    routes = [r for port in others for r in port_routes(config, name, port, rest=False)]
+    return routes + port_routes(config, name, rest, rest=True)
+
+
+def virtual_service(config: StackConfig, name: str) -> dict:
     return {
         "apiVersion": istio_networking(config),
         "kind": "VirtualService",
@@ -70,7 +123,7 @@ def virtual_service(config: StackConfig, name: str) -> dict:
         "spec": {
             "hosts": [*config.model_hosts(name), config.service_host(name)],
             "gateways": [gateway_ref(config), "mesh"],
-            "http": http,
+            "http": http_routes(config, name),
         },
     }
 

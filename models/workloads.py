@@ -198,6 +198,25 @@ def pod_annotations(config: StackConfig) -> dict[str, str]:
 
 
 def deployment(config: StackConfig, name: str, version: str) -> dict:
+    """One Deployment per version, `<model>-<version>`, selected by app and version."""
+    labels = selector_labels(name, version)
+    return _deployment(config, name, version, f"{name}-{version}", labels)
+
+
+def target_deployment(config: StackConfig, name: str) -> dict:
+    """Progressive mode: the one Deployment Flagger watches, named after the model.
+
+    Flagger copies it to `<model>-primary` and rewrites the label it selects on (`app`) to
+    `<model>-primary`, so the selector must be that label alone; the pods still carry the
+    version label, for Istio telemetry and for people.
+    """
+    version = config.models[name].target_version()
+    return _deployment(config, name, version, name, {"app": name})
+
+
+def _deployment(
+    config: StackConfig, name: str, version: str, object_name: str, selector: dict[str, str]
+) -> dict:
     model = config.models[name]
     spec = preset(model)
     uid = spec.run_as_user(model)
@@ -227,11 +246,11 @@ def deployment(config: StackConfig, name: str, version: str) -> dict:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(f"{name}-{version}", config.namespace, COMPONENT, labels),
+        "metadata": metadata(object_name, config.namespace, COMPONENT, labels),
         "spec": {
             "replicas": model.versions[version].replicas,
             "revisionHistoryLimit": 5,
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": dict(selector)},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},

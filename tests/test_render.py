@@ -85,3 +85,22 @@ def test_secure_value_where_secrets_cannot_go_is_refused(tmp_path):
     result = _render(str(path))
     assert result.returncode == 2
     assert "storage.bucket: cannot be a secret" in result.stderr
+
+
+def test_render_graph_prints_the_routing_as_a_mermaid_flowchart():
+    result = _render("prod", "--graph", "-q")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["```mermaid", "flowchart LR"] and lines[-1] == "```"
+    assert '  gateway{{"Gateway ml-serving/ml-gateway"}}' in lines
+    assert '  m_sentiment["sentiment<br/>sentiment.models.example.com"]' in lines
+    assert '  m_sentiment -->|"95%"| v_sentiment_v3' in lines
+    assert '  m_sentiment -->|"5%"| v_sentiment_v4' in lines
+    assert '  v_sentiment_v4["v4 · canary"]' in lines
+    assert '  m_fraud -->|"100%"| v_fraud_v7' in lines
+
+
+def test_the_readme_shows_the_dev_routing_exactly_as_render_graph_prints_it():
+    readme = (PROJECT_DIR / "README.md").read_text()
+    graph = _render("dev", "--graph", "-q").stdout
+    assert graph in readme

@@ -1,0 +1,387 @@
+"""`python -m mesh diff`: what a change does to a stack, as Markdown for a pull request, and
+whether it is safe.
+
+Both sides are rendered objects (the base by the base's own code, see `mesh.gitbase`), so the
+report shows exactly what `pulumi up` would change. The gates refuse the changes that drop
+requests or move too much traffic at once; each can be overridden on purpose by name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from mesh.config import StackConfig
+from mesh.graph import gateway_name, mermaid
+from mesh.render import to_yaml
+from mesh.routing import (
+    FLAGGER,
+    ModelRouting,
+    VersionRouting,
+    describe_analysis,
+    largest_flagger_step,
+    routing_from_objects,
+)
+
+REMOVE_ROUTED_VERSION = "remove-routed-version"
+WEIGHT_STEP = "weight-step"
+SELECTOR_CHANGE = "selector-change"
+OWNERSHIP_SWITCH = "ownership-switch"
+GATES = {
+    REMOVE_ROUTED_VERSION: "a version that receives traffic at the base is removed",
+    WEIGHT_STEP: "protected stack: a canary weight step above maxWeightStep, or 0 -> 100",
+    SELECTOR_CHANGE: "a Deployment's selector changes (Kubernetes replaces it: downtime)",
+    OWNERSHIP_SWITCH: "a model's routing moves between ml-mesh and Flagger",
+}
+MAX_LISTED_FIELDS = 12
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the diff: its objects and routing, and its config where it can be read."""
+
+    objects: list[dict]
+    routing: dict[str, ModelRouting]
+    config: StackConfig | None
+    raw: dict[str, Any]
+
+
+def side(objects: list[dict], config: StackConfig | None, raw: dict[str, Any]) -> Side:
+    return Side(objects, routing_from_objects(objects, config), config, raw)
+
+
+def normalized(objects: list[dict]) -> list[dict]:
+    """Objects as their YAML reads back, so both sides compare with the same types."""
+    return [doc for doc in yaml.safe_load_all(to_yaml(objects)) if doc]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    gate: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    protected: bool
+    max_weight_step: int
+
+
+def policy(base: Side, head: Side) -> Policy:
+    """The stricter of both sides: a change cannot loosen the rules it is checked by."""
+    protected = bool(base.raw.get("protected") is True or (head.config and head.config.protected))
+    steps = [head.config.max_weight_step] if head.config else [25]
+    if isinstance(base.raw.get("maxWeightStep"), int):
+        steps.append(base.raw["maxWeightStep"])
+    return Policy(protected, min(steps))
+
+
+# --- gates ---------------------------------------------------------------------------------
+
+
+def removed_routed_versions(base: Side, head: Side) -> list[Refusal]:
+    """Istio drops a subset before the routes stop using it (RULES.md 76): move the traffic
+    away in one deploy, remove the version in the next."""
+    found = []
+    for name, before in base.routing.items():
+        after = head.routing.get(name)
+        if after is not None and after.owner != before.owner:
+            continue  # OWNERSHIP_SWITCH says it better
+        for version, reason in before.routed().items():
+            if after is not None and version in after.versions:
+                continue
+            what = (
+                f"model {name!r} is removed while its version {version} {reason}"
+                if after is None
+                else f"{name}: version {version} is removed while it {reason}"
+            )
+            found.append(
+                Refusal(
+                    REMOVE_ROUTED_VERSION,
+                    f"{what} at the base; requests to it would fail. "
+                    "Deploy twice: first route no traffic to it (weight 0, no match, no "
+                    "mirror), then remove it.",
+                )
+            )
+    return found
+
+
+def _incumbent(routing: ModelRouting) -> str:
+    """The version traffic returns to on a rollback: stable where known, else the largest."""
+    for version, role in routing.roles.items():
+        if role == "stable":
+            return version
+    return max(routing.versions.items(), key=lambda item: (item[1].weight, item[0]))[0]
+
+
+def weight_steps(base: Side, head: Side, rules: Policy) -> list[Refusal]:
+    if not rules.protected:
+        return []
+    found = []
+    for name, after in head.routing.items():
+        before = base.routing.get(name)
+        if before is None or before.owner != after.owner:
+            continue
+        if after.owner == FLAGGER:
+            found += _flagger_steps(name, before, after, rules)
+            continue
+        incumbent = _incumbent(before)
+        for version, now in after.versions.items():
+            was = before.versions.get(version, VersionRouting()).weight
+            rise = now.weight - was
+            if was == 0 and now.weight == 100:
+                found.append(
+                    Refusal(
+                        WEIGHT_STEP,
+                        f"{name}: {version} jumps from 0% to 100% of traffic in one change; "
+                        f"shift it in steps of at most {rules.max_weight_step} points",
+                    )
+                )
+            elif rise > rules.max_weight_step and version != incumbent:
+                found.append(
+                    Refusal(
+                        WEIGHT_STEP,
+                        f"{name}: {version} goes from {was:g}% to {now.weight:g}% "
+                        f"(+{rise:g} points), more than maxWeightStep {rules.max_weight_step} "
+                        "of this protected stack",
+                    )
+                )
+    return found
+
+
+def _flagger_steps(name: str, before: ModelRouting, after: ModelRouting, rules: Policy):
+    step = largest_flagger_step(after.analysis)
+    if before.analysis == after.analysis or step <= rules.max_weight_step:
+        return []
+    return [
+        Refusal(
+            WEIGHT_STEP,
+            f"{name}: Flagger would shift up to {step} points per interval, more than "
+            f"maxWeightStep {rules.max_weight_step} of this protected stack",
+        )
+    ]
+
+
+def selector_changes(base: Side, head: Side) -> list[Refusal]:
+    before = {_key(o): o for o in base.objects if o.get("kind") == "Deployment"}
+    found = []
+    for obj in head.objects:
+        old = before.get(_key(obj))
+        if old is None or obj.get("kind") != "Deployment":
+            continue
+        if old["spec"].get("selector") != obj["spec"].get("selector"):
+            found.append(
+                Refusal(
+                    SELECTOR_CHANGE,
+                    f"Deployment/{obj['metadata']['name']}: spec.selector changes "
+                    f"({_short(old['spec'].get('selector'))} -> "
+                    f"{_short(obj['spec'].get('selector'))}); the field is immutable, so it is "
+                    "deleted and recreated: its pods are gone until the new ones are ready",
+                )
+            )
+    return found
+
+
+def ownership_switches(base: Side, head: Side) -> list[Refusal]:
+    found = []
+    for name, after in head.routing.items():
+        before = base.routing.get(name)
+        if before is not None and before.owner != after.owner:
+            found.append(
+                Refusal(
+                    OWNERSHIP_SWITCH,
+                    f"{name}: routing moves from {before.owner} to {after.owner}; the two hand "
+                    "over Service/VirtualService/DestinationRule and requests fail until the new "
+                    "owner's objects are ready (see README, 'Switching a model between modes')",
+                )
+            )
+    return found
+
+
+def check(base: Side, head: Side) -> list[Refusal]:
+    return [
+        *removed_routed_versions(base, head),
+        *weight_steps(base, head, policy(base, head)),
+        *selector_changes(base, head),
+        *ownership_switches(base, head),
+    ]
+
+
+# --- object changes ------------------------------------------------------------------------
+
+
+def _key(obj: dict) -> tuple[str, str, str]:
+    meta = obj.get("metadata", {})
+    return obj.get("kind", ""), meta.get("namespace", ""), meta.get("name", "")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _named(items: list) -> bool:
+    names = [i.get("name") for i in items if isinstance(i, dict)]
+    return len(names) == len(items) and None not in names and len(set(names)) == len(names)
+
+
+def changed_fields(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(path, before, after) of every leaf that differs; lists of named items are aligned by
+    name (`http[http-rest]`), other lists by index. A missing side is None."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = list(before) + [k for k in after if k not in before]
+        return [
+            change
+            for k in keys
+            for change in changed_fields(before.get(k), after.get(k), f"{path}.{k}" if path else k)
+        ]
+    if isinstance(before, list) and isinstance(after, list):
+        if _named(before) and _named(after):
+            old = {i["name"]: i for i in before}
+            new = {i["name"]: i for i in after}
+            names = list(old) + [n for n in new if n not in old]
+            return [
+                c for n in names for c in changed_fields(old.get(n), new.get(n), f"{path}[{n}]")
+            ]
+        size = max(len(before), len(after))
+        pad = lambda items, i: items[i] if i < len(items) else None  # noqa: E731
+        return [
+            c
+            for i in range(size)
+            for c in changed_fields(pad(before, i), pad(after, i), f"{path}[{i}]")
+        ]
+    return [] if before == after else [(path, before, after)]
+
+
+@dataclass(frozen=True)
+class ObjectChanges:
+    added: list[tuple[str, str, str]]
+    removed: list[tuple[str, str, str]]
+    changed: dict[tuple[str, str, str], list[tuple[str, Any, Any]]]
+
+
+def object_changes(base: list[dict], head: list[dict]) -> ObjectChanges:
+    old = {_key(o): o for o in base}
+    new = {_key(o): o for o in head}
+    changed = {k: changed_fields(old[k], new[k]) for k in new if k in old and old[k] != new[k]}
+    return ObjectChanges(
+        added=[k for k in new if k not in old],
+        removed=[k for k in old if k not in new],
+        changed=changed,
+    )
+
+
+# --- Markdown ------------------------------------------------------------------------------
+
+
+def _percent(value: float) -> str:
+    return f"{value:g}%" if value else "0%"
+
+
+def _before_after(before: str, after: str) -> str:
+    if before == after:
+        return after
+    return f"{before or 'none'} → {after or 'none'}"
+
+
+def traffic_rows(before: ModelRouting | None, after: ModelRouting | None) -> list[str]:
+    either = after or before
+    assert either is not None
+    old = before.versions if before else {}
+    new = after.versions if after else {}
+    rows = ["| version | role | weight | match | mirror |", "| --- | --- | --- | --- | --- |"]
+    for version in sorted(set(old) | set(new)):
+        was, now = old.get(version), new.get(version)
+
+        def cell(part, was=was, now=now):
+            shown = [part(v) if v is not None else "—" for v in (was, now)]
+            if set(shown) <= {"", "—"}:  # nothing on either side, e.g. no match before or after
+                return ""
+            return _before_after(*shown)
+
+        role = _before_after(
+            before.roles.get(version, "") if before and was else "—",
+            after.roles.get(version, "") if after and now else "—",
+        )
+        if either.owner == FLAGGER and (now or was):
+            weight = "Flagger"
+        else:
+            weight = cell(lambda v: _percent(v.weight))
+        match = cell(lambda v: ", ".join(v.matches))
+        mirror = cell(lambda v: _percent(v.mirror) if v.mirror else "")
+        rows.append(f"| {version} | {role} | {weight} | {match} | {mirror} |")
+    return rows
+
+
+def traffic_section(base: Side, head: Side) -> list[str]:
+    lines = ["### Traffic", ""]
+    for name in sorted(set(base.routing) | set(head.routing)):
+        before, after = base.routing.get(name), head.routing.get(name)
+        status = "added" if before is None else "removed" if after is None else "changed"
+        status = "unchanged" if before == after else status
+        owner = (after or before).owner
+        title = f"**{name}** ({status}, routing by {owner})"
+        lines += [title, "", *traffic_rows(before, after), ""]
+        if owner == FLAGGER:
+            analyses = [describe_analysis(r.analysis) if r else "none" for r in (before, after)]
+            lines += [_before_after(*analyses), ""]
+    return lines
+
+
+def _ref(key: tuple[str, str, str]) -> str:
+    return f"`{key[0]}/{key[2]}`"
+
+
+def _field_line(path: str, before: Any, after: Any) -> str:
+    if before is None:
+        return f"`{path}` added: `{_short(after)}`"
+    if after is None:
+        return f"`{path}` removed (was `{_short(before)}`)"
+    return f"`{path}`: `{_short(before)}` → `{_short(after)}`"
+
+
+def objects_section(changes: ObjectChanges) -> list[str]:
+    lines = ["### Objects", ""]
+    if not (changes.added or changes.removed or changes.changed):
+        return [*lines, "No object changes.", ""]
+    for title, keys in (("Added", changes.added), ("Removed", changes.removed)):
+        if keys:
+            lines += [f"**{title}** ({len(keys)}): " + ", ".join(_ref(k) for k in keys), ""]
+    if changes.changed:
+        lines += [f"**Changed** ({len(changes.changed)}):", ""]
+        for key, fields in changes.changed.items():
+            lines.append(f"- {_ref(key)}")
+            lines += [f"  - {_field_line(*f)}" for f in fields[:MAX_LISTED_FIELDS]]
+            if len(fields) > MAX_LISTED_FIELDS:
+                lines.append(f"  - … and {len(fields) - MAX_LISTED_FIELDS} more fields")
+        lines.append("")
+    return lines
+
+
+def verdict_section(refusals: list[Refusal], allowed: set[str]) -> list[str]:
+    blocking = [r for r in refusals if r.gate not in allowed]
+    overridden = [r for r in refusals if r.gate in allowed]
+    if blocking:
+        lines = [f"> [!CAUTION]\n> **Refused: {len(blocking)} unsafe change(s).** "]
+        lines[0] += "Override a gate on purpose with `--allow <gate>`."
+        lines += [f"> - `{r.gate}`: {r.reason}" for r in blocking]
+    else:
+        lines = ["> [!NOTE]\n> No unsafe change found."]
+    lines += [f"> - allowed on purpose, `{r.gate}`: {r.reason}" for r in overridden]
+    return [*lines, ""]
+
+
+def report(
+    stack: str, base_label: str, base: Side, head: Side, allowed: set[str]
+) -> tuple[str, list[Refusal]]:
+    """The Markdown report and the refusals that `allowed` does not override."""
+    refusals = check(base, head)
+    lines = [f"## ml-mesh diff: stack `{stack}` ({base_label} → working tree)", ""]
+    lines += verdict_section(refusals, allowed)
+    lines += traffic_section(base, head)
+    lines += objects_section(object_changes(base.objects, head.objects))
+    lines += ["### Routing after the change", "", mermaid(head.routing, gateway_name(head.objects))]
+    return "\n".join(lines), [r for r in refusals if r.gate not in allowed]

@@ -1,0 +1,105 @@
+"""Rendering a stack as it was at a git ref, with that ref's own code.
+
+The base's objects must come from the base's code: the working tree's code may render the same
+config differently, and the diff would then show changes that the pull request does not make.
+The ref's tree is exported with `git archive` (committed files only, nothing of the working
+tree) and `python -m mesh render <stack> -q` runs there in a subprocess, with this interpreter.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mesh.config import ConfigError, StackConfig
+from mesh.stackfile import PROJECT_DIR, load_stack, raw_project_config
+
+
+class GitBaseError(Exception):
+    """The base cannot be rendered (unknown ref, not a git checkout, base render failed)."""
+
+
+@dataclass(frozen=True)
+class BaseRender:
+    ref: str
+    commit: str
+    objects: list[dict]
+    exists: bool  # False: the base has no such stack (a new stack): everything is added
+    config: StackConfig | None  # the base config as this code reads it, for roles; None if not
+    raw: dict[str, Any]  # `ml-mesh:*` of the base stack file, for the policy settings
+
+
+def _git(*args: str, cwd: Path = PROJECT_DIR) -> bytes:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False)
+    if result.returncode != 0:
+        problem = result.stderr.decode(errors="replace").strip().splitlines()
+        raise GitBaseError(f"git {' '.join(args)}: {problem[-1] if problem else 'failed'}")
+    return result.stdout
+
+
+def resolve(ref: str) -> str:
+    """The commit a ref names, or GitBaseError."""
+    try:
+        return _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").decode().strip()
+    except GitBaseError:
+        raise GitBaseError(f"{ref!r} is not a commit in this repository") from None
+
+
+def export_tree(commit: str, into: Path) -> None:
+    """The project directory as committed at `commit`, written into `into`."""
+    prefix = _git("rev-parse", "--show-prefix").decode().strip().rstrip("/")
+    tree = f"{commit}:{prefix}" if prefix else commit
+    archive = _git("archive", "--format=tar", tree)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+
+
+def render_tree(tree: Path, stack: str) -> list[dict]:
+    """`python -m mesh render <stack> -q` run by the code in `tree`, parsed."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-m", "mesh", "render", stack, "-q"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise GitBaseError(f"the base does not render: {lines[-1] if lines else 'no output'}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any]]:
+    try:
+        raw = raw_project_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, ValueError, AttributeError):
+        return None, {}
+    try:
+        return load_stack(str(path)).config, raw
+    except ConfigError:  # an older schema: the objects still tell the routing, minus roles
+        return None, raw
+
+
+def render_base(ref: str, stack: str) -> BaseRender:
+    commit = resolve(ref)
+    with tempfile.TemporaryDirectory(prefix="ml-mesh-base-") as tmp:
+        tree = Path(tmp)
+        export_tree(commit, tree)
+        stack_file = tree / f"Pulumi.{stack}.yaml"
+        if not stack_file.is_file() or not (tree / "mesh" / "__main__.py").is_file():
+            return BaseRender(ref, commit, [], False, None, {})
+        objects = render_tree(tree, stack)
+        config, raw = _read_config(stack_file)
+        return BaseRender(ref, commit, objects, True, config, raw)

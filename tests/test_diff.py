@@ -1,0 +1,339 @@
+"""`python -m mesh diff`: real git commits in a temporary copy of the project, the base rendered
+by the base's own code, every gate refusing what it should and nothing else."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mesh.render import render_objects
+from mesh.stackfile import load_stack
+from tests.conftest import PROJECT_DIR
+
+IGNORED = shutil.ignore_patterns(
+    ".git", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "bench"
+)
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "ml-mesh tests",
+    "GIT_AUTHOR_EMAIL": "tests@example.com",
+    "GIT_COMMITTER_NAME": "ml-mesh tests",
+    "GIT_COMMITTER_EMAIL": "tests@example.com",
+}
+
+
+class Repo:
+    """A git repository holding a copy of the project, edited and committed like a user does."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def git(self, *args: str) -> str:
+        result = subprocess.run(
+            ["git", *args],
+            cwd=self.path,
+            env={**os.environ, **GIT_ENV},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    def commit(self, message: str) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def stack(self, name: str) -> dict[str, Any]:
+        return yaml.safe_load((self.path / f"Pulumi.{name}.yaml").read_text())
+
+    def edit(self, name: str, path: str, value: Any) -> None:
+        """Like `pulumi config set --path`: `models.sentiment.canary.weight` etc.; None removes."""
+        document = self.stack(name)
+        node = document["config"]
+        first, *rest = path.split(".")
+        parts = [f"ml-mesh:{first}", *rest]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if value is None:
+            del node[parts[-1]]
+        else:
+            node[parts[-1]] = value
+        (self.path / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def diff(self, stack: str, base: str = "main", *allow: str) -> subprocess.CompletedProcess:
+        flags = [arg for gate in allow for arg in ("--allow", gate)]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        return subprocess.run(
+            [sys.executable, "-m", "mesh", "diff", stack, "--base", base, *flags],
+            cwd=self.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+
+@pytest.fixture
+def repo(tmp_path) -> Repo:
+    path = tmp_path / "ml-mesh"
+    shutil.copytree(PROJECT_DIR, path, ignore=IGNORED, symlinks=True)
+    repo = Repo(path)
+    repo.git("init", "-q", "-b", "main")
+    repo.commit("ml-mesh as on main")
+    repo.git("checkout", "-q", "-b", "change")
+    return repo
+
+
+def _flat(markdown: str) -> str:
+    """Markdown with runs of spaces collapsed, so table rows read `| v1 | stable | | |`."""
+    return "\n".join(" ".join(line.split()) for line in markdown.splitlines())
+
+
+def _refused(result: subprocess.CompletedProcess, gate: str) -> list[str]:
+    prefix = f"ml-mesh: refused ({gate}): "
+    return [line[len(prefix) :] for line in result.stderr.splitlines() if line.startswith(prefix)]
+
+
+def test_weight_shift_reports_traffic_objects_and_routing(repo):
+    repo.edit("prod", "models.sentiment.canary.weight", 30)
+    repo.commit("sentiment canary to 30%")
+    result = repo.diff("prod")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "No unsafe change found." in out
+    assert "| v3 | stable | 95% → 70% | | |" in _flat(out)
+    assert "| v4 | canary | 5% → 30% | | |" in _flat(out)
+    assert "**fraud** (unchanged, routing by ml-mesh)" in out
+    assert "- `VirtualService/sentiment`" in out
+    assert "  - `spec.http[http-rest].route[1].weight`: `5` → `30`" in out
+    assert "**Added**" not in out and "**Removed**" not in out
+    assert '  m_sentiment -->|"70%"| v_sentiment_v3' in out
+    assert out.count("```mermaid") == 1
+
+
+def test_an_uncommitted_edit_is_compared_too(repo):
+    repo.edit("dev", "models.sentiment.canary.weight", 20)
+    result = repo.diff("dev")
+    assert result.returncode == 0
+    assert "| v2 | canary | 10% → 20% |" in result.stdout
+
+
+def test_weight_step_above_the_maximum_is_refused_in_a_protected_stack(repo):
+    repo.edit("prod", "models.sentiment.canary.weight", 40)
+    repo.commit("sentiment canary to 40%")
+    result = repo.diff("prod")
+    assert result.returncode == 1
+    assert _refused(result, "weight-step") == [
+        "sentiment: v4 goes from 5% to 40% (+35 points), more than maxWeightStep 25 of this "
+        "protected stack"
+    ]
+    assert "**Refused: 1 unsafe change(s).**" in result.stdout
+    assert "| v4 | canary | 5% → 40% |" in result.stdout, "the report is printed all the same"
+
+
+def test_a_gate_can_be_allowed_on_purpose(repo):
+    repo.edit("prod", "models.sentiment.canary.weight", 40)
+    result = repo.diff("prod", "main", "weight-step")
+    assert result.returncode == 0
+    assert "> - allowed on purpose, `weight-step`: sentiment: v4 goes from 5% to 40%" in (
+        result.stdout
+    )
+
+
+def test_the_maximum_step_is_configurable_and_unprotected_stacks_are_not_gated(repo):
+    repo.edit("prod", "maxWeightStep", 40)
+    repo.edit("prod", "models.sentiment.canary.weight", 40)
+    assert repo.diff("prod").returncode == 0
+    repo.edit("dev", "models.sentiment.canary.weight", 100)
+    assert repo.diff("dev").returncode == 0
+
+
+def test_a_change_cannot_loosen_the_policy_it_is_checked_by(repo):
+    repo.edit("prod", "protected", False)
+    repo.edit("prod", "models.sentiment.canary.weight", 60)
+    assert _refused(repo.diff("prod"), "weight-step")
+
+
+def test_jump_from_0_to_100_is_refused_even_with_a_large_maximum(repo):
+    repo.edit("prod", "maxWeightStep", 100)
+    repo.edit("prod", "models.sentiment.canary.weight", 0)
+    repo.commit("maxWeightStep 100, canary warm at 0%")
+    repo.edit("prod", "models.sentiment.canary.weight", 100)
+    (reason,) = _refused(repo.diff("prod", "HEAD"), "weight-step")
+    assert reason.startswith("sentiment: v4 jumps from 0% to 100% of traffic in one change")
+
+
+def test_swapping_stable_to_an_unrouted_version_is_a_jump_too(repo):
+    repo.edit("prod", "models.sentiment.canary.weight", 0)
+    repo.commit("canary warm at 0%")
+    repo.edit("prod", "models.sentiment.stable", "v4")
+    repo.edit("prod", "models.sentiment.canary", None)
+    assert _refused(repo.diff("prod", "HEAD"), "weight-step")[0].startswith(
+        "sentiment: v4 jumps from 0% to 100%"
+    )
+
+
+def test_a_rollback_to_stable_is_never_refused(repo):
+    repo.edit("prod", "models.sentiment.canary.weight", 60)
+    repo.commit("canary at 60% (allowed on purpose)")
+    repo.edit("prod", "models.sentiment.canary.weight", 0)
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 0, result.stderr
+    assert "| v3 | stable | 40% → 100% |" in result.stdout
+
+
+def test_removing_a_version_that_receives_traffic_is_refused(repo):
+    repo.edit("dev", "models.sentiment.canary", None)
+    repo.edit("dev", "models.sentiment.versions.v2", None)
+    result = repo.diff("dev")
+    assert result.returncode == 1
+    (reason,) = _refused(result, "remove-routed-version")
+    assert reason.startswith(
+        "sentiment: version v2 is removed while it receives 10% of traffic at the base; "
+        "requests to it would fail."
+    )
+    assert "Deploy twice" in reason
+    assert "**Removed** (1): `Deployment/sentiment-v2`" in result.stdout
+
+
+def test_removing_it_after_a_deploy_at_weight_0_is_safe(repo):
+    repo.edit("dev", "models.sentiment.canary.weight", 0)
+    repo.commit("first deploy: no traffic to v2")
+    repo.edit("dev", "models.sentiment.canary", None)
+    repo.edit("dev", "models.sentiment.versions.v2", None)
+    result = repo.diff("dev", "HEAD")
+    assert result.returncode == 0, result.stderr
+    assert "| v2 | canary → — | 0% → — | | |" in _flat(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (
+            ("matches", {"beta": {"version": "v3", "headers": {"x-beta": {"exact": "1"}}}}),
+            "receives the requests of match rule 'beta'",
+        ),
+        (("mirror", {"version": "v3", "percent": 2.5}), "receives 2.5% mirrored traffic"),
+    ],
+    ids=["match", "mirror"],
+)
+def test_a_version_reached_by_a_match_or_a_mirror_counts_as_routed(repo, extra, reason):
+    repo.edit("dev", "models.sentiment.versions.v3", {"image": "a/b:1", "modelPath": "s/3"})
+    repo.edit("dev", f"models.sentiment.{extra[0]}", extra[1])
+    repo.commit("v3 behind a match or a mirror")
+    repo.edit("dev", f"models.sentiment.{extra[0]}", None)
+    repo.edit("dev", "models.sentiment.versions.v3", None)
+    (found,) = _refused(repo.diff("dev", "HEAD"), "remove-routed-version")
+    assert reason in found
+
+
+def test_match_and_mirror_changes_show_in_the_traffic_table_and_the_graph(repo):
+    repo.edit("dev", "models.sentiment.versions.v3", {"image": "a/b:1", "modelPath": "s/3"})
+    repo.edit(
+        "dev",
+        "models.sentiment.matches",
+        {"beta": {"version": "v2", "headers": {"x-beta": {"exact": "1"}}}},
+    )
+    repo.edit("dev", "models.sentiment.mirror", {"version": "v3", "percent": 12.5})
+    result = repo.diff("dev")
+    assert result.returncode == 0, result.stderr
+    assert "| v2 | canary | 10% | none → beta | |" in _flat(result.stdout)
+    assert "| v3 | — → none | — → 0% | | — → 12.5% |" in _flat(result.stdout)
+    assert '  m_sentiment -->|"match beta"| v_sentiment_v2' in result.stdout
+    assert '  m_sentiment -.->|"mirror 12.5%"| v_sentiment_v3' in result.stdout
+    assert "**Added** (1): `Deployment/sentiment-v3`" in result.stdout
+
+
+def test_removing_a_whole_model_that_serves_traffic_is_refused(repo):
+    repo.edit("prod", "models.fraud", None)
+    (reason,) = _refused(repo.diff("prod"), "remove-routed-version")
+    assert reason.startswith(
+        "model 'fraud' is removed while its version v7 receives 100% of traffic at the base"
+    )
+
+
+def test_a_deployment_selector_change_is_refused(repo):
+    workloads = repo.path / "models" / "workloads.py"
+    code = workloads.read_text()
+    old = 'return {"app": name, "version": version}'
+    assert old in code
+    workloads.write_text(code.replace(old, 'return {"app": name, "version": version, "t": "a"}'))
+    repo.commit("code change: one more selector label")
+    result = repo.diff("dev")
+    assert result.returncode == 1
+    reasons = _refused(result, "selector-change")
+    assert [r.split(":")[0] for r in reasons] == [
+        "Deployment/sentiment-v1",
+        "Deployment/sentiment-v2",
+    ]
+    assert "immutable" in reasons[0]
+
+
+def test_handing_a_model_to_flagger_is_an_ownership_switch(repo):
+    repo.edit("dev", "models.sentiment.canary.weight", None)
+    repo.edit("dev", "models.sentiment.progressive", {"stepWeight": 10})
+    result = repo.diff("dev")
+    assert result.returncode == 1
+    (reason,) = _refused(result, "ownership-switch")
+    assert reason.startswith("sentiment: routing moves from ml-mesh to flagger")
+    assert not _refused(result, "remove-routed-version")
+    assert "`Canary/sentiment`" in result.stdout
+    assert "Flagger analysis: +10% every 1m up to 50%" in result.stdout
+
+
+def test_flagger_steps_above_the_maximum_are_refused_in_a_protected_stack(repo):
+    repo.edit("prod", "models.sentiment.canary", {"version": "v4"})
+    repo.edit("prod", "models.sentiment.progressive", {"stepWeight": 10})
+    repo.commit("sentiment progressive")
+    repo.edit("prod", "models.sentiment.progressive", {"stepWeights": [5, 40]})
+    (reason,) = _refused(repo.diff("prod", "HEAD"), "weight-step")
+    assert reason == (
+        "sentiment: Flagger would shift up to 35 points per interval, more than "
+        "maxWeightStep 25 of this protected stack"
+    )
+    repo.edit("prod", "models.sentiment.progressive", {"stepWeights": [5, 20, 40]})
+    assert repo.diff("prod", "HEAD").returncode == 0
+
+
+def test_a_new_stack_shows_everything_added(repo):
+    shutil.copy(repo.path / "Pulumi.dev.yaml", repo.path / "Pulumi.staging.yaml")
+    repo.commit("staging stack")
+    result = repo.diff("staging")
+    assert result.returncode == 0, result.stderr
+    assert "where the stack does not exist yet" in result.stdout
+    everything = len(render_objects(load_stack("dev").config, set()))
+    assert f"**Added** ({everything}): `Namespace/ml-serving`" in result.stdout
+    assert "**sentiment** (added, routing by ml-mesh)" in result.stdout
+    assert "| v1 | — → stable | — → 90% |" in result.stdout
+
+
+def test_an_unknown_ref_is_one_clear_line(repo):
+    result = repo.diff("dev", "no-such-branch")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "ml-mesh: diff of stack 'dev' against no-such-branch: 'no-such-branch' is not a commit "
+        "in this repository"
+    ]
+
+
+def test_unknown_gate_names_are_rejected(repo):
+    result = repo.diff("dev", "main", "everything")
+    assert result.returncode == 2
+    assert "invalid choice: 'everything'" in result.stderr
+
+
+def test_bad_config_in_the_working_tree_is_one_line(repo):
+    repo.edit("dev", "models.sentiment.canary.weight", 120)
+    result = repo.diff("dev")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(
+        "ml-mesh: invalid config for stack 'dev': models.sentiment.canary.weight:"
+    )
