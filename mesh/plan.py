@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.config import StackConfig
+from mesh.dashboard import dashboard_objects
 from mesh.egress import egress_objects
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
@@ -45,7 +46,13 @@ def build_plan(config: StackConfig) -> Plan:
         Component(EGRESS, "egress", tuple(egress_objects(config))),
     ]
     for name in sorted(config.models):
-        objects = [*model_objects(config, name), *traffic_objects(config, name)]
+        # A model's dashboard sits with the model: its preview shows the board beside the routes
+        # it describes, and a weight shift touches nothing outside the model.
+        objects = [
+            *model_objects(config, name),
+            *traffic_objects(config, name),
+            *dashboard_objects(config, name),
+        ]
         components.append(Component(MODEL, name, tuple(objects)))
     components.append(Component(TELEMETRY, "telemetry", tuple(telemetry_objects(config))))
     return Plan(namespace(config), tuple(components))
