@@ -96,7 +96,11 @@ def model_rules(config: StackConfig, name: str) -> list[dict]:
 
 
 def prometheus_rule(config: StackConfig) -> dict:
-    """One rule group per model, so a model's alerts are evaluated together."""
+    """One rule group per model, so a model's alerts are evaluated together.
+
+    Models rolled out by Flagger get none: their pods are `<m>-primary`/`<m>` workloads whose
+    versions Flagger moves, and Flagger's own analysis already rolls back a failing canary.
+    """
     alerts = config.telemetry.alerts
     return {
         "apiVersion": API_VERSION,
@@ -106,6 +110,7 @@ def prometheus_rule(config: StackConfig) -> dict:
             "groups": [
                 {"name": f"ml-mesh.{config.namespace}.{name}", "rules": model_rules(config, name)}
                 for name in sorted(config.models)
+                if config.models[name].progressive is None
             ]
         },
     }

@@ -1,10 +1,14 @@
-"""A Grafana dashboard that compares the versions of every model, generated from stack config.
+"""A Grafana dashboard per model that compares its versions, generated from stack config.
 
 Flagger and Argo Rollouts rename workloads primary/canary, so their dashboards lose the model
 version; ml-mesh knows every model and version and keeps them in the pod labels, so each panel
-shows one series per `destination_version`. The dashboard ships as a ConfigMap labelled
+shows one series per `destination_version`. Each board ships as its own ConfigMap labelled
 `grafana_dashboard: "1"`, which the Grafana sidecar of kube-prometheus-stack loads (its
 `grafana.sidecar.dashboards.label` / `labelValue`, searching every namespace by default).
+
+One board per model, not one per stack, for two reasons: a ConfigMap holds at most 1 MiB (a
+stack-wide board stops fitting at about 140 models), and a model's board depends on that model
+alone, so shifting one model's canary rewrites one small document and nothing else.
 """
 
 from __future__ import annotations
@@ -32,14 +36,39 @@ UNIT_HELP = {
     "ms": "Request duration as the serving proxy measured it, from Istio's histogram.",
 }
 PANEL_HEIGHT = 8
+UID_LIMIT = 40  # Grafana refuses longer dashboard uids
+TAG_LIMIT = 50  # Grafana stores each tag in a VARCHAR(50) column (dashboard_tag.term)
+BASE_TAGS = ("ml-mesh", "istio", "canary")
 
 
-def dashboard_uid(config: StackConfig) -> str:
-    """Stable across deploys (Grafana keys links and stars on it) and at most 40 characters."""
-    uid = f"ml-mesh-{config.namespace}"
-    if len(uid) <= 40:
-        return uid
-    return "ml-mesh-" + hashlib.sha256(config.namespace.encode()).hexdigest()[:32]
+def _fit(text: str, limit: int) -> str:
+    """`text` when it fits, else a readable prefix and a hash of the whole text (stable, and
+    still unique: two texts only share a result if they share the hash)."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return text[: limit - len(digest) - 1].rstrip("-_") + "-" + digest
+
+
+def dashboard_uid(config: StackConfig, name: str) -> str:
+    """Stable across deploys (Grafana keys links and stars on it) and at most 40 characters.
+
+    `_` joins namespace and model because neither can contain it: `ml` + `fraud-detector` and
+    `ml-fraud` + `detector` get different uids: stacks in different namespaces never collide.
+    """
+    return _fit(f"ml-mesh-{config.namespace}_{name}", UID_LIMIT)
+
+
+def dashboard_name(config: StackConfig, name: str) -> str:
+    """The ConfigMap's name and, with `.json`, its file name in Grafana's dashboard folder
+    (the sidecar writes every ConfigMap's files into one folder). Dots join namespace and
+    model, which DNS labels cannot contain, so it is unique across stacks and models."""
+    return f"ml-mesh-dashboard.{config.namespace}.{name}"
+
+
+def stack_tags(config: StackConfig) -> list[str]:
+    """The tags every board of the stack shares: Grafana's search and links find them by it."""
+    return list(dict.fromkeys(["ml-mesh", _fit(config.namespace, TAG_LIMIT)]))
 
 
 def traffic_markdown(model: Model) -> str:
@@ -90,58 +119,63 @@ def _timeseries(panel_id: int, title: str, unit: str, expr: str, grid: dict) -> 
     }
 
 
-def model_panels(config: StackConfig, name: str, first_id: int, top: int) -> list[dict]:
-    """A row for the model: its configured split, then rate, errors, p50 and p99 by version."""
+def model_panels(config: StackConfig, name: str) -> list[dict]:
+    """The configured split, then rate, errors, p50 and p99 of the model by version."""
     model = config.models[name]
     queries = model_queries(config, name, RATE_WINDOW)
-    body, lower = top + 1, top + 1 + PANEL_HEIGHT
     graphs = [  # title, unit, query, x, y, width
-        ("request rate", "reqps", queries.request_rate, 8, body, 8),
-        ("error ratio", "percentunit", queries.error_ratio, 16, body, 8),
-        ("p50 latency", "ms", queries.p50_latency, 0, lower, 12),
-        ("p99 latency", "ms", queries.p99_latency, 12, lower, 12),
+        ("request rate", "reqps", queries.request_rate, 8, 0, 8),
+        ("error ratio", "percentunit", queries.error_ratio, 16, 0, 8),
+        ("p50 latency", "ms", queries.p50_latency, 0, PANEL_HEIGHT, 12),
+        ("p99 latency", "ms", queries.p99_latency, 12, PANEL_HEIGHT, 12),
     ]
     panels: list[dict[str, Any]] = [
         {
-            "id": first_id,
-            "type": "row",
-            "title": name,
-            "collapsed": False,
-            "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": top},
-            "panels": [],
-        },
-        {
-            "id": first_id + 1,
+            "id": 1,
             "type": "text",
-            "title": f"{name}: configured traffic",
-            "gridPos": {"h": PANEL_HEIGHT, "w": 8, "x": 0, "y": body},
+            "title": "configured traffic",
+            "gridPos": {"h": PANEL_HEIGHT, "w": 8, "x": 0, "y": 0},
             "options": {"mode": "markdown", "content": traffic_markdown(model)},
         },
     ]
-    for offset, (title, unit, expr, x, y, width) in enumerate(graphs, start=2):
+    for panel_id, (title, unit, expr, x, y, width) in enumerate(graphs, start=2):
         grid = {"h": PANEL_HEIGHT, "w": width, "x": x, "y": y}
-        panel = _timeseries(first_id + offset, f"{name}: {title} by version", unit, expr, grid)
-        panels.append(panel)
+        panels.append(_timeseries(panel_id, f"{title} by version", unit, expr, grid))
     return panels
 
 
-MODEL_HEIGHT = 1 + 2 * PANEL_HEIGHT
+def sibling_links(config: StackConfig) -> list[dict]:
+    """A dropdown of the stack's other model boards, found by the tags they share; it keeps the
+    time range and the chosen data source when the reviewer moves from model to model."""
+    return [
+        {
+            "title": f"ml-mesh / {config.namespace}",
+            "type": "dashboards",
+            "tags": stack_tags(config),
+            "asDropdown": True,
+            "includeVars": True,
+            "keepTime": True,
+            "targetBlank": False,
+            "icon": "external link",
+            "tooltip": "",
+            "url": "",
+        }
+    ]
 
 
-def dashboard(config: StackConfig) -> dict:
-    """The dashboard JSON model (Grafana's classic schema)."""
-    panels: list[dict] = []
-    for index, name in enumerate(sorted(config.models)):
-        panels += model_panels(config, name, len(panels) + 1, index * MODEL_HEIGHT)
+def dashboard(config: StackConfig, name: str) -> dict:
+    """The model's dashboard JSON model (Grafana's classic schema). It reads nothing of the
+    other models, so it changes only when this model's config does."""
     datasource = config.telemetry.dashboard.datasource
     current = {"selected": True, "text": datasource, "value": datasource} if datasource else {}
     return {
         "id": None,
-        "uid": dashboard_uid(config),
-        "title": f"ml-mesh / {config.namespace} / model versions",
-        "description": "Generated by ml-mesh from stack config: one series per model version "
-        "(Istio metrics, server side). Edits here are overwritten on the next deploy.",
-        "tags": ["ml-mesh", "istio", "canary"],
+        "uid": dashboard_uid(config, name),
+        "title": f"ml-mesh / {config.namespace} / {name}",
+        "description": f"Generated by ml-mesh from stack config: the versions of model {name}, "
+        "one series per version (Istio metrics, server side). Edits here are overwritten on "
+        "the next deploy.",
+        "tags": list(dict.fromkeys([*stack_tags(config), *BASE_TAGS])),
         "editable": False,
         "graphTooltip": 1,  # shared crosshair: compare versions at the same instant
         "schemaVersion": SCHEMA_VERSION,
@@ -150,7 +184,7 @@ def dashboard(config: StackConfig) -> dict:
         "refresh": "30s",
         "timezone": "browser",
         "annotations": {"list": []},
-        "links": [],
+        "links": sibling_links(config),
         "templating": {
             "list": [
                 {
@@ -168,21 +202,21 @@ def dashboard(config: StackConfig) -> dict:
                 }
             ]
         },
-        "panels": panels,
+        "panels": model_panels(config, name),
     }
 
 
-def dashboard_config_map(config: StackConfig) -> dict:
-    """The dashboard as the Grafana sidecar picks it up: one JSON file per ConfigMap key.
-
-    The key is also the file name in Grafana's dashboard folder, so it carries the serving
-    namespace: two stacks never overwrite each other's file.
-    """
+def dashboard_config_map(config: StackConfig, name: str) -> dict:
+    """The model's dashboard as the Grafana sidecar picks it up: one JSON file per key."""
     namespace = config.telemetry.dashboard.namespace or config.namespace
-    name = f"ml-mesh-{config.namespace}-dashboard"
+    config_map = dashboard_name(config, name)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(name, namespace, COMPONENT, dict(SIDECAR_LABEL)),
-        "data": {f"ml-mesh-{config.namespace}.json": json.dumps(dashboard(config), indent=2)},
+        "metadata": metadata(config_map, namespace, COMPONENT, {**SIDECAR_LABEL, "app": name}),
+        "data": {f"{config_map}.json": json.dumps(dashboard(config, name), indent=2)},
     }
+
+
+def dashboard_objects(config: StackConfig, name: str) -> list[dict]:
+    return [dashboard_config_map(config, name)] if config.telemetry.dashboard.enabled else []

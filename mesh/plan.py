@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.config import StackConfig
+from mesh.dashboard import dashboard_objects
 from mesh.egress import egress_objects
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
@@ -55,7 +56,14 @@ def serving_objects(config: StackConfig, name: str) -> list[dict]:
     """A model's objects in the mode that owns its routing: ml-mesh, or Flagger (progressive)."""
     if config.models[name].progressive is not None:
         return progressive_objects(config, name)
-    return [*model_objects(config, name), *traffic_objects(config, name)]
+    # The model's dashboard sits with the model: its preview shows the board beside the routes
+    # it describes, and a weight shift touches nothing outside the model. Flagger models get
+    # none: Flagger renames the workloads (<m>-primary) and owns the weights the board shows.
+    return [
+        *model_objects(config, name),
+        *traffic_objects(config, name),
+        *dashboard_objects(config, name),
+    ]
 
 
 def routing_owner(config: StackConfig, name: str) -> str:

@@ -187,6 +187,13 @@ def promql_report(
         f"server-side Istio metrics, one series per {BY_VERSION}",
     ]
     for name in sorted(models or config.models):
+        if config.models[name].progressive is not None:
+            lines += [
+                "",
+                f"## {name}: rolled out by Flagger (its workloads are {name}-primary "
+                f"and {name}); compare them with Flagger's own metrics",
+            ]
+            continue
         queries = model_queries(config, name, window)
         lines += ["", f"## {name}: {_split(config.models[name])}"]
         for what, query in queries.comparisons():

@@ -1,5 +1,6 @@
-"""What operators see of a stack: the namespace's Istio Telemetry (access logs, trace sampling),
-the Grafana dashboard and, opt-in, the alerts.
+"""What operators see of a stack as a whole: the namespace's Istio Telemetry (access logs, trace
+sampling) and, opt-in, the alerts. Each model's Grafana dashboard belongs to that model (see
+`mesh.dashboard`).
 
 The Telemetry has no selector, so it applies to every workload of the serving namespace and
 overrides, field by field, the mesh-wide Telemetry of the root namespace. Istio allows one such
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 from mesh.alerts import alert_objects
 from mesh.config import StackConfig
-from mesh.dashboard import dashboard_config_map
 from mesh.k8s import metadata
 
 COMPONENT = "telemetry"
@@ -41,7 +41,4 @@ def telemetry(config: StackConfig) -> dict:
 
 
 def telemetry_objects(config: StackConfig) -> list[dict]:
-    objects = [telemetry(config)]
-    if config.telemetry.dashboard.enabled:
-        objects.append(dashboard_config_map(config))
-    return objects + alert_objects(config)
+    return [telemetry(config), *alert_objects(config)]

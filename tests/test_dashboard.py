@@ -1,5 +1,5 @@
-"""The Grafana dashboard: a valid dashboard the kube-prometheus-stack sidecar loads, with every
-model and version of the stack and its configured split."""
+"""The Grafana dashboards: one valid board per model, in its own ConfigMap the kube-prometheus-stack
+sidecar loads, with every version of the model and its configured split."""
 
 from __future__ import annotations
 
@@ -11,17 +11,26 @@ import kubernetes_validate
 import pytest
 
 from mesh.config import parse_config
-from mesh.plan import build_plan
+from mesh.plan import MODEL, build_plan
 from mesh.promql import model_queries
 from tests.conftest import STACKS, stack_raw, with_value
 
 QUERY_PANELS = {"timeseries"}
+CONFIG_MAP_LIMIT = 1024 * 1024  # bytes the API server accepts in a ConfigMap's data
+GRAFANA_UID = re.compile(r"[a-zA-Z0-9_-]{1,40}")
+SIDECAR_FILE = re.compile(r"[-._a-zA-Z0-9]+\.json")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
-def _config_map(raw: dict, stack: str = "dev") -> dict | None:
-    found = [o for o in build_plan(parse_config(raw, stack)).objects() if o["kind"] == "ConfigMap"]
-    assert len(found) <= 1
-    return found[0] if found else None
+def _config_maps(raw: dict, stack: str = "dev") -> dict[str, dict]:
+    """Model name -> its dashboard ConfigMap, taken from the model's own component."""
+    found: dict[str, dict] = {}
+    for component in build_plan(parse_config(raw, stack)).components:
+        maps = [o for o in component.objects if o["kind"] == "ConfigMap"]
+        if maps:
+            assert component.type == MODEL, f"a dashboard outside a model: {component.name}"
+            (found[component.name],) = maps
+    return found
 
 
 def _board(config_map: dict) -> dict[str, Any]:
@@ -29,70 +38,146 @@ def _board(config_map: dict) -> dict[str, Any]:
     return json.loads(text)
 
 
+def _size(config_map: dict) -> int:
+    return len(json.dumps(config_map).encode())
+
+
 @pytest.fixture(scope="module", params=STACKS)
-def stack_board(request):
+def stack_boards(request):
+    """(config, model name -> board) of a committed stack."""
     raw = stack_raw(request.param)
-    return parse_config(raw, request.param), _board(_config_map(raw, request.param))
+    boards = {name: _board(cm) for name, cm in _config_maps(raw, request.param).items()}
+    return parse_config(raw, request.param), boards
+
+
+def _panels(boards: dict[str, dict]):
+    """(model name, board, panel) for every panel of every board."""
+    return [(name, board, p) for name, board in boards.items() for p in board["panels"]]
+
+
+def test_every_model_has_its_own_dashboard_in_its_component(stack_boards):
+    config, boards = stack_boards
+    assert sorted(boards) == sorted(config.models)
+    assert len({b["uid"] for b in boards.values()}) == len(boards)
 
 
 def test_config_map_is_what_the_grafana_sidecar_loads(dev):
-    config_map = _config_map(dev)
+    config_map = _config_maps(dev)["sentiment"]
+    assert config_map["metadata"]["name"] == "ml-mesh-dashboard.ml-serving.sentiment"
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["labels"]["app"] == "sentiment"
     assert config_map["metadata"]["namespace"] == "ml-serving"
     (key,) = config_map["data"]
-    assert re.fullmatch(r"[-._a-zA-Z0-9]+\.json", key)  # the sidecar's file name
+    assert SIDECAR_FILE.fullmatch(key)  # the file name the sidecar writes
+    assert key == "ml-mesh-dashboard.ml-serving.sentiment.json"
     kubernetes_validate.validate(config_map, "1.29", strict=True)
-    assert len(json.dumps(config_map).encode()) < 1024 * 1024  # ConfigMap size limit
+    assert _size(config_map) < CONFIG_MAP_LIMIT
 
 
-def test_dashboard_can_go_to_the_namespace_grafana_watches(dev):
-    moved = _config_map(with_value(dev, "telemetry.dashboard.namespace", "monitoring"))
-    assert moved["metadata"]["namespace"] == "monitoring"
+def test_dashboards_can_go_to_the_namespace_grafana_watches(prod):
+    moved = _config_maps(with_value(prod, "telemetry.dashboard.namespace", "monitoring"), "prod")
+    assert {cm["metadata"]["namespace"] for cm in moved.values()} == {"monitoring"}
     # named after the serving namespace, so two stacks never collide in a shared namespace
-    assert moved["metadata"]["name"] == "ml-mesh-ml-serving-dashboard"
-    assert list(moved["data"]) == ["ml-mesh-ml-serving.json"]
+    assert {cm["metadata"]["name"] for cm in moved.values()} == {
+        "ml-mesh-dashboard.ml-serving.fraud",
+        "ml-mesh-dashboard.ml-serving.sentiment",
+    }
+
+
+def test_names_uids_and_files_never_collide_across_stacks_and_models(dev):
+    """The sidecar writes every ConfigMap's files into one folder and Grafana keys boards by
+    uid, so a dash-joined `ml-fraud-detector` must not serve two (namespace, model) pairs."""
+    model = dev["models"]["sentiment"]
+    found = []
+    for namespace, name in (("ml", "fraud-detector"), ("ml-fraud", "detector")):
+        raw = with_value(with_value(dev, "namespace", namespace), "models", {name: model})
+        (config_map,) = _config_maps(raw).values()
+        found.append(
+            (config_map["metadata"]["name"], *config_map["data"], _board(config_map)["uid"])
+        )
+    (first, second) = found
+    assert all(a != b for a, b in zip(first, second, strict=True)), found
+
+
+def test_longest_names_still_give_valid_unique_names_uids_and_tags(dev):
+    model = dev["models"]["sentiment"]
+    names = ["m" * 59 + "a", "m" * 59 + "b"]  # the longest with version v1; differ at the end
+    raw = with_value(dev, "namespace", "n" * 63)
+    raw = with_value(raw, "models", dict.fromkeys(names, model))
+    config_maps = _config_maps(raw)
+    uids = {name: _board(config_maps[name])["uid"] for name in names}
+    assert all(GRAFANA_UID.fullmatch(uid) for uid in uids.values())
+    assert len(set(uids.values())) == 2
+    assert uids == {name: _board(cm)["uid"] for name, cm in _config_maps(raw).items()}  # stable
+    for config_map in config_maps.values():
+        board = _board(config_map)
+        assert all(len(tag) <= 50 for tag in board["tags"])  # Grafana's VARCHAR(50)
+        assert set(board["links"][0]["tags"]) <= set(board["tags"])
+        name, (key,) = config_map["metadata"]["name"], config_map["data"]
+        assert DNS_SUBDOMAIN.fullmatch(name) and len(name) <= 253
+        assert SIDECAR_FILE.fullmatch(key) and len(key) <= 253  # a ConfigMap key's limit
+        kubernetes_validate.validate(config_map, "1.29", strict=True)
 
 
 def test_dashboard_can_be_turned_off(dev):
-    assert _config_map(with_value(dev, "telemetry.dashboard.enabled", False)) is None
+    assert _config_maps(with_value(dev, "telemetry.dashboard.enabled", False)) == {}
 
 
-def test_dashboard_has_the_fields_grafana_requires(stack_board):
-    config, board = stack_board
-    assert isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 36
-    assert re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", board["uid"])
-    assert board["uid"] == f"ml-mesh-{config.namespace}"  # stable: links survive deploys
-    assert board["title"] and board["id"] is None
-    assert board["time"] == {"from": "now-1h", "to": "now"}
+def test_dashboard_has_the_fields_grafana_requires(stack_boards):
+    config, boards = stack_boards
+    for name, board in boards.items():
+        assert isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 36
+        assert GRAFANA_UID.fullmatch(board["uid"])
+        assert board["uid"] == f"ml-mesh-{config.namespace}_{name}"  # stable across deploys
+        assert board["title"] == f"ml-mesh / {config.namespace} / {name}"
+        assert board["id"] is None
+        assert board["time"] == {"from": "now-1h", "to": "now"}
 
 
-def test_panel_ids_are_unique_and_the_grid_never_overlaps(stack_board):
-    _, board = stack_board
-    ids = [p["id"] for p in board["panels"]]
-    assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
-    taken: set[tuple[int, int]] = set()
-    for panel in board["panels"]:
-        grid = panel["gridPos"]
-        assert set(grid) == {"h", "w", "x", "y"}
-        assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] + grid["w"] <= 24
-        cells = {
-            (x, y)
-            for x in range(grid["x"], grid["x"] + grid["w"])
-            for y in range(grid["y"], grid["y"] + grid["h"])
-        }
-        assert not cells & taken, panel["title"]
-        taken |= cells
+def test_tags_find_a_stacks_boards_and_each_board_links_to_its_siblings(prod):
+    boards = [_board(cm) for cm in _config_maps(prod, "prod").values()]
+    other = with_value(prod, "namespace", "ml-staging")
+    strangers = [_board(cm) for cm in _config_maps(other, "prod").values()]
+    for board in boards:
+        assert {"ml-mesh", "ml-serving"} <= set(board["tags"])
+        assert len(board["tags"]) == len(set(board["tags"]))  # Grafana stores each tag once
+        (link,) = board["links"]
+        assert (link["type"], link["asDropdown"], link["keepTime"]) == ("dashboards", True, True)
+        assert link["includeVars"]  # the chosen data source follows the reviewer
+        # a dashboards link lists the boards carrying all of its tags
+        assert all(set(link["tags"]) <= set(sibling["tags"]) for sibling in boards)
+        assert not any(set(link["tags"]) <= set(stranger["tags"]) for stranger in strangers)
 
 
-def test_every_query_uses_the_templated_data_source(stack_board):
-    _, board = stack_board
-    (variable,) = board["templating"]["list"]
-    assert (variable["name"], variable["type"], variable["query"]) == (
-        "datasource",
-        "datasource",
-        "prometheus",
-    )
-    queried = [p for p in board["panels"] if p["type"] in QUERY_PANELS]
+def test_panel_ids_are_unique_and_the_grid_never_overlaps(stack_boards):
+    _, boards = stack_boards
+    for board in boards.values():
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
+        taken: set[tuple[int, int]] = set()
+        for panel in board["panels"]:
+            grid = panel["gridPos"]
+            assert set(grid) == {"h", "w", "x", "y"}
+            assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] + grid["w"] <= 24
+            cells = {
+                (x, y)
+                for x in range(grid["x"], grid["x"] + grid["w"])
+                for y in range(grid["y"], grid["y"] + grid["h"])
+            }
+            assert not cells & taken, panel["title"]
+            taken |= cells
+
+
+def test_every_query_uses_the_templated_data_source(stack_boards):
+    _, boards = stack_boards
+    for board in boards.values():
+        (variable,) = board["templating"]["list"]
+        assert (variable["name"], variable["type"], variable["query"]) == (
+            "datasource",
+            "datasource",
+            "prometheus",
+        )
+    queried = [p for _, _, p in _panels(boards) if p["type"] in QUERY_PANELS]
     assert queried
     for panel in queried:
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
@@ -105,42 +190,37 @@ def test_every_query_uses_the_templated_data_source(stack_board):
 
 
 def test_default_data_source_can_be_named(dev):
-    board = _board(_config_map(with_value(dev, "telemetry.dashboard.datasource", "Prometheus")))
+    named = with_value(dev, "telemetry.dashboard.datasource", "Prometheus")
+    board = _board(_config_maps(named)["sentiment"])
     (variable,) = board["templating"]["list"]
     assert variable["current"]["value"] == "Prometheus"
 
 
-def test_every_model_has_a_row_with_rate_errors_and_latency_of_its_versions(stack_board):
-    config, board = stack_board
-    rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
-    assert rows == sorted(config.models)
-    for name in config.models:
+def test_every_board_shows_rate_errors_and_latency_of_every_version(stack_boards):
+    config, boards = stack_boards
+    for name, board in boards.items():
         queries = model_queries(config, name, "$__rate_interval")
-        exprs = [
-            t["expr"]
-            for p in board["panels"]
-            if p["title"].startswith(f"{name}: ")
-            for t in p.get("targets", [])
-        ]
+        assert queries.versions == tuple(sorted(config.models[name].versions))
+        exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
         assert exprs == [q for _, q in queries.comparisons()]
         units = [
             p["fieldConfig"]["defaults"]["unit"]
             for p in board["panels"]
-            if p["title"].startswith(f"{name}: ") and p["type"] in QUERY_PANELS
+            if p["type"] in QUERY_PANELS
         ]
         assert units == ["reqps", "percentunit", "ms", "ms"]
 
 
-def _traffic_text(board: dict, name: str) -> str:
-    (panel,) = [p for p in board["panels"] if p["title"] == f"{name}: configured traffic"]
+def _traffic_text(board: dict) -> str:
+    (panel,) = [p for p in board["panels"] if p["title"] == "configured traffic"]
     assert panel["type"] == "text" and panel["options"]["mode"] == "markdown"
     return panel["options"]["content"]
 
 
-def test_configured_weight_of_every_version_is_on_the_dashboard(stack_board):
-    config, board = stack_board
+def test_configured_weight_of_every_version_is_on_its_models_board(stack_boards):
+    config, boards = stack_boards
     for name, model in config.models.items():
-        text = _traffic_text(board, name)
+        text = _traffic_text(boards[name])
         traffic = model.traffic()
         for version, spec in model.versions.items():
             assert f"| {version} |" in text
@@ -148,18 +228,32 @@ def test_configured_weight_of_every_version_is_on_the_dashboard(stack_board):
             assert spec.image in text
 
 
-def test_shifting_the_canary_updates_the_weight_shown(dev):
-    board = _board(_config_map(with_value(dev, "models.sentiment.canary.weight", 30)))
-    text = _traffic_text(board, "sentiment")
-    assert "| v1 | stable | 70% |" in text
-    assert "| v2 | canary | 30% |" in text
+def test_shifting_the_canary_updates_only_that_models_board(prod):
+    before = _config_maps(prod, "prod")
+    after = _config_maps(with_value(prod, "models.sentiment.canary.weight", 30), "prod")
+    text = _traffic_text(_board(after["sentiment"]))
+    assert "| v3 | stable | 70% |" in text
+    assert "| v4 | canary | 30% |" in text
+    assert after["fraud"] == before["fraud"]
 
 
-def test_dashboard_of_a_large_stack_fits_in_a_config_map(dev):
+def test_every_config_map_of_a_large_stack_stays_far_below_the_size_limit(dev):
+    """300 models of 3 versions (the scale benchmark): each board depends on its model alone,
+    so its ConfigMap is as small in this stack as in a stack of one model."""
     model = dev["models"]["sentiment"]
     versions = {f"v{i}": model["versions"]["v1"] for i in range(1, 4)}
-    models = {f"model-{i}": {**model, "versions": versions} for i in range(60)}
-    config_map = _config_map(with_value(dev, "models", models))
-    board = _board(config_map)
-    assert len([p for p in board["panels"] if p["type"] == "row"]) == 60
-    assert len(json.dumps(config_map).encode()) < 1024 * 1024
+    model = {
+        **model,
+        "versions": versions,
+        "stable": "v1",
+        "canary": {"version": "v2", "weight": 5},
+    }
+    models = {f"model-{i}": model for i in range(300)}
+    config_maps = _config_maps(with_value(dev, "models", models))
+    assert len(config_maps) == 300
+    for config_map in config_maps.values():
+        assert _size(config_map) < CONFIG_MAP_LIMIT // 16  # a sixteenth of the limit at most
+    alone = _config_maps(with_value(dev, "models", {"model-7": model}))
+    assert alone["model-7"] == config_maps["model-7"]
+    text = _traffic_text(_board(alone["model-7"]))
+    assert all(f"| v{i} |" in text for i in range(1, 4))

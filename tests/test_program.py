@@ -11,7 +11,10 @@ from tests.conftest import STACKS, stack_raw, with_value
 from tests.harness import run_program
 
 SERVING_KINDS = {"ServiceAccount", "Service", "Deployment", "DestinationRule", "VirtualService"}
-TELEMETRY_KINDS = {"Telemetry", "ConfigMap", "PrometheusRule"}
+MODEL_KINDS = SERVING_KINDS | {"ConfigMap"}  # a model's Grafana dashboard sits with the model
+TELEMETRY_KINDS = {"Telemetry", "PrometheusRule"}
+VIRTUAL_SERVICE = "kubernetes:networking.istio.io/v1:VirtualService"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 
 
 def _key(obj: dict) -> tuple[str, str]:
@@ -33,6 +36,8 @@ def test_stack_registers_every_expected_kind(stack_run):
     assert kinds == expected
     deployments = {o["metadata"]["name"] for o in run.of_kind("Deployment")}
     assert deployments == {f"{m}-{v}" for m, model in config.models.items() for v in model.versions}
+    dashboards = {o["metadata"]["labels"]["app"] for o in run.of_kind("ConfigMap")}
+    assert dashboards == set(config.models)
 
 
 def test_each_model_is_one_component_holding_its_resources(stack_run):
@@ -42,7 +47,7 @@ def test_each_model_is_one_component_holding_its_resources(stack_run):
     assert sorted(r.name for r in models) == sorted(config.models)
     for registered in run.kubernetes:
         kind = registered.inputs["kind"]
-        if kind in SERVING_KINDS:
+        if kind in MODEL_KINDS:
             assert registered.parent_type == MODEL
         elif kind == "Gateway":
             assert registered.parent_type == INGRESS
@@ -167,16 +172,24 @@ def _inputs_by_resource(run) -> dict[tuple[str, str], dict]:
     return {(r.type, r.name): r.inputs for r in run.resources}
 
 
-def test_shifting_the_canary_changes_only_that_models_virtual_service(prod):
-    """...and the weight shown on the dashboard; no workload, no alert rule."""
+def test_shifting_the_canary_changes_only_that_models_virtual_service_and_dashboard(prod):
+    """sentiment 5% -> 30% in prod: its routes and the weight its board shows; not fraud's
+    board, no Deployment, no alert rule (both versions receive traffic before and after)."""
     before = _inputs_by_resource(run_program(prod, stack="prod"))
     shifted = with_value(prod, "models.sentiment.canary.weight", 30)
     after = _inputs_by_resource(run_program(shifted, stack="prod"))
     assert before.keys() == after.keys()
+    # the comparison covers both boards, the other model's VirtualService and the alert rules
+    assert {name for kind, name in before if kind == CONFIG_MAP} == {
+        "ml-mesh-dashboard.ml-serving.fraud",
+        "ml-mesh-dashboard.ml-serving.sentiment",
+    }
+    assert ("kubernetes:monitoring.coreos.com/v1:PrometheusRule", "ml-mesh-alerts") in before
+    assert (VIRTUAL_SERVICE, "fraud") in before
     changed = {key for key in before if before[key] != after[key]}
     assert changed == {
-        ("kubernetes:networking.istio.io/v1:VirtualService", "sentiment"),
-        ("kubernetes:core/v1:ConfigMap", "ml-mesh-ml-serving-dashboard"),
+        (VIRTUAL_SERVICE, "sentiment"),
+        (CONFIG_MAP, "ml-mesh-dashboard.ml-serving.sentiment"),
     }
 
 

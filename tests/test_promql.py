@@ -75,9 +75,13 @@ def every_query(config: StackConfig) -> list[str]:
         found = model_queries(config, name)
         queries += [query for _, query in found.comparisons()]
         queries += [found.canary_error_excess] if found.canary_error_excess else []
-    board = json.loads(next(iter(dashboard_config_map(config)["data"].values())))
+    boards = [
+        json.loads(next(iter(dashboard_config_map(config, name)["data"].values())))
+        for name in config.models
+    ]
     queries += [
         target["expr"].replace("$__rate_interval", "5m")
+        for board in boards
         for panel in board["panels"]
         for target in panel.get("targets", [])
     ]

@@ -9,10 +9,11 @@ import re
 import jsonschema
 import pytest
 
-from mesh.alerts import CANARY_ERRORS, NO_READY_PODS
+from mesh.alerts import CANARY_ERRORS, NO_READY_PODS, alert_objects
 from mesh.config import ConfigError, parse_config
 from mesh.plan import build_plan
-from tests.conftest import STACKS, shared_path, stack_raw, with_value
+from mesh.promql import promql_report
+from tests.conftest import STACKS, shared_path, stack_raw, with_value, without
 
 # PrometheusRule fields as the Prometheus Operator CRD (monitoring.coreos.com/v1) defines them.
 RULE_GROUP_KEYS = {"name", "rules", "interval", "labels", "limit", "query_offset"}
@@ -205,3 +206,17 @@ def test_telemetry_mistake_names_its_path(dev, path, value, hint):
     assert hint in message
     where = f"{path}.{next(iter(value))}" if isinstance(value, dict) else path  # a map's key
     assert f"'dev': {where}: " in message
+
+
+def test_models_rolled_out_by_flagger_get_no_alerts_promql_or_dashboard(prod):
+    raw = with_value(without(prod, "models.sentiment.canary"), "models.sentiment.progressive", {})
+    config = parse_config(raw, "prod")
+    (rule,) = alert_objects(config)
+    assert [g["name"] for g in rule["spec"]["groups"]] == ["ml-mesh.ml-serving.fraud"]
+    report = promql_report("prod", config)
+    assert "## sentiment: rolled out by Flagger" in report
+    assert 'destination_app="sentiment"' not in report
+    boards = [
+        o["metadata"]["name"] for o in build_plan(config).objects() if o["kind"] == "ConfigMap"
+    ]
+    assert boards == ["ml-mesh-dashboard.ml-serving.fraud"]
