@@ -10,12 +10,14 @@ from mesh.config import StackConfig
 from mesh.egress import egress_objects
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
+from mesh.security import model_security_objects, namespace_security_objects
 from mesh.traffic import traffic_objects
 from models.workloads import model_objects
 
 MODEL = "ml-mesh:serving:Model"
 INGRESS = "ml-mesh:mesh:Ingress"
 EGRESS = "ml-mesh:mesh:Egress"
+SECURITY = "ml-mesh:mesh:Security"
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,20 @@ def build_plan(config: StackConfig) -> Plan:
     components = [
         Component(INGRESS, config.gateway.name, (gateway(config),)),
         Component(EGRESS, "egress", tuple(egress_objects(config))),
+        # After egress: the Sidecar's REGISTRY_ONLY must not cut the pods off before the
+        # ServiceEntries exist (see DEPENDS_ON_KINDS in mesh.program).
+        Component(SECURITY, "security", tuple(namespace_security_objects(config))),
     ]
     for name in sorted(config.models):
-        objects = [*model_objects(config, name), *traffic_objects(config, name)]
+        objects = [
+            *model_objects(config, name),
+            *traffic_objects(config, name),
+            *model_security_objects(config, name),
+        ]
         components.append(Component(MODEL, name, tuple(objects)))
-    return Plan(namespace(config), tuple(components))
+    # A component with nothing in it (no ServiceEntry for an in-cluster store, security off)
+    # would only clutter the preview.
+    return Plan(namespace(config), tuple(c for c in components if c.objects))
 
 
 def model_outputs(config: StackConfig, name: str) -> dict[str, Any]:

@@ -37,6 +37,9 @@ TYPED_KINDS: dict[tuple[str, str], Any] = {
 DEPENDS_ON_KINDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("ServiceAccount",),
     "VirtualService": ("DestinationRule", "Gateway"),
+    # REGISTRY_ONLY egress only once the model store's ServiceEntries are there; on delete the
+    # Sidecar goes first.
+    "Sidecar": ("ServiceEntry",),
 }
 
 

@@ -8,17 +8,21 @@ exactly one resource.
 from __future__ import annotations
 
 from mesh.config import StackConfig
+from mesh.faults import http_fault, with_fault
 from mesh.ingress import gateway_ref
 from mesh.k8s import istio_networking, metadata
+from mesh.resilience import traffic_policy
 from models.presets import server_ports
 from models.workloads import selector_labels
 
 COMPONENT = "traffic"
+# Names the canary version on the VirtualService, for policies that bound its weight.
+CANARY_ANNOTATION = "ml-mesh.io/canary"
 
 
 def destination_rule(config: StackConfig, name: str) -> dict:
     model = config.models[name]
-    return {
+    rule = {
         "apiVersion": istio_networking(config),
         "kind": "DestinationRule",
         "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
@@ -31,6 +35,10 @@ def destination_rule(config: StackConfig, name: str) -> dict:
             ],
         },
     }
+    policy = traffic_policy(config, name)
+    if policy is not None:
+        rule["spec"]["trafficPolicy"] = policy
+    return rule
 
 
 def weighted_route(config: StackConfig, name: str, port: int) -> list[dict]:
@@ -63,10 +71,13 @@ def virtual_service(config: StackConfig, name: str) -> dict:
         for port in others
     ]
     http.append({"name": rest.name, "route": weighted_route(config, name, rest.number)})
+    http = with_fault(http, http_fault(config, name))
+    canary = config.models[name].canary
+    annotations = {CANARY_ANNOTATION: canary.version} if canary else None
     return {
         "apiVersion": istio_networking(config),
         "kind": "VirtualService",
-        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
+        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}, annotations),
         "spec": {
             "hosts": [*config.model_hosts(name), config.service_host(name)],
             "gateways": [gateway_ref(config), "mesh"],

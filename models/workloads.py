@@ -10,7 +10,9 @@ import json
 
 from mesh.config import Model, StackConfig
 from mesh.k8s import metadata
+from mesh.storage import credential_env, endpoint_args, region_env
 from models.presets import MODEL_MOUNT, MODEL_VOLUME, model_dir, preset, server_ports
+from models.scaling import gpu_placement, owns_replicas, scaling_objects, topology_spread
 
 COMPONENT = "model-server"
 SERVER_CONTAINER = "server"
@@ -128,11 +130,12 @@ def _fetch_container(config: StackConfig, name: str, version: str) -> dict:
             model_dir(name, model),
             "--no-progress",
             "--only-show-errors",
+            *endpoint_args(config.storage),
         ],
         "env": [
-            {"name": "AWS_REGION", "value": config.storage.region},
-            {"name": "AWS_DEFAULT_REGION", "value": config.storage.region},
+            *region_env(config.storage),
             {"name": "HOME", "value": "/tmp"},
+            *credential_env(config.storage),
         ],
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
@@ -187,6 +190,9 @@ def pod_annotations(config: StackConfig) -> dict[str, str]:
         # Native sidecars already start before the app; without them this holds the server
         # until istio-proxy is ready, so Triton can reach S3 at start-up.
         "proxy.istio.io/config": json.dumps({"holdApplicationUntilProxyStarts": True}),
+        # HTTP probes go to the pilot-agent (port 15020, not captured), which calls the server
+        # from inside the pod: they keep working under STRICT mTLS and ALLOW-only policies.
+        "sidecar.istio.io/rewriteAppHTTPProbers": "true",
     }
 
 
@@ -214,15 +220,23 @@ def deployment(config: StackConfig, name: str, version: str) -> dict:
         "containers": [_server_container(config, name, version)],
         "volumes": volumes,
         "terminationGracePeriodSeconds": 60,
+        "topologySpreadConstraints": topology_spread(name, version),
+        **gpu_placement(config, resources(config, name, version)),
     }
     if spec.downloads_model:
         pod_spec["initContainers"] = [_fetch_container(config, name, version)]
+    # With an HPA, no replicas here: the HPA owns the field and `pulumi up` must not reset it.
+    replicas = (
+        {}
+        if owns_replicas(config, name, version)
+        else {"replicas": model.versions[version].replicas}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(f"{name}-{version}", config.namespace, COMPONENT, labels),
         "spec": {
-            "replicas": model.versions[version].replicas,
+            **replicas,
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": labels},
             "strategy": {
@@ -242,5 +256,9 @@ def model_objects(config: StackConfig, name: str) -> list[dict]:
     return [
         service_account(config, name),
         service(config, name),
-        *(deployment(config, name, version) for version in sorted(model.versions)),
+        *(
+            obj
+            for version in sorted(model.versions)
+            for obj in (deployment(config, name, version), *scaling_objects(config, name, version))
+        ),
     ]

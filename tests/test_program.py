@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.plan import EGRESS, INGRESS, MODEL
+from mesh.plan import EGRESS, INGRESS, MODEL, SECURITY
 from mesh.render import render_objects
 from mesh.stackfile import load_stack
 from tests.conftest import STACKS, stack_raw, with_value
 from tests.harness import run_program
 
-SERVING_KINDS = {"ServiceAccount", "Service", "Deployment", "DestinationRule", "VirtualService"}
+SERVING_KINDS = {
+    "ServiceAccount",
+    "Service",
+    "Deployment",
+    "PodDisruptionBudget",
+    "DestinationRule",
+    "VirtualService",
+}
+# Only in protected stacks by default (prod): mesh security, and autoscaling where configured.
+PROTECTED_MODEL_KINDS = {"AuthorizationPolicy", "HorizontalPodAutoscaler"}
+SECURITY_KINDS = {"PeerAuthentication", "Sidecar"}
 
 
 def _key(obj: dict) -> tuple[str, str]:
@@ -26,6 +36,8 @@ def test_stack_registers_every_expected_kind(stack_run):
     stack, run = stack_run
     kinds = {o["kind"] for o in run.objects()}
     expected = SERVING_KINDS | {"Namespace", "Gateway", "ServiceEntry"}
+    if stack == "prod":
+        expected |= PROTECTED_MODEL_KINDS | SECURITY_KINDS
     assert kinds == expected
     config = load_stack(stack).config
     deployments = {o["metadata"]["name"] for o in run.of_kind("Deployment")}
@@ -39,8 +51,10 @@ def test_each_model_is_one_component_holding_its_resources(stack_run):
     assert sorted(r.name for r in models) == sorted(config.models)
     for registered in run.kubernetes:
         kind = registered.inputs["kind"]
-        if kind in SERVING_KINDS:
+        if kind in SERVING_KINDS | PROTECTED_MODEL_KINDS:
             assert registered.parent_type == MODEL
+        elif kind in SECURITY_KINDS:
+            assert registered.parent_type == SECURITY
         elif kind == "Gateway":
             assert registered.parent_type == INGRESS
         elif kind == "ServiceEntry":
