@@ -183,9 +183,8 @@ _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _DURATION_NS = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000, "ms": 1_000_000}
 # Istio AuthorizationPolicy path forms: exact, prefix `/a*`, suffix `*a`, or `*` (any).
-_ISTIO_PATH = re.compile(
-    r"^(\*|\*?/[A-Za-z0-9._~!$&'()+,;=:@%/-]*|/[A-Za-z0-9._~!$&'()+,;=:@%/-]*\*)$"
-)
+_PATH_CHARS = r"[A-Za-z0-9._~!$&'()+,;=:@%/-]"
+_ISTIO_PATH = re.compile(rf"^(\*|\*{_PATH_CHARS}+|/{_PATH_CHARS}*\*?)$")
 # Environment variable names that carry credentials: one of these words, or one of these pairs.
 _CREDENTIAL_WORDS = {"SECRET", "SECRETS", "PASSWORD", "PASSWD", "TOKEN", "APIKEY", "CREDENTIALS"}
 _CREDENTIAL_PAIRS = ("ACCESS_KEY", "API_KEY", "PRIVATE_KEY", "SECRET_KEY", "AUTH_KEY")

@@ -26,6 +26,7 @@ class Registered:
     parent_type: str | None  # type token of the parent, None for stack-level resources
     custom: bool
     inputs: dict[str, Any]
+    depends_on: tuple[str, ...] = ()  # logical names of the resources this one waits for
 
     @property
     def secret_paths(self) -> list[str]:
@@ -106,6 +107,7 @@ class _Monitor(mocks.MockMonitor):
                     parent_type=parent_type,
                     custom=request.custom,
                     inputs=rpc.deserialize_properties(request.object),
+                    depends_on=tuple(urn.rsplit("::", 1)[-1] for urn in request.dependencies),
                 )
             )
         return response
