@@ -18,7 +18,7 @@ HOSTNAME = "kubernetes.io/hostname"
 
 
 def _labels(name: str, version: str) -> dict[str, str]:
-    # Same as models.workloads.selector_labels (imported there, so not imported from there).
+    # The labels of models.workloads.selector_labels, repeated: workloads imports this module.
     return {"app": name, "version": version}
 
 
