@@ -4,7 +4,12 @@ PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STACK  ?= dev
 
-.PHONY: render test lint
+# The policy pack has its own venv (the one `pulumi preview --policy-pack policy` uses):
+# pulumi-policy pins its own protobuf, which must not meet the stack's.
+POLICY_VENV  := policy/venv
+POLICY_STAMP := $(POLICY_VENV)/.installed
+
+.PHONY: render test lint policy-test
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -15,9 +20,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 render: $(STAMP)  ## print the objects of a stack (STACK=dev), no cluster needed
 	$(PYTHON) -m mesh render $(STACK)
 
-test: $(STAMP)  ## the whole test suite, against Pulumi mocks
+test: $(STAMP) $(POLICY_STAMP)  ## every test: the stack's (Pulumi mocks), then the policy pack's
 	$(PYTHON) -m pytest -q
+	cd policy && venv/bin/python -m pytest -q
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+
+$(POLICY_STAMP): policy/requirements.txt policy/requirements-dev.txt
+	python3 -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(POLICY_VENV)/bin/python -m pip install --quiet -r policy/requirements-dev.txt
+	touch $(POLICY_STAMP)
+
+policy-test: $(POLICY_STAMP)  ## the policy pack's tests, in the pack's own venv
+	cd policy && venv/bin/python -m pytest -q

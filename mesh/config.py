@@ -279,6 +279,98 @@ def _env_name(value: str) -> str:
     return value
 
 
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
+# Istio AuthorizationPolicy path forms: exact, prefix `/a*`, suffix `*a`, or `*` (any).
+_PATH_CHARS = r"[A-Za-z0-9._~!$&'()+,;=:@%/-]"
+_ISTIO_PATH = re.compile(rf"^(\*|\*{_PATH_CHARS}+|/{_PATH_CHARS}*\*?)$")
+# Environment variable names that carry credentials: one of these words, or one of these pairs.
+_CREDENTIAL_WORDS = {"SECRET", "SECRETS", "PASSWORD", "PASSWD", "TOKEN", "APIKEY", "CREDENTIALS"}
+_CREDENTIAL_PAIRS = ("ACCESS_KEY", "API_KEY", "PRIVATE_KEY", "SECRET_KEY", "AUTH_KEY")
+# Values that are credentials whatever their name: AWS access key ids and PEM private keys.
+_CREDENTIAL_VALUE = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid Kubernetes object name (lowercase letters, digits, '-' "
+            "and '.', at most 253 characters)"
+        )
+    return value
+
+
+def _secret_key(value: str) -> str:
+    if not _SECRET_KEY.match(value):
+        raise ValueError(f"{value!r} is not a valid Secret key (letters, digits, '-', '_', '.')")
+    return value
+
+
+def _label_key(value: str) -> str:
+    prefix, _, name = value.rpartition("/")
+    if (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix))) or not (
+        _LABEL_NAME.match(name)
+    ):
+        raise ValueError(f"{value!r} is not a valid label key such as nvidia.com/gpu.present")
+    return value
+
+
+def _label_value(value: str) -> str:
+    if not _LABEL_VALUE.match(value):
+        raise ValueError(f"{value!r} is not a valid label value (at most 63 characters)")
+    return value
+
+
+def _principal(value: str) -> str:
+    trust_domain, _, rest = value.partition("/")
+    match = re.match(r"^ns/([^/]+)/sa/([^/]+)$", rest)
+    if not (
+        trust_domain
+        and _DNS1123_SUBDOMAIN.match(trust_domain.lower())
+        and match
+        and _DNS1123_LABEL.match(match[1])
+        and _DNS1123_SUBDOMAIN.match(match[2])
+    ):
+        raise ValueError(
+            f"{value!r} is not a SPIFFE principal such as "
+            "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+        )
+    return value
+
+
+def _service_account_ref(value: str) -> str:
+    namespace, _, account = value.partition("/")
+    if not (_DNS1123_LABEL.match(namespace) and _DNS1123_SUBDOMAIN.match(account)):
+        raise ValueError(
+            f"{value!r} is not <namespace>/<serviceaccount>, such as checkout/checkout-api"
+        )
+    return value
+
+
+def _istio_path(value: str) -> str:
+    if not _ISTIO_PATH.match(value) or value.count("*") > 1:
+        raise ValueError(
+            f"{value!r} is not an Istio authorization path: an exact path (/v1/predict), a "
+            "prefix (/v1/*), a suffix (*:predict) or * for any path"
+        )
+    return value
+
+
+def credential_problem(name: str, value: str = "") -> str | None:
+    """Why an environment variable looks like it carries a credential in clear, if it does."""
+    words = set(name.upper().split("_"))
+    if words & _CREDENTIAL_WORDS or any(pair in name.upper() for pair in _CREDENTIAL_PAIRS):
+        return f"{name!r} looks like a credential"
+    if _CREDENTIAL_VALUE.search(value):
+        return f"the value of {name!r} contains an access key or a private key"
+    return None
+
+
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 Fqdn = Annotated[str, AfterValidator(_fqdn)]
@@ -295,7 +387,16 @@ HeaderName = Annotated[str, AfterValidator(_header_name)]
 Regex = Annotated[str, AfterValidator(_regex)]
 RetryOn = Annotated[str, AfterValidator(_retry_on)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
-Percent = Annotated[int, Field(strict=True, ge=0, le=100)]
+WeightPercent = Annotated[int, Field(strict=True, ge=0, le=100)]
+DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
+SecretKey = Annotated[str, AfterValidator(_secret_key)]
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+Principal = Annotated[str, AfterValidator(_principal)]
+ServiceAccountRef = Annotated[str, AfterValidator(_service_account_ref)]
+IstioPath = Annotated[str, AfterValidator(_istio_path)]
+FaultPercent = Annotated[float, Field(strict=True, ge=0.0001, le=100)]
+Count = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
 
 # Fields whose values may be Pulumi secrets. A secret anywhere else is refused, because those
 # values end up in resource names, labels or hosts, which Pulumi cannot keep secret.
@@ -359,7 +460,7 @@ class Resources(_Config):
 
 class Canary(_Config):
     version: DnsLabel = Field(description="the version that receives `weight` percent")
-    weight: Percent | None = Field(
+    weight: WeightPercent | None = Field(
         default=None,
         description="percent of traffic on the canary: 0 = deployed but not routed, "
         "100 = all traffic (promotion before cleanup); unset in progressive mode, where "
@@ -523,8 +624,141 @@ class Progressive(_Config):
 class Version(_Config):
     image: Image = Field(description="container image with an explicit tag or digest")
     model_path: ModelPath = Field(description="key prefix of this version in the model bucket")
-    replicas: Annotated[int, Field(strict=True, ge=0, le=1000)] = 1
+    replicas: Annotated[int, Field(strict=True, ge=0, le=1000)] = Field(
+        default=1,
+        description="pods of this version; with the model's autoscaling, the minimum the "
+        "HorizontalPodAutoscaler keeps (0 parks the version: no pods, no autoscaler)",
+    )
     resources: Resources | None = None
+
+
+class SecretKeySelector(_Config):
+    """A key of an existing Secret in the serving namespace (created outside this stack)."""
+
+    secret_name: DnsSubdomain
+    key: SecretKey
+
+
+def _at_least_one_set(model: BaseModel, what: str) -> None:
+    if not model.model_fields_set:
+        names = ", ".join(f.alias or n for n, f in type(model).model_fields.items())
+        raise ConfigPathError((), f"{what} must set at least one of: {names}")
+
+
+class TcpPool(_Config):
+    max_connections: Count | None = None
+    connect_timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TcpPool:
+        _at_least_one_set(self, "connectionPool.tcp")
+        return self
+
+
+class HttpPool(_Config):
+    http1_max_pending_requests: Count | None = None
+    http2_max_requests: Count | None = None
+    max_requests_per_connection: Count | None = None
+    max_retries: Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)] | None = None
+    idle_timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> HttpPool:
+        _at_least_one_set(self, "connectionPool.http")
+        return self
+
+
+class ConnectionPool(_Config):
+    """Circuit-breaking limits each calling proxy keeps towards one version (subset)."""
+
+    tcp: TcpPool | None = None
+    http: HttpPool | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ConnectionPool:
+        _at_least_one_set(self, "connectionPool")  # rule 32 of RULES.md: http or tcp
+        return self
+
+
+class OutlierDetection(_Config):
+    """Ejects a pod that keeps failing from its version's load-balancing pool for a while."""
+
+    consecutive_5xx_errors: Count | None = Field(default=None, alias="consecutive5xxErrors")
+    consecutive_gateway_errors: Count | None = None
+    interval: Duration | None = None
+    base_ejection_time: Duration | None = None
+    max_ejection_percent: Annotated[int, Field(strict=True, ge=0, le=100)] | None = None
+    min_health_percent: Annotated[int, Field(strict=True, ge=0, le=100)] | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> OutlierDetection:
+        _at_least_one_set(self, "outlierDetection")
+        return self
+
+
+class LoadBalancer(_Config):
+    simple: Literal["LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"]
+
+
+class TrafficPolicy(_Config):
+    """DestinationRule traffic policy of a model, applied to every version."""
+
+    connection_pool: ConnectionPool | None = None
+    outlier_detection: OutlierDetection | None = None
+    load_balancer: LoadBalancer | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TrafficPolicy:
+        _at_least_one_set(self, "trafficPolicy")  # rule 31 of RULES.md
+        return self
+
+
+class FaultDelay(_Config):
+    fixed_delay: Duration
+    percent: FaultPercent
+
+
+class FaultAbort(_Config):
+    http_status: Annotated[int, Field(strict=True, ge=200, le=599)]
+    percent: FaultPercent
+
+
+class Fault(_Config):
+    """Injected failures for resilience tests; refused in protected stacks."""
+
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Fault:
+        _at_least_one_set(self, "fault")  # rule 22 of RULES.md: abort and/or delay
+        return self
+
+
+class CustomMetric(_Config):
+    """A per-pod metric served by the custom metrics API (e.g. prometheus-adapter)."""
+
+    name: Annotated[str, Field(pattern=_METRIC_NAME.pattern)]
+    average_value: Quantity = Field(description="target average value per pod, e.g. 10 or 500m")
+
+
+class Autoscaling(_Config):
+    """A HorizontalPodAutoscaler per version, from `replicas` up to `maxReplicas`."""
+
+    max_replicas: Annotated[int, Field(strict=True, ge=1, le=1000)]
+    target_cpu_utilization: Annotated[int, Field(strict=True, ge=1, le=100)] | None = Field(
+        default=None,
+        description="percent of the CPU request; 70 when no custom metric is given",
+    )
+    metric: CustomMetric | None = None
+
+    def cpu_target(self) -> int | None:
+        if self.target_cpu_utilization is None and self.metric is None:
+            return DEFAULT_CPU_TARGET
+        return self.target_cpu_utilization
+
+
+DEFAULT_CPU_TARGET = 70
 
 
 class CustomServer(_Config):
@@ -540,6 +774,15 @@ class CustomServer(_Config):
         default="/models",
         description="where the model version is downloaded to before the server starts",
     )
+    secret_env: dict[EnvName, SecretKeySelector] = Field(
+        default={},
+        description="environment variables read from keys of existing Secrets in the namespace",
+    )
+    inference_paths: list[IstioPath] | None = Field(
+        default=None,
+        min_length=1,
+        description="HTTP paths callers may use (AuthorizationPolicy); default: every path",
+    )
 
     @model_validator(mode="after")
     def _ports_differ(self) -> CustomServer:
@@ -547,6 +790,29 @@ class CustomServer(_Config):
             raise ConfigPathError(("grpcPort",), "must differ from httpPort")
         if self.model_dir.rstrip("/") in ("/", "/tmp"):
             raise ConfigPathError(("modelDir",), "must not be / or /tmp (both are mounted already)")
+        return self
+
+    @model_validator(mode="after")
+    def _no_credentials_in_clear(self) -> CustomServer:
+        for name, value in self.env.items():
+            problem = credential_problem(name, value)
+            if problem:
+                raise ConfigPathError(
+                    ("env", name),
+                    f"{problem}; a Deployment shows env values to anyone who can read it, so "
+                    f"ml-mesh never puts keys there: reference an existing Secret with "
+                    f"custom.secretEnv.{name} {{secretName, key}}, or use an IAM role (roleArn)",
+                )
+        for index, arg in enumerate(self.args):
+            if _CREDENTIAL_VALUE.search(arg):
+                raise ConfigPathError(
+                    ("args", index),
+                    "contains an access key or a private key; pass it from a Secret with "
+                    "custom.secretEnv instead",
+                )
+        for name in self.secret_env:
+            if name in self.env or name == "MODEL_DIR":
+                raise ConfigPathError(("secretEnv", name), f"{name} is already set by env")
         return self
 
 
@@ -582,6 +848,18 @@ class Model(_Config):
     progressive: Progressive | None = Field(
         default=None, description="hand the rollout to Flagger instead of canary.weight"
     )
+    callers: list[ServiceAccountRef] = Field(
+        default=[],
+        description="in-mesh service accounts (<namespace>/<name>) allowed to call this model",
+    )
+    traffic_policy: TrafficPolicy | None = Field(
+        default=None,
+        description="connection pool, outlier detection and load balancer of every version",
+    )
+    fault: Fault | None = Field(
+        default=None, description="inject delays/aborts on every route (not in protected stacks)"
+    )
+    autoscaling: Autoscaling | None = None
 
     @model_validator(mode="after")
     def _cross_field(self) -> Model:
@@ -613,6 +891,17 @@ class Model(_Config):
         self._check_routing()
         if self.hosts is not None and len(set(self.hosts)) != len(self.hosts):
             raise ConfigPathError(("hosts",), "lists the same host twice")
+        if len(set(self.callers)) != len(self.callers):
+            raise ConfigPathError(("callers",), "lists the same service account twice")
+        if self.autoscaling is not None:
+            for name, version in self.versions.items():
+                if version.replicas > self.autoscaling.max_replicas:
+                    raise ConfigPathError(
+                        ("versions", name, "replicas"),
+                        f"{version.replicas} is above autoscaling.maxReplicas "
+                        f"({self.autoscaling.max_replicas}); with autoscaling, replicas is the "
+                        "minimum",
+                    )
         return self
 
     def _check_routing(self) -> None:
@@ -731,6 +1020,11 @@ class GatewayTls(_Config):
         description="kubernetes.io/tls Secret in the namespace of the ingress gateway pods"
     )
     https_redirect: bool = Field(default=True, description="redirect plain HTTP to HTTPS")
+    mode: Literal["SIMPLE", "MUTUAL"] = Field(
+        default="SIMPLE",
+        description="MUTUAL also requires client certificates, verified against the ca.crt of "
+        "the credential Secret",
+    )
 
 
 class Gateway(_Config):
@@ -744,9 +1038,44 @@ class Gateway(_Config):
     tls: GatewayTls | None = None
 
 
+class StorageEndpoint(_Config):
+    """An S3-compatible store (MinIO, Ceph RGW, ...) instead of AWS S3."""
+
+    host: Fqdn = Field(description="e.g. minio.minio.svc.cluster.local or s3.example.com")
+    port: Port | None = Field(default=None, description="default 443 with tls, 80 without")
+    tls: bool = True
+
+    def effective_port(self) -> int:
+        return self.port or (443 if self.tls else 80)
+
+    def in_cluster(self) -> bool:
+        """A Kubernetes Service of this cluster (<service>.<namespace>.svc.cluster.local)."""
+        labels = self.host.split(".")
+        return len(labels) == 5 and labels[2:] == ["svc", "cluster", "local"]
+
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        default = 443 if self.tls else 80
+        port = "" if self.effective_port() == default else f":{self.effective_port()}"
+        return f"{scheme}://{self.host}{port}"
+
+
+class CredentialsSecret(_Config):
+    """An existing Secret in the serving namespace holding an S3 access key pair."""
+
+    name: DnsSubdomain
+    access_key_id_key: SecretKey = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: SecretKey = "AWS_SECRET_ACCESS_KEY"
+
+
 class Storage(_Config):
     bucket: Bucket
-    region: Region
+    region: Region = Field(description="AWS region, or the region an S3-compatible store signs")
+    endpoint: StorageEndpoint | None = None
+    credentials_secret: CredentialsSecret | None = Field(
+        default=None,
+        description="read the model store with this key pair instead of an IAM role (roleArn)",
+    )
 
 
 class Istio(_Config):
@@ -779,7 +1108,6 @@ PROM_DURATION = re.compile(
 )
 # Names of meshConfig.extensionProviders entries ("envoy" is built in).
 _PROVIDER = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 def prom_duration(value: str) -> str:
@@ -798,42 +1126,9 @@ def _provider(value: str) -> str:
     return value
 
 
-def _label_key(value: str) -> str:
-    prefix, _, name = value.rpartition("/")
-    if (
-        not name
-        or len(name) > 63
-        or not _LABEL_NAME.match(name)
-        or (prefix and _fqdn_or_label(prefix) is None)
-    ):
-        raise ValueError(
-            f"{value!r} is not a Kubernetes label key such as release or example.com/team"
-        )
-    return value
-
-
-def _fqdn_or_label(value: str) -> str | None:
-    labels = value.split(".")
-    ok = len(value) <= 253 and all(
-        len(label) <= 63 and _DNS1123_LABEL.match(label) for label in labels
-    )
-    return value if ok else None
-
-
-def _label_value(value: str) -> str:
-    if len(value) > 63 or (value and not _LABEL_NAME.match(value)):
-        raise ValueError(
-            f"{value!r} is not a Kubernetes label value: at most 63 letters, digits, '-', '_' "
-            "and '.', starting and ending with a letter or digit"
-        )
-    return value
-
-
 ProviderName = Annotated[str, AfterValidator(_provider)]
 PromDuration = Annotated[str, AfterValidator(prom_duration)]
-LabelKey = Annotated[str, AfterValidator(_label_key)]
-LabelValue = Annotated[str, AfterValidator(_label_value)]
-Percent = Annotated[float, Field(strict=True, ge=0, le=100)]
+SamplingPercent = Annotated[float, Field(strict=True, ge=0, le=100)]
 
 
 class AccessLogging(_Config):
@@ -846,7 +1141,7 @@ class AccessLogging(_Config):
 
 
 class Tracing(_Config):
-    sampling_percentage: Percent = Field(
+    sampling_percentage: SamplingPercent = Field(
         default=1.0,
         description="percent of requests traced when no upstream sampling decision was made "
         "(Istio's own default is 1)",
@@ -905,6 +1200,62 @@ class Telemetry(_Config):
     alerts: Alerts = Alerts()
 
 
+DEFAULT_GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+
+
+class Security(_Config):
+    """Mesh security of the serving namespace. Unset switches follow `protected`: on in
+    protected stacks, off otherwise, so each is one setting away in dev."""
+
+    mtls: Literal["STRICT", "PERMISSIVE"] | None = Field(
+        default=None,
+        description="PeerAuthentication of the namespace; default STRICT when protected, "
+        "otherwise none (the mesh-wide setting applies)",
+    )
+    authorization: bool | None = Field(
+        default=None,
+        description="an ALLOW AuthorizationPolicy per model; default: protected",
+    )
+    restrict_egress: bool | None = Field(
+        default=None,
+        description="a Sidecar limiting egress to the namespace, istio-system and the model "
+        "store (REGISTRY_ONLY); default: protected",
+    )
+    gateway_principal: Principal = Field(
+        default=DEFAULT_GATEWAY_PRINCIPAL,
+        description="identity of the ingress gateway pods, allowed to call every model",
+    )
+    trust_domain: DnsSubdomain = Field(
+        default="cluster.local", description="trust domain of models.<m>.callers"
+    )
+
+
+class Toleration(_Config):
+    key: LabelKey
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: LabelValue | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    @model_validator(mode="after")
+    def _value_matches_operator(self) -> Toleration:
+        if self.operator == "Exists" and self.value is not None:
+            raise ConfigPathError(("value",), "must be empty with operator Exists")
+        if self.operator == "Equal" and self.value is None:
+            raise ConfigPathError(("value",), "is required with operator Equal")
+        return self
+
+
+class GpuScheduling(_Config):
+    """Where pods that request `nvidia.com/gpu` may run."""
+
+    node_selector: dict[LabelKey, LabelValue] = {"nvidia.com/gpu.present": "true"}
+    tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu", effect="NoSchedule")]
+
+
+class Scheduling(_Config):
+    gpu: GpuScheduling = GpuScheduling()
+
+
 class StackConfig(_Config):
     """All of `ml-mesh:*` for one stack."""
 
@@ -923,6 +1274,8 @@ class StackConfig(_Config):
     istio: Istio = Istio()
     images: Images = Images()
     telemetry: Telemetry = Telemetry()
+    security: Security = Security()
+    scheduling: Scheduling = Scheduling()
     models: dict[ServiceName, Model] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -946,6 +1299,67 @@ class StackConfig(_Config):
                     )
                 owners[host] = name
         return self
+
+    @model_validator(mode="after")
+    def _secure_storage(self) -> StackConfig:
+        storage = self.storage
+        if storage.credentials_secret is not None:
+            for name, model in self.models.items():
+                if model.role_arn:
+                    raise ConfigPathError(
+                        ("models", name, "roleArn"),
+                        "storage.credentialsSecret is set: use either IAM roles (roleArn) or a "
+                        "credentials Secret, not both (the key pair would win silently)",
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _protected_rules(self) -> StackConfig:
+        """What a protected (production) stack may not do."""
+        if not self.protected:
+            return self
+        tls = self.gateway.tls
+        if tls is None:
+            raise ConfigPathError(
+                ("gateway", "tls"),
+                "protected stacks serve HTTPS only: set gateway.tls.credentialName to the TLS "
+                "Secret of the ingress gateway",
+            )
+        if not tls.https_redirect:
+            raise ConfigPathError(
+                ("gateway", "tls", "httpsRedirect"),
+                "protected stacks redirect plain HTTP to HTTPS; remove this setting",
+            )
+        if self.security.mtls == "PERMISSIVE":
+            raise ConfigPathError(
+                ("security", "mtls"),
+                "protected stacks accept mutual TLS only: use STRICT (or remove the setting)",
+            )
+        for name, model in self.models.items():
+            if model.fault is not None:
+                raise ConfigPathError(
+                    ("models", name, "fault"),
+                    "fault injection is refused in protected stacks; test resilience in dev",
+                )
+        endpoint = self.storage.endpoint
+        if endpoint is not None and not endpoint.tls and not endpoint.in_cluster():
+            raise ConfigPathError(
+                ("storage", "endpoint", "tls"),
+                "protected stacks reach a model store outside the cluster over TLS only",
+            )
+        return self
+
+    def mtls_mode(self) -> str | None:
+        """PeerAuthentication mode of the namespace; None leaves the mesh-wide setting."""
+        return self.security.mtls or ("STRICT" if self.protected else None)
+
+    def authorization_enabled(self) -> bool:
+        enabled = self.security.authorization
+        return self.protected if enabled is None else enabled
+
+    def egress_restricted(self) -> bool:
+        restricted = self.security.restrict_egress
+        return self.protected if restricted is None else restricted
 
     def model_hosts(self, name: str) -> list[str]:
         """External hosts of a model: its own, or `<model>.<gateway.domain>`."""

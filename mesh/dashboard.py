@@ -72,19 +72,22 @@ def stack_tags(config: StackConfig) -> list[str]:
 
 
 def traffic_markdown(model: Model) -> str:
-    """The split as configured at deploy time; the graphs show what the proxies observed."""
+    """The split as configured at deploy time; the graphs show what the proxies observed.
+
+    No replica counts: an autoscaler owns them, and scaling must not rewrite the dashboard.
+    """
     traffic = model.traffic()
     rows = [
         f"| {v} | {version_role(model, v) or '-'} | {traffic.get(v, 0)}% | "
-        f"{model.versions[v].replicas} | `{model.versions[v].image}` |"
+        f"`{model.versions[v].image}` |"
         for v in sorted(model.versions)
     ]
     return "\n".join(
         [
             f"**Configured traffic** (`{model.server}`, from stack config)",
             "",
-            "| version | role | traffic | replicas | image |",
-            "| --- | --- | --- | --- | --- |",
+            "| version | role | traffic | image |",
+            "| --- | --- | --- | --- |",
             *rows,
         ]
     )

@@ -1,8 +1,13 @@
-"""ServiceEntries that let model pods reach the model bucket (and STS, for IAM roles)."""
+"""ServiceEntries that let model pods reach the model store (and STS, for IAM roles).
+
+The store is AWS S3 by default, or an S3-compatible endpoint (`storage.endpoint`, e.g. MinIO).
+An endpoint inside the cluster is a Kubernetes Service already known to the mesh and needs no
+ServiceEntry; one outside gets its own.
+"""
 
 from __future__ import annotations
 
-from mesh.config import StackConfig
+from mesh.config import StackConfig, StorageEndpoint
 from mesh.k8s import istio_networking, metadata
 
 COMPONENT = "egress"
@@ -27,7 +32,18 @@ def uses_iam_roles(config: StackConfig) -> bool:
     return any(model.role_arn for model in config.models.values())
 
 
-def _service_entry(config: StackConfig, name: str, hosts: list[str]) -> dict:
+def _tls_port(number: int = 443) -> dict:
+    # TLS: the SDKs speak HTTPS end to end; the sidecar routes on SNI.
+    return {"number": number, "name": "tls", "protocol": "TLS"}
+
+
+def _endpoint_port(endpoint: StorageEndpoint) -> dict:
+    if endpoint.tls:
+        return _tls_port(endpoint.effective_port())
+    return {"number": endpoint.effective_port(), "name": "http", "protocol": "HTTP"}
+
+
+def _service_entry(config: StackConfig, name: str, hosts: list[str], port: dict) -> dict:
     return {
         "apiVersion": istio_networking(config),
         "kind": "ServiceEntry",
@@ -37,14 +53,25 @@ def _service_entry(config: StackConfig, name: str, hosts: list[str]) -> dict:
             "exportTo": ["."],
             "location": "MESH_EXTERNAL",
             "resolution": "DNS",
-            # TLS: the SDKs speak HTTPS end to end; the sidecar routes on SNI.
-            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+            "ports": [port],
         },
     }
 
 
 def egress_objects(config: StackConfig) -> list[dict]:
-    objects = [_service_entry(config, MODEL_STORE, s3_hosts(config))]
+    endpoint = config.storage.endpoint
+    objects = []
+    if endpoint is None:
+        objects.append(_service_entry(config, MODEL_STORE, s3_hosts(config), _tls_port()))
+    elif not endpoint.in_cluster():
+        objects.append(
+            _service_entry(config, MODEL_STORE, [endpoint.host], _endpoint_port(endpoint))
+        )
     if uses_iam_roles(config):
-        objects.append(_service_entry(config, AWS_STS, sts_hosts(config)))
+        objects.append(_service_entry(config, AWS_STS, sts_hosts(config), _tls_port()))
     return objects
+
+
+def service_entry_hosts(config: StackConfig) -> list[str]:
+    """Every host the ServiceEntries of this stack declare."""
+    return [host for entry in egress_objects(config) for host in entry["spec"]["hosts"]]

@@ -31,7 +31,8 @@ def gateway(config: StackConfig) -> dict:
                 "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
                 "hosts": list(hosts),
                 # mode defaults to PASSTHROUGH, which would silently ignore the credential.
-                "tls": {"mode": "SIMPLE", "credentialName": tls.credential_name},
+                # MUTUAL takes the client CA from the same Secret (ca.crt).
+                "tls": {"mode": tls.mode, "credentialName": tls.credential_name},
             }
         )
     return {

@@ -12,6 +12,7 @@ from mesh.egress import egress_objects
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
 from mesh.progressive import progressive_objects
+from mesh.security import model_security_objects, namespace_security_objects
 from mesh.telemetry import telemetry_objects
 from mesh.traffic import traffic_objects
 from models.workloads import model_objects
@@ -20,6 +21,7 @@ MODEL = "ml-mesh:serving:Model"
 INGRESS = "ml-mesh:mesh:Ingress"
 EGRESS = "ml-mesh:mesh:Egress"
 TELEMETRY = "ml-mesh:observability:Telemetry"
+SECURITY = "ml-mesh:mesh:Security"
 
 
 @dataclass(frozen=True)
@@ -45,23 +47,29 @@ def build_plan(config: StackConfig) -> Plan:
     components = [
         Component(INGRESS, config.gateway.name, (gateway(config),)),
         Component(EGRESS, "egress", tuple(egress_objects(config))),
+        # After egress: the Sidecar's REGISTRY_ONLY must not cut the pods off before the
+        # ServiceEntries exist (see DEPENDS_ON_KINDS in mesh.program).
+        Component(SECURITY, "security", tuple(namespace_security_objects(config))),
     ]
     for name in sorted(config.models):
         components.append(Component(MODEL, name, tuple(serving_objects(config, name))))
     components.append(Component(TELEMETRY, "telemetry", tuple(telemetry_objects(config))))
-    return Plan(namespace(config), tuple(components))
+    # A component with nothing in it (no ServiceEntry for an in-cluster store, security off)
+    # would only clutter the preview.
+    return Plan(namespace(config), tuple(c for c in components if c.objects))
 
 
 def serving_objects(config: StackConfig, name: str) -> list[dict]:
     """A model's objects in the mode that owns its routing: ml-mesh, or Flagger (progressive)."""
     if config.models[name].progressive is not None:
-        return progressive_objects(config, name)
+        return [*progressive_objects(config, name), *model_security_objects(config, name)]
     # The model's dashboard sits with the model: its preview shows the board beside the routes
     # it describes, and a weight shift touches nothing outside the model. Flagger models get
     # none: Flagger renames the workloads (<m>-primary) and owns the weights the board shows.
     return [
         *model_objects(config, name),
         *traffic_objects(config, name),
+        *model_security_objects(config, name),
         *dashboard_objects(config, name),
     ]
 

@@ -40,6 +40,9 @@ DEPENDS_ON_KINDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("ServiceAccount",),
     "VirtualService": ("DestinationRule", "Deployment", "Gateway"),
     "Canary": ("Deployment",),  # Flagger needs its target Deployment
+    # REGISTRY_ONLY egress only once the model store's ServiceEntries are there; on delete the
+    # Sidecar goes first.
+    "Sidecar": ("ServiceEntry",),
 }
 
 

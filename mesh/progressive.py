@@ -14,6 +14,7 @@ from mesh.config import Progressive, StackConfig
 from mesh.ingress import gateway_ref
 from mesh.k8s import metadata
 from models.presets import server_ports
+from models.scaling import horizontal_pod_autoscaler
 from models.workloads import service_account, target_deployment
 
 COMPONENT = "progressive-delivery"
@@ -108,13 +109,30 @@ def canary(config: StackConfig, name: str) -> dict:
             "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
             "service": service(config, name),
             "analysis": analysis(model.progressive),
+            **autoscaler_ref(config, name),
         },
     }
 
 
+def target_autoscaler(config: StackConfig, name: str) -> dict | None:
+    """The target's HPA when the model autoscales; without it the target has no replicas."""
+    version = config.models[name].target_version()
+    return horizontal_pod_autoscaler(config, name, version, deployment=name)
+
+
+def autoscaler_ref(config: StackConfig, name: str) -> dict:
+    """Flagger scales the primary with a copy of the target's HPA (`<m>-primary`)."""
+    if target_autoscaler(config, name) is None:
+        return {}
+    ref = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": name}
+    return {"autoscalerRef": ref}
+
+
 def progressive_objects(config: StackConfig, name: str) -> list[dict]:
+    hpa = target_autoscaler(config, name)
     return [
         service_account(config, name),
         target_deployment(config, name),
+        *([hpa] if hpa is not None else []),
         canary(config, name),
     ]

@@ -11,17 +11,21 @@ default route, so only the last route of the REST port lacks a match (RULES.md 2
 from __future__ import annotations
 
 from mesh.config import MatchRule, Model, StackConfig
+from mesh.faults import http_fault, with_fault
 from mesh.ingress import gateway_ref
 from mesh.k8s import istio_networking, metadata
+from mesh.resilience import traffic_policy
 from models.presets import ServerPort, server_ports
 from models.workloads import selector_labels
 
 COMPONENT = "traffic"
+# Names the canary version on the VirtualService, for policies that bound its weight.
+CANARY_ANNOTATION = "ml-mesh.io/canary"
 
 
 def destination_rule(config: StackConfig, name: str) -> dict:
     model = config.models[name]
-    return {
+    rule = {
         "apiVersion": istio_networking(config),
         "kind": "DestinationRule",
         "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
@@ -34,6 +38,10 @@ def destination_rule(config: StackConfig, name: str) -> dict:
             ],
         },
     }
+    policy = traffic_policy(config, name)
+    if policy is not None:
+        rule["spec"]["trafficPolicy"] = policy
+    return rule
 
 
 def destination(config: StackConfig, name: str, version: str, port: int) -> dict:
@@ -112,14 +120,17 @@ def http_routes(config: StackConfig, name: str) -> list[dict]:
     ports = server_ports(config.models[name])
     rest, others = ports[0], ports[1:]
     routes = [r for port in others for r in port_routes(config, name, port, rest=False)]
-    return routes + port_routes(config, name, rest, rest=True)
+    routes += port_routes(config, name, rest, rest=True)
+    return with_fault(routes, http_fault(config, name))
 
 
 def virtual_service(config: StackConfig, name: str) -> dict:
+    canary = config.models[name].canary
+    annotations = {CANARY_ANNOTATION: canary.version} if canary else None
     return {
         "apiVersion": istio_networking(config),
         "kind": "VirtualService",
-        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
+        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}, annotations),
         "spec": {
             "hosts": [*config.model_hosts(name), config.service_host(name)],
             "gateways": [gateway_ref(config), "mesh"],

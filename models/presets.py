@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mesh.config import CustomServer, Model, Storage
+from mesh.storage import credential_env, region_env, triton_repository
 
 MODEL_VOLUME = "model"
 MODEL_MOUNT = "/models"
@@ -62,15 +63,12 @@ def _triton_container(name: str, model: Model, version: str, storage: Storage) -
     return {
         "command": ["tritonserver"],
         "args": [
-            f"--model-repository=s3://{storage.bucket}/{path}",
+            f"--model-repository={triton_repository(storage, path)}",
             "--http-port=8000",
             "--grpc-port=8001",
             "--metrics-port=8002",
         ],
-        "env": [
-            {"name": "AWS_REGION", "value": storage.region},
-            {"name": "AWS_DEFAULT_REGION", "value": storage.region},
-        ],
+        "env": [*region_env(storage), *credential_env(storage)],
     }
 
 
@@ -78,6 +76,10 @@ def _custom_container(name: str, model: Model, version: str, storage: Storage) -
     custom = _custom(model)
     env = [{"name": "MODEL_DIR", "value": custom.model_dir}]
     env += [{"name": k, "value": v} for k, v in sorted(custom.env.items())]
+    env += [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": ref.key}}}
+        for k, ref in sorted(custom.secret_env.items())
+    ]
     container: dict = {"env": env}
     if custom.args:
         container["args"] = list(custom.args)

@@ -10,6 +10,7 @@ import json
 
 from mesh.config import Model, StackConfig
 from mesh.k8s import metadata
+from mesh.storage import credential_env, endpoint_args, region_env
 from models.presets import (
     MODEL_MOUNT,
     MODEL_VOLUME,
@@ -18,6 +19,7 @@ from models.presets import (
     scrape_annotations,
     server_ports,
 )
+from models.scaling import gpu_placement, owns_replicas, scaling_objects, topology_spread
 
 COMPONENT = "model-server"
 SERVER_CONTAINER = "server"
@@ -135,11 +137,12 @@ def _fetch_container(config: StackConfig, name: str, version: str) -> dict:
             model_dir(name, model),
             "--no-progress",
             "--only-show-errors",
+            *endpoint_args(config.storage),
         ],
         "env": [
-            {"name": "AWS_REGION", "value": config.storage.region},
-            {"name": "AWS_DEFAULT_REGION", "value": config.storage.region},
+            *region_env(config.storage),
             {"name": "HOME", "value": "/tmp"},
+            *credential_env(config.storage),
         ],
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
@@ -194,6 +197,9 @@ def pod_annotations(config: StackConfig) -> dict[str, str]:
         # Native sidecars already start before the app; without them this holds the server
         # until istio-proxy is ready, so Triton can reach S3 at start-up.
         "proxy.istio.io/config": json.dumps({"holdApplicationUntilProxyStarts": True}),
+        # HTTP probes go to the pilot-agent (port 15020, not captured), which calls the server
+        # from inside the pod: they keep working under STRICT mTLS and ALLOW-only policies.
+        "sidecar.istio.io/rewriteAppHTTPProbers": "true",
     }
 
 
@@ -240,15 +246,23 @@ def _deployment(
         "containers": [_server_container(config, name, version)],
         "volumes": volumes,
         "terminationGracePeriodSeconds": 60,
+        "topologySpreadConstraints": topology_spread(name, version),
+        **gpu_placement(config, resources(config, name, version)),
     }
     if spec.downloads_model:
         pod_spec["initContainers"] = [_fetch_container(config, name, version)]
+    # With an HPA, no replicas here: the HPA owns the field and `pulumi up` must not reset it.
+    replicas = (
+        {}
+        if owns_replicas(config, name, version)
+        else {"replicas": model.versions[version].replicas}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(object_name, config.namespace, COMPONENT, labels),
         "spec": {
-            "replicas": model.versions[version].replicas,
+            **replicas,
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": dict(selector)},
             "strategy": {
@@ -271,5 +285,9 @@ def model_objects(config: StackConfig, name: str) -> list[dict]:
     return [
         service_account(config, name),
         service(config, name),
-        *(deployment(config, name, version) for version in sorted(model.versions)),
+        *(
+            obj
+            for version in sorted(model.versions)
+            for obj in (deployment(config, name, version), *scaling_objects(config, name, version))
+        ),
     ]

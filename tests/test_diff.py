@@ -200,7 +200,8 @@ def test_removing_a_version_that_receives_traffic_is_refused(repo):
         "requests to it would fail."
     )
     assert "Deploy twice" in reason
-    assert "**Removed** (1): `Deployment/sentiment-v2`" in result.stdout
+    removed = "**Removed** (2): `Deployment/sentiment-v2`, `PodDisruptionBudget/sentiment-v2`"
+    assert removed in result.stdout
 
 
 def test_removing_it_after_a_deploy_at_weight_0_is_safe(repo):
@@ -248,7 +249,10 @@ def test_match_and_mirror_changes_show_in_the_traffic_table_and_the_graph(repo):
     assert "| v3 | — → none | — → 0% | | — → 12.5% |" in _flat(result.stdout)
     assert '  m_sentiment -->|"match beta"| v_sentiment_v2' in result.stdout
     assert '  m_sentiment -.->|"mirror 12.5%"| v_sentiment_v3' in result.stdout
-    assert "**Added** (1): `Deployment/sentiment-v3`" in result.stdout
+    assert (
+        "**Added** (2): `Deployment/sentiment-v3`, `PodDisruptionBudget/sentiment-v3`"
+        in result.stdout
+    )
 
 
 def test_removing_a_whole_model_that_serves_traffic_is_refused(repo):

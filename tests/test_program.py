@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.plan import EGRESS, INGRESS, MODEL, TELEMETRY
+from mesh.plan import EGRESS, INGRESS, MODEL, SECURITY, TELEMETRY
 from mesh.render import render_objects
 from mesh.stackfile import load_stack
 from tests.conftest import STACKS, stack_raw, with_value
 from tests.harness import run_program
 
-SERVING_KINDS = {"ServiceAccount", "Service", "Deployment", "DestinationRule", "VirtualService"}
-MODEL_KINDS = SERVING_KINDS | {"ConfigMap"}  # a model's Grafana dashboard sits with the model
+SERVING_KINDS = {
+    "ServiceAccount",
+    "Service",
+    "Deployment",
+    "PodDisruptionBudget",
+    "DestinationRule",
+    "VirtualService",
+}
+# Only in protected stacks by default (prod): mesh security, and autoscaling where configured.
+PROTECTED_MODEL_KINDS = {"AuthorizationPolicy", "HorizontalPodAutoscaler"}
+SECURITY_KINDS = {"PeerAuthentication", "Sidecar"}
+MODEL_KINDS = SERVING_KINDS | PROTECTED_MODEL_KINDS | {"ConfigMap"}  # + the model's dashboard
 TELEMETRY_KINDS = {"Telemetry", "PrometheusRule"}
 VIRTUAL_SERVICE = "kubernetes:networking.istio.io/v1:VirtualService"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
@@ -33,6 +43,8 @@ def test_stack_registers_every_expected_kind(stack_run):
     expected = SERVING_KINDS | {"Namespace", "Gateway", "ServiceEntry", "Telemetry", "ConfigMap"}
     if config.telemetry.alerts.enabled:
         expected.add("PrometheusRule")
+    if stack == "prod":
+        expected |= PROTECTED_MODEL_KINDS | SECURITY_KINDS
     assert kinds == expected
     deployments = {o["metadata"]["name"] for o in run.of_kind("Deployment")}
     assert deployments == {f"{m}-{v}" for m, model in config.models.items() for v in model.versions}
@@ -49,6 +61,8 @@ def test_each_model_is_one_component_holding_its_resources(stack_run):
         kind = registered.inputs["kind"]
         if kind in MODEL_KINDS:
             assert registered.parent_type == MODEL
+        elif kind in SECURITY_KINDS:
+            assert registered.parent_type == SECURITY
         elif kind == "Gateway":
             assert registered.parent_type == INGRESS
         elif kind == "ServiceEntry":

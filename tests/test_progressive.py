@@ -47,15 +47,41 @@ def test_progressive_model_is_a_service_account_a_target_deployment_and_a_canary
     assert set(_model_objects(progressive, "sentiment")) == {
         ("ServiceAccount", "sentiment"),
         ("Deployment", "sentiment"),
+        ("HorizontalPodAutoscaler", "sentiment"),  # prod autoscales sentiment
         ("Canary", "sentiment"),
+        # prod's authorization: Flagger's canary pods (app=sentiment) and its primary copies
+        ("AuthorizationPolicy", "sentiment"),
+        ("AuthorizationPolicy", "sentiment-primary"),
     }
+
+
+def test_an_autoscaled_target_leaves_replicas_to_its_hpa_which_flagger_copies(progressive):
+    objects = _model_objects(progressive, "sentiment")
+    target = objects[("Deployment", "sentiment")]
+    assert "replicas" not in target["spec"]
+    hpa = objects[("HorizontalPodAutoscaler", "sentiment")]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "sentiment",
+    }
+    assert hpa["minReplicas"] == 2  # v4's replicas: the target runs the canary version
+    assert objects[("Canary", "sentiment")]["spec"]["autoscalerRef"] == {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "name": "sentiment",
+    }
+    policy = objects[("AuthorizationPolicy", "sentiment-primary")]["spec"]
+    assert policy["selector"] == {"matchLabels": {"app": "sentiment-primary"}}
 
 
 def test_ml_mesh_emits_none_of_the_objects_flagger_owns(progressive):
     objects = _model_objects(progressive, "sentiment")
     assert not {kind for kind, _ in objects} & FLAGGER_OWNED
-    names = {name for _, name in objects}
-    assert not names & {"sentiment-primary", "sentiment-canary", "sentiment-v3", "sentiment-v4"}
+    workloads = {
+        name for kind, name in objects if kind in ("Deployment", "HorizontalPodAutoscaler")
+    }
+    assert workloads == {"sentiment"}  # never sentiment-primary / -canary / -v3 / -v4
 
 
 def test_other_models_keep_their_own_routing(progressive):
@@ -69,7 +95,6 @@ def test_target_runs_the_canary_version_else_stable(progressive):
     assert template["metadata"]["labels"] == {"app": "sentiment", "version": "v4"}
     assert "--model_base_path=/models/sentiment" in template["spec"]["containers"][0]["args"]
     assert template["spec"]["initContainers"][0]["args"][0] == "s3://acme-models-prod/sentiment/4"
-    assert target["spec"]["replicas"] == 2
     promoted = with_value(progressive, "models.sentiment.stable", "v4")
     del promoted["models"]["sentiment"]["canary"]
     target = _model_objects(promoted, "sentiment")[("Deployment", "sentiment")]

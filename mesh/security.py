@@ -1,0 +1,193 @@
+"""Mesh security of the serving namespace: mutual TLS, who may call a model, and where the model
+pods may connect to.
+
+- PeerAuthentication `default` (namespace-wide) in STRICT mode: sidecars accept only mutual TLS,
+  so every caller has a verified identity. DestinationRules say ISTIO_MUTUAL for the same reason
+  on the client side (see `client_tls`).
+- AuthorizationPolicy per model (ALLOW, selector `app=<model>`): the ingress gateway's identity
+  and the model's configured callers, on the model server's inference API only. An ALLOW policy
+  denies everything it does not match, so admin APIs (Triton's model control, shared memory,
+  trace and log settings; TF Serving's config reload) stay closed.
+- Sidecar `default` (namespace-wide): egress only to this namespace, istio-system and the model
+  store, with `outboundTrafficPolicy: REGISTRY_ONLY`, so a compromised server cannot reach
+  anything else through its proxy.
+
+Health probes keep working under both STRICT mTLS and the ALLOW policies because Istio rewrites
+HTTP probes to the pilot-agent on port 15020 (excluded from traffic capture), which calls the app
+from 127.0.0.6, bypassing the inbound proxy; `sidecar.istio.io/rewriteAppHTTPProbers` pins that
+on every pod (see models.workloads.pod_annotations).
+"""
+
+from __future__ import annotations
+
+from mesh.config import Model, StackConfig
+from mesh.egress import service_entry_hosts
+from mesh.k8s import istio_networking, metadata
+from models.presets import server_ports
+
+COMPONENT = "security"
+NAMESPACE_WIDE = "default"  # the conventional name of namespace-wide PeerAuthentication/Sidecar
+MESH_NAMESPACE = "istio-system"
+
+# TF Serving's gRPC API: prediction and model status. ModelService/HandleReloadConfigRequest
+# (replaces the served models) is left out on purpose.
+TF_GRPC_PATHS = (
+    "/tensorflow.serving.PredictionService/*",
+    "/tensorflow.serving.ModelService/GetModelStatus",
+)
+# Triton's KServe v2 gRPC API without repository control, shared-memory registration, trace and
+# log settings.
+TRITON_GRPC_METHODS = (
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelConfig",
+    "ModelStatistics",
+    "ModelInfer",
+    "ModelStreamInfer",
+)
+TRITON_GRPC_PATHS = (
+    *(f"/inference.GRPCInferenceService/{method}" for method in TRITON_GRPC_METHODS),
+    "/grpc.health.v1.Health/Check",
+)
+
+
+def security_api(config: StackConfig) -> str:
+    """security.istio.io/v1 came with Istio 1.22, like networking v1; older meshes get v1beta1."""
+    version = "v1" if config.istio.api_version == "v1" else "v1beta1"
+    return f"security.istio.io/{version}"
+
+
+def client_tls(config: StackConfig) -> dict | None:
+    """DestinationRule `tls` for calls to a model: Istio mutual TLS whenever STRICT is on."""
+    return {"mode": "ISTIO_MUTUAL"} if config.mtls_mode() == "STRICT" else None
+
+
+def peer_authentication(config: StackConfig) -> dict | None:
+    mode = config.mtls_mode()
+    if mode is None:
+        return None
+    return {
+        "apiVersion": security_api(config),
+        "kind": "PeerAuthentication",
+        "metadata": metadata(NAMESPACE_WIDE, config.namespace, COMPONENT),
+        "spec": {"mtls": {"mode": mode}},
+    }
+
+
+def egress_hosts(config: StackConfig) -> list[str]:
+    """Sidecar egress hosts: this namespace, the mesh's own, and every model-store host."""
+    hosts = ["./*", f"{MESH_NAMESPACE}/*"]
+    hosts += [f"./{host}" for host in service_entry_hosts(config)]
+    endpoint = config.storage.endpoint
+    if endpoint is not None and endpoint.in_cluster():
+        service_namespace = endpoint.host.split(".")[1]
+        if service_namespace != config.namespace:
+            hosts.append(f"{service_namespace}/{endpoint.host}")
+    return hosts
+
+
+def sidecar(config: StackConfig) -> dict | None:
+    if not config.egress_restricted():
+        return None
+    return {
+        "apiVersion": istio_networking(config),
+        "kind": "Sidecar",
+        "metadata": metadata(NAMESPACE_WIDE, config.namespace, COMPONENT),
+        "spec": {
+            "egress": [{"hosts": egress_hosts(config)}],
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+        },
+    }
+
+
+def namespace_security_objects(config: StackConfig) -> list[dict]:
+    return [obj for obj in (peer_authentication(config), sidecar(config)) if obj is not None]
+
+
+def caller_principals(config: StackConfig, name: str) -> list[str]:
+    domain = config.security.trust_domain
+    callers = [
+        f"{domain}/ns/{namespace}/sa/{account}"
+        for namespace, _, account in (c.partition("/") for c in config.models[name].callers)
+    ]
+    return [config.security.gateway_principal, *callers]
+
+
+def _operation(ports: list[int], methods: list[str], paths: list[str], **extra) -> dict:
+    operation: dict = {"ports": [str(p) for p in ports], "methods": methods, "paths": paths}
+    operation.update(extra)
+    return {"operation": operation}
+
+
+def inference_operations(name: str, model: Model) -> list[dict]:
+    """The model server's inference API, as AuthorizationPolicy operations.
+
+    Istio matches paths exactly, by prefix (`/a*`), by suffix (`*a`) or `*`, never by
+    `/v1/models/<m>*`, which would also match a model named `<m>2`.
+    """
+    ports = server_ports(model)
+    rest = [ports[0].number]
+    grpc = [p.number for p in ports if p.app_protocol == "grpc"]
+    if model.server == "tensorflow-serving":
+        base = f"/v1/models/{name}"
+        operations = [
+            # status (exact), metadata and per-version/label status
+            _operation(rest, ["GET"], [base, f"{base}/*"]),
+            # :predict, :classify, :regress, also per version or label
+            _operation(rest, ["POST"], [f"{base}:*", f"{base}/*"]),
+        ]
+        if grpc:
+            operations.append(_operation(grpc, ["POST"], list(TF_GRPC_PATHS)))
+        return operations
+    if model.server == "triton":
+        # A Triton repository holds models whose names the stack does not know: every model
+        # of this pod's repository, but not the per-model trace settings.
+        operations = [
+            _operation(rest, ["GET"], ["/v2", "/v2/health/live", "/v2/health/ready"]),
+            _operation(rest, ["GET", "POST"], ["/v2/models/*"], notPaths=["*/trace/setting"]),
+        ]
+        if grpc:
+            operations.append(_operation(grpc, ["POST"], list(TRITON_GRPC_PATHS)))
+        return operations
+    assert model.custom is not None, "config validation guarantees a custom block"
+    paths = model.custom.inference_paths
+    operation: dict = {"ports": [str(p.number) for p in ports]}
+    if paths:
+        operation["paths"] = list(paths)
+    return [{"operation": operation}]
+
+
+def authorization_policy(
+    config: StackConfig, name: str, workload: str | None = None
+) -> dict | None:
+    """The ALLOW policy of model `name`, for the pods labelled `app: <workload>` (the model's
+    own pods, or the `<m>-primary` copies Flagger makes)."""
+    if not config.authorization_enabled():
+        return None
+    workload = workload or name
+    return {
+        "apiVersion": security_api(config),
+        "kind": "AuthorizationPolicy",
+        "metadata": metadata(workload, config.namespace, COMPONENT, {"app": name}),
+        "spec": {
+            "selector": {"matchLabels": {"app": workload}},
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [{"source": {"principals": caller_principals(config, name)}}],
+                    "to": inference_operations(name, config.models[name]),
+                }
+            ],
+        },
+    }
+
+
+def model_security_objects(config: StackConfig, name: str) -> list[dict]:
+    """Flagger runs a model as two workloads, `<m>` (the canary) and `<m>-primary`: both get
+    the model's policy, or the primary would be open to every workload of the mesh."""
+    workloads = [name, f"{name}-primary"] if config.models[name].progressive else [name]
+    policies = (authorization_policy(config, name, workload) for workload in workloads)
+    return [policy for policy in policies if policy is not None]

@@ -1,0 +1,217 @@
+"""The rules of the ml-mesh policy pack as pure functions over resource properties.
+
+No dependency beyond the standard library, so the same rules run in the policy pack (its own
+venv, with pulumi-policy) and in the main test suite against the rendered stacks. Properties
+arrive as Mappings and Sequences (pulumi-policy wraps them in read-only proxies), never assumed
+to be dicts or lists. Each rule returns the violations it found, one message each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+# Kinds whose spec holds a pod template (or is a pod).
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod")
+# Annotation ml-mesh puts on a VirtualService to name its canary version (mesh/traffic.py).
+CANARY_ANNOTATION = "ml-mesh.io/canary"
+DEFAULT_MAX_CANARY_WEIGHT = 50
+SAFE_SECCOMP = ("RuntimeDefault", "Localhost")
+
+
+def kind_of(resource_type: str) -> str:
+    """`kubernetes:apps/v1:Deployment` -> `Deployment` (any other provider: '')."""
+    parts = resource_type.split(":")
+    return parts[2] if len(parts) == 3 and parts[0] == "kubernetes" else ""
+
+
+def group_of(resource_type: str) -> str:
+    """`kubernetes:security.istio.io/v1:PeerAuthentication` -> `security.istio.io`."""
+    parts = resource_type.split(":")
+    if len(parts) != 3 or parts[0] != "kubernetes" or "/" not in parts[1]:
+        return ""
+    return parts[1].split("/")[0]
+
+
+def _get(node: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _items(node: Any) -> Sequence:
+    return node if isinstance(node, Sequence) and not isinstance(node, str) else ()
+
+
+def pod_spec(kind: str, props: Mapping) -> Mapping | None:
+    if kind == "Pod":
+        return _get(props, "spec")
+    if kind == "CronJob":
+        return _get(props, "spec", "jobTemplate", "spec", "template", "spec")
+    if kind in WORKLOAD_KINDS:
+        return _get(props, "spec", "template", "spec")
+    return None
+
+
+def _containers(spec: Mapping) -> Iterable[Mapping]:
+    for field in ("initContainers", "containers"):
+        for container in _items(_get(spec, field)):
+            if isinstance(container, Mapping):
+                yield container
+
+
+def _each_container(resource_type: str, props: Mapping) -> Iterable[tuple[Mapping, Mapping]]:
+    spec = pod_spec(kind_of(resource_type), props)
+    if spec is None:
+        return
+    for container in _containers(spec):
+        yield spec, container
+
+
+def image_is_pinned(image: str) -> bool:
+    """A tag other than `latest`, or a digest."""
+    if "@sha256:" in image:
+        return True
+    last = image.rsplit("/", 1)[-1]
+    return ":" in last and last.rsplit(":", 1)[1] not in ("", "latest")
+
+
+def image_problems(resource_type: str, props: Mapping) -> list[str]:
+    return [
+        f"container {container.get('name')!r}: image {container.get('image')!r} has no tag or "
+        "digest, or uses :latest; pin a version tag or @sha256 digest"
+        for _, container in _each_container(resource_type, props)
+        if not image_is_pinned(str(container.get("image") or ""))
+    ]
+
+
+def limit_problems(resource_type: str, props: Mapping) -> list[str]:
+    problems = []
+    for _, container in _each_container(resource_type, props):
+        limits = _get(container, "resources", "limits") or {}
+        requests = _get(container, "resources", "requests") or {}
+        missing = [f"limits.{r}" for r in ("cpu", "memory") if r not in limits]
+        missing += [f"requests.{r}" for r in ("cpu", "memory") if r not in requests]
+        if missing:
+            problems.append(f"container {container.get('name')!r}: no {', '.join(missing)}")
+    return problems
+
+
+def security_context_problems(resource_type: str, props: Mapping) -> list[str]:
+    spec = pod_spec(kind_of(resource_type), props)
+    if spec is None:
+        return []
+    problems = [
+        f"pod sets {field}: true"
+        for field in ("hostNetwork", "hostPID", "hostIPC")
+        if spec.get(field)
+    ]
+    pod = _get(spec, "securityContext") or {}
+    for container in _containers(spec):
+        name = container.get("name")
+        context = _get(container, "securityContext") or {}
+
+        def effective(field: str, context: Mapping = context) -> Any:
+            """The container's setting, else the pod's (as the kubelet resolves it)."""
+            value = context.get(field)
+            return pod.get(field) if value is None else value
+
+        missing = []
+        if effective("runAsNonRoot") is not True or effective("runAsUser") == 0:
+            missing.append("runAsNonRoot: true (and no runAsUser 0)")
+        if context.get("allowPrivilegeEscalation") is not False:
+            missing.append("allowPrivilegeEscalation: false")
+        if context.get("privileged") is True:
+            missing.append("no privileged: true")
+        if context.get("readOnlyRootFilesystem") is not True:
+            missing.append("readOnlyRootFilesystem: true")
+        drop = [str(c) for c in _items(_get(context, "capabilities", "drop"))]
+        if "ALL" not in drop or _items(_get(context, "capabilities", "add")):
+            missing.append("capabilities.drop: [ALL] and nothing added")
+        seccomp = context.get("seccompProfile") or pod.get("seccompProfile") or {}
+        if _get(seccomp, "type") not in SAFE_SECCOMP:
+            missing.append("seccompProfile RuntimeDefault or Localhost")
+        if missing:
+            problems.append(f"container {name!r} needs {'; '.join(missing)}")
+    return problems
+
+
+def fault_problems(resource_type: str, props: Mapping) -> list[str]:
+    if kind_of(resource_type) != "VirtualService":
+        return []
+    return [
+        f"route {route.get('name') or index!r} injects faults; remove models.<m>.fault"
+        for index, route in enumerate(_items(_get(props, "spec", "http")))
+        if isinstance(route, Mapping) and route.get("fault")
+    ]
+
+
+def canary_share(route: Mapping, canary: str) -> float:
+    """Percent of a route's traffic on the canary subset (weights are relative shares)."""
+    destinations = [d for d in _items(route.get("route")) if isinstance(d, Mapping)]
+    if len(destinations) == 1:
+        return 100.0 if _get(destinations[0], "destination", "subset") == canary else 0.0
+    weights = [(_get(d, "destination", "subset"), d.get("weight") or 0) for d in destinations]
+    total = sum(w for _, w in weights)
+    if total == 0:
+        return 0.0
+    return 100.0 * sum(w for subset, w in weights if subset == canary) / total
+
+
+def canary_weight_problems(resource_type: str, props: Mapping, maximum: int) -> list[str]:
+    if kind_of(resource_type) != "VirtualService":
+        return []
+    canary = _get(props, "metadata", "annotations", CANARY_ANNOTATION)
+    if not canary:
+        return []
+    problems = []
+    for index, route in enumerate(_items(_get(props, "spec", "http"))):
+        if not isinstance(route, Mapping):
+            continue
+        share = canary_share(route, canary)
+        if share > maximum:
+            problems.append(
+                f"route {route.get('name') or index!r} sends {share:g}% to canary {canary!r}, "
+                f"above the maximum of {maximum}%; promote by making it the stable version"
+            )
+    return problems
+
+
+def mtls_problems(resources: Iterable[tuple[str, Mapping]]) -> list[str]:
+    """Every namespace with workloads has a namespace-wide STRICT PeerAuthentication, nothing
+    in the stack weakens it, and no DestinationRule turns client TLS off."""
+    workload_namespaces: set[str] = set()
+    strict_namespaces: set[str] = set()
+    problems = []
+    for resource_type, props in resources:
+        kind = kind_of(resource_type)
+        namespace = _get(props, "metadata", "namespace") or "default"
+        name = _get(props, "metadata", "name")
+        if kind in WORKLOAD_KINDS:
+            workload_namespaces.add(namespace)
+        elif kind == "PeerAuthentication" and group_of(resource_type) == "security.istio.io":
+            mode = _get(props, "spec", "mtls", "mode")
+            selector = _get(props, "spec", "selector", "matchLabels")
+            if mode == "STRICT" and not selector:
+                strict_namespaces.add(namespace)
+            elif mode in ("PERMISSIVE", "DISABLE"):
+                problems.append(f"PeerAuthentication {namespace}/{name} sets mode {mode}")
+            port_modes = _get(props, "spec", "portLevelMtls") or {}
+            for port, setting in port_modes.items():
+                if _get(setting, "mode") in ("PERMISSIVE", "DISABLE"):
+                    problems.append(f"PeerAuthentication {namespace}/{name} weakens port {port}")
+        elif kind == "DestinationRule" and group_of(resource_type) == "networking.istio.io":
+            policies = [_get(props, "spec", "trafficPolicy")]
+            policies += list(_items(_get(props, "spec", "trafficPolicy", "portLevelSettings")))
+            for subset in _items(_get(props, "spec", "subsets")):
+                policies.append(_get(subset, "trafficPolicy"))
+            if any(_get(p, "tls", "mode") == "DISABLE" for p in policies if p):
+                problems.append(f"DestinationRule {namespace}/{name} disables client TLS")
+    for namespace in sorted(workload_namespaces - strict_namespaces):
+        problems.append(
+            f"namespace {namespace!r} runs workloads but has no namespace-wide PeerAuthentication "
+            "with mtls.mode STRICT (set security.mtls or keep protected: true)"
+        )
+    return problems
