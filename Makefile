@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STACK  ?= dev
 
-.PHONY: render test lint
+.PHONY: render check schema test lint bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -14,6 +14,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 render: $(STAMP)  ## print the objects of a stack (STACK=dev), no cluster needed
 	$(PYTHON) -m mesh render $(STACK)
+
+check: $(STAMP)  ## run the mesh analyzers on a stack (STACK=dev); exit 1 on errors
+	$(PYTHON) -m mesh check $(STACK)
+
+schema: $(STAMP)  ## write ml-mesh.schema.json, the JSON Schema of Pulumi.<stack>.yaml files
+	$(PYTHON) -m mesh schema > ml-mesh.schema.json
 
 test: $(STAMP)  ## the whole test suite, against Pulumi mocks
 	$(PYTHON) -m pytest -q

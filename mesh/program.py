@@ -15,6 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
+from mesh.checks import MeshCheckError, check, gate
 from mesh.config import ConfigError, StackConfig, parse_config
 from mesh.plan import Component, Plan, build_plan, model_outputs, stack_outputs
 from mesh.secrets import replace_secrets, secret_values
@@ -146,8 +147,11 @@ def main() -> None:
     try:
         config, secrets = read_config(stack)
         plan = build_plan(config)
-    except ConfigError as exc:
+        findings = gate(stack, check(config, plan.objects()))
+    except (ConfigError, MeshCheckError) as exc:
         # RunError: Pulumi prints the message alone, without a traceback, and registers nothing.
         raise pulumi.RunError(str(exc)) from None
+    for finding in findings:
+        (pulumi.log.warn if finding.severity == "warning" else pulumi.log.info)(str(finding))
     register(plan, config, secrets)
     export_all(stack_outputs(config), secrets)
