@@ -12,6 +12,7 @@ up in one `ConfigError` whose message names the stack and the config path.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -486,10 +487,21 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def dotted_path(loc: tuple[str | int, ...]) -> str:
+    """`models.sentiment.canary.weight`; a key that is not plain is quoted the way
+    `pulumi config set --path` takes it (`gateway.selector["app.kubernetes.io/name"]`), in ASCII,
+    so a key holding a newline cannot break the one-line message."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            out += f"[{json.dumps(str(part))}]"
+        else:
+            out += f".{part}" if out else str(part)
     return out
 
 
