@@ -415,6 +415,7 @@ def test_odd_keys_are_quoted_as_pulumi_paths_so_the_message_stays_one_line(dev):
     with pytest.raises(ConfigError) as refused:
         parse_config(raw, "fuzz")
     assert 'gateway.selector["app.kubernetes.io/name"]: ' in str(refused.value)
+    raw = copy.deepcopy(dev)
     raw["models"]["sentiment"]["resources"] = {"requests": {"\n": "2"}}
     with pytest.raises(ConfigError) as refused:
         parse_config(raw, "fuzz")
