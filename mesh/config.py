@@ -19,9 +19,11 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -184,6 +186,17 @@ Region = Annotated[str, AfterValidator(_region)]
 HttpPath = Annotated[str, AfterValidator(_http_path)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+
+# Booleans as Pulumi's own config.get_bool reads them: true/false, or the strings "true"/"True"/
+# "false"/"False" that `pulumi config set <key> true` writes. Nothing looser ("yes", 1), so the
+# JSON Schema of stack files (`python -m mesh schema`) can say exactly what is accepted.
+_PULUMI_BOOL_STRINGS = {"true": True, "True": True, "false": False, "False": False}
+Flag = Annotated[
+    bool,
+    BeforeValidator(lambda v: _PULUMI_BOOL_STRINGS.get(v, v) if isinstance(v, str) else v),
+    Field(strict=True),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"enum": list(_PULUMI_BOOL_STRINGS)}]}),
+]
 
 # Fields whose values may be Pulumi secrets. A secret anywhere else is refused, because those
 # values end up in resource names, labels or hosts, which Pulumi cannot keep secret.
@@ -359,7 +372,7 @@ class GatewayTls(_Config):
     credential_name: DnsLabel = Field(
         description="kubernetes.io/tls Secret in the namespace of the ingress gateway pods"
     )
-    https_redirect: bool = Field(default=True, description="redirect plain HTTP to HTTPS")
+    https_redirect: Flag = Field(default=True, description="redirect plain HTTP to HTTPS")
 
 
 class Gateway(_Config):
@@ -386,7 +399,7 @@ class Istio(_Config):
     revision: DnsLabel | None = Field(
         default=None, description="label the namespace istio.io/rev=<revision> instead"
     )
-    native_sidecars: bool = Field(
+    native_sidecars: Flag = Field(
         default=True,
         description="run istio-proxy as a Kubernetes native sidecar (Istio 1.19+, Kubernetes "
         "1.29+), so init containers reach S3 through the mesh",
@@ -404,7 +417,7 @@ class StackConfig(_Config):
     """All of `ml-mesh:*` for one stack."""
 
     namespace: DnsLabel = "ml-serving"
-    protected: bool = Field(
+    protected: Flag = Field(
         default=False,
         description="a production stack: the namespace is protected from deletion",
     )

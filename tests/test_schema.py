@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
+from mesh.config import ConfigError, parse_config
 from mesh.schema import stack_file_schema
 from tests.conftest import EXAMPLES, PROJECT_DIR, STACKS
 
@@ -124,3 +125,21 @@ def test_descriptions_and_defaults_reach_the_editor():
     models = stack_file_schema()["$defs"]["Model"]["properties"]
     assert "IAM role" in models["roleArn"]["description"]
     assert models["diskSize"]["default"] == "10Gi"
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [(True, True), ("true", True), ("False", True), ("yes", False), (1, False), ("TRUE", False)],
+)
+def test_schema_and_product_agree_on_booleans_as_pulumi_reads_them(validator, value, accepted):
+    """`pulumi config set protected true` writes the string "true"; Pulumi's get_bool accepts
+    exactly true/True/false/False, and so do ml-mesh and its schema."""
+    document = _dev_with(lambda c: c.update({"ml-mesh:protected": value}))
+    assert (_errors(validator, document) == []) is accepted
+    raw = {k.removeprefix("ml-mesh:"): v for k, v in document["config"].items()}
+    try:
+        parse_config(raw, "dev")
+        product_accepts = True
+    except ConfigError:
+        product_accepts = False
+    assert product_accepts is accepted
