@@ -24,6 +24,9 @@ schema: $(STAMP)  ## write ml-mesh.schema.json, the JSON Schema of Pulumi.<stack
 test: $(STAMP)  ## the whole test suite, against Pulumi mocks
 	$(PYTHON) -m pytest -q
 
+bench: $(STAMP)  ## scale benchmark: program and render for 10/100/300 models against a floor
+	$(PYTHON) bench/bench.py
+
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .

@@ -36,6 +36,7 @@ from mesh.schema import stack_file_schema
 from mesh.stackfile import load_stack, raw_project_config
 from tests import conformance
 from tests.conftest import PROJECT_DIR, STACK_SOURCES, shared_path
+from tests.harness import stack_config as stack_config_text
 from tests.harness import try_program
 
 
@@ -394,9 +395,13 @@ def test_the_program_turns_any_bad_config_into_one_run_error(raw):
     if any(not isinstance(key, str) or not key or ":" in key for key in raw):
         event("skipped: not expressible as Pulumi config keys")
         return
-    # The engine hands the program every structured value as JSON text, so a top-level string
-    # holding JSON reads as the structure it spells (the program cannot tell them apart).
-    as_read = {key: program._decode(key, value) for key, value in raw.items()}
+    # The engine hands the program every value as text (structures as JSON), so what the
+    # program reads is the decoded text: a string spelling JSON reads as that structure, and a
+    # null as the string "null" (the program cannot tell them apart).
+    as_read = {
+        key.removeprefix("ml-mesh:"): program._decode(key.removeprefix("ml-mesh:"), text)
+        for key, text in stack_config_text(raw).items()
+    }
     try:
         parse_config(as_read, "fuzz")
         accepted = True
