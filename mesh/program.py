@@ -82,11 +82,16 @@ class Registrar:
         self.secrets = secrets
         self.by_kind: dict[str, list[pulumi.Resource]] = {}
 
-    def register(self, obj: dict, opts: pulumi.ResourceOptions) -> pulumi.Resource:
+    def register(
+        self,
+        obj: dict,
+        opts: pulumi.ResourceOptions,
+        scope: dict[str, list[pulumi.Resource]] | None = None,
+    ) -> pulumi.Resource:
         obj = replace_secrets(obj, self.secrets, pulumi.Output.secret)
         api_version, kind = obj["apiVersion"], obj["kind"]
         name = obj["metadata"]["name"]
-        wanted = [r for k in DEPENDS_ON_KINDS.get(kind, ()) for r in self.by_kind.get(k, [])]
+        wanted = [r for k in DEPENDS_ON_KINDS.get(kind, ()) for r in self._prerequisites(k, scope)]
         opts = pulumi.ResourceOptions.merge(
             opts,
             pulumi.ResourceOptions(
@@ -104,7 +109,19 @@ class Registrar:
                 name, api_version=api_version, kind=kind, opts=opts, **fields
             )
         self.by_kind.setdefault(kind, []).append(resource)
+        if scope is not None:
+            scope.setdefault(kind, []).append(resource)
         return resource
+
+    def _prerequisites(
+        self, kind: str, scope: dict[str, list[pulumi.Resource]] | None
+    ) -> list[pulumi.Resource]:
+        """The objects of `kind` in the same component (a Deployment waits for its own model's
+        ServiceAccount, not every model's: that would make dependencies grow with the square of
+        the models), or the stack's when the component has none (the one Gateway)."""
+        if scope and kind in scope:
+            return scope[kind]
+        return self.by_kind.get(kind, [])
 
 
 class MeshComponent(pulumi.ComponentResource):
@@ -119,7 +136,8 @@ class MeshComponent(pulumi.ComponentResource):
     ):
         super().__init__(component.type, component.name, None, opts)
         child_opts = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on)
-        self.resources = [registrar.register(obj, child_opts) for obj in component.objects]
+        scope: dict[str, list[pulumi.Resource]] = {}
+        self.resources = [registrar.register(obj, child_opts, scope) for obj in component.objects]
         self.register_outputs(outputs)
 
 

@@ -27,6 +27,7 @@ class Registered:
     parent_type: str | None  # type token of the parent, None for stack-level resources
     custom: bool
     inputs: dict[str, Any]
+    dependencies: tuple[str, ...] = ()  # URNs this resource waits for (depends_on and inputs)
 
     @property
     def secret_paths(self) -> list[str]:
@@ -107,6 +108,7 @@ class _Monitor(mocks.MockMonitor):
                     parent_type=parent_type,
                     custom=request.custom,
                     inputs=rpc.deserialize_properties(request.object),
+                    dependencies=tuple(request.dependencies),
                 )
             )
         return response

@@ -205,3 +205,28 @@ def test_secret_on_a_value_that_names_resources_is_refused(dev):
     run, error = try_program(dev, secret_keys=("namespace",))
     assert "namespace: cannot be a secret" in str(error)
     assert run.resources == []
+
+
+def _waits_for(run, kind: str, name: str) -> set[tuple[str, str]]:
+    """(kind, name) of every resource the given one depends on, from the URNs it registered."""
+    (registered,) = [r for r in run.kubernetes if (r.inputs["kind"], r.name) == (kind, name)]
+    found = set()
+    for urn in registered.dependencies:
+        type_token, _, dep_name = urn.rpartition("::")
+        found.add((type_token.rpartition(":")[2], dep_name))
+    return found
+
+
+def test_dependencies_stay_within_a_model_so_they_grow_linearly(prod):
+    """A Deployment waits for its own ServiceAccount, a VirtualService for its own
+    DestinationRule and the Gateway: never for other models' objects."""
+    run = run_program(prod, stack="prod")
+    assert _waits_for(run, "Deployment", "sentiment-v3") == {
+        ("Namespace", "ml-serving"),
+        ("ServiceAccount", "sentiment"),
+    }
+    assert _waits_for(run, "VirtualService", "sentiment") == {
+        ("Namespace", "ml-serving"),
+        ("Gateway", "ml-gateway"),
+        ("DestinationRule", "sentiment"),
+    }
