@@ -38,7 +38,7 @@ SUBSET_SELECTS_NO_PODS = "IST0173"
 UNKNOWN_DESTINATION_RULE_HOST = "IST0174"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Finding:
     """One problem: Istio's code, how bad it is, the config path behind it, and what is wrong."""
 
@@ -64,9 +64,19 @@ class MeshCheckError(Exception):
 
 
 def check(config: StackConfig, objects: Iterable[dict[str, Any]]) -> list[Finding]:
-    """Every finding of every rule, errors first."""
+    """Every finding of every rule: errors, then warnings, then info."""
     index = _Index(config, list(objects))
-    return sorted(finding for rule in RULES for finding in rule(index))
+    return sorted((finding for rule in RULES for finding in rule(index)), key=_order)
+
+
+def _order(finding: Finding) -> tuple[int, str, str, str, str]:
+    return (
+        SEVERITIES.index(finding.severity),
+        finding.code,
+        finding.path or "",
+        finding.resource,
+        finding.message,
+    )
 
 
 def errors(findings: Iterable[Finding]) -> list[Finding]:
@@ -369,19 +379,42 @@ def _gateway_key(ref: str, namespace: str) -> str:
     return ref if "/" in ref else f"{namespace}/{ref}"
 
 
-def _server_hosts(gateway_namespace: str, gateway: dict[str, Any]) -> list[tuple[str, str]]:
-    """(namespace allowed to bind, host) of every server host; `*` for any namespace."""
-    found = []
+@dataclass
+class _ServedHosts:
+    """The hosts a Gateway offers, by the namespace allowed to bind them (`*` for any): exact
+    names in sets for O(1) lookups, wildcard patterns (few) in lists."""
+
+    exact: dict[str, set[str]]
+    wildcards: dict[str, list[str]]
+
+    def serves(self, namespace: str, host: str) -> bool:
+        for ns in ("*", namespace):
+            if host in self.exact.get(ns, ()) or any(
+                host_matches(pattern, host) for pattern in self.wildcards.get(ns, ())
+            ):
+                return True
+            if host.startswith("*") and any(
+                host_matches(host, name) for name in self.exact.get(ns, ())
+            ):
+                return True  # a wildcard VirtualService host covers a served name
+        return False
+
+
+def _served_hosts(gateway_namespace: str, gateway: dict[str, Any]) -> _ServedHosts:
+    served = _ServedHosts(defaultdict(set), defaultdict(list))
     for server in map(_dict, _list(_spec(gateway).get("servers"))):
         for entry in map(str, _list(server.get("hosts"))):
             namespace, _, host = entry.rpartition("/")
             namespace = {"": "*", ".": gateway_namespace}.get(namespace, namespace)
-            found.append((namespace, host))
-    return found
+            if host.startswith("*"):
+                served.wildcards[namespace].append(host)
+            else:
+                served.exact[namespace].add(host)
+    return served
 
 
 def gateway_references(index: _Index) -> Iterator[Finding]:
-    hosts_of = {key: _server_hosts(key.split("/")[0], g) for key, g in index.gateways.items()}
+    served_by = {key: _served_hosts(key.split("/")[0], g) for key, g in index.gateways.items()}
     for vs in index.by_kind["VirtualService"]:
         namespace = index.ns(vs)
         vs_hosts = [str(h) for h in _list(_spec(vs).get("hosts"))]
@@ -399,12 +432,7 @@ def gateway_references(index: _Index) -> Iterator[Finding]:
                     f"spec.gateways names gateway {ref!r}, which is not a Gateway of this stack",
                 )
                 continue
-            served = hosts_of[key]
-            if not any(
-                ns in ("*", namespace) and (host_matches(h, vh) or host_matches(vh, h))
-                for ns, h in served
-                for vh in vs_hosts
-            ):
+            if not any(served_by[key].serves(namespace, host) for host in vs_hosts):
                 hosts_path = _model_path(index, vs, "hosts")
                 model = _model(index, vs)
                 if model is not None and index.config.models[model].hosts is None:

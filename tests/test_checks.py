@@ -200,6 +200,15 @@ def test_gateway_host_offered_to_another_namespace_does_not_match(prod_plan):
     assert len(findings) == 2  # both models
 
 
+@pytest.mark.parametrize("hosts", [["*/*.models.example.com"], ["./*"], ["*/*"]])
+def test_wildcard_gateway_hosts_serve_the_model_hosts(prod_plan, hosts):
+    def wildcard(objects):
+        for server in _gateway(objects)["spec"]["servers"]:
+            server["hosts"] = hosts
+
+    assert findings_after(prod_plan, wildcard) == []
+
+
 # --- IST0109: one mesh-bound VirtualService per host -------------------------------------------
 
 
@@ -487,6 +496,9 @@ def _servers(objects: Objects) -> list[dict[str, Any]]:
             "'./sentiment' is not <namespace>/<fqdn with a dot>",
         ),
         (lambda o: _gateway(o)["metadata"].update(name="ml.gateway"), "gateway.name", "label"),
+        (lambda o: _servers(o)[0]["port"].update(protocol="QUIC"), None, "'QUIC' unknown"),
+        (lambda o: _servers(o)[0]["port"].update(number=0), None, "not in 1..65535"),
+        (lambda o: _servers(o)[0]["port"].update(targetPort=8080), None, "must not be set"),
     ],
     ids=[
         "https without tls",
@@ -499,11 +511,25 @@ def _servers(objects: Objects) -> list[dict[str, Any]]:
         "server without hosts",
         "short host",
         "dotted name",
+        "unknown protocol",
+        "port zero",
+        "target port",
     ],
 )
 def test_gateway_server_and_tls_rules(prod_plan, edit, path, phrase):
     findings = [f for f in findings_after(prod_plan, edit) if f.code in ("IST0106", "IST0133")]
     assert any(f.path == path and phrase in f.message for f in findings), findings
+
+
+def test_findings_come_errors_first_then_warnings_then_info(prod_plan):
+    def three_levels(objects):
+        _find(objects, "Namespace", "ml-serving")["metadata"]["labels"].pop("istio-injection")
+        _servers(objects)[1]["tls"].pop("mode")  # warning, no config path issue
+        _servers(objects)[0]["port"]["protocol"] = "QUIC"  # error without a config path
+
+    severities = [f.severity for f in findings_after(prod_plan, three_levels)]
+    assert set(severities) == {"error", "warning", "info"}
+    assert severities == sorted(severities, key=["error", "warning", "info"].index)
 
 
 def test_duplicate_gateway_port_names_are_rejected(prod_plan):
