@@ -21,7 +21,7 @@ from mesh.config import parse_config
 from mesh.plan import build_plan
 from mesh.stackfile import load_stack
 from mesh.traffic import destination_rule, virtual_service
-from tests.conftest import STACK_SOURCES, source_id, stack_raw, with_value
+from tests.conftest import PROJECT_DIR, STACK_SOURCES, source_id, stack_raw, with_value
 from tests.harness import try_program
 
 Objects = list[dict[str, Any]]
@@ -641,3 +641,17 @@ def test_check_is_linear_enough_to_index_each_kind_once(monkeypatch):
     )
     assert check(config, objects) == []
     assert len(calls) == 120 and max(calls) == 1  # one lookup per subset, one template each
+
+
+def test_render_shows_warnings_beside_the_traffic_table(tmp_path, capsys):
+    text = (PROJECT_DIR / "Pulumi.dev.yaml").read_text()
+    text = text.replace("weight: 10", "weight: 0").replace(
+        "modelPath: sentiment/2\n          replicas: 1",
+        "modelPath: sentiment/2\n          replicas: 0",
+    )
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(text)
+    assert cli.main(["render", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning IST0173 models.sentiment.versions.v2.replicas" in err
+    assert cli.main(["check", str(path)]) == 0  # warnings alone do not fail a check
