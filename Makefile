@@ -9,7 +9,7 @@ STACK  ?= dev
 POLICY_VENV  := policy/venv
 POLICY_STAMP := $(POLICY_VENV)/.installed
 
-.PHONY: render test lint policy-test
+.PHONY: render check schema test lint bench policy-test
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -20,9 +20,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 render: $(STAMP)  ## print the objects of a stack (STACK=dev), no cluster needed
 	$(PYTHON) -m mesh render $(STACK)
 
+check: $(STAMP)  ## run the mesh analyzers on a stack (STACK=dev); exit 1 on errors
+	$(PYTHON) -m mesh check $(STACK)
+
+schema: $(STAMP)  ## write ml-mesh.schema.json, the JSON Schema of Pulumi.<stack>.yaml files
+	$(PYTHON) -m mesh schema > ml-mesh.schema.json
+
 test: $(STAMP) $(POLICY_STAMP)  ## every test: the stack's (Pulumi mocks), then the policy pack's
 	$(PYTHON) -m pytest -q
 	cd policy && venv/bin/python -m pytest -q
+
+bench: $(STAMP)  ## scale benchmark: program and render for 10/100/300 models against a floor
+	$(PYTHON) bench/bench.py
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .

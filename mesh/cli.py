@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import yaml
 
+from mesh.checks import SEVERITIES, Finding, MeshCheckError, check, gate
 from mesh.config import ConfigError, prom_duration
 from mesh.diff import GATES, normalized, report, side
 from mesh.gitbase import GitBaseError, render_base
 from mesh.graph import gateway_name, mermaid
+from mesh.plan import build_plan
 from mesh.promql import DEFAULT_WINDOW, promql_report
 from mesh.render import render_objects, to_yaml, traffic_table
 from mesh.routing import routing_from_objects
-from mesh.stackfile import DEFAULT_STACK, load_stack, raw_project_config, stack_file
+from mesh.schema import stack_file_schema
+from mesh.stackfile import (
+    DEFAULT_STACK,
+    LoadedStack,
+    load_stack,
+    raw_project_config,
+    stack_file,
+)
+
+
+def _findings(stack: LoadedStack) -> tuple[int, list[Finding]]:
+    """The mesh checks on exactly the objects the program registers (before secret masking)."""
+    objects = build_plan(stack.config).objects()
+    return len(objects), check(stack.config, objects)
 
 
 def _render(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
+    # Refuse what `pulumi preview` would refuse, so render never shows an undeployable stack.
+    findings = gate(stack.name, _findings(stack)[1])
     objects = render_objects(stack.config, stack.secrets)
     if args.graph:
         routing = routing_from_objects(objects, stack.config)
@@ -28,6 +46,27 @@ def _render(args: argparse.Namespace) -> int:
         sys.stdout.write(to_yaml(objects))
     if not args.quiet:
         print(f"# stack {stack.name}\n{traffic_table(stack.config)}", file=sys.stderr)
+        for finding in findings:
+            if finding.severity == "warning":
+                print(finding, file=sys.stderr)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    stack = load_stack(args.stack)
+    count, findings = _findings(stack)
+    for finding in findings:
+        print(finding)
+    totals = ", ".join(
+        f"{sum(f.severity == s for f in findings)} {s}{'s' if s != 'info' else ''}"
+        for s in SEVERITIES
+    )
+    print(f"# stack {stack.name}: {count} objects checked: {totals}")
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(stack_file_schema(), indent=2))
     return 0
 
 
@@ -103,6 +142,27 @@ def parser() -> argparse.ArgumentParser:
         help="print the routing as a Mermaid flowchart (Markdown) instead of the objects",
     )
     render.set_defaults(run=_render)
+    check_ = commands.add_parser(
+        "check",
+        help="run the mesh analyzers (istioctl analyze rules) on a stack, offline",
+        description="Print every finding of the mesh checks the program runs before `pulumi "
+        "preview` registers anything (IST codes as istioctl analyze reports them). Exit 1 when "
+        "any finding is an error, 2 on invalid config.",
+    )
+    check_.add_argument(
+        "stack",
+        nargs="?",
+        default=DEFAULT_STACK,
+        help=f"stack name or path to a stack file (default: {DEFAULT_STACK})",
+    )
+    check_.set_defaults(run=_check)
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of Pulumi.<stack>.yaml (for editor validation)",
+        description="Print the JSON Schema of a whole Pulumi.<stack>.yaml, generated from the "
+        "stack config models; point your editor's YAML support at it.",
+    )
+    schema.set_defaults(run=_schema)
     promql = commands.add_parser(
         "promql",
         help="print the PromQL that compares the versions of each model",
@@ -155,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as exc:
+    except (ConfigError, MeshCheckError) as exc:
         print(exc, file=sys.stderr)
         return 2
 

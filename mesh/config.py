@@ -12,6 +12,7 @@ up in one `ConfigError` whose message names the stack and the config path.
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -20,9 +21,11 @@ import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -397,6 +400,17 @@ ServiceAccountRef = Annotated[str, AfterValidator(_service_account_ref)]
 IstioPath = Annotated[str, AfterValidator(_istio_path)]
 FaultPercent = Annotated[float, Field(strict=True, ge=0.0001, le=100)]
 Count = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
+
+# Booleans as Pulumi's own config.get_bool reads them: true/false, or the strings "true"/"True"/
+# "false"/"False" that `pulumi config set <key> true` writes. Nothing looser ("yes", 1), so the
+# JSON Schema of stack files (`python -m mesh schema`) can say exactly what is accepted.
+_PULUMI_BOOL_STRINGS = {"true": True, "True": True, "false": False, "False": False}
+Flag = Annotated[
+    bool,
+    BeforeValidator(lambda v: _PULUMI_BOOL_STRINGS.get(v, v) if isinstance(v, str) else v),
+    Field(strict=True),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"enum": list(_PULUMI_BOOL_STRINGS)}]}),
+]
 
 # Fields whose values may be Pulumi secrets. A secret anywhere else is refused, because those
 # values end up in resource names, labels or hosts, which Pulumi cannot keep secret.
@@ -1019,7 +1033,7 @@ class GatewayTls(_Config):
     credential_name: DnsLabel = Field(
         description="kubernetes.io/tls Secret in the namespace of the ingress gateway pods"
     )
-    https_redirect: bool = Field(default=True, description="redirect plain HTTP to HTTPS")
+    https_redirect: Flag = Field(default=True, description="redirect plain HTTP to HTTPS")
     mode: Literal["SIMPLE", "MUTUAL"] = Field(
         default="SIMPLE",
         description="MUTUAL also requires client certificates, verified against the ca.crt of "
@@ -1043,7 +1057,7 @@ class StorageEndpoint(_Config):
 
     host: Fqdn = Field(description="e.g. minio.minio.svc.cluster.local or s3.example.com")
     port: Port | None = Field(default=None, description="default 443 with tls, 80 without")
-    tls: bool = True
+    tls: Flag = True
 
     def effective_port(self) -> int:
         return self.port or (443 if self.tls else 80)
@@ -1086,7 +1100,7 @@ class Istio(_Config):
     revision: DnsLabel | None = Field(
         default=None, description="label the namespace istio.io/rev=<revision> instead"
     )
-    native_sidecars: bool = Field(
+    native_sidecars: Flag = Field(
         default=True,
         description="run istio-proxy as a Kubernetes native sidecar (Istio 1.19+, Kubernetes "
         "1.29+), so init containers reach S3 through the mesh",
@@ -1132,7 +1146,7 @@ SamplingPercent = Annotated[float, Field(strict=True, ge=0, le=100)]
 
 
 class AccessLogging(_Config):
-    enabled: bool = Field(default=True, description="false turns access logs off for the namespace")
+    enabled: Flag = Field(default=True, description="false turns access logs off for the namespace")
     provider: ProviderName = Field(
         default="envoy",
         description="access log provider from meshConfig.extensionProviders; 'envoy' (the "
@@ -1154,7 +1168,7 @@ class Tracing(_Config):
 
 
 class Dashboard(_Config):
-    enabled: bool = True
+    enabled: Flag = True
     namespace: DnsLabel | None = Field(
         default=None,
         description="namespace of the dashboard ConfigMap (one the Grafana sidecar searches); "
@@ -1168,7 +1182,7 @@ class Dashboard(_Config):
 
 
 class Alerts(_Config):
-    enabled: bool = Field(
+    enabled: Flag = Field(
         default=False,
         description="create a PrometheusRule (needs the Prometheus Operator CRDs)",
     )
@@ -1212,11 +1226,11 @@ class Security(_Config):
         description="PeerAuthentication of the namespace; default STRICT when protected, "
         "otherwise none (the mesh-wide setting applies)",
     )
-    authorization: bool | None = Field(
+    authorization: Flag | None = Field(
         default=None,
         description="an ALLOW AuthorizationPolicy per model; default: protected",
     )
-    restrict_egress: bool | None = Field(
+    restrict_egress: Flag | None = Field(
         default=None,
         description="a Sidecar limiting egress to the namespace, istio-system and the model "
         "store (REGISTRY_ONLY); default: protected",
@@ -1260,7 +1274,7 @@ class StackConfig(_Config):
     """All of `ml-mesh:*` for one stack."""
 
     namespace: DnsLabel = "ml-serving"
-    protected: bool = Field(
+    protected: Flag = Field(
         default=False,
         description="a production stack: the namespace is protected from deletion",
     )
@@ -1412,10 +1426,21 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def dotted_path(loc: tuple[str | int, ...]) -> str:
+    """`models.sentiment.canary.weight`; a key that is not plain is quoted the way
+    `pulumi config set --path` takes it (`gateway.selector["app.kubernetes.io/name"]`), in ASCII,
+    so a key holding a newline cannot break the one-line message."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            out += f"[{json.dumps(str(part))}]"
+        else:
+            out += f".{part}" if out else str(part)
     return out
 
 

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
+from mesh.checks import MeshCheckError, check, gate
 from mesh.config import ConfigError, StackConfig, parse_config
 from mesh.plan import MODEL, Component, Plan, build_plan, model_outputs, stack_outputs
 from mesh.secrets import replace_secrets, secret_values
@@ -100,18 +101,12 @@ class Registrar:
         self,
         obj: dict,
         opts: pulumi.ResourceOptions,
-        siblings: dict[str, list[pulumi.Resource]] | None = None,
+        scope: dict[str, list[pulumi.Resource]] | None = None,
     ) -> pulumi.Resource:
-        """Register `obj`; `siblings` are the resources of its component so far, by kind."""
         obj = replace_secrets(obj, self.secrets, pulumi.Output.secret)
         api_version, kind = obj["apiVersion"], obj["kind"]
         name = obj["metadata"]["name"]
-        local = siblings if siblings is not None else {}
-        wanted = [
-            r
-            for k in DEPENDS_ON_KINDS.get(kind, ())
-            for r in (local.get(k) or self.by_kind.get(k, []))
-        ]
+        wanted = [r for k in DEPENDS_ON_KINDS.get(kind, ()) for r in self._prerequisites(k, scope)]
         opts = pulumi.ResourceOptions.merge(
             opts,
             pulumi.ResourceOptions(
@@ -129,8 +124,19 @@ class Registrar:
                 name, api_version=api_version, kind=kind, opts=opts, **fields
             )
         self.by_kind.setdefault(kind, []).append(resource)
-        local.setdefault(kind, []).append(resource)
+        if scope is not None:
+            scope.setdefault(kind, []).append(resource)
         return resource
+
+    def _prerequisites(
+        self, kind: str, scope: dict[str, list[pulumi.Resource]] | None
+    ) -> list[pulumi.Resource]:
+        """The objects of `kind` in the same component (a Deployment waits for its own model's
+        ServiceAccount, not every model's: that would make dependencies grow with the square of
+        the models), or the stack's when the component has none (the one Gateway)."""
+        if scope and kind in scope:
+            return scope[kind]
+        return self.by_kind.get(kind, [])
 
 
 class MeshComponent(pulumi.ComponentResource):
@@ -145,10 +151,8 @@ class MeshComponent(pulumi.ComponentResource):
     ):
         super().__init__(component.type, component.name, None, opts)
         child_opts = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on)
-        siblings: dict[str, list[pulumi.Resource]] = {}
-        self.resources = [
-            registrar.register(obj, child_opts, siblings) for obj in component.objects
-        ]
+        scope: dict[str, list[pulumi.Resource]] = {}
+        self.resources = [registrar.register(obj, child_opts, scope) for obj in component.objects]
         self.register_outputs(outputs)
 
 
@@ -176,8 +180,11 @@ def main() -> None:
     try:
         config, secrets = read_config(stack)
         plan = build_plan(config)
-    except ConfigError as exc:
+        findings = gate(stack, check(config, plan.objects()))
+    except (ConfigError, MeshCheckError) as exc:
         # RunError: Pulumi prints the message alone, without a traceback, and registers nothing.
         raise pulumi.RunError(str(exc)) from None
+    for finding in findings:
+        (pulumi.log.warn if finding.severity == "warning" else pulumi.log.info)(str(finding))
     register(plan, config, secrets)
     export_all(stack_outputs(config), secrets)

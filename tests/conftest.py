@@ -60,3 +60,15 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"reference data {path} is absent (it sits beside the checkout in CI)")
     return path
+
+
+EXAMPLES_DIR = PROJECT_DIR / "examples"
+EXAMPLES = tuple(sorted(EXAMPLES_DIR.glob("Pulumi.*.yaml")))
+# Every stack file the project ships: the committed stacks by name, the examples by path.
+STACK_SOURCES = (*STACKS, *(str(path) for path in EXAMPLES))
+
+
+def source_id(source: str) -> str:
+    """`dev` -> `dev`, `.../examples/Pulumi.prod-like.yaml` -> `examples/prod-like`."""
+    path = Path(source)
+    return f"examples/{path.stem.removeprefix('Pulumi.')}" if path.suffix else source

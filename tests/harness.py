@@ -7,6 +7,7 @@ each other; the program reads config only when it runs, never at import.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,16 +140,20 @@ def stack_config(project_config: dict[str, Any]) -> dict[str, str]:
 
 
 def try_program(
-    project_config: dict[str, Any], stack: str = "dev", secret_keys: tuple[str, ...] = ()
+    project_config: dict[str, Any],
+    stack: str = "dev",
+    secret_keys: tuple[str, ...] = (),
+    main: Callable[[], None] | None = None,
 ) -> tuple[Run, Exception | None]:
-    """Run mesh.program.main() for this config; return what it registered and what it raised."""
+    """Run mesh.program.main() (or `main`) for this config; return what it registered and what
+    it raised."""
     run = Run()
     settings.ROOT.set(None)
     mocks_ = _Mocks(run)
     mocks.set_mocks(mocks_, project="ml-mesh", stack=stack, preview=False, monitor=_Monitor(mocks_))
     set_all_config(stack_config(project_config), [f"ml-mesh:{k}" for k in secret_keys])
     try:
-        _sync_await(run_pulumi_func(program.main))
+        _sync_await(run_pulumi_func(main or program.main))
         root = settings.get_root_resource()
         for key, value in root.outputs.items():
             output = pulumi.Output.from_input(value)

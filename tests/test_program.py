@@ -271,3 +271,25 @@ def test_a_model_named_like_a_platform_component_is_still_a_model(dev):
     egress = [r for r in run.resources if r.name == "egress" and not r.custom]
     assert sorted(r.type for r in egress) == [EGRESS, MODEL]
     assert run.outputs["models"]["egress"]["traffic"] == {"v1": 90, "v2": 10}
+
+
+def _waits_for(run, kind: str, name: str) -> set[tuple[str, str]]:
+    """(kind, name) of every resource the given one depends on."""
+    return {(t.rpartition(":")[2], n) for t, n in run.resource(kind, name).depends_on}
+
+
+def test_dependencies_stay_within_a_model_so_they_grow_linearly(prod):
+    """A Deployment waits for its own ServiceAccount, a VirtualService for its own
+    DestinationRule and Deployments and the Gateway: never for other models' objects."""
+    run = run_program(prod, stack="prod")
+    assert _waits_for(run, "Deployment", "sentiment-v3") == {
+        ("Namespace", "ml-serving"),
+        ("ServiceAccount", "sentiment"),
+    }
+    assert _waits_for(run, "VirtualService", "sentiment") == {
+        ("Namespace", "ml-serving"),
+        ("Gateway", "ml-gateway"),
+        ("DestinationRule", "sentiment"),
+        ("Deployment", "sentiment-v3"),
+        ("Deployment", "sentiment-v4"),
+    }

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from mesh.alerts import CANARY_ERRORS, NO_READY_PODS, alert_objects
-from mesh.config import ConfigError, parse_config
+from mesh.config import ConfigError, dotted_path, parse_config
 from mesh.plan import build_plan
 from mesh.promql import promql_report
 from tests.conftest import STACKS, shared_path, stack_raw, with_value, without
@@ -204,7 +204,8 @@ def test_telemetry_mistake_names_its_path(dev, path, value, hint):
     message = str(caught.value)
     assert message.startswith("ml-mesh: invalid config for stack 'dev': telemetry.")
     assert hint in message
-    where = f"{path}.{next(iter(value))}" if isinstance(value, dict) else path  # a map's key
+    key = next(iter(value)) if isinstance(value, dict) else None  # a bad key of a map
+    where = dotted_path((*path.split("."), key)) if key is not None else path
     assert f"'dev': {where}: " in message
 
 

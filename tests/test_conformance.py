@@ -1,0 +1,273 @@
+"""Every object ml-mesh renders is one the API server, Istio's CRDs and their CEL rules accept.
+
+The validator itself (tests/conformance.py) is tested here too: each layer must catch a known-bad
+object, and every CEL rule of the Istio CRDs must be one it can actually evaluate.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from kubernetes_validate import utils as kv_utils
+
+from mesh.render import render_objects
+from mesh.stackfile import load_stack
+from tests import conformance
+from tests.conftest import PROJECT_DIR, STACK_SOURCES, shared_path, source_id
+
+ISTIO_API_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+
+
+def rendered(source: str, api_version: str | None = None) -> list[dict[str, Any]]:
+    """What `python -m mesh render <source>` prints, optionally for another Istio API version."""
+    stack = load_stack(source)
+    config = stack.config
+    if api_version is not None:
+        istio = config.istio.model_copy(update={"api_version": api_version})
+        config = config.model_copy(update={"istio": istio})
+    return render_objects(config, stack.secrets)
+
+
+@pytest.mark.parametrize("api_version", ISTIO_API_VERSIONS)
+@pytest.mark.parametrize("source", STACK_SOURCES, ids=source_id)
+def test_every_rendered_object_is_accepted_by_the_real_schemas(source, api_version):
+    objects = rendered(source, api_version)
+    assert {o["apiVersion"] for o in objects} >= {f"networking.istio.io/{api_version}", "apps/v1"}
+    found = [problem for obj in objects for problem in conformance.problems(obj)]
+    assert found == []
+
+
+# --- the validator catches what the cluster would reject ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prod_objects() -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in rendered("prod")}
+
+
+def _edit(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `obj` with `path` (`spec.http.0.timeout`) set; list indexes are numbers."""
+    out = copy.deepcopy(obj)
+    *parents, last = path.split(".")
+    node: Any = out
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return out
+
+
+BAD_EDITS = [
+    # (what is wrong, kind, path, value, a phrase of the expected problem)
+    (
+        "unknown container field (Kubernetes strict)",
+        "Deployment",
+        "spec.template.spec.containers.0.imagePullPolcy",
+        "Always",
+        "'imagePullPolcy' was unexpected",
+    ),
+    ("wrong type (Kubernetes)", "Deployment", "spec.replicas", "two", "'two' is not of type"),
+    ("unknown Service field", "Service", "spec.clusterIp", "None", "'clusterIp' was unexpected"),
+    (
+        "unknown VirtualService field (Istio strict)",
+        "VirtualService",
+        "spec.http.0.retry",
+        {"attempts": 3},
+        "'retry' was unexpected",
+    ),
+    ("Istio enum", "ServiceEntry", "spec.resolution", "DNS_ONLY", "is not one of"),
+    ("zero timeout (CEL)", "VirtualService", "spec.http.0.timeout", "0s", "duration greater"),
+    (
+        "per-try timeout in days (CEL, Go syntax)",
+        "VirtualService",
+        "spec.http.0.retries",
+        {"attempts": 2, "perTryTimeout": "1d"},
+        "invalid duration",
+    ),
+    (
+        "duplicate ServiceEntry port numbers (CEL exists_one)",
+        "ServiceEntry",
+        "spec.ports",
+        [{"number": 443, "name": "tls", "protocol": "TLS"}, {"number": 443, "name": "https"}],
+        "port number cannot be duplicated",
+    ),
+    (
+        "wildcard ServiceEntry host (CEL)",
+        "ServiceEntry",
+        "spec.hosts.0",
+        "*",
+        "hostname cannot be wildcard",
+    ),
+    (
+        "two certificate sources on a Gateway server (CEL)",
+        "Gateway",
+        "spec.servers.1.tls.credentialNames",
+        ["other-tls"],
+        "only one of credentialName or credentialNames can be set",
+    ),
+    ("label value too long", "Deployment", "metadata.labels.version", "v" * 64, "label value"),
+    ("Service name not DNS-1035", "Service", "metadata.name", "1model", "DNS-1035"),
+    ("namespace not a label", "Namespace", "metadata.name", "ml.serving", "DNS-1123 label"),
+    (
+        "annotation key with two slashes",
+        "Deployment",
+        "metadata.annotations",
+        {"a/b/c": "x"},
+        "prefix must be a DNS subdomain",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value", "phrase"), [b[1:] for b in BAD_EDITS], ids=[b[0] for b in BAD_EDITS]
+)
+def test_validator_rejects_what_the_cluster_rejects(prod_objects, kind, path, value, phrase):
+    good = prod_objects[kind]
+    assert conformance.problems(good) == []
+    found = conformance.problems(_edit(good, path, value))
+    assert any(phrase in problem for problem in found), found
+
+
+def test_an_istio_version_or_kind_istio_does_not_serve_is_a_problem(prod_objects):
+    shared_path("istio")
+    gateway = {**prod_objects["Gateway"], "apiVersion": "networking.istio.io/v2"}
+    assert any("Istio 1.30 serves no such kind" in p for p in conformance.problems(gateway))
+
+
+def _cel_caught(kind_api: str, kind: str, spec: dict[str, Any], phrase: str) -> None:
+    obj = {"apiVersion": kind_api, "kind": kind, "metadata": {"name": "x", "namespace": "ns"}}
+    found = conformance.problems({**obj, "spec": spec})
+    assert any(phrase in p for p in found), found
+
+
+def test_cel_helpers_cel_python_lacks_are_evaluated_not_skipped():
+    shared_path("istio")
+    # substring(): a unix:// address must be absolute or abstract.
+    _cel_caught(
+        "networking.istio.io/v1",
+        "WorkloadEntry",
+        {"address": "unix://relative.sock"},
+        "UDS must be an absolute path or abstract socket",
+    )
+    # url().getScheme() and isURL(): a Wasm module from ftp:// is refused.
+    _cel_caught(
+        "extensions.istio.io/v1alpha1",
+        "WasmPlugin",
+        {"url": "ftp://example.com/filter.wasm"},
+        "url must have schema one of",
+    )
+    # int() on map keys: port-level mTLS on port 0.
+    _cel_caught(
+        "security.istio.io/v1",
+        "PeerAuthentication",
+        {"selector": {"matchLabels": {"app": "a"}}, "portLevelMtls": {"0": {"mode": "STRICT"}}},
+        "port must be between 1-65535",
+    )
+
+
+def test_flagger_objects_are_validated_with_schema_defaults_applied_before_cel():
+    shared_path("flagger")
+    canary = {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": "sentiment", "namespace": "ml-serving"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sentiment"},
+            "service": {"port": 8501},
+            "analysis": {"interval": "1m", "threshold": 5, "maxWeight": 50, "stepWeight": 10},
+        },
+    }
+    assert conformance.problems(canary) == []
+    typo = _edit(canary, "spec.analysis.stepWieght", 10)
+    assert any("'stepWieght' was unexpected" in p for p in conformance.problems(typo))
+    # backendRef's group and kind default to "" and "Service": a Service reference needs a port.
+    mirror = _edit(canary, "spec.service.mirror", [{"backendRef": {"name": "shadow"}}])
+    assert any("Must have port for Service reference" in p for p in conformance.problems(mirror))
+    with_port = _edit(canary, "spec.service.mirror", [{"backendRef": {"name": "s", "port": 80}}])
+    assert conformance.problems(with_port) == []
+
+
+def test_a_kind_without_any_schema_is_reported_not_passed():
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    (problem,) = conformance.problems(widget)
+    assert "not validated" in problem
+
+
+def test_schemaless_kinds_are_accepted_only_by_name_with_a_reason():
+    rule = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule"}
+    assert conformance.problems({**rule, "metadata": {"name": "r", "namespace": "n"}}) == []
+    for kind, reason in conformance.SCHEMALESS_KINDS.items():
+        assert "/" in kind and len(reason) > 20, kind
+
+
+# --- the CEL rules themselves ------------------------------------------------------------------
+
+
+def test_every_istio_cel_rule_compiles_and_calls_only_implemented_functions():
+    rules = conformance.istio_cel_rules()
+    assert len(rules) >= 300
+    known = conformance.known_cel_functions()
+    missing = {
+        (r["kind"], r["path"], name)
+        for r in rules
+        for name in conformance.functions_called(r["rule"]) - known
+    }
+    assert missing == set()
+
+
+def test_every_cel_rule_path_exists_in_its_kinds_schema():
+    """A rule whose path is not in the schema would never be evaluated: a silent skip."""
+    for rule in conformance.istio_cel_rules():
+        path = shared_path(
+            "istio", "schemas-strict", rule["group"], rule["version"], f"{rule['kind']}.json"
+        )
+        node = conformance._load(path)
+        for name, suffix in conformance.CelRule(rule["path"], "", "").steps():
+            node = node["properties"][name]
+            if suffix:
+                node = node["items" if suffix == "[]" else "additionalProperties"]
+        assert any(v["rule"] == rule["rule"] for v in node["x-kubernetes-validations"]), rule
+
+
+@pytest.mark.parametrize(
+    ("text", "at_least_1ms"),
+    [
+        ("1ms", True),
+        ("250ms", True),
+        ("1.5s", True),
+        ("1m30s", True),
+        ("2h", True),
+        (".5s", True),
+        ("0s", False),
+        ("0", False),
+        ("999us", False),
+        ("999µs", False),
+        ("-5s", False),
+    ],
+)
+def test_durations_are_read_as_go_reads_them(text, at_least_1ms):
+    assert conformance.evaluate("duration(self) >= duration('1ms')", text) is at_least_1ms
+
+
+@pytest.mark.parametrize("text", ["1d", "5", "5 s", "s", "1h-1m", "", "1.2.3s"])
+def test_durations_go_refuses_fail_the_rule(text):
+    verdict = conformance.evaluate("duration(self) >= duration('1ms')", text)
+    assert isinstance(verdict, str) and "invalid duration" in verdict
+
+
+# --- the pinned Kubernetes version ----------------------------------------------------------
+
+
+def test_kubernetes_version_is_shipped_by_kubernetes_validate_and_named_in_the_readme():
+    version = conformance.KUBERNETES_VERSION
+    assert version in {kv_utils.major_minor(v) for v in kv_utils.all_versions()}
+    readme = (PROJECT_DIR / "README.md").read_text()
+    assert re.search(rf"Kubernetes {re.escape(version)}\b", readme)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}
+    assert kubernetes_validate.validate(namespace, version, strict=True) == version
