@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.conftest import PROJECT_DIR
@@ -104,3 +105,20 @@ def test_the_readme_shows_the_dev_routing_exactly_as_render_graph_prints_it():
     readme = (PROJECT_DIR / "README.md").read_text()
     graph = _render("dev", "--graph", "-q").stdout
     assert graph in readme
+
+
+@pytest.mark.parametrize("command", [["schema"], ["render", "prod", "-q"]])
+def test_a_reader_that_stops_early_gets_no_traceback(command):
+    """As with `python -m mesh schema | head`: the reader is gone when the command writes (it
+    closes its end at once; the command needs far longer than that to start and build)."""
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "mesh", *command],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    reader.stdout.close()
+    _, stderr = reader.communicate()
+    assert b"Traceback" not in stderr
+    assert reader.returncode == 0
