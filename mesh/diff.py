@@ -8,6 +8,7 @@ requests or move too much traffic at once; each can be overridden on purpose by 
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -253,7 +254,40 @@ def changed_fields(before: Any, after: Any, path: str = "") -> list[tuple[str, A
             for i in range(size)
             for c in changed_fields(pad(before, i), pad(after, i), f"{path}[{i}]")
         ]
+    if isinstance(before, str) and isinstance(after, str) and before != after:
+        parsed = _json_container(before), _json_container(after)
+        if parsed[0] is not None and parsed[1] is not None:
+            return changed_fields(parsed[0], parsed[1], path)  # e.g. a dashboard in a ConfigMap
+        if "\n" in before or "\n" in after:
+            return _changed_lines(before, after, path)
     return [] if before == after else [(path, before, after)]
+
+
+def _json_container(text: str) -> dict | list | None:
+    """`text` parsed, when it is a JSON object or array (embedded documents diff by field)."""
+    if not text.lstrip().startswith(("{", "[")):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, (dict, list)) else None
+
+
+def _changed_lines(before: str, after: str, path: str) -> list[tuple[str, Any, Any]]:
+    """A multi-line text, line by line: a reviewer sees the line that changed, not two blobs."""
+    old, new = before.splitlines(), after.splitlines()
+    changes: list[tuple[str, Any, Any]] = []
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        for offset in range(max(i2 - i1, j2 - j1)):
+            was = old[i1 + offset] if i1 + offset < i2 else None
+            now = new[j1 + offset] if j1 + offset < j2 else None
+            line = (j1 if now is not None else i1) + offset + 1
+            changes.append((f"{path} (line {line})", was, now))
+    return changes
 
 
 @dataclass(frozen=True)
@@ -335,12 +369,17 @@ def _ref(key: tuple[str, str, str]) -> str:
     return f"`{key[0]}/{key[2]}`"
 
 
-def _field_line(path: str, before: Any, after: Any) -> str:
+def _code(text: str) -> str:
+    """Inline code that survives backticks in the value (Markdown's double-backtick form)."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def field_line(path: str, before: Any, after: Any) -> str:
     if before is None:
-        return f"`{path}` added: `{_short(after)}`"
+        return f"{_code(path)} added: {_code(_short(after))}"
     if after is None:
-        return f"`{path}` removed (was `{_short(before)}`)"
-    return f"`{path}`: `{_short(before)}` → `{_short(after)}`"
+        return f"{_code(path)} removed (was {_code(_short(before))})"
+    return f"{_code(path)}: {_code(_short(before))} → {_code(_short(after))}"
 
 
 def objects_section(changes: ObjectChanges) -> list[str]:
@@ -354,7 +393,7 @@ def objects_section(changes: ObjectChanges) -> list[str]:
         lines += [f"**Changed** ({len(changes.changed)}):", ""]
         for key, fields in changes.changed.items():
             lines.append(f"- {_ref(key)}")
-            lines += [f"  - {_field_line(*f)}" for f in fields[:MAX_LISTED_FIELDS]]
+            lines += [f"  - {field_line(*f)}" for f in fields[:MAX_LISTED_FIELDS]]
             if len(fields) > MAX_LISTED_FIELDS:
                 lines.append(f"  - … and {len(fields) - MAX_LISTED_FIELDS} more fields")
         lines.append("")

@@ -3,6 +3,7 @@ by the base's own code, every gate refusing what it should and nothing else."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mesh.diff import changed_fields, field_line
 from mesh.render import render_objects
 from mesh.stackfile import load_stack
 from tests.conftest import PROJECT_DIR
@@ -341,3 +343,16 @@ def test_bad_config_in_the_working_tree_is_one_line(repo):
     assert result.stderr.strip().startswith(
         "ml-mesh: invalid config for stack 'dev': models.sentiment.canary.weight:"
     )
+
+
+def test_a_dashboard_change_is_shown_line_by_line_inside_its_json():
+    before = {"data": {"board.json": json.dumps({"panels": [{"content": "a\n| v1 | 90% |\nz"}]})}}
+    after = {"data": {"board.json": json.dumps({"panels": [{"content": "a\n| v1 | 70% |\nz"}]})}}
+    assert changed_fields(before, after) == [
+        ("data.board.json.panels[0].content (line 2)", "| v1 | 90% |", "| v1 | 70% |")
+    ]
+
+
+def test_values_with_backticks_stay_inline_code():
+    line = field_line("spec.text", "run `a`", "run `b`")
+    assert line == "`spec.text`: `` run `a` `` → `` run `b` ``"
