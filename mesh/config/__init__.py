@@ -1,0 +1,211 @@
+"""Typed stack config: the one place that says what a valid ml-mesh stack is.
+
+Every key a user can write in `Pulumi.<stack>.yaml` under the `ml-mesh:` namespace is a field
+here, in camelCase exactly as written in YAML. Models and versions are maps keyed by name, never
+lists, so that every change a user makes day to day (shift the canary, scale a version) is one
+`pulumi config set --path ...` command.
+
+Checks come in two layers: field formats (pydantic types and validators) and rules across
+fields (`model_validator`s that raise `ConfigPathError` naming the offending sub-path). Both end
+up in one `ConfigError` whose message names the stack and the config path.
+
+One module per concern; this package re-exports all of them, so `from mesh.config import X`
+works for every public name:
+
+- `formats`: value formats (validators, the `Annotated` types built on them, Flag,
+  SECRET_CAPABLE and the secret placeholders)
+- `errors`: ConfigPathError, ConfigError, `dotted_path`
+- `base`: the base model (camelCase aliases, unknown keys refused, frozen)
+- `routing`, `resilience`, `scheduling`: per-model settings (canary, matches, mirror, retries,
+  progressive; traffic policy, fault; autoscaling and GPU placement)
+- `model`: Model, its versions and custom server, and the rules across a model's settings
+- `storage`, `security`, `telemetry`: stack-wide settings
+- `stack`: StackConfig, gateway, Istio and images, and the rules across models
+- `introspection`: walks of the schema and of a config by path (valid keys, secret-capable values)
+- `parse`: `parse_config`, raw config in, StackConfig or one ConfigError out
+"""
+
+from mesh.config.errors import ConfigError, ConfigPathError, dotted_path
+from mesh.config.formats import (
+    PLACEHOLDER_ROLE_ARN,
+    PROM_DURATION,
+    RETRY_ON,
+    SECRET_CAPABLE,
+    SECRET_PLACEHOLDER,
+    Bucket,
+    Count,
+    DnsLabel,
+    DnsSubdomain,
+    Duration,
+    EnvName,
+    EnvValue,
+    FaultPercent,
+    Flag,
+    Fqdn,
+    HeaderName,
+    HttpPath,
+    HttpUrl,
+    Image,
+    IstioPath,
+    LabelKey,
+    LabelValue,
+    ModelPath,
+    Port,
+    Principal,
+    PromDuration,
+    ProviderName,
+    Quantity,
+    Regex,
+    Region,
+    RetryOn,
+    RoleArn,
+    SamplingPercent,
+    SecretKey,
+    ServiceAccountRef,
+    ServiceName,
+    WeightPercent,
+    credential_problem,
+    duration_millis,
+    prom_duration,
+)
+from mesh.config.introspection import (
+    fields_of,
+    is_secret_capable,
+    secret_capable_paths,
+    value_at,
+)
+from mesh.config.model import (
+    CustomServer,
+    Model,
+    ResourceQuantities,
+    Resources,
+    SecretKeySelector,
+    Version,
+)
+from mesh.config.parse import parse_config
+from mesh.config.resilience import (
+    ConnectionPool,
+    Fault,
+    FaultAbort,
+    FaultDelay,
+    HttpPool,
+    LoadBalancer,
+    OutlierDetection,
+    TcpPool,
+    TrafficPolicy,
+)
+from mesh.config.routing import (
+    Canary,
+    HeaderMatch,
+    LoadTest,
+    MatchRule,
+    Mirror,
+    Progressive,
+    Retries,
+)
+from mesh.config.scheduling import (
+    DEFAULT_CPU_TARGET,
+    Autoscaling,
+    CustomMetric,
+    GpuScheduling,
+    Scheduling,
+    Toleration,
+)
+from mesh.config.security import DEFAULT_GATEWAY_PRINCIPAL, Security
+from mesh.config.stack import Gateway, GatewayTls, Images, Istio, StackConfig
+from mesh.config.storage import CredentialsSecret, Storage, StorageEndpoint
+from mesh.config.telemetry import AccessLogging, Alerts, Dashboard, Telemetry, Tracing
+
+__all__ = [
+    "DEFAULT_CPU_TARGET",
+    "DEFAULT_GATEWAY_PRINCIPAL",
+    "PLACEHOLDER_ROLE_ARN",
+    "PROM_DURATION",
+    "RETRY_ON",
+    "SECRET_CAPABLE",
+    "SECRET_PLACEHOLDER",
+    "AccessLogging",
+    "Alerts",
+    "Autoscaling",
+    "Bucket",
+    "Canary",
+    "ConfigError",
+    "ConfigPathError",
+    "ConnectionPool",
+    "Count",
+    "CredentialsSecret",
+    "CustomMetric",
+    "CustomServer",
+    "Dashboard",
+    "DnsLabel",
+    "DnsSubdomain",
+    "Duration",
+    "EnvName",
+    "EnvValue",
+    "Fault",
+    "FaultAbort",
+    "FaultDelay",
+    "FaultPercent",
+    "Flag",
+    "Fqdn",
+    "Gateway",
+    "GatewayTls",
+    "GpuScheduling",
+    "HeaderMatch",
+    "HeaderName",
+    "HttpPath",
+    "HttpPool",
+    "HttpUrl",
+    "Image",
+    "Images",
+    "Istio",
+    "IstioPath",
+    "LabelKey",
+    "LabelValue",
+    "LoadBalancer",
+    "LoadTest",
+    "MatchRule",
+    "Mirror",
+    "Model",
+    "ModelPath",
+    "OutlierDetection",
+    "Port",
+    "Principal",
+    "Progressive",
+    "PromDuration",
+    "ProviderName",
+    "Quantity",
+    "Regex",
+    "Region",
+    "ResourceQuantities",
+    "Resources",
+    "Retries",
+    "RetryOn",
+    "RoleArn",
+    "SamplingPercent",
+    "Scheduling",
+    "SecretKey",
+    "SecretKeySelector",
+    "Security",
+    "ServiceAccountRef",
+    "ServiceName",
+    "StackConfig",
+    "Storage",
+    "StorageEndpoint",
+    "TcpPool",
+    "Telemetry",
+    "Toleration",
+    "Tracing",
+    "TrafficPolicy",
+    "Version",
+    "WeightPercent",
+    "credential_problem",
+    "dotted_path",
+    "duration_millis",
+    "fields_of",
+    "is_secret_capable",
+    "parse_config",
+    "prom_duration",
+    "secret_capable_paths",
+    "value_at",
+]

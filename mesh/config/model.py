@@ -1,0 +1,326 @@
+"""One model: its versions, server, resources, and every per-model setting.
+
+`Model` holds the rules across a model's settings (versions that exist, a canary that differs
+from stable, routed versions that have pods, retries within the timeout, ...), because only
+it sees all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from mesh.config.base import _Config
+from mesh.config.errors import ConfigPathError
+from mesh.config.formats import (
+    _CREDENTIAL_VALUE,
+    DnsLabel,
+    DnsSubdomain,
+    Duration,
+    EnvName,
+    EnvValue,
+    Fqdn,
+    HttpPath,
+    Image,
+    IstioPath,
+    ModelPath,
+    Port,
+    Quantity,
+    RoleArn,
+    SecretKey,
+    ServiceAccountRef,
+    _http_path,
+    credential_problem,
+    duration_millis,
+)
+from mesh.config.resilience import Fault, TrafficPolicy
+from mesh.config.routing import Canary, MatchRule, Mirror, Progressive, Retries
+from mesh.config.scheduling import Autoscaling
+
+
+class ResourceQuantities(_Config):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class Resources(_Config):
+    """Overrides of a preset's requests and limits; unset values keep the preset's."""
+
+    requests: ResourceQuantities = ResourceQuantities()
+    limits: ResourceQuantities = ResourceQuantities()
+    gpu: Annotated[int, Field(strict=True, ge=0, le=16)] = Field(
+        default=0, description="nvidia.com/gpu count per pod (requests = limits)"
+    )
+
+
+class Version(_Config):
+    image: Image = Field(description="container image with an explicit tag or digest")
+    model_path: ModelPath = Field(description="key prefix of this version in the model bucket")
+    replicas: Annotated[int, Field(strict=True, ge=0, le=1000)] = Field(
+        default=1,
+        description="pods of this version; with the model's autoscaling, the minimum the "
+        "HorizontalPodAutoscaler keeps (0 parks the version: no pods, no autoscaler)",
+    )
+    resources: Resources | None = None
+
+
+class SecretKeySelector(_Config):
+    """A key of an existing Secret in the serving namespace (created outside this stack)."""
+
+    secret_name: DnsSubdomain
+    key: SecretKey
+
+
+class CustomServer(_Config):
+    """A server that is not a preset: its ports, probe and arguments, given explicitly."""
+
+    http_port: Port = 8080
+    grpc_port: Port | None = None
+    readiness_path: HttpPath = "/healthz"
+    args: list[Annotated[str, Field(max_length=4096)]] = []
+    env: dict[EnvName, EnvValue] = {}
+    run_as_user: Annotated[int, Field(strict=True, ge=1, le=2147483647)] = 65532
+    model_dir: Annotated[str, AfterValidator(_http_path)] = Field(
+        default="/models",
+        description="where the model version is downloaded to before the server starts",
+    )
+    secret_env: dict[EnvName, SecretKeySelector] = Field(
+        default={},
+        description="environment variables read from keys of existing Secrets in the namespace",
+    )
+    inference_paths: list[IstioPath] | None = Field(
+        default=None,
+        min_length=1,
+        description="HTTP paths callers may use (AuthorizationPolicy); default: every path",
+    )
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> CustomServer:
+        if self.grpc_port is not None and self.grpc_port == self.http_port:
+            raise ConfigPathError(("grpcPort",), "must differ from httpPort")
+        if self.model_dir.rstrip("/") in ("/", "/tmp"):
+            raise ConfigPathError(("modelDir",), "must not be / or /tmp (both are mounted already)")
+        return self
+
+    @model_validator(mode="after")
+    def _no_credentials_in_clear(self) -> CustomServer:
+        for name, value in self.env.items():
+            problem = credential_problem(name, value)
+            if problem:
+                raise ConfigPathError(
+                    ("env", name),
+                    f"{problem}; a Deployment shows env values to anyone who can read it, so "
+                    f"ml-mesh never puts keys there: reference an existing Secret with "
+                    f"custom.secretEnv.{name} {{secretName, key}}, or use an IAM role (roleArn)",
+                )
+        for index, arg in enumerate(self.args):
+            if _CREDENTIAL_VALUE.search(arg):
+                raise ConfigPathError(
+                    ("args", index),
+                    "contains an access key or a private key; pass it from a Secret with "
+                    "custom.secretEnv instead",
+                )
+        for name in self.secret_env:
+            if name in self.env or name == "MODEL_DIR":
+                raise ConfigPathError(("secretEnv", name), f"{name} is already set by env")
+        return self
+
+
+class Model(_Config):
+    server: Literal["tensorflow-serving", "triton", "custom"] = Field(
+        description="model server preset"
+    )
+    versions: dict[DnsLabel, Version] = Field(min_length=1)
+    stable: DnsLabel = Field(description="the version that gets the remaining traffic")
+    canary: Canary | None = None
+    resources: Resources | None = Field(
+        default=None, description="requests/limits for every version (a version may override)"
+    )
+    role_arn: RoleArn | None = Field(
+        default=None,
+        description="IAM role for service accounts (IRSA) that may read the model bucket",
+    )
+    hosts: list[Fqdn] | None = Field(
+        default=None,
+        description="external hosts of this model; default <model>.<gateway.domain>",
+    )
+    disk_size: Quantity = Field(
+        default="10Gi",
+        description="size limit of the emptyDir that holds the downloaded model version",
+    )
+    custom: CustomServer | None = None
+    matches: dict[DnsLabel, MatchRule] = Field(
+        default={}, description="A/B rules, tried before the weighted route"
+    )
+    mirror: Mirror | None = None
+    timeout: Duration | None = Field(default=None, description="timeout of each request")
+    retries: Retries | None = None
+    progressive: Progressive | None = Field(
+        default=None, description="hand the rollout to Flagger instead of canary.weight"
+    )
+    callers: list[ServiceAccountRef] = Field(
+        default=[],
+        description="in-mesh service accounts (<namespace>/<name>) allowed to call this model",
+    )
+    traffic_policy: TrafficPolicy | None = Field(
+        default=None,
+        description="connection pool, outlier detection and load balancer of every version",
+    )
+    fault: Fault | None = Field(
+        default=None, description="inject delays/aborts on every route (not in protected stacks)"
+    )
+    autoscaling: Autoscaling | None = None
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Model:
+        names = ", ".join(sorted(self.versions))
+        if self.stable not in self.versions:
+            raise ConfigPathError(
+                ("stable",), f"{self.stable!r} is not a version of this model; defined: {names}"
+            )
+        if self.canary is not None:
+            if self.canary.version not in self.versions:
+                raise ConfigPathError(
+                    ("canary", "version"),
+                    f"{self.canary.version!r} is not a version of this model; defined: {names}",
+                )
+            if self.canary.version == self.stable:
+                raise ConfigPathError(
+                    ("canary", "version"),
+                    f"{self.canary.version!r} is already the stable version; the canary must "
+                    "be another version (or remove the canary block)",
+                )
+        if self.server == "custom" and self.custom is None:
+            raise ConfigPathError(
+                ("custom",), "server 'custom' needs a custom block (httpPort, readinessPath, ...)"
+            )
+        if self.server != "custom" and self.custom is not None:
+            raise ConfigPathError(
+                ("custom",), f"only allowed with server 'custom' (this model uses {self.server!r})"
+            )
+        self._check_routing()
+        if self.hosts is not None and len(set(self.hosts)) != len(self.hosts):
+            raise ConfigPathError(("hosts",), "lists the same host twice")
+        if len(set(self.callers)) != len(self.callers):
+            raise ConfigPathError(("callers",), "lists the same service account twice")
+        if self.autoscaling is not None:
+            for name, version in self.versions.items():
+                if version.replicas > self.autoscaling.max_replicas:
+                    raise ConfigPathError(
+                        ("versions", name, "replicas"),
+                        f"{version.replicas} is above autoscaling.maxReplicas "
+                        f"({self.autoscaling.max_replicas}); with autoscaling, replicas is the "
+                        "minimum",
+                    )
+        return self
+
+    def _check_routing(self) -> None:
+        if self.progressive is not None:
+            self._check_progressive()
+        elif self.canary is not None and self.canary.weight is None:
+            raise ConfigPathError(
+                ("canary", "weight"), "is required: the percent of traffic on the canary, 0..100"
+            )
+        self._check_versions_exist()
+        if self.mirror is not None and self.mirror.version in self.traffic():
+            raise ConfigPathError(
+                ("mirror", "version"),
+                f"{self.mirror.version!r} already receives live traffic "
+                f"({self.traffic()[self.mirror.version]}%); mirror to a version outside the "
+                "weighted route, e.g. the canary at weight 0",
+            )
+        self._check_timeouts()
+        for name, reason in self.routed_versions().items():
+            if self._deployed_replicas(name) == 0:
+                raise ConfigPathError(
+                    ("versions", name, "replicas"),
+                    f"version {name!r} {reason} and cannot have 0 replicas",
+                )
+
+    def _check_progressive(self) -> None:
+        if self.matches:
+            raise ConfigPathError(
+                ("matches",),
+                "not available in progressive mode: Flagger owns the VirtualService; remove "
+                "the matches or the progressive block",
+            )
+        if self.mirror is not None:
+            raise ConfigPathError(
+                ("mirror",),
+                "not available in progressive mode: Flagger owns the VirtualService; remove "
+                "the mirror or the progressive block",
+            )
+        if self.canary is not None and self.canary.weight is not None:
+            raise ConfigPathError(
+                ("canary", "weight"),
+                "Flagger sets the weights in progressive mode; remove canary.weight (the "
+                "canary block only names the version to roll out)",
+            )
+
+    def _check_versions_exist(self) -> None:
+        names = ", ".join(sorted(self.versions))
+        wanted: list[tuple[tuple[str, ...], str]] = [
+            (("matches", rule, "version"), match.version) for rule, match in self.matches.items()
+        ]
+        if self.mirror is not None:
+            wanted.append((("mirror", "version"), self.mirror.version))
+        for path, version in wanted:
+            if version not in self.versions:
+                raise ConfigPathError(
+                    path, f"{version!r} is not a version of this model; defined: {names}"
+                )
+
+    def _check_timeouts(self) -> None:
+        retries = self.retries
+        if self.timeout is None or retries is None or retries.per_try_timeout is None:
+            return
+        budget = retries.attempts * duration_millis(retries.per_try_timeout)
+        if budget > duration_millis(self.timeout):
+            raise ConfigPathError(
+                ("retries", "perTryTimeout"),
+                f"attempts x perTryTimeout = {budget}ms exceeds timeout {self.timeout}; the "
+                "request timeout would cut the retries short (lower them or raise timeout)",
+            )
+
+    def _deployed_replicas(self, version: str) -> int:
+        return self.versions[version].replicas
+
+    def traffic(self) -> dict[str, int]:
+        """Percent of the weighted (live) route per version; versions at 0% are left out.
+
+        Empty in progressive mode: Flagger moves the weights at run time.
+        """
+        if self.progressive is not None:
+            return {}
+        weight = self.canary.weight if self.canary is not None else None
+        if self.canary is None or not weight:
+            return {self.stable: 100}
+        if weight == 100:
+            return {self.canary.version: 100}
+        return {self.stable: 100 - weight, self.canary.version: weight}
+
+    def ordered_matches(self) -> list[tuple[str, MatchRule]]:
+        """Match rules in the order Istio tries them: by priority, then by name."""
+        return sorted(self.matches.items(), key=lambda item: (item[1].priority, item[0]))
+
+    def target_version(self) -> str:
+        """Progressive mode: the version the Flagger target Deployment runs (the canary if
+        one is named, else stable). Flagger promotes it once the analysis passes."""
+        return self.canary.version if self.canary is not None else self.stable
+
+    def routed_versions(self) -> dict[str, str]:
+        """Every version that receives requests, with why: weight, a match rule or a mirror.
+
+        These need pods, and removing one of them drops requests (see `mesh diff`).
+        """
+        if self.progressive is not None:
+            return {self.target_version(): "is the Flagger target"}
+        routed = {v: f"receives {w}% of traffic" for v, w in self.traffic().items()}
+        for rule, match in self.ordered_matches():
+            routed.setdefault(match.version, f"receives the requests of match rule {rule!r}")
+        if self.mirror is not None and self.mirror.percent > 0:
+            routed.setdefault(
+                self.mirror.version, f"receives {self.mirror.percent:g}% mirrored traffic"
+            )
+        return routed

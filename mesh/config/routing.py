@@ -1,0 +1,187 @@
+"""How a model's requests reach its versions: canary weight, A/B match rules, mirror,
+timeouts and retries, or a Flagger-driven progressive rollout.
+
+The rules across these settings (a mirror off the live route, retries within the timeout,
+no matches or mirror in progressive mode) live on `Model`, which sees all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, model_validator
+
+from mesh.config.base import _Config
+from mesh.config.errors import ConfigPathError
+from mesh.config.formats import (
+    DnsLabel,
+    Duration,
+    HeaderName,
+    HttpUrl,
+    Regex,
+    RetryOn,
+    WeightPercent,
+)
+
+
+class Canary(_Config):
+    version: DnsLabel = Field(description="the version that receives `weight` percent")
+    weight: WeightPercent | None = Field(
+        default=None,
+        description="percent of traffic on the canary: 0 = deployed but not routed, "
+        "100 = all traffic (promotion before cleanup); unset in progressive mode, where "
+        "Flagger sets the weights",
+    )
+
+
+class HeaderMatch(_Config):
+    """One header condition; exactly one of exact, prefix, regex (an Istio StringMatch).
+
+    Numbers are taken as text: `pulumi config set --path ... 1` stores the number 1, and a
+    header value is always a string.
+    """
+
+    model_config = ConfigDict(**_Config.model_config, coerce_numbers_to_str=True)
+
+    exact: str | None = None
+    prefix: Annotated[str, Field(min_length=1)] | None = None
+    regex: Regex | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HeaderMatch:
+        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ConfigPathError((), "give exactly one of exact, prefix, regex")
+        return self
+
+    def istio(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class MatchRule(_Config):
+    """A/B or dark-launch rule: requests that match go to `version`, before the weighted split.
+
+    All conditions of a rule must hold (headers AND cookie). Rules are tried by ascending
+    `priority`, then by name, so their order never depends on how YAML orders a map.
+    """
+
+    version: DnsLabel = Field(description="the version that receives the matching requests")
+    headers: dict[HeaderName, HeaderMatch] = {}
+    cookie: Regex | None = Field(
+        default=None,
+        description="RE2 regex the whole Cookie header must match, e.g. ^(.*?;)?(beta=1)(;.*)?$",
+    )
+    priority: Annotated[int, Field(strict=True, ge=0, le=1000)] = Field(
+        default=100, description="lower is tried first; equal priorities go by rule name"
+    )
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> MatchRule:
+        if not self.headers and self.cookie is None:
+            raise ConfigPathError(
+                (),
+                "needs at least one condition (headers or cookie); a rule without one would "
+                "catch every request and make the weighted route unreachable",
+            )
+        return self
+
+    def istio_headers(self) -> dict[str, dict[str, str]]:
+        headers = {name: match.istio() for name, match in sorted(self.headers.items())}
+        if self.cookie is not None:
+            headers["cookie"] = {"regex": self.cookie}
+        return headers
+
+
+class Mirror(_Config):
+    """Shadow traffic: a copy of `percent` of the weighted route's requests, answers discarded."""
+
+    version: DnsLabel
+    percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
+        description="share of live requests copied to `version`, 0..100, decimals allowed"
+    )
+
+
+class Retries(_Config):
+    attempts: Annotated[int, Field(strict=True, ge=0, le=100)] = Field(
+        description="retries per request; 0 turns Istio's default retries off"
+    )
+    per_try_timeout: Duration | None = None
+    retry_on: RetryOn | None = None
+
+    @model_validator(mode="after")
+    def _off_means_off(self) -> Retries:
+        if self.attempts == 0:
+            for field, key in (("per_try_timeout", "perTryTimeout"), ("retry_on", "retryOn")):
+                if getattr(self, field) is not None:
+                    raise ConfigPathError(
+                        (key,), "not allowed with attempts 0 (retries off); remove it"
+                    )
+        return self
+
+    def istio(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class LoadTest(_Config):
+    """A Flagger `rollout` webhook that makes traffic while the canary is analysed."""
+
+    url: HttpUrl = Field(description="the flagger-loadtester, e.g. http://flagger-loadtester.test/")
+    cmd: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
+        description="command the load tester runs, e.g. hey -z 1m -q 10 -c 2 http://..."
+    )
+    timeout: Duration = "5s"
+
+
+class Progressive(_Config):
+    """Hand the model's rollout to Flagger (automated canary analysis)."""
+
+    interval: Duration = Field(default="1m", description="time between analysis steps")
+    threshold: Annotated[int, Field(strict=True, ge=1, le=100)] = Field(
+        default=5, description="failed checks before Flagger rolls back"
+    )
+    step_weight: Annotated[int, Field(strict=True, ge=1, le=100)] | None = None
+    step_weights: (
+        Annotated[list[Annotated[int, Field(strict=True, ge=1, le=100)]], Field(min_length=1)]
+        | None
+    ) = None
+    max_weight: Annotated[int, Field(strict=True, ge=1, le=100)] | None = None
+    min_success_rate: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
+        default=99, description="request-success-rate: minimum percent of non-5xx responses"
+    )
+    max_latency_ms: Annotated[int, Field(strict=True, ge=1, le=600000)] = Field(
+        default=500, description="request-duration: maximum P99 latency in milliseconds"
+    )
+    load_test: LoadTest | None = None
+
+    @model_validator(mode="after")
+    def _steps(self) -> Progressive:
+        if self.step_weights is not None:
+            if self.step_weight is not None:
+                raise ConfigPathError(("stepWeight",), "give stepWeight or stepWeights, not both")
+            if self.max_weight is not None:
+                raise ConfigPathError(
+                    ("maxWeight",), "not used with stepWeights: the last step is the maximum"
+                )
+            if any(b <= a for a, b in zip(self.step_weights, self.step_weights[1:], strict=False)):
+                raise ConfigPathError(("stepWeights",), "must be strictly increasing")
+        elif self.step > self.maximum:
+            raise ConfigPathError(
+                ("stepWeight",), f"{self.step} is more than maxWeight {self.maximum}"
+            )
+        return self
+
+    @property
+    def step(self) -> int:
+        return self.step_weight if self.step_weight is not None else 10
+
+    @property
+    def maximum(self) -> int:
+        if self.step_weights is not None:
+            return self.step_weights[-1]
+        return self.max_weight if self.max_weight is not None else 50
+
+    def largest_step(self) -> int:
+        """The largest weight increase Flagger makes in one analysis interval."""
+        if self.step_weights is None:
+            return self.step
+        return max(b - a for a, b in zip([0, *self.step_weights], self.step_weights, strict=False))

@@ -1,0 +1,177 @@
+"""The whole stack: `StackConfig`, all of `ml-mesh:*`, with the shared gateway, Istio and
+image settings, and the rules that span models (hosts, names, protected stacks).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from mesh.config.base import _Config
+from mesh.config.errors import ConfigPathError
+from mesh.config.formats import DnsLabel, Flag, Fqdn, Image, ServiceName
+from mesh.config.model import Model
+from mesh.config.scheduling import Scheduling
+from mesh.config.security import Security
+from mesh.config.storage import Storage
+from mesh.config.telemetry import Telemetry
+
+
+class GatewayTls(_Config):
+    credential_name: DnsLabel = Field(
+        description="kubernetes.io/tls Secret in the namespace of the ingress gateway pods"
+    )
+    https_redirect: Flag = Field(default=True, description="redirect plain HTTP to HTTPS")
+    mode: Literal["SIMPLE", "MUTUAL"] = Field(
+        default="SIMPLE",
+        description="MUTUAL also requires client certificates, verified against the ca.crt of "
+        "the credential Secret",
+    )
+
+
+class Gateway(_Config):
+    name: DnsLabel = "ml-gateway"
+    domain: Fqdn = Field(description="each model is served at <model>.<domain>")
+    selector: dict[str, str] = Field(
+        default={"istio": "ingressgateway"},
+        min_length=1,
+        description="labels of the ingress gateway pods",
+    )
+    tls: GatewayTls | None = None
+
+
+class Istio(_Config):
+    api_version: Literal["v1", "v1beta1", "v1alpha3"] = Field(
+        default="v1",
+        description="networking.istio.io version; v1 needs Istio 1.22+, v1beta1 Istio 1.8+",
+    )
+    revision: DnsLabel | None = Field(
+        default=None, description="label the namespace istio.io/rev=<revision> instead"
+    )
+    native_sidecars: Flag = Field(
+        default=True,
+        description="run istio-proxy as a Kubernetes native sidecar (Istio 1.19+, Kubernetes "
+        "1.29+), so init containers reach S3 through the mesh",
+    )
+
+
+class Images(_Config):
+    model_fetcher: Image = Field(
+        default="amazon/aws-cli:2.17.37",
+        description="image of the init container that copies a model version from S3",
+    )
+
+
+class StackConfig(_Config):
+    """All of `ml-mesh:*` for one stack."""
+
+    namespace: DnsLabel = "ml-serving"
+    protected: Flag = Field(
+        default=False,
+        description="a production stack: the namespace is protected from deletion",
+    )
+    max_weight_step: Annotated[int, Field(strict=True, ge=1, le=100)] = Field(
+        default=25,
+        description="protected stacks: the largest canary weight increase one change may make "
+        "(checked by `python -m mesh diff`)",
+    )
+    gateway: Gateway
+    storage: Storage
+    istio: Istio = Istio()
+    images: Images = Images()
+    telemetry: Telemetry = Telemetry()
+    security: Security = Security()
+    scheduling: Scheduling = Scheduling()
+    models: dict[ServiceName, Model] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> StackConfig:
+        owners: dict[str, str] = {}
+        for name, model in self.models.items():
+            for version in model.versions:
+                if len(name) + 1 + len(version) > 63:
+                    raise ConfigPathError(
+                        ("models", name, "versions", version),
+                        f"'{name}-{version}' (the Deployment name) is longer than 63 characters",
+                    )
+            for index, host in enumerate(self.model_hosts(name)):
+                if host in owners:
+                    path: tuple[str | int, ...] = ("models", name)
+                    path += ("hosts", index) if model.hosts else ()
+                    raise ConfigPathError(
+                        path,
+                        f"host {host!r} is already served by model {owners[host]!r}; every "
+                        "model needs its own host on the shared gateway",
+                    )
+                owners[host] = name
+        return self
+
+    @model_validator(mode="after")
+    def _secure_storage(self) -> StackConfig:
+        storage = self.storage
+        if storage.credentials_secret is not None:
+            for name, model in self.models.items():
+                if model.role_arn:
+                    raise ConfigPathError(
+                        ("models", name, "roleArn"),
+                        "storage.credentialsSecret is set: use either IAM roles (roleArn) or a "
+                        "credentials Secret, not both (the key pair would win silently)",
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _protected_rules(self) -> StackConfig:
+        """What a protected (production) stack may not do."""
+        if not self.protected:
+            return self
+        tls = self.gateway.tls
+        if tls is None:
+            raise ConfigPathError(
+                ("gateway", "tls"),
+                "protected stacks serve HTTPS only: set gateway.tls.credentialName to the TLS "
+                "Secret of the ingress gateway",
+            )
+        if not tls.https_redirect:
+            raise ConfigPathError(
+                ("gateway", "tls", "httpsRedirect"),
+                "protected stacks redirect plain HTTP to HTTPS; remove this setting",
+            )
+        if self.security.mtls == "PERMISSIVE":
+            raise ConfigPathError(
+                ("security", "mtls"),
+                "protected stacks accept mutual TLS only: use STRICT (or remove the setting)",
+            )
+        for name, model in self.models.items():
+            if model.fault is not None:
+                raise ConfigPathError(
+                    ("models", name, "fault"),
+                    "fault injection is refused in protected stacks; test resilience in dev",
+                )
+        endpoint = self.storage.endpoint
+        if endpoint is not None and not endpoint.tls and not endpoint.in_cluster():
+            raise ConfigPathError(
+                ("storage", "endpoint", "tls"),
+                "protected stacks reach a model store outside the cluster over TLS only",
+            )
+        return self
+
+    def mtls_mode(self) -> str | None:
+        """PeerAuthentication mode of the namespace; None leaves the mesh-wide setting."""
+        return self.security.mtls or ("STRICT" if self.protected else None)
+
+    def authorization_enabled(self) -> bool:
+        enabled = self.security.authorization
+        return self.protected if enabled is None else enabled
+
+    def egress_restricted(self) -> bool:
+        restricted = self.security.restrict_egress
+        return self.protected if restricted is None else restricted
+
+    def model_hosts(self, name: str) -> list[str]:
+        """External hosts of a model: its own, or `<model>.<gateway.domain>`."""
+        model = self.models[name]
+        return list(model.hosts) if model.hosts else [f"{name}.{self.gateway.domain}"]
+
+    def service_host(self, name: str) -> str:
+        return f"{name}.{self.namespace}.svc.cluster.local"

@@ -1,0 +1,89 @@
+"""What operators see of the stack: Istio Telemetry (access logs, traces), the Grafana
+dashboard and the PrometheusRule.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from mesh.config.base import _Config
+from mesh.config.formats import (
+    DnsLabel,
+    Flag,
+    LabelKey,
+    LabelValue,
+    PromDuration,
+    ProviderName,
+    SamplingPercent,
+)
+
+
+class AccessLogging(_Config):
+    enabled: Flag = Field(default=True, description="false turns access logs off for the namespace")
+    provider: ProviderName = Field(
+        default="envoy",
+        description="access log provider from meshConfig.extensionProviders; 'envoy' (the "
+        "proxy's stdout) is built in",
+    )
+
+
+class Tracing(_Config):
+    sampling_percentage: SamplingPercent = Field(
+        default=1.0,
+        description="percent of requests traced when no upstream sampling decision was made "
+        "(Istio's own default is 1)",
+    )
+    provider: ProviderName | None = Field(
+        default=None,
+        description="tracing provider from meshConfig.extensionProviders; default: the mesh's "
+        "default tracing provider",
+    )
+
+
+class Dashboard(_Config):
+    enabled: Flag = True
+    namespace: DnsLabel | None = Field(
+        default=None,
+        description="namespace of the dashboard ConfigMap (one the Grafana sidecar searches); "
+        "default: the serving namespace",
+    )
+    datasource: Annotated[str, Field(min_length=1, max_length=190)] | None = Field(
+        default=None,
+        description="name or uid of the Prometheus data source selected by default; "
+        "default: Grafana's default Prometheus data source",
+    )
+
+
+class Alerts(_Config):
+    enabled: Flag = Field(
+        default=False,
+        description="create a PrometheusRule (needs the Prometheus Operator CRDs)",
+    )
+    error_ratio_margin: Annotated[float, Field(strict=True, gt=0, le=100)] = Field(
+        default=1.0,
+        description="percentage points by which a canary's error ratio may exceed the stable "
+        "version's before the alert fires",
+    )
+    error_ratio_for: PromDuration = Field(
+        default="10m", description="how long the canary must stay above that margin"
+    )
+    no_ready_pods_for: PromDuration = Field(
+        default="2m",
+        description="how long a version that receives traffic may have no available pods",
+    )
+    labels: dict[LabelKey, LabelValue] = Field(
+        default={},
+        description="labels of the PrometheusRule object, e.g. release: <helm release> for the "
+        "ruleSelector of kube-prometheus-stack",
+    )
+
+
+class Telemetry(_Config):
+    """What operators see of the stack: access logs, traces, a dashboard and alerts."""
+
+    access_logging: AccessLogging = AccessLogging()
+    tracing: Tracing = Tracing()
+    dashboard: Dashboard = Dashboard()
+    alerts: Alerts = Alerts()
