@@ -41,6 +41,35 @@ def test_every_rendered_object_is_accepted_by_the_real_schemas(source, api_versi
     assert found == []
 
 
+NEWEST_KUBERNETES = kubernetes_validate.utils.latest_version()
+
+
+@pytest.mark.parametrize("source", STACK_SOURCES, ids=source_id)
+def test_kubernetes_objects_also_fit_the_newest_kubernetes(source):
+    """The pinned minimum (KUBERNETES_VERSION) catches fields too new for it; the newest
+    release kubernetes-validate ships catches APIs and fields removed since."""
+    built_in = [o for o in rendered(source) if _built_in(o["apiVersion"])]
+    assert {"Deployment", "Service"} <= {o["kind"] for o in built_in}
+    for obj in built_in:
+        kubernetes_validate.validate(obj, NEWEST_KUBERNETES, strict=True)
+
+
+def _built_in(api_version: str) -> bool:
+    """Kubernetes' own API groups: none (core), dot-less (apps, policy) or *.k8s.io."""
+    group = api_version.rpartition("/")[0]
+    return "." not in group or group.endswith(".k8s.io")
+
+
+def test_the_all_features_example_exercises_every_kind_ml_mesh_can_emit_but_flaggers():
+    kinds = {o["kind"] for o in rendered(str(PROJECT_DIR / "examples/Pulumi.all-features.yaml"))}
+    assert kinds == {
+        "Namespace", "Gateway", "ServiceEntry", "PeerAuthentication", "Sidecar", "Telemetry",
+        "PrometheusRule", "ServiceAccount", "Service", "Deployment", "HorizontalPodAutoscaler",
+        "PodDisruptionBudget", "DestinationRule", "VirtualService", "AuthorizationPolicy",
+        "ConfigMap",
+    }  # fmt: skip
+
+
 # --- the validator catches what the cluster would reject ---------------------------------------
 
 
