@@ -1,0 +1,122 @@
+"""Mesh analyzers: the rules Istio's webhook and `istioctl analyze` enforce, run on the plan.
+
+A JSON Schema cannot see across resources: a VirtualService may route to a subset no
+DestinationRule defines and every object still validates, then requests fail with 503 after
+`pulumi up`. `check(config, objects)` finds such problems before anything is registered; the
+program refuses to run on an error and `python -m mesh check` prints every finding.
+
+Rules and codes follow ../shared/istio/RULES.md (Istio 1.30): cross-resource analyzers keep their
+IST code and level; webhook rules report as IST0106 (error) or IST0133 (warning), as
+`istioctl analyze` does. Each finding names the config path that caused it where one exists.
+Every rule indexes the objects once, so a check is linear in the number of objects.
+
+One module per concern; this package re-exports the public names, so `from mesh.checks import X`
+works as it did when this was one module:
+
+- `findings`: Finding, the severities and IST codes, MeshCheckError, `errors` and `gate`
+- `run`: `check`, every rule of RULES in a fixed order over one index, findings sorted
+- `objects`: defensive accessors of plan objects, VirtualService routes and destinations,
+  `fqdn` and `host_matches`
+- `index`: `_Index`, the objects by kind with the lookups the rules need, built once per check
+- `paths`: the config path and resource a finding names
+- `formats`: value formats istiod checks (Go durations, DNS labels, label keys and values,
+  port numbers, protocols)
+- `destinations`: routes resolve to hosts, ports and subsets (IST0101, IST0112); subsets select
+  pods, DestinationRule hosts exist (IST0173, IST0174)
+- `gateways`: gateway references and hosts (IST0101, IST0132); Gateway servers and TLS
+- `mesh_wide`: one mesh-bound VirtualService per host (IST0109), Service port protocols
+  (IST0118), namespace injection (IST0102, IST0123)
+- `values`: webhook rules on values: durations, route weights, retries, percentages, subset
+  names and labels, exportTo, ports (IST0106)
+"""
+
+from mesh.checks.destinations import destination_rule_subsets, virtual_service_destinations
+from mesh.checks.findings import (
+    CONFLICTING_MESH_GATEWAY_HOSTS,
+    DESTINATION_PORT_SELECTOR_REQUIRED,
+    HOST_NOT_FOUND_IN_GATEWAY,
+    NAMESPACE_MULTIPLE_INJECTION_LABELS,
+    NAMESPACE_NOT_INJECTED,
+    PORT_NAME_NOT_UNDER_CONVENTION,
+    REFERENCED_RESOURCE_NOT_FOUND,
+    SCHEMA_VALIDATION_ERROR,
+    SCHEMA_WARNING,
+    SEVERITIES,
+    SUBSET_SELECTS_NO_PODS,
+    UNKNOWN_DESTINATION_RULE_HOST,
+    Finding,
+    MeshCheckError,
+    Severity,
+    errors,
+    gate,
+)
+from mesh.checks.formats import MILLISECOND, PROTOCOLS, is_dns_label, parse_duration
+from mesh.checks.gateways import gateway_references, gateway_servers
+from mesh.checks.index import _Index
+from mesh.checks.mesh_wide import (
+    INJECTION_LABEL,
+    REVISION_LABEL,
+    mesh_host_conflicts,
+    namespace_injection,
+    port_protocol,
+    service_port_names,
+)
+from mesh.checks.objects import fqdn, host_matches
+from mesh.checks.run import RULES, check
+from mesh.checks.values import (
+    RETRY_ON,
+    durations,
+    export_to,
+    percentages,
+    ports,
+    retries,
+    route_weights,
+    subset_labels,
+)
+
+__all__ = [
+    "CONFLICTING_MESH_GATEWAY_HOSTS",
+    "DESTINATION_PORT_SELECTOR_REQUIRED",
+    "HOST_NOT_FOUND_IN_GATEWAY",
+    "INJECTION_LABEL",
+    "MILLISECOND",
+    "NAMESPACE_MULTIPLE_INJECTION_LABELS",
+    "NAMESPACE_NOT_INJECTED",
+    "PORT_NAME_NOT_UNDER_CONVENTION",
+    "PROTOCOLS",
+    "REFERENCED_RESOURCE_NOT_FOUND",
+    "RETRY_ON",
+    "REVISION_LABEL",
+    "RULES",
+    "SCHEMA_VALIDATION_ERROR",
+    "SCHEMA_WARNING",
+    "SEVERITIES",
+    "SUBSET_SELECTS_NO_PODS",
+    "UNKNOWN_DESTINATION_RULE_HOST",
+    "Finding",
+    "MeshCheckError",
+    "Severity",
+    "_Index",
+    "check",
+    "destination_rule_subsets",
+    "durations",
+    "errors",
+    "export_to",
+    "fqdn",
+    "gate",
+    "gateway_references",
+    "gateway_servers",
+    "host_matches",
+    "is_dns_label",
+    "mesh_host_conflicts",
+    "namespace_injection",
+    "parse_duration",
+    "percentages",
+    "port_protocol",
+    "ports",
+    "retries",
+    "route_weights",
+    "service_port_names",
+    "subset_labels",
+    "virtual_service_destinations",
+]

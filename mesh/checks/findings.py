@@ -1,0 +1,64 @@
+"""What a check reports: a Finding with Istio's code and level, and the gate that stops a run.
+
+Codes and levels are those of `istioctl analyze` (RULES.md §7); rules of istiod's validating
+webhook report as IST0106 (error) or IST0133 (warning). The program and `render` pass the
+findings through `gate`: any error raises MeshCheckError, whose message is the one line a user
+sees, so nothing is registered or rendered from a plan Istio would reject or break on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+
+REFERENCED_RESOURCE_NOT_FOUND = "IST0101"
+NAMESPACE_NOT_INJECTED = "IST0102"
+SCHEMA_VALIDATION_ERROR = "IST0106"
+CONFLICTING_MESH_GATEWAY_HOSTS = "IST0109"
+DESTINATION_PORT_SELECTOR_REQUIRED = "IST0112"
+PORT_NAME_NOT_UNDER_CONVENTION = "IST0118"
+NAMESPACE_MULTIPLE_INJECTION_LABELS = "IST0123"
+HOST_NOT_FOUND_IN_GATEWAY = "IST0132"
+SCHEMA_WARNING = "IST0133"
+SUBSET_SELECTS_NO_PODS = "IST0173"
+UNKNOWN_DESTINATION_RULE_HOST = "IST0174"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: Istio's code, how bad it is, the config path behind it, and what is wrong."""
+
+    severity: Severity
+    code: str
+    path: str | None  # config path (`models.sentiment.canary.version`), None if no key caused it
+    resource: str  # `VirtualService ml-serving/sentiment`
+    message: str
+
+    def __str__(self) -> str:
+        where = f" {self.path}" if self.path else ""
+        return f"{self.severity} {self.code}{where}: {self.resource}: {self.message}"
+
+
+class MeshCheckError(Exception):
+    """The plan has error findings. `str()` is the one line a user sees."""
+
+    def __init__(self, stack: str, errors: list[Finding]):
+        self.stack, self.errors = stack, errors
+        more = len(errors) - 1
+        tail = f" (and {more} more; run `python -m mesh check {stack}` for all)" if more else ""
+        super().__init__(f"ml-mesh: stack '{stack}' fails mesh checks: {errors[0]}{tail}")
+
+
+def errors(findings: Iterable[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity == "error"]
+
+
+def gate(stack: str, findings: list[Finding]) -> list[Finding]:
+    """Raise MeshCheckError if any finding is an error; otherwise return the findings."""
+    if failed := errors(findings):
+        raise MeshCheckError(stack, failed)
+    return findings

@@ -1,0 +1,60 @@
+"""`check()`: every rule over one index of the plan, run in a fixed order, findings sorted.
+
+The index is built once per check and shared by all rules, so a check stays linear in the
+number of objects. Findings come errors first, then warnings, then info, each level sorted by
+code, config path, resource and message, so `python -m mesh check` prints a stable list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from mesh.checks.destinations import destination_rule_subsets, virtual_service_destinations
+from mesh.checks.findings import SEVERITIES, Finding
+from mesh.checks.gateways import gateway_references, gateway_servers
+from mesh.checks.index import _Index
+from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
+from mesh.checks.values import (
+    durations,
+    export_to,
+    percentages,
+    ports,
+    retries,
+    route_weights,
+    subset_labels,
+)
+from mesh.config import StackConfig
+
+RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
+    virtual_service_destinations,
+    destination_rule_subsets,
+    gateway_references,
+    mesh_host_conflicts,
+    service_port_names,
+    namespace_injection,
+    durations,
+    route_weights,
+    retries,
+    percentages,
+    subset_labels,
+    export_to,
+    ports,
+    gateway_servers,
+)
+
+
+def check(config: StackConfig, objects: Iterable[dict[str, Any]]) -> list[Finding]:
+    """Every finding of every rule: errors, then warnings, then info."""
+    index = _Index(config, list(objects))
+    return sorted((finding for rule in RULES for finding in rule(index)), key=_order)
+
+
+def _order(finding: Finding) -> tuple[int, str, str, str, str]:
+    return (
+        SEVERITIES.index(finding.severity),
+        finding.code,
+        finding.path or "",
+        finding.resource,
+        finding.message,
+    )
