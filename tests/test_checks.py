@@ -1,4 +1,4 @@
-"""Mesh analyzers (mesh/checks.py): each rule fires on the mistake it exists for, names the IST
+"""Mesh analyzers (mesh/checks/): each rule fires on the mistake it exists for, names the IST
 code and the config path behind it, and stays quiet on every stack the project ships.
 
 Config validation already prevents most of these mistakes, so most tests break a rendered plan
