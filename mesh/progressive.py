@@ -13,6 +13,7 @@ from __future__ import annotations
 from mesh.config import Progressive, StackConfig
 from mesh.ingress import gateway_ref
 from mesh.k8s import metadata
+from mesh.traffic import request_policy
 from models.presets import server_ports
 from models.scaling import horizontal_pod_autoscaler
 from models.workloads import service_account, target_deployment
@@ -88,11 +89,8 @@ def service(config: StackConfig, name: str) -> dict:
         "gateways": [gateway_ref(config), "mesh"],
         # Flagger appends the in-mesh host (the short name `<model>`) itself.
         "hosts": config.model_hosts(name),
+        **request_policy(model),  # the same timeout and retries as ml-mesh's own routes
     }
-    if model.timeout is not None:
-        spec["timeout"] = model.timeout
-    if model.retries is not None:
-        spec["retries"] = model.retries.istio()
     return spec
 
 

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mesh.config import parse_config
+from mesh.plan import build_plan
 from mesh.stackfile import raw_project_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -52,6 +54,21 @@ def dev() -> dict[str, Any]:
 @pytest.fixture
 def prod() -> dict[str, Any]:
     return stack_raw("prod")
+
+
+def plan_objects(raw: dict[str, Any], stack: str = "dev") -> list[dict[str, Any]]:
+    """Every object the stack would create, straight from the builders (no Pulumi)."""
+    return build_plan(parse_config(raw, stack)).objects()
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The one object of `kind` named `name` (fails if there is none or more than one)."""
+    (found,) = [o for o in of_kind(objects, kind) if o["metadata"]["name"] == name]
+    return found
 
 
 def shared_path(*parts: str) -> Path:

@@ -24,10 +24,6 @@ def progressive(prod) -> dict:
     return with_value(raw, "models.sentiment.progressive", {"stepWeight": 5, "maxWeight": 30})
 
 
-def _objects(raw: dict, stack: str = "prod") -> list[dict]:
-    return build_plan(parse_config(raw, stack)).objects()
-
-
 def _model_objects(raw: dict, name: str, stack: str = "prod") -> dict[tuple[str, str], dict]:
     plan = build_plan(parse_config(raw, stack))
     (component,) = [c for c in plan.components if c.name == name]

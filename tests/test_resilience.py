@@ -6,23 +6,9 @@ from __future__ import annotations
 import pytest
 
 from mesh.config import ConfigError, parse_config
-from mesh.plan import build_plan
 from mesh.resilience import PROTECTED_CONNECTION_POOL, PROTECTED_OUTLIER_DETECTION
-from tests.conftest import with_value
+from tests.conftest import of_kind, one, plan_objects, with_value
 from tests.harness import run_program
-
-
-def _objects(raw: dict, stack: str) -> list[dict]:
-    return build_plan(parse_config(raw, stack)).objects()
-
-
-def _of_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [o for o in objects if o["kind"] == kind]
-
-
-def _one(objects: list[dict], kind: str, name: str) -> dict:
-    (found,) = [o for o in _of_kind(objects, kind) if o["metadata"]["name"] == name]
-    return found
 
 
 def _refusal(raw: dict, stack: str) -> str:
@@ -32,7 +18,7 @@ def _refusal(raw: dict, stack: str) -> str:
 
 
 def _policy(raw: dict, stack: str, name: str = "sentiment") -> dict | None:
-    rule = _one(_objects(raw, stack), "DestinationRule", name)
+    rule = one(plan_objects(raw, stack), "DestinationRule", name)
     return rule["spec"].get("trafficPolicy")
 
 
@@ -133,8 +119,8 @@ FAULT = {
 
 
 def test_fault_goes_on_every_route_of_the_model_in_dev(dev):
-    vs = _one(
-        _objects(with_value(dev, "models.sentiment.fault", FAULT), "dev"),
+    vs = one(
+        plan_objects(with_value(dev, "models.sentiment.fault", FAULT), "dev"),
         "VirtualService",
         "sentiment",
     )
@@ -148,7 +134,7 @@ def test_fault_goes_on_every_route_of_the_model_in_dev(dev):
 
 
 def test_without_fault_routes_carry_none(dev):
-    vs = _one(_objects(dev, "dev"), "VirtualService", "sentiment")
+    vs = one(plan_objects(dev, "dev"), "VirtualService", "sentiment")
     assert all("fault" not in route for route in vs["spec"]["http"])
 
 
@@ -178,9 +164,9 @@ def test_invalid_faults_are_refused(dev, fault, hint):
 
 
 def test_prod_sentiment_versions_scale_with_an_hpa_each(prod):
-    objects = _objects(prod, "prod")
+    objects = plan_objects(prod, "prod")
     for version, minimum in (("v3", 4), ("v4", 2)):
-        hpa = _one(objects, "HorizontalPodAutoscaler", f"sentiment-{version}")
+        hpa = one(objects, "HorizontalPodAutoscaler", f"sentiment-{version}")
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"] == {
             "scaleTargetRef": {
@@ -203,12 +189,12 @@ def test_prod_sentiment_versions_scale_with_an_hpa_each(prod):
 
 
 def test_a_deployment_an_hpa_owns_has_no_replicas(prod):
-    objects = _objects(prod, "prod")
+    objects = plan_objects(prod, "prod")
     for version in ("v3", "v4"):
-        assert "replicas" not in _one(objects, "Deployment", f"sentiment-{version}")["spec"]
+        assert "replicas" not in one(objects, "Deployment", f"sentiment-{version}")["spec"]
     # fraud has no autoscaling: a fixed count, no HPA
-    assert _one(objects, "Deployment", "fraud-v7")["spec"]["replicas"] == 3
-    assert [h["metadata"]["name"] for h in _of_kind(objects, "HorizontalPodAutoscaler")] == [
+    assert one(objects, "Deployment", "fraud-v7")["spec"]["replicas"] == 3
+    assert [h["metadata"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")] == [
         "sentiment-v3",
         "sentiment-v4",
     ]
@@ -225,7 +211,7 @@ def test_changing_the_minimum_touches_only_the_hpa_never_the_deployment(prod):
 
 def test_autoscaling_is_one_setting_away_in_dev_and_can_use_a_custom_metric(dev):
     raw = with_value(dev, "models.sentiment.autoscaling", {"maxReplicas": 4})
-    hpa = _one(_objects(raw, "dev"), "HorizontalPodAutoscaler", "sentiment-v1")
+    hpa = one(plan_objects(raw, "dev"), "HorizontalPodAutoscaler", "sentiment-v1")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
     raw = with_value(
@@ -233,7 +219,7 @@ def test_autoscaling_is_one_setting_away_in_dev_and_can_use_a_custom_metric(dev)
         "models.sentiment.autoscaling.metric",
         {"name": "tensorflow_serving_request_count_per_second", "averageValue": "20"},
     )
-    hpa = _one(_objects(raw, "dev"), "HorizontalPodAutoscaler", "sentiment-v1")
+    hpa = one(plan_objects(raw, "dev"), "HorizontalPodAutoscaler", "sentiment-v1")
     assert hpa["spec"]["metrics"] == [
         {
             "type": "Pods",
@@ -249,8 +235,8 @@ def test_a_parked_version_has_no_pods_no_hpa_and_no_budget(dev):
     raw = with_value(dev, "models.sentiment.autoscaling", {"maxReplicas": 4})
     raw = with_value(raw, "models.sentiment.canary.weight", 0)
     raw = with_value(raw, "models.sentiment.versions.v2.replicas", 0)
-    objects = _objects(raw, "dev")
-    assert _one(objects, "Deployment", "sentiment-v2")["spec"]["replicas"] == 0
+    objects = plan_objects(raw, "dev")
+    assert one(objects, "Deployment", "sentiment-v2")["spec"]["replicas"] == 0
     names = {
         o["metadata"]["name"]
         for o in objects
@@ -272,9 +258,9 @@ def test_replicas_above_the_autoscaling_maximum_are_refused(prod):
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_every_running_version_has_a_disruption_budget_of_one_pod(stack, dev, prod):
-    objects = _objects(dev if stack == "dev" else prod, stack)
-    deployments = _of_kind(objects, "Deployment")
-    budgets = {b["metadata"]["name"]: b for b in _of_kind(objects, "PodDisruptionBudget")}
+    objects = plan_objects(dev if stack == "dev" else prod, stack)
+    deployments = of_kind(objects, "Deployment")
+    budgets = {b["metadata"]["name"]: b for b in of_kind(objects, "PodDisruptionBudget")}
     assert sorted(budgets) == sorted(d["metadata"]["name"] for d in deployments)
     for deployment in deployments:
         budget = budgets[deployment["metadata"]["name"]]
@@ -285,7 +271,7 @@ def test_every_running_version_has_a_disruption_budget_of_one_pod(stack, dev, pr
 
 
 def test_pods_spread_over_zones_then_nodes(prod):
-    deployment = _one(_objects(prod, "prod"), "Deployment", "sentiment-v3")
+    deployment = one(plan_objects(prod, "prod"), "Deployment", "sentiment-v3")
     constraints = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
     assert [c["topologyKey"] for c in constraints] == [
         "topology.kubernetes.io/zone",
@@ -298,13 +284,13 @@ def test_pods_spread_over_zones_then_nodes(prod):
 
 
 def test_gpu_pods_go_to_gpu_nodes_and_others_do_not(prod):
-    objects = _objects(prod, "prod")
-    fraud = _one(objects, "Deployment", "fraud-v7")["spec"]["template"]["spec"]
+    objects = plan_objects(prod, "prod")
+    fraud = one(objects, "Deployment", "fraud-v7")["spec"]["template"]["spec"]
     assert fraud["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert fraud["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    sentiment = _one(objects, "Deployment", "sentiment-v3")["spec"]["template"]["spec"]
+    sentiment = one(objects, "Deployment", "sentiment-v3")["spec"]["template"]["spec"]
     assert "nodeSelector" not in sentiment and "tolerations" not in sentiment
 
 
@@ -319,13 +305,13 @@ def test_gpu_placement_is_configurable(prod):
             ],
         },
     )
-    fraud = _one(_objects(raw, "prod"), "Deployment", "fraud-v7")["spec"]["template"]["spec"]
+    fraud = one(plan_objects(raw, "prod"), "Deployment", "fraud-v7")["spec"]["template"]["spec"]
     assert fraud["nodeSelector"] == {"karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia"}
     assert fraud["tolerations"] == [
         {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
     ]
     raw = with_value(prod, "scheduling.gpu", {"nodeSelector": {}, "tolerations": []})
-    fraud = _one(_objects(raw, "prod"), "Deployment", "fraud-v7")["spec"]["template"]["spec"]
+    fraud = one(plan_objects(raw, "prod"), "Deployment", "fraud-v7")["spec"]["template"]["spec"]
     assert "nodeSelector" not in fraud and "tolerations" not in fraud
 
 

@@ -9,8 +9,7 @@ import re
 import pytest
 
 from mesh.config import ConfigError, parse_config
-from mesh.plan import build_plan
-from tests.conftest import with_value
+from tests.conftest import of_kind, one, plan_objects, with_value
 from tests.harness import run_program
 from tests.istio_authz import Request, allows, value_matches
 
@@ -18,22 +17,9 @@ GATEWAY = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account
 PAYMENTS = "cluster.local/ns/payments/sa/payments-api"
 
 
-def _objects(raw: dict, stack: str) -> list[dict]:
-    return build_plan(parse_config(raw, stack)).objects()
-
-
-def _of_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [o for o in objects if o["kind"] == kind]
-
-
-def _one(objects: list[dict], kind: str, name: str) -> dict:
-    (found,) = [o for o in _of_kind(objects, kind) if o["metadata"]["name"] == name]
-    return found
-
-
 @pytest.fixture
 def prod_objects(prod) -> list[dict]:
-    return _objects(prod, "prod")
+    return plan_objects(prod, "prod")
 
 
 def _refusal(raw: dict, stack: str) -> str:
@@ -46,7 +32,7 @@ def _refusal(raw: dict, stack: str) -> str:
 
 
 def test_prod_namespace_accepts_mutual_tls_only(prod_objects):
-    (peer,) = _of_kind(prod_objects, "PeerAuthentication")
+    (peer,) = of_kind(prod_objects, "PeerAuthentication")
     assert peer["apiVersion"] == "security.istio.io/v1"
     assert peer["metadata"]["name"] == "default"
     assert peer["metadata"]["namespace"] == "ml-serving"
@@ -55,55 +41,55 @@ def test_prod_namespace_accepts_mutual_tls_only(prod_objects):
 
 
 def test_prod_destination_rules_call_models_with_istio_mutual_tls(prod_objects):
-    rules = _of_kind(prod_objects, "DestinationRule")
+    rules = of_kind(prod_objects, "DestinationRule")
     assert len(rules) == 2
     for rule in rules:
         assert rule["spec"]["trafficPolicy"]["tls"] == {"mode": "ISTIO_MUTUAL"}
 
 
 def test_dev_leaves_mtls_to_the_mesh_and_strict_is_one_setting_away(dev):
-    objects = _objects(dev, "dev")
-    assert not _of_kind(objects, "PeerAuthentication")
-    assert "trafficPolicy" not in _one(objects, "DestinationRule", "sentiment")["spec"]
-    objects = _objects(with_value(dev, "security.mtls", "STRICT"), "dev")
-    assert _one(objects, "PeerAuthentication", "default")["spec"]["mtls"]["mode"] == "STRICT"
-    rule = _one(objects, "DestinationRule", "sentiment")
+    objects = plan_objects(dev, "dev")
+    assert not of_kind(objects, "PeerAuthentication")
+    assert "trafficPolicy" not in one(objects, "DestinationRule", "sentiment")["spec"]
+    objects = plan_objects(with_value(dev, "security.mtls", "STRICT"), "dev")
+    assert one(objects, "PeerAuthentication", "default")["spec"]["mtls"]["mode"] == "STRICT"
+    rule = one(objects, "DestinationRule", "sentiment")
     assert rule["spec"]["trafficPolicy"] == {"tls": {"mode": "ISTIO_MUTUAL"}}
 
 
 def test_permissive_dev_namespace_is_said_explicitly_without_forcing_client_tls(dev):
-    objects = _objects(with_value(dev, "security.mtls", "PERMISSIVE"), "dev")
-    assert _one(objects, "PeerAuthentication", "default")["spec"]["mtls"]["mode"] == "PERMISSIVE"
-    assert "trafficPolicy" not in _one(objects, "DestinationRule", "sentiment")["spec"]
+    objects = plan_objects(with_value(dev, "security.mtls", "PERMISSIVE"), "dev")
+    assert one(objects, "PeerAuthentication", "default")["spec"]["mtls"]["mode"] == "PERMISSIVE"
+    assert "trafficPolicy" not in one(objects, "DestinationRule", "sentiment")["spec"]
 
 
 def test_older_meshes_get_security_v1beta1(prod):
-    objects = _objects(with_value(prod, "istio.apiVersion", "v1beta1"), "prod")
+    objects = plan_objects(with_value(prod, "istio.apiVersion", "v1beta1"), "prod")
     security = [o for o in objects if o["apiVersion"].startswith("security.istio.io/")]
     assert {o["apiVersion"] for o in security} == {"security.istio.io/v1beta1"}
-    assert _one(objects, "Sidecar", "default")["apiVersion"] == "networking.istio.io/v1beta1"
+    assert one(objects, "Sidecar", "default")["apiVersion"] == "networking.istio.io/v1beta1"
 
 
 # --- authorization ------------------------------------------------------------------------------
 
 
 def test_prod_has_one_allow_policy_per_model_selecting_its_pods(prod_objects):
-    policies = {p["metadata"]["name"]: p for p in _of_kind(prod_objects, "AuthorizationPolicy")}
+    policies = {p["metadata"]["name"]: p for p in of_kind(prod_objects, "AuthorizationPolicy")}
     assert sorted(policies) == ["fraud", "sentiment"]
     for name, policy in policies.items():
         assert policy["spec"]["action"] == "ALLOW"
         assert policy["spec"]["selector"] == {"matchLabels": {"app": name}}
         pods = [
             d["spec"]["template"]["metadata"]["labels"]
-            for d in _of_kind(prod_objects, "Deployment")
+            for d in of_kind(prod_objects, "Deployment")
             if d["metadata"]["name"].startswith(f"{name}-")
         ]
         assert pods and all(labels["app"] == name for labels in pods)
 
 
 def test_callers_are_the_gateway_and_the_configured_service_accounts(prod_objects):
-    fraud = _one(prod_objects, "AuthorizationPolicy", "fraud")
-    sentiment = _one(prod_objects, "AuthorizationPolicy", "sentiment")
+    fraud = one(prod_objects, "AuthorizationPolicy", "fraud")
+    sentiment = one(prod_objects, "AuthorizationPolicy", "sentiment")
     (fraud_rule,) = fraud["spec"]["rules"]
     assert fraud_rule["from"] == [{"source": {"principals": [GATEWAY, PAYMENTS]}}]
     (sentiment_rule,) = sentiment["spec"]["rules"]
@@ -113,7 +99,7 @@ def test_callers_are_the_gateway_and_the_configured_service_accounts(prod_object
 def test_gateway_principal_and_trust_domain_are_configurable(prod):
     raw = with_value(prod, "security.gatewayPrincipal", "corp.example/ns/ingress/sa/gateway")
     raw = with_value(raw, "security.trustDomain", "corp.example")
-    policy = _one(_objects(raw, "prod"), "AuthorizationPolicy", "fraud")
+    policy = one(plan_objects(raw, "prod"), "AuthorizationPolicy", "fraud")
     assert policy["spec"]["rules"][0]["from"][0]["source"]["principals"] == [
         "corp.example/ns/ingress/sa/gateway",
         "corp.example/ns/payments/sa/payments-api",
@@ -196,19 +182,19 @@ FRAUD_REQUESTS = [
     ids=[r[0] for r in SENTIMENT_REQUESTS],
 )
 def test_tensorflow_serving_policy_allows_inference_only(prod_objects, request_, allowed):
-    assert allows(_one(prod_objects, "AuthorizationPolicy", "sentiment"), request_) is allowed
+    assert allows(one(prod_objects, "AuthorizationPolicy", "sentiment"), request_) is allowed
 
 
 @pytest.mark.parametrize(
     ("request_", "allowed"), [r[1:] for r in FRAUD_REQUESTS], ids=[r[0] for r in FRAUD_REQUESTS]
 )
 def test_triton_policy_allows_inference_only(prod_objects, request_, allowed):
-    assert allows(_one(prod_objects, "AuthorizationPolicy", "fraud"), request_) is allowed
+    assert allows(one(prod_objects, "AuthorizationPolicy", "fraud"), request_) is allowed
 
 
 def test_no_path_pattern_could_match_another_models_name(prod_objects):
     """`/v1/models/<m>*` would let `<m>2` through; only `<m>`, `<m>/...` and `<m>:...` may."""
-    for policy in _of_kind(prod_objects, "AuthorizationPolicy"):
+    for policy in of_kind(prod_objects, "AuthorizationPolicy"):
         name = policy["metadata"]["name"]
         for operation in (t["operation"] for r in policy["spec"]["rules"] for t in r["to"]):
             for path in operation.get("paths", []):
@@ -220,10 +206,10 @@ def test_custom_server_policy_covers_its_ports_and_configured_paths(prod):
     raw = with_value(prod, "models.fraud.server", "custom")
     raw = with_value(raw, "models.fraud.resources", {})
     raw = with_value(raw, "models.fraud.custom", {"httpPort": 9000, "grpcPort": 9001})
-    policy = _one(_objects(raw, "prod"), "AuthorizationPolicy", "fraud")
+    policy = one(plan_objects(raw, "prod"), "AuthorizationPolicy", "fraud")
     assert policy["spec"]["rules"][0]["to"] == [{"operation": {"ports": ["9000", "9001"]}}]
     raw = with_value(raw, "models.fraud.custom.inferencePaths", ["/predict", "/v1/*"])
-    policy = _one(_objects(raw, "prod"), "AuthorizationPolicy", "fraud")
+    policy = one(plan_objects(raw, "prod"), "AuthorizationPolicy", "fraud")
     assert allows(policy, Request(PAYMENTS, 9000, "POST", "/v1/score"))
     assert not allows(policy, Request(PAYMENTS, 9000, "POST", "/admin"))
 
@@ -231,7 +217,7 @@ def test_custom_server_policy_covers_its_ports_and_configured_paths(prod):
 def test_health_probes_are_rewritten_to_the_agent_on_every_pod(prod_objects):
     """Kubelet probes carry no mesh identity: Istio must send them to pilot-agent (15020),
     which calls the server from inside the pod, past mTLS and the ALLOW policy."""
-    for deployment in _of_kind(prod_objects, "Deployment"):
+    for deployment in of_kind(prod_objects, "Deployment"):
         template = deployment["spec"]["template"]
         assert template["metadata"]["annotations"]["sidecar.istio.io/rewriteAppHTTPProbers"] == (
             "true"
@@ -243,13 +229,13 @@ def test_health_probes_are_rewritten_to_the_agent_on_every_pod(prod_objects):
 
 
 def test_authorization_is_one_setting_away_in_dev_and_explicitly_off_in_prod(dev, prod):
-    assert not _of_kind(_objects(dev, "dev"), "AuthorizationPolicy")
+    assert not of_kind(plan_objects(dev, "dev"), "AuthorizationPolicy")
     raw = with_value(dev, "security.authorization", True)
     assert [
-        p["metadata"]["name"] for p in _of_kind(_objects(raw, "dev"), "AuthorizationPolicy")
+        p["metadata"]["name"] for p in of_kind(plan_objects(raw, "dev"), "AuthorizationPolicy")
     ] == ["sentiment"]
     raw = with_value(prod, "security.authorization", False)
-    assert not _of_kind(_objects(raw, "prod"), "AuthorizationPolicy")
+    assert not of_kind(plan_objects(raw, "prod"), "AuthorizationPolicy")
 
 
 @pytest.mark.parametrize(
@@ -281,13 +267,13 @@ def test_istio_path_forms_are_checked(dev):
 
 
 def test_prod_egress_is_limited_to_the_namespace_istio_and_the_model_store(prod_objects):
-    (sidecar,) = _of_kind(prod_objects, "Sidecar")
+    (sidecar,) = of_kind(prod_objects, "Sidecar")
     assert sidecar["metadata"]["name"] == "default"
     assert "workloadSelector" not in sidecar["spec"]  # namespace-wide
     assert sidecar["spec"]["outboundTrafficPolicy"] == {"mode": "REGISTRY_ONLY"}
     (listener,) = sidecar["spec"]["egress"]
     assert "port" not in listener
-    entry_hosts = {h for e in _of_kind(prod_objects, "ServiceEntry") for h in e["spec"]["hosts"]}
+    entry_hosts = {h for e in of_kind(prod_objects, "ServiceEntry") for h in e["spec"]["hosts"]}
     assert "sts.eu-west-1.amazonaws.com" in entry_hosts
     assert listener["hosts"][:2] == ["./*", "istio-system/*"]
     assert sorted(listener["hosts"][2:]) == sorted(f"./{host}" for host in entry_hosts)
@@ -303,9 +289,9 @@ def test_sidecar_waits_for_the_service_entries(prod):
 
 
 def test_egress_lockdown_is_one_setting_away_in_dev(dev):
-    assert not _of_kind(_objects(dev, "dev"), "Sidecar")
-    (sidecar,) = _of_kind(
-        _objects(with_value(dev, "security.restrictEgress", True), "dev"), "Sidecar"
+    assert not of_kind(plan_objects(dev, "dev"), "Sidecar")
+    (sidecar,) = of_kind(
+        plan_objects(with_value(dev, "security.restrictEgress", True), "dev"), "Sidecar"
     )
     assert sidecar["spec"]["egress"][0]["hosts"][:2] == ["./*", "istio-system/*"]
 
@@ -315,7 +301,7 @@ def test_egress_lockdown_is_one_setting_away_in_dev(dev):
 
 def test_client_certificates_can_be_required_at_the_gateway(prod):
     raw = with_value(prod, "gateway.tls.mode", "MUTUAL")
-    gateway = _one(_objects(raw, "prod"), "Gateway", "ml-gateway")
+    gateway = one(plan_objects(raw, "prod"), "Gateway", "ml-gateway")
     http, https = gateway["spec"]["servers"]
     assert https["tls"] == {"mode": "MUTUAL", "credentialName": "models-example-com-tls"}
     assert http["tls"] == {"httpsRedirect": True}

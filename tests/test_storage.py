@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mesh.config import ConfigError, parse_config
-from mesh.plan import build_plan
-from tests.conftest import with_value
+from tests.conftest import of_kind, one, plan_objects, with_value
 from tests.harness import run_program, try_program
 
 IN_CLUSTER = {"host": "minio.minio.svc.cluster.local", "port": 9000, "tls": False}
@@ -15,21 +14,8 @@ EXTERNAL = {"host": "objects.example.com", "port": 9443}
 SECRET = {"name": "model-store-keys"}
 
 
-def _objects(raw: dict, stack: str) -> list[dict]:
-    return build_plan(parse_config(raw, stack)).objects()
-
-
-def _of_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [o for o in objects if o["kind"] == kind]
-
-
-def _one(objects: list[dict], kind: str, name: str) -> dict:
-    (found,) = [o for o in _of_kind(objects, kind) if o["metadata"]["name"] == name]
-    return found
-
-
 def _pod(objects: list[dict], name: str) -> dict:
-    return _one(objects, "Deployment", name)["spec"]["template"]["spec"]
+    return one(objects, "Deployment", name)["spec"]["template"]["spec"]
 
 
 def _refusal(raw: dict, stack: str) -> str:
@@ -51,12 +37,12 @@ def prod_on_keys(prod) -> dict:
 
 
 def test_an_external_store_gets_its_own_service_entry_and_sidecar_host(prod_on_keys):
-    objects = _objects(with_value(prod_on_keys, "storage.endpoint", EXTERNAL), "prod")
-    (entry,) = _of_kind(objects, "ServiceEntry")  # no IAM roles: no STS either
+    objects = plan_objects(with_value(prod_on_keys, "storage.endpoint", EXTERNAL), "prod")
+    (entry,) = of_kind(objects, "ServiceEntry")  # no IAM roles: no STS either
     assert entry["spec"]["hosts"] == ["objects.example.com"]
     assert entry["spec"]["ports"] == [{"number": 9443, "name": "tls", "protocol": "TLS"}]
     assert (entry["spec"]["location"], entry["spec"]["resolution"]) == ("MESH_EXTERNAL", "DNS")
-    sidecar = _one(objects, "Sidecar", "default")
+    sidecar = one(objects, "Sidecar", "default")
     assert sidecar["spec"]["egress"][0]["hosts"] == [
         "./*",
         "istio-system/*",
@@ -72,9 +58,9 @@ def test_an_external_store_gets_its_own_service_entry_and_sidecar_host(prod_on_k
 
 
 def test_an_in_cluster_store_over_plain_http_needs_no_service_entry(prod_on_keys):
-    objects = _objects(with_value(prod_on_keys, "storage.endpoint", IN_CLUSTER), "prod")
-    assert not _of_kind(objects, "ServiceEntry")
-    sidecar = _one(objects, "Sidecar", "default")
+    objects = plan_objects(with_value(prod_on_keys, "storage.endpoint", IN_CLUSTER), "prod")
+    assert not of_kind(objects, "ServiceEntry")
+    sidecar = one(objects, "Sidecar", "default")
     assert sidecar["spec"]["egress"][0]["hosts"] == [
         "./*",
         "istio-system/*",
@@ -96,12 +82,12 @@ def test_an_in_cluster_store_registers_no_empty_egress_component(prod_on_keys):
 
 def test_default_ports_follow_tls(dev):
     raw = with_value(dev, "storage.endpoint", {"host": "objects.example.com"})
-    (entry,) = _of_kind(_objects(raw, "dev"), "ServiceEntry")
+    (entry,) = of_kind(plan_objects(raw, "dev"), "ServiceEntry")
     assert entry["spec"]["ports"] == [{"number": 443, "name": "tls", "protocol": "TLS"}]
-    fetch = _pod(_objects(raw, "dev"), "sentiment-v1")["initContainers"][0]
+    fetch = _pod(plan_objects(raw, "dev"), "sentiment-v1")["initContainers"][0]
     assert fetch["args"][-1] == "https://objects.example.com"
     raw = with_value(dev, "storage.endpoint", {"host": "objects.example.com", "tls": False})
-    (entry,) = _of_kind(_objects(raw, "dev"), "ServiceEntry")
+    (entry,) = of_kind(plan_objects(raw, "dev"), "ServiceEntry")
     assert entry["spec"]["ports"] == [{"number": 80, "name": "http", "protocol": "HTTP"}]
 
 
@@ -118,7 +104,7 @@ def test_an_endpoint_must_be_a_host_name(dev):
 
 
 def test_a_credentials_secret_reaches_the_fetcher_and_triton_by_reference(prod_on_keys):
-    objects = _objects(prod_on_keys, "prod")
+    objects = plan_objects(prod_on_keys, "prod")
     expected = [
         {
             "name": "AWS_ACCESS_KEY_ID",
@@ -137,7 +123,7 @@ def test_a_credentials_secret_reaches_the_fetcher_and_triton_by_reference(prod_o
     assert "env" not in server  # TF Serving reads the local copy: it never sees the keys
     (triton,) = _pod(objects, "fraud-v7")["containers"]
     assert [e for e in triton["env"] if "valueFrom" in e] == expected
-    assert not _of_kind(objects, "Secret")  # referenced, never created or copied
+    assert not of_kind(objects, "Secret")  # referenced, never created or copied
 
 
 def test_secret_key_names_are_configurable(prod_on_keys):
@@ -146,7 +132,7 @@ def test_secret_key_names_are_configurable(prod_on_keys):
         "storage.credentialsSecret",
         {"name": "minio", "accessKeyIdKey": "rootUser", "secretAccessKeyKey": "rootPassword"},
     )
-    (triton,) = _pod(_objects(raw, "prod"), "fraud-v7")["containers"]
+    (triton,) = _pod(plan_objects(raw, "prod"), "fraud-v7")["containers"]
     refs = [e["valueFrom"]["secretKeyRef"] for e in triton["env"] if "valueFrom" in e]
     assert refs == [{"name": "minio", "key": "rootUser"}, {"name": "minio", "key": "rootPassword"}]
 
@@ -199,7 +185,7 @@ def test_custom_servers_read_credentials_from_existing_secrets(dev):
         "models.sentiment.custom",
         {"secretEnv": {"HF_TOKEN": {"secretName": "hugging-face", "key": "token"}}},
     )
-    (server,) = _pod(_objects(raw, "dev"), "sentiment-v1")["containers"]
+    (server,) = _pod(plan_objects(raw, "dev"), "sentiment-v1")["containers"]
     assert {
         "name": "HF_TOKEN",
         "valueFrom": {"secretKeyRef": {"name": "hugging-face", "key": "token"}},

@@ -13,7 +13,15 @@ from mesh.alerts import CANARY_ERRORS, NO_READY_PODS, alert_objects
 from mesh.config import ConfigError, dotted_path, parse_config
 from mesh.plan import build_plan
 from mesh.promql import promql_report
-from tests.conftest import STACKS, shared_path, stack_raw, with_value, without
+from tests.conftest import (
+    STACKS,
+    of_kind,
+    plan_objects,
+    shared_path,
+    stack_raw,
+    with_value,
+    without,
+)
 
 # PrometheusRule fields as the Prometheus Operator CRD (monitoring.coreos.com/v1) defines them.
 RULE_GROUP_KEYS = {"name", "rules", "interval", "labels", "limit", "query_offset"}
@@ -23,12 +31,8 @@ CRD_DURATION = re.compile(
 )
 
 
-def _objects(raw: dict, stack: str = "dev") -> list[dict]:
-    return build_plan(parse_config(raw, stack)).objects()
-
-
 def _kind(raw: dict, kind: str, stack: str = "dev") -> list[dict]:
-    return [o for o in _objects(raw, stack) if o["kind"] == kind]
+    return of_kind(plan_objects(raw, stack), kind)
 
 
 def _telemetry(raw: dict, stack: str = "dev") -> dict:
