@@ -69,7 +69,9 @@ class StackConfig(_Config):
     namespace: DnsLabel = "ml-serving"
     protected: Flag = Field(
         default=False,
-        description="a production stack: the namespace is protected from deletion",
+        description="a production stack: mTLS STRICT, authorization, egress lock-down and "
+        "circuit breaking by default; gateway TLS required; fault injection refused; canary "
+        "steps gated by `mesh diff`; the namespace protected from `pulumi destroy`",
     )
     max_weight_step: Annotated[int, Field(strict=True, ge=1, le=100)] = Field(
         default=25,
