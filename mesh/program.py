@@ -100,20 +100,25 @@ class Registrar:
     def register(
         self,
         obj: dict,
-        opts: pulumi.ResourceOptions,
+        parent: pulumi.Resource | None = None,
+        after: tuple[pulumi.Resource, ...] = (),
         scope: dict[str, list[pulumi.Resource]] | None = None,
+        protect: bool | None = None,
     ) -> pulumi.Resource:
+        """Register `obj` under `parent`, after `after` and the prerequisites of its kind."""
         obj = replace_secrets(obj, self.secrets, pulumi.Output.secret)
         api_version, kind = obj["apiVersion"], obj["kind"]
         name = obj["metadata"]["name"]
         wanted = [r for k in DEPENDS_ON_KINDS.get(kind, ()) for r in self._prerequisites(k, scope)]
-        opts = pulumi.ResourceOptions.merge(
-            opts,
-            pulumi.ResourceOptions(
-                depends_on=wanted,
-                # Names are explicit, so a replacement must delete the old object first.
-                delete_before_replace=True,
-            ),
+        # Built in one go rather than with ResourceOptions.merge, which copies the options and
+        # every list in them for each of thousands of resources. `protect` stays unset (None)
+        # for children, so they inherit it from their parent as Pulumi intends.
+        opts = pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=[*after, *wanted],
+            protect=protect,
+            # Names are explicit, so a replacement must delete the old object first.
+            delete_before_replace=True,
         )
         fields = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
         cls = TYPED_KINDS.get((api_version, kind))
@@ -140,34 +145,35 @@ class Registrar:
 
 
 class MeshComponent(pulumi.ComponentResource):
-    """One group of the plan (a model, the ingress, the egress) as a node of the preview tree."""
+    """One group of the plan (a model, the ingress, the egress) as a node of the preview tree.
+    `register` fills it."""
 
-    def __init__(
-        self,
-        component: Component,
-        registrar: Registrar,
-        outputs: dict[str, Any],
-        opts: pulumi.ResourceOptions,
-    ):
+    def __init__(self, component: Component, opts: pulumi.ResourceOptions):
         super().__init__(component.type, component.name, None, opts)
-        child_opts = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on)
-        scope: dict[str, list[pulumi.Resource]] = {}
-        self.resources = [registrar.register(obj, child_opts, scope) for obj in component.objects]
-        self.register_outputs(outputs)
+        self.resources: list[pulumi.Resource] = []
 
 
 def register(plan: Plan, config: StackConfig, secrets: set[str]) -> list[MeshComponent]:
+    """The namespace, then each component with its children and outputs.
+
+    Every child is registered from this one flat loop: Pulumi records the Python call stack of
+    each resource it registers (its source position) and the cost grows with the depth of that
+    stack, so children are not built from nested constructors and comprehensions. Children
+    depend on the namespace themselves: a component's `depends_on` does not pass to them.
+    """
     registrar = Registrar(secrets)
-    ns = registrar.register(plan.namespace, pulumi.ResourceOptions(protect=config.protected))
-    return [
-        MeshComponent(
-            component,
-            registrar,
-            model_outputs(config, component.name) if component.type == MODEL else {},
-            pulumi.ResourceOptions(depends_on=[ns]),
+    ns = registrar.register(plan.namespace, protect=config.protected)
+    components = []
+    for component in plan.components:
+        group = MeshComponent(component, pulumi.ResourceOptions(depends_on=[ns]))
+        scope: dict[str, list[pulumi.Resource]] = {}
+        for obj in component.objects:
+            group.resources.append(registrar.register(obj, group, (ns,), scope))
+        group.register_outputs(
+            model_outputs(config, component.name) if component.type == MODEL else {}
         )
-        for component in plan.components
-    ]
+        components.append(group)
+    return components
 
 
 def export_all(outputs: dict[str, Any], secrets: Iterable[str]) -> None:

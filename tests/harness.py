@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import mocks, rpc, settings
 from pulumi.runtime.config import set_all_config
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.stack import massage, run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from mesh import program
@@ -131,6 +132,25 @@ def _plain(node: Any) -> Any:
     return node
 
 
+def _stack_outputs() -> dict[str, Any]:
+    """The stack's exports as the engine receives them when a real program ends (the Stack
+    massages and serializes them; set_mocks finished the mock Stack before the program ran, so
+    this does it here): secrets marked, nulls kept."""
+    root = settings.get_root_resource()
+    struct = _sync_await(rpc.serialize_properties(massage(root.outputs, []), {}))
+    return json_format.MessageToDict(struct)
+
+
+def _contains_secret(node: Any) -> bool:
+    if rpc.is_rpc_secret(node):
+        return True
+    if isinstance(node, dict):
+        return any(_contains_secret(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_contains_secret(v) for v in node)
+    return False
+
+
 def stack_config(project_config: dict[str, Any]) -> dict[str, str]:
     """`{"models": {...}}` -> `{"ml-mesh:models": "<json>"}`, as the engine passes config."""
     return {
@@ -154,11 +174,9 @@ def try_program(
     set_all_config(stack_config(project_config), [f"ml-mesh:{k}" for k in secret_keys])
     try:
         _sync_await(run_pulumi_func(main or program.main))
-        root = settings.get_root_resource()
-        for key, value in root.outputs.items():
-            output = pulumi.Output.from_input(value)
-            run.outputs[key] = _sync_await(output.future())
-            if _sync_await(output.is_secret()):
+        for key, value in _stack_outputs().items():
+            run.outputs[key] = _plain(value)
+            if _contains_secret(value):
                 run.secret_outputs.add(key)
     except Exception as exc:  # the caller decides whether this was expected
         return run, exc
