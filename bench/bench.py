@@ -24,10 +24,10 @@ How, so that the numbers mean something on a shared machine:
   work is CPU in one process, so on an idle machine CPU time equals wall time (both are
   printed); on a busy one wall time also counts the time other processes had the CPU;
 - every measurement is made twice: with the garbage collector on, as Pulumi runs, and off, as
-  `timeit` measures. A full collection scans every live object and runs each time the heap has
-  grown by a quarter, so where the last one falls before the end of a run is a step function of
-  the heap size: it moves a run's time by up to about a tenth, for the floor as much as for the
-  program. With the collector off, what remains is the work itself.
+  `timeit` measures. A full collection rescans every live object; it runs once the objects
+  promoted to the oldest generation since the last one exceed a quarter of those that survived
+  it, so how many a run gets is a step function of what it allocates, and at 300 models each
+  is about 3% of the run. With the collector off, what remains is the work itself.
 
 It prints objects, seconds, seconds per object and the ratio to the floor, then checks the
 targets on both measurements: ratio <= 1.25, and linear growth (300 models within 3x +- 15% of
