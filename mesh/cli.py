@@ -121,6 +121,15 @@ def _yaml_document(path: Path) -> object:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def _stack_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "stack",
+        nargs="?",
+        default=DEFAULT_STACK,
+        help=f"stack name (reads Pulumi.<stack>.yaml) or path to a stack file (default: {DEFAULT_STACK})",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m mesh", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -130,12 +139,7 @@ def parser() -> argparse.ArgumentParser:
         description="Print, as multi-document YAML on stdout, exactly the objects `pulumi up` "
         "would create for a stack; a traffic table goes to stderr.",
     )
-    render.add_argument(
-        "stack",
-        nargs="?",
-        default=DEFAULT_STACK,
-        help=f"stack name (reads Pulumi.<stack>.yaml) or path to a stack file (default: {DEFAULT_STACK})",
-    )
+    _stack_argument(render)
     render.add_argument("-q", "--quiet", action="store_true", help="no traffic table on stderr")
     render.add_argument(
         "--graph",
@@ -150,12 +154,7 @@ def parser() -> argparse.ArgumentParser:
         "preview` registers anything (IST codes as istioctl analyze reports them). Exit 1 when "
         "any finding is an error, 2 on invalid config.",
     )
-    check_.add_argument(
-        "stack",
-        nargs="?",
-        default=DEFAULT_STACK,
-        help=f"stack name or path to a stack file (default: {DEFAULT_STACK})",
-    )
+    _stack_argument(check_)
     check_.set_defaults(run=_check)
     schema = commands.add_parser(
         "schema",
@@ -171,12 +170,7 @@ def parser() -> argparse.ArgumentParser:
         "canary vs stable errors) that the dashboard and alerts use, one series per version, "
         "ready to paste into Prometheus or Grafana.",
     )
-    promql.add_argument(
-        "stack",
-        nargs="?",
-        default=DEFAULT_STACK,
-        help=f"stack name or path to a stack file (default: {DEFAULT_STACK})",
-    )
+    _stack_argument(promql)
     promql.add_argument(
         "-m", "--model", action="append", default=[], help="only this model (repeatable)"
     )

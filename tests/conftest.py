@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,13 @@ def dev() -> dict[str, Any]:
 @pytest.fixture
 def prod() -> dict[str, Any]:
     return stack_raw("prod")
+
+
+def run_mesh(*args: str, cwd: Path = PROJECT_DIR) -> subprocess.CompletedProcess:
+    """`python -m mesh <args>` as a user runs it, output captured, exit code left to the test."""
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
 
 
 def plan_objects(raw: dict[str, Any], stack: str = "dev") -> list[dict[str, Any]]:

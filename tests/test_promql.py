@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +14,7 @@ from mesh.config import StackConfig, parse_config
 from mesh.dashboard import dashboard_config_map
 from mesh.promql import model_queries
 from mesh.stackfile import load_stack
-from tests.conftest import PROJECT_DIR, STACKS, with_value
+from tests.conftest import PROJECT_DIR, STACKS, run_mesh, with_value
 
 # The label names of istio_requests_total / istio_request_duration_milliseconds as Istio's
 # standard metrics reference lists them, plus the histogram's `le`.
@@ -214,13 +213,7 @@ def test_canary_comparison_only_when_both_versions_receive_traffic(dev):
 
 
 def _promql(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mesh", "promql", *args],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_mesh("promql", *args)
 
 
 def test_promql_command_prints_every_models_comparisons():

@@ -8,17 +8,11 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, run_mesh
 
 
-def _render(*args: str, cwd=PROJECT_DIR) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mesh", "render", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def _render(*args: str) -> subprocess.CompletedProcess:
+    return run_mesh("render", *args)
 
 
 def test_render_with_no_argument_prints_the_dev_stack_as_yaml_only():

@@ -14,7 +14,7 @@ import yaml
 
 from mesh.config import ConfigError, parse_config
 from mesh.schema import stack_file_schema
-from tests.conftest import EXAMPLES, PROJECT_DIR, STACKS
+from tests.conftest import EXAMPLES, PROJECT_DIR, STACKS, run_mesh
 
 STACK_FILES = [PROJECT_DIR / f"Pulumi.{stack}.yaml" for stack in STACKS] + list(EXAMPLES)
 
@@ -35,13 +35,8 @@ def _errors(validator, document: dict[str, Any]) -> list[str]:
 
 
 def test_schema_command_prints_the_schema_as_json():
-    result = subprocess.run(
-        [sys.executable, "-m", "mesh", "schema"],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_mesh("schema")
+    assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == stack_file_schema()
 
 
