@@ -1,0 +1,147 @@
+"""The objects Flagger creates for an Istio Canary, so a trace can follow requests into a
+model whose routing Flagger owns.
+
+Follows Flagger v1.44 (fluxcd/flagger):
+
+- names: apex `spec.service.name` (default targetRef.name), `<apex>-primary`,
+  `<apex>-canary` (pkg/apis/flagger/v1beta1/canary.go `GetServiceNames`);
+- the primary Deployment `<target>-primary`: a copy of the target whose selector label (`app`)
+  becomes `<value>-primary` in the selector and the pod labels, every other label kept, with
+  the target's replicas (1 when it has none) (pkg/canary/deployment_controller.go
+  `createPrimaryDeployment`, pkg/canary/util.go `makePrimaryLabels`);
+- Services `<apex>` and `<apex>-primary` select `app=<value>-primary`, `<apex>-canary`
+  selects `app=<value>`; one port `spec.service.port`, named `portName` (default `http`),
+  targetPort `spec.service.targetPort` (default the port) (pkg/router/kubernetes_default.go);
+- DestinationRules `<apex>-primary` and `<apex>-canary`, host = the Service, no subsets, the
+  Canary's trafficPolicy; VirtualService `<apex>`: hosts `spec.service.hosts` plus the apex
+  name, gateways as given (`mesh` added only when none is), one HTTP route to the primary and
+  the canary Services without a port, with the Canary's timeout and retries
+  (pkg/router/istio.go `reconcileVirtualService`).
+
+The state modelled is an analysis in progress: the canary at the first step weight, its pods
+scaled up, so both destinations are live and both are traced. Objects already present (e.g.
+from `kubectl get` of a cluster) are not made again.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mesh.trace.objects import d, items, name_of, namespace_of, spec_of
+
+API = "networking.istio.io/v1"
+
+
+def first_step(analysis: dict[str, Any]) -> int:
+    steps = items(analysis.get("stepWeights"))
+    if steps:
+        return int(steps[0])
+    return int(analysis.get("stepWeight", 10) or 10)
+
+
+def _meta(name: str, namespace: str) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": {"app": name}}
+
+
+def expand(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`objects` plus what Flagger makes of each Istio Canary among them."""
+    present = {(o.get("kind"), namespace_of(o), name_of(o)) for o in objects}
+    deployments = {
+        (namespace_of(o), name_of(o)): o for o in objects if o.get("kind") == "Deployment"
+    }
+    made: list[dict[str, Any]] = []
+    for canary in (o for o in objects if o.get("kind") == "Canary"):
+        spec = spec_of(canary)
+        if spec.get("provider", "istio") != "istio":
+            continue
+        namespace = namespace_of(canary)
+        target = deployments.get((namespace, str(d(spec.get("targetRef")).get("name"))))
+        if target is None:
+            continue
+        for obj in _generated(canary, target):
+            key = (obj["kind"], namespace, obj["metadata"]["name"])
+            if key not in present:
+                made.append(obj)
+    return [*objects, *made]
+
+
+def _generated(canary: dict[str, Any], target: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = spec_of(canary)
+    service = d(spec.get("service"))
+    namespace = namespace_of(canary)
+    target_name = name_of(target)
+    apex = str(service.get("name") or target_name)
+    primary, canary_name = f"{apex}-primary", f"{apex}-canary"
+    selector = d(d(spec_of(target).get("selector")).get("matchLabels"))
+    label = "app" if "app" in selector else next(iter(selector), "app")
+    value = str(selector.get(label, target_name))
+
+    primary_deployment = copy.deepcopy(target)
+    primary_deployment["metadata"] = {
+        **d(target.get("metadata")),
+        "name": f"{target_name}-primary",
+    }
+    primary_spec = primary_deployment["spec"]
+    primary_spec["selector"] = {"matchLabels": {label: f"{value}-primary"}}
+    template_meta = primary_spec.setdefault("template", {}).setdefault("metadata", {})
+    template_meta["labels"] = {**d(template_meta.get("labels")), label: f"{value}-primary"}
+    primary_spec["replicas"] = spec_of(target).get("replicas") or 1
+
+    port = {
+        "name": str(service.get("portName", "http")),
+        "port": service.get("port"),
+        "targetPort": service.get("targetPort", service.get("port")),
+        "protocol": "TCP",
+    }
+    if service.get("appProtocol"):
+        port["appProtocol"] = service["appProtocol"]
+
+    def svc(name: str, pods: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(name, namespace),
+            "spec": {"type": "ClusterIP", "selector": {label: pods}, "ports": [dict(port)]},
+        }
+
+    def rule(name: str) -> dict[str, Any]:
+        rule_spec: dict[str, Any] = {"host": name}
+        if service.get("trafficPolicy"):
+            rule_spec["trafficPolicy"] = service["trafficPolicy"]
+        return {
+            "apiVersion": API,
+            "kind": "DestinationRule",
+            "metadata": _meta(name, namespace),
+            "spec": rule_spec,
+        }
+
+    weight = first_step(d(spec.get("analysis")))
+    route: dict[str, Any] = {
+        "route": [
+            {"destination": {"host": primary}, "weight": 100 - weight},
+            {"destination": {"host": canary_name}, "weight": weight},
+        ]
+    }
+    for key in ("timeout", "retries"):
+        if key in service:
+            route[key] = service[key]
+    hosts = [str(h) for h in items(service.get("hosts"))]
+    if apex not in hosts and "*" not in hosts:
+        hosts.append(apex)
+    gateways = [str(g) for g in items(service.get("gateways"))] or ["mesh"]
+    virtual_service = {
+        "apiVersion": API,
+        "kind": "VirtualService",
+        "metadata": _meta(apex, namespace),
+        "spec": {"hosts": hosts, "gateways": gateways, "http": [route]},
+    }
+    return [
+        primary_deployment,
+        svc(apex, f"{value}-primary"),
+        svc(primary, f"{value}-primary"),
+        svc(canary_name, value),
+        rule(primary),
+        rule(canary_name),
+        virtual_service,
+    ]

@@ -1,0 +1,235 @@
+"""VirtualService HTTP routes as a proxy tries them: which VirtualService serves a host on a
+listener, which route fires for a request, and where its destinations and mirror point.
+
+Follows pilot/pkg/networking/core/route/route.go (Istio 1.30):
+
+- `BuildSidecarVirtualHostWrapper` / `buildGatewayVirtualHosts...`: a VirtualService applies to
+  the mesh's sidecars when `gateways` is empty or lists `mesh`, and to a gateway when it lists
+  `<namespace>/<name>` of its Gateway (a bare name means the VirtualService's namespace).
+- `TranslateRoute` drops, while building the proxy's config, every match whose `port` differs
+  from the listener's port: the Service port on a sidecar, **the Gateway server's port (80,
+  443) on a gateway**; likewise a match whose `gateways` does not name this proxy's gateway (or
+  `mesh`), and `sourceLabels`/`sourceNamespace` that do not fit the proxy. A route whose matches
+  are all dropped is dropped as a whole.
+- At request time the remaining routes are tried in order; the first whose match (any of its
+  match blocks: ORed) fits the request wins. A match block ANDs its conditions: `uri`,
+  `method`, `authority`, `scheme`, `headers` (exact, prefix, RE2 regex over the whole value;
+  `{}` for presence), `withoutHeaders`, `queryParams`. No route fits: 404 (NR).
+- Weights are relative; a single destination takes everything (RULES.md 18). A destination
+  without `port` takes the Service's only port, else the listener's port
+  (route.go `GetDestinationCluster`). The Envoy cluster is `outbound|<port>|<subset>|<host>`
+  (pilot/pkg/model/service.go `BuildSubsetKey`).
+- `mirror` copies `mirrorPercentage` (default 100%) of the route's requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+
+from mesh.trace import hosts
+from mesh.trace.model import Request, Workload
+from mesh.trace.objects import Objects, d, items, name_of, namespace_of, qualify, selects, spec_of
+
+MESH = "mesh"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """The proxy and port a request arrived on: a gateway (`namespace/name` of the Gateway
+    object whose server took it) or the mesh's sidecar listener for a Service port."""
+
+    gateway: str | None  # None: the sidecar (the `mesh` gateway)
+    port: int
+    source: Workload
+
+    @property
+    def label(self) -> str:
+        return self.gateway or MESH
+
+
+@dataclass(frozen=True)
+class Destination:
+    host: str
+    subset: str | None
+    port: int | None
+    weight: float  # percent of the route's requests
+
+
+@dataclass(frozen=True)
+class RouteChoice:
+    virtual_service: dict[str, Any]
+    index: int
+    route: dict[str, Any]
+    notes: tuple[str, ...]  # why earlier routes did not fire
+
+    @property
+    def name(self) -> str:
+        return str(self.route.get("name") or f"http[{self.index}]")
+
+
+def bound_gateways(vs: dict[str, Any]) -> list[str]:
+    namespace = namespace_of(vs)
+    names = [str(g) for g in items(spec_of(vs).get("gateways"))] or [MESH]
+    return [g if g == MESH or "/" in g else f"{namespace}/{g}" for g in names]
+
+
+def virtual_services_for(
+    objects: Objects, listener: Listener, host: str, visible=None
+) -> tuple[dict[str, Any], str] | None:
+    """The VirtualService whose host Envoy picks for `host` on this listener (exact before
+    wildcard), and the host pattern that matched. Several VirtualServices for one host are
+    merged by istiod on gateways only; this trace takes the first (documented limit)."""
+    candidates: list[tuple[str, dict[str, Any]]] = []
+    for vs in objects.kind("VirtualService"):
+        if listener.label not in bound_gateways(vs):
+            continue
+        if visible is not None and not visible(vs):
+            continue
+        for pattern in items(spec_of(vs).get("hosts")):
+            candidates.append((qualify(str(pattern), namespace_of(vs)), vs))
+    chosen = hosts.best([p for p, _ in candidates], host)
+    if chosen is None:
+        return None
+    return next(vs for p, vs in candidates if p == chosen), chosen
+
+
+def _string_match(match: Mapping[str, Any], value: str | None) -> bool:
+    if value is None:
+        return False
+    if not match:
+        return True  # presence
+    if "exact" in match:
+        return value == str(match["exact"])
+    if "prefix" in match:
+        return value.startswith(str(match["prefix"]))
+    if "regex" in match:
+        return re2.fullmatch(str(match["regex"]), value) is not None
+    return True
+
+
+def _static_drop(block: dict[str, Any], listener: Listener) -> str | None:
+    """Why istiod leaves a match block out of this proxy's config, if it does."""
+    port = block.get("port")
+    if port is not None and int(port) != listener.port:
+        where = "Gateway server port" if listener.gateway else "Service port"
+        return f"match port {port} is not the {where} {listener.port}"
+    gateways = items(block.get("gateways"))
+    if gateways and listener.label not in [
+        g if g == MESH or "/" in g else f"{listener.source.namespace}/{g}" for g in gateways
+    ]:
+        return f"match gateways {gateways} do not name {listener.label}"
+    labels = block.get("sourceLabels")
+    if labels and (listener.gateway or not selects(labels, listener.source.label_map)):
+        return f"sourceLabels {labels} do not fit the source"
+    namespace = block.get("sourceNamespace")
+    if namespace and namespace != listener.source.namespace:
+        return f"sourceNamespace {namespace} is not {listener.source.namespace}"
+    return None
+
+
+def _dynamic_miss(block: dict[str, Any], request: Request) -> str | None:
+    """Why a request does not fit a match block, checked as Envoy checks it at request time."""
+    headers = request.header_map
+    path = request.path.split("?", 1)[0]
+    uri = d(block.get("uri"))
+    if uri and not _string_match(uri, path):
+        return f"uri {uri} does not match {path}"
+    method = d(block.get("method"))
+    if method and not _string_match(method, request.method):
+        return f"method {method} does not match {request.method}"
+    authority = d(block.get("authority"))
+    if authority and not _string_match(authority, request.authority()):
+        return f"authority {authority} does not match {request.authority()}"
+    scheme = d(block.get("scheme"))
+    if scheme and not _string_match(scheme, "https" if request.tls else "http"):
+        return f"scheme {scheme} does not match"
+    for name, condition in d(block.get("headers")).items():
+        if not _string_match(d(condition), headers.get(str(name).lower())):
+            return f"header {name} {condition or 'present'} does not match"
+    for name, condition in d(block.get("withoutHeaders")).items():
+        if _string_match(d(condition), headers.get(str(name).lower())):
+            return f"withoutHeaders {name} matches"
+    if d(block.get("queryParams")) and "?" not in request.path:
+        return "queryParams need a query string"
+    return None
+
+
+def choose_route(vs: dict[str, Any], listener: Listener, request: Request) -> RouteChoice | None:
+    notes: list[str] = []
+    for index, route in enumerate(items(spec_of(vs).get("http"))):
+        route = d(route)
+        label = str(route.get("name") or f"http[{index}]")
+        blocks = [d(b) for b in items(route.get("match"))]
+        if not blocks:
+            return RouteChoice(vs, index, route, tuple(notes))
+        kept = []
+        for block in blocks:
+            dropped = _static_drop(block, listener)
+            if dropped:
+                notes.append(f"{label}: {dropped} (not in this proxy's routes)")
+            else:
+                kept.append(block)
+        for block in kept:
+            missed = _dynamic_miss(block, request)
+            if missed is None:
+                return RouteChoice(vs, index, route, tuple(notes))
+            notes.append(f"{label}: {missed}")
+    return None
+
+
+def destinations(objects: Objects, choice: RouteChoice, listener: Listener) -> list[Destination]:
+    """The weighted destinations of a route, each with its share of the requests."""
+    namespace = namespace_of(choice.virtual_service)
+    targets = [d(t) for t in items(choice.route.get("route"))]
+    if len(targets) == 1:
+        weights = [100.0]
+    else:
+        raw = [float(t.get("weight", 0) or 0) for t in targets]
+        total = sum(raw) or 1.0
+        weights = [w * 100 / total for w in raw]
+    return [
+        _destination(objects, d(t.get("destination")), namespace, listener.port, w)
+        for t, w in zip(targets, weights, strict=True)
+    ]
+
+
+def mirror(objects: Objects, choice: RouteChoice, listener: Listener) -> list[Destination]:
+    namespace = namespace_of(choice.virtual_service)
+    found = []
+    if "mirror" in choice.route:
+        percent = d(choice.route.get("mirrorPercentage")).get("value", 100.0)
+        found.append(
+            _destination(objects, d(choice.route["mirror"]), namespace, listener.port, percent)
+        )
+    for entry in items(choice.route.get("mirrors")):
+        entry = d(entry)
+        percent = d(entry.get("percentage")).get("value", 100.0)
+        found.append(
+            _destination(objects, d(entry.get("destination")), namespace, listener.port, percent)
+        )
+    return found
+
+
+def _destination(
+    objects: Objects, target: dict[str, Any], namespace: str, listener_port: int, weight: Any
+) -> Destination:
+    host = qualify(str(target.get("host", "")), namespace)
+    port = d(target.get("port")).get("number")
+    if port is None:
+        service = objects.services.get(host)
+        ports = items(spec_of(service).get("ports")) if service else []
+        port = d(ports[0]).get("port") if len(ports) == 1 else listener_port
+    subset = target.get("subset")
+    return Destination(host, str(subset) if subset else None, int(port), float(weight))
+
+
+def cluster_name(destination: Destination) -> str:
+    return f"outbound|{destination.port}|{destination.subset or ''}|{destination.host}"
+
+
+def describe(vs: dict[str, Any]) -> str:
+    return f"VirtualService {namespace_of(vs)}/{name_of(vs)}"

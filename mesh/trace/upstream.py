@@ -1,0 +1,363 @@
+"""From a route's destination to the process that answers: the cluster, its endpoints, and
+what the destination pod does with the connection.
+
+- The cluster `outbound|<port>|<subset>|<host>` exists when the host is a Service (or
+  ServiceEntry) with that port and, for a subset, when a DestinationRule the proxy sees defines
+  it (pilot/pkg/networking/core/cluster_builder.go `buildSubsetCluster`; DestinationRule lookup
+  in the proxy's namespace, then the host's, then the root namespace:
+  pilot/pkg/model/push_context.go `destinationRule`). A route to a missing cluster answers 503
+  (NC).
+- Endpoints are the ready pods the Service selects, narrowed to the subset's labels; none: 503
+  (UH, no healthy upstream). The Service port's targetPort names the container port.
+- mTLS: a client proxy talks Istio mutual TLS to a pod with a sidecar unless the
+  DestinationRule says `tls.mode: DISABLE` (auto mTLS, meshConfig.enableAutoMtls, on by
+  default; ISTIO_MUTUAL forces it). A client without a proxy talks plaintext.
+- At the destination pod, in order: NetworkPolicy (the kernel, before any proxy), the inbound
+  sidecar (ports 15020, 15021 and 15090 are never captured: the injector's
+  `excludeInboundPorts`), PeerAuthentication (STRICT refuses plaintext: the connection is
+  reset; pilot/pkg/networking/core/listener_builder.go inbound filter chains per mTLS mode),
+  AuthorizationPolicy (mesh.trace.authz), then the container port and its protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh.trace import authz, netpol
+from mesh.trace.model import Branch, Outcome, Request, Step, Workload
+from mesh.trace.objects import Objects, Pod, d, items, name_of, namespace_of, selects, spec_of
+from mesh.trace.routes import Destination, cluster_name
+
+NOT_CAPTURED_INBOUND = frozenset({15020, 15021, 15090})
+HTTP2_PROTOCOLS = frozenset({"grpc", "http2", "grpc-web", "h2c"})
+
+
+def port_protocol(port: dict[str, Any]) -> str:
+    """Istio's protocol of a Service port: appProtocol, else the name's prefix before `-`
+    (pkg/config/kube/conversion.go `ConvertProtocol`); '' when neither says (sniffed)."""
+    value = str(port.get("appProtocol") or "").lower()
+    if not value:
+        value = str(port.get("name") or "").split("-", 1)[0].lower()
+    known = {"http", "http2", "grpc", "grpc-web", "https", "tls", "tcp", "h2c", "udp"}
+    return value if value in known else ""
+
+
+def speaks(protocol: str, request: Request) -> bool:
+    """Whether a server port of this protocol answers the request's protocol: a gRPC call
+    needs a gRPC (HTTP/2) server; a REST call is not a gRPC call."""
+    if not protocol or protocol == "tcp":
+        return True
+    if request.protocol == "grpc":
+        return protocol in HTTP2_PROTOCOLS
+    if request.protocol == "http":
+        return protocol in ("http", "http2", "https", "h2c")
+    return True
+
+
+def destination_rule(objects: Objects, host: str, client_namespace: str) -> dict[str, Any] | None:
+    service_ns = host.split(".")[1] if host.endswith(".svc.cluster.local") else None
+    order = [client_namespace, service_ns, objects.settings.root_namespace]
+    for namespace in [n for n in order if n]:
+        for rule in objects.kind("DestinationRule", namespace):
+            spec = spec_of(rule)
+            rule_host = str(spec.get("host", ""))
+            if "." not in rule_host:
+                rule_host = f"{rule_host}.{namespace_of(rule)}.svc.cluster.local"
+            exported = [str(e) for e in items(spec.get("exportTo"))] or ["*"]
+            visible = (
+                "*" in exported
+                or (namespace_of(rule) == client_namespace and "." in exported)
+                or client_namespace in exported
+            )
+            if rule_host == host and visible:
+                return rule
+    return None
+
+
+def _subset(rule: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    for subset in items(spec_of(rule or {}).get("subsets")):
+        if d(subset).get("name") == name:
+            return d(subset)
+    return None
+
+
+def _tls_mode(rule: dict[str, Any] | None, subset: dict[str, Any] | None) -> str | None:
+    for policy in (d(d(subset).get("trafficPolicy")), d(spec_of(rule or {}).get("trafficPolicy"))):
+        mode = d(policy.get("tls")).get("mode")
+        if mode:
+            return str(mode)
+    return None
+
+
+def peer_authentication_mode(objects: Objects, pod: Pod, port: int) -> tuple[str, str]:
+    """The mTLS mode a pod's inbound port enforces, and the object that set it.
+
+    Workload-selector policy > namespace-wide > the root namespace's > PERMISSIVE (Istio's
+    default); `portLevelMtls` applies to the container port (pilot/pkg/security/model
+    `ComposePeerAuthentication`)."""
+    workload, namespace, root = None, None, None
+    for policy in objects.kind("PeerAuthentication"):
+        spec = spec_of(policy)
+        selector = d(spec.get("selector")).get("matchLabels")
+        if namespace_of(policy) == pod.namespace:
+            if selector and selects(selector, pod.labels):
+                workload = policy
+            elif not selector:
+                namespace = policy
+        elif namespace_of(policy) == objects.settings.root_namespace and not selector:
+            root = policy
+    mode, source = "PERMISSIVE", "Istio's default"
+    for policy in (root, namespace, workload):
+        if policy is None:
+            continue
+        spec = spec_of(policy)
+        value = d(spec.get("mtls")).get("mode")
+        if policy is workload:
+            value = d(d(spec.get("portLevelMtls")).get(str(port))).get("mode") or value
+        if value and value != "UNSET":
+            mode = str(value)
+            source = f"PeerAuthentication {namespace_of(policy)}/{name_of(policy)}"
+    return mode, source
+
+
+def to_destination(
+    objects: Objects,
+    source: Workload,
+    request: Request,
+    destination: Destination,
+    kind: str = "route",
+) -> Branch:
+    """One branch: a destination of a route, followed down to the answering process."""
+    steps: list[Step] = []
+    cluster = cluster_name(destination)
+    service = objects.services.get(destination.host)
+    base = {
+        "kind": kind,
+        "share": destination.weight,
+        "cluster": cluster,
+        "host": destination.host,
+        "subset": destination.subset,
+        "port": destination.port,
+    }
+    if service is None:
+        entry = _service_entry(objects, destination.host, destination.port, source.namespace)
+        if entry is not None:
+            steps.append(Step("egress", f"cluster {cluster} from ServiceEntry {entry}"))
+            return Branch(
+                outcome=Outcome("egress", f"leaves the mesh to {destination.host}"),
+                steps=tuple(steps),
+                **base,
+            )
+        return Branch(
+            outcome=Outcome(
+                "no-cluster",
+                f"{destination.host} is no Service or ServiceEntry the proxy knows: 503 NC",
+                503,
+            ),
+            steps=tuple(steps),
+            **base,
+        )
+    service_port = next(
+        (
+            d(p)
+            for p in items(spec_of(service).get("ports"))
+            if d(p).get("port") == destination.port
+        ),
+        None,
+    )
+    if service_port is None:
+        ports = [d(p).get("port") for p in items(spec_of(service).get("ports"))]
+        return Branch(
+            outcome=Outcome(
+                "no-cluster",
+                f"Service {destination.host} has no port {destination.port} (ports {ports}): "
+                "503 NC",
+                503,
+            ),
+            **base,
+        )
+    rule = destination_rule(objects, destination.host, source.namespace)
+    subset = None
+    if destination.subset:
+        subset = _subset(rule, destination.subset)
+        if subset is None:
+            where = (
+                f"DestinationRule {namespace_of(rule)}/{name_of(rule)}"
+                if rule
+                else "no DestinationRule"
+            )
+            return Branch(
+                outcome=Outcome(
+                    "no-cluster",
+                    f"subset {destination.subset!r} is not defined ({where}): cluster "
+                    f"{cluster} does not exist, 503 NC",
+                    503,
+                ),
+                **base,
+            )
+        steps.append(
+            Step(
+                "destination",
+                f"subset {destination.subset} of DestinationRule "
+                f"{namespace_of(rule)}/{name_of(rule)}: pods with {d(subset.get('labels'))}",
+            )
+        )
+    selector = d(spec_of(service).get("selector"))
+    pods = [
+        p
+        for p in objects.pods_for(namespace_of(service), selector)
+        if subset is None or selects(d(subset.get("labels")), p.labels)
+    ]
+    ready = [p for p in pods if p.ready]
+    if not ready:
+        why = "no pod matches" if not pods else "every matching workload has 0 replicas"
+        return Branch(
+            outcome=Outcome("no-endpoints", f"cluster {cluster}: {why}: 503 UH", 503),
+            steps=tuple(steps),
+            **base,
+        )
+    pod = ready[0]
+    others = f" (+{len(ready) - 1} more workloads)" if len(ready) > 1 else ""
+    steps.append(
+        Step(
+            "endpoints",
+            f"{pod.workload}{others}, Service port {destination.port} → "
+            f"targetPort {service_port.get('targetPort', destination.port)}",
+        )
+    )
+    mtls = _mtls(objects, source, pod, _tls_mode(rule, subset))
+    outcome, container, container_port, more = deliver(
+        objects, source, pod, service_port, request, mtls
+    )
+    return Branch(
+        outcome=outcome,
+        steps=tuple(steps + more),
+        workload=pod.workload,
+        container=container,
+        container_port=container_port,
+        **base,
+    )
+
+
+def _mtls(objects: Objects, source: Workload, pod: Pod, mode: str | None) -> bool:
+    proxied = source.gateway or source.sidecar != "none"
+    if not proxied or mode in ("DISABLE", "SIMPLE", "MUTUAL"):
+        return False
+    return mode == "ISTIO_MUTUAL" or objects.sidecar_mode(pod) != "none"
+
+
+def _service_entry(objects: Objects, host: str, port: int, client_ns: str) -> str | None:
+    from mesh.trace import hosts
+
+    for entry in objects.kind("ServiceEntry"):
+        spec = spec_of(entry)
+        exported = [str(e) for e in items(spec.get("exportTo"))] or ["*"]
+        if not (
+            "*" in exported
+            or client_ns in exported
+            or ("." in exported and namespace_of(entry) == client_ns)
+        ):
+            continue
+        if not any(hosts.matches(str(h), host) for h in items(spec.get("hosts"))):
+            continue
+        if any(d(p).get("number") == port for p in items(spec.get("ports"))):
+            return f"{namespace_of(entry)}/{name_of(entry)}"
+    return None
+
+
+def deliver(
+    objects: Objects,
+    source: Workload,
+    pod: Pod,
+    service_port: dict[str, Any],
+    request: Request,
+    mtls: bool,
+) -> tuple[Outcome, str | None, int | None, list[Step]]:
+    """What the destination pod does with a connection to a Service port's targetPort."""
+    steps: list[Step] = []
+    target = service_port.get("targetPort", service_port.get("port"))
+    found = pod.container_port(target)
+    if found is None:
+        return (
+            Outcome("refused", f"no container of {pod.workload} has port {target}"),
+            None,
+            None,
+            steps,
+        )
+    container, number = found
+    return deliver_to_port(
+        objects, source, pod, container, number, port_protocol(service_port), request, mtls, steps
+    )
+
+
+def deliver_to_port(
+    objects: Objects,
+    source: Workload,
+    pod: Pod,
+    container: dict[str, Any] | None,
+    number: int,
+    protocol: str,
+    request: Request,
+    mtls: bool,
+    steps: list[Step] | None = None,
+) -> tuple[Outcome, str | None, int | None, list[Step]]:
+    steps = list(steps or [])
+    name = str(container.get("name")) if container else None
+    verdict = netpol.admits(objects, pod, netpol.Peer(source.namespace, source.label_map), number)
+    steps.append(Step("networkpolicy", verdict.reason))
+    if not verdict.allowed:
+        return Outcome("dropped", verdict.reason), name, number, steps
+    sidecar = objects.sidecar_mode(pod)
+    if sidecar != "none" and number not in NOT_CAPTURED_INBOUND:
+        mode, why = peer_authentication_mode(objects, pod, number)
+        steps.append(Step("mtls", f"{mode} ({why}); client {'mTLS' if mtls else 'plaintext'}"))
+        if mode == "STRICT" and not mtls:
+            return (
+                Outcome(
+                    "reset", f"{why} is STRICT and the client speaks plaintext: connection reset"
+                ),
+                name,
+                number,
+                steps,
+            )
+        principal = source.principal(objects.settings.trust_domain) if mtls else None
+        decision = authz.decide(
+            objects,
+            pod,
+            authz.AuthzRequest(
+                principal=principal,
+                namespace=source.namespace if mtls else None,
+                port=number,
+                method="POST" if request.protocol == "grpc" else request.method,
+                path=request.path,
+                host=request.authority(),
+                headers=request.header_map,
+            ),
+        )
+        steps.append(Step("authz", f"{decision.policy or '-'}: {decision.reason}"))
+        if not decision.allowed:
+            return Outcome("denied", decision.reason, 403), name, number, steps
+    elif sidecar != "none":
+        steps.append(Step("inbound", f"port {number} is not captured by the sidecar"))
+    if not speaks(protocol, request):
+        return (
+            Outcome(
+                "wrong-protocol",
+                f"a {request.protocol} request reaches {number}, a {protocol} port of "
+                f"container {name}: the server does not speak it",
+            ),
+            name,
+            number,
+            steps,
+        )
+    return (
+        Outcome(
+            "served",
+            f"container {name} on port {number} ({protocol or 'tcp'}) "
+            f"serves {request.method if request.protocol != 'grpc' else 'gRPC'} "
+            f"{request.path}",
+        ),
+        name,
+        number,
+        steps,
+    )
