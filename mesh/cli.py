@@ -15,6 +15,7 @@ from mesh.config import ConfigError, prom_duration
 from mesh.diff import GATES, normalized, report, side
 from mesh.gitbase import GitBaseError, render_base
 from mesh.graph import gateway_name, mermaid
+from mesh.journeys import journeys, stack_objects, table, to_json
 from mesh.plan import build_plan
 from mesh.promql import DEFAULT_WINDOW, promql_report
 from mesh.render import render_objects, to_yaml, traffic_table
@@ -27,6 +28,8 @@ from mesh.stackfile import (
     raw_project_config,
     stack_file,
 )
+from mesh.trace import Objects, Request, Trace, Workload, load_files, trace, trace_process
+from mesh.trace.flagger import expand
 
 
 def _findings(stack: LoadedStack) -> tuple[int, list[Finding]]:
@@ -117,6 +120,147 @@ def _diff(args: argparse.Namespace) -> int:
     return 1 if refusals else 0
 
 
+DEFAULT_GATEWAY_LABELS = (("app", "istio-ingressgateway"), ("istio", "ingressgateway"))
+
+
+class TraceInputError(Exception):
+    """A `trace` argument that names nothing traceable; exit 2 with this message."""
+
+
+def _extra_objects(paths: list[str]) -> list[dict]:
+    try:
+        return load_files(paths)
+    except (OSError, yaml.YAMLError) as exc:
+        raise TraceInputError(f"--with: cannot read objects: {exc}") from None
+
+
+def _trace(args: argparse.Namespace) -> int:
+    if args.request is not None:
+        return _trace_question(args)
+    stack = load_stack(args.stack or DEFAULT_STACK)
+    found = journeys(stack.config, _extra_objects(args.with_))
+    failed = [j for j in found if not j.passed]
+    if args.json:
+        print(json.dumps({"stack": stack.name, "journeys": to_json(found)}, indent=2))
+    else:
+        print(f"# stack {stack.name}: what each client and pod reaches (Istio 1.30 semantics)")
+        print(table(found, verbose=args.verbose))
+        promised = sum(j.expect is not None for j in found)
+        print(
+            f"# stack {stack.name}: {len(found)} journeys, {promised} promised, "
+            f"{len(failed)} failed"
+        )
+    for journey in failed:
+        print(
+            f"ml-mesh: stack '{stack.name}': journey failed: {journey.model}: {journey.problem()}",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _labels(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TraceInputError(f"--labels: {item!r} is not key=value")
+        pairs.append((key, value))
+    return tuple(sorted(pairs))
+
+
+def _request(args: argparse.Namespace) -> Request:
+    """`--request URL`: http, https, grpc (h2c), grpcs, tls or tcp://host[:port][/path]."""
+    scheme, sep, rest = args.request.partition("://")
+    defaults = {"http": 80, "https": 443, "grpc": 80, "grpcs": 443, "tls": 443, "tcp": None}
+    if not sep or scheme not in defaults:
+        raise TraceInputError(
+            f"--request {args.request!r}: give a URL with one of the schemes "
+            f"{', '.join(defaults)}, e.g. https://sentiment.models.example.com/v1/models/x"
+        )
+    authority, slash, path = rest.partition("/")
+    host, colon, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
+    if colon and not port.isdigit():
+        raise TraceInputError(f"--request: port {port!r} is not a number")
+    number = int(port) if colon else defaults[scheme]
+    if number is None:
+        raise TraceInputError("--request: tcp:// needs a port")
+    protocol = {"grpc": "grpc", "grpcs": "grpc", "tcp": "tcp", "tls": "tcp"}.get(scheme, "http")
+    headers = []
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep:
+            raise TraceInputError(f"-H {header!r}: give 'name: value'")
+        headers.append((name.strip().lower(), value.strip()))
+    return Request(
+        port=number,
+        host=host,
+        protocol=protocol,  # type: ignore[arg-type]
+        tls=scheme in ("https", "grpcs", "tls"),
+        method="POST" if protocol == "grpc" else args.method,
+        path=slash + path if slash else "/",
+        headers=tuple(headers),
+    )
+
+
+def _trace_question(args: argparse.Namespace) -> int:
+    if args.stack is not None:
+        objects = stack_objects(load_stack(args.stack).config, _extra_objects(args.with_))
+    else:
+        if not args.with_:
+            raise TraceInputError("--request needs objects: a stack, or --with FILE")
+        objects = Objects(expand(_extra_objects(args.with_)))
+    request = _request(args)
+    kind, sep, where = args.source.partition(":")
+    parts = where.split("/")
+    if kind == "container":
+        if len(parts) != 3:
+            raise TraceInputError("--from container:NAMESPACE/WORKLOAD/CONTAINER")
+        pod = objects.pod(f"{parts[0]}/{parts[1]}")
+        if pod is None:
+            raise TraceInputError(f"--from: no workload {parts[0]}/{parts[1]} in the objects")
+        names = [c.get("name") for c in (*pod.init_containers(), *pod.containers())]
+        if parts[2] not in (*names, "istio-proxy"):
+            raise TraceInputError(
+                f"--from: {pod.workload} has no container {parts[2]!r}; "
+                f"containers: {', '.join(map(str, names))}, istio-proxy"
+            )
+        result = trace_process(objects, pod, parts[2], request)
+    elif kind in ("gateway", "pod") and sep and len(parts) == 2 and all(parts):
+        source = Workload(
+            namespace=parts[0],
+            service_account=parts[1],
+            labels=_labels(args.labels) or (DEFAULT_GATEWAY_LABELS if kind == "gateway" else ()),
+            sidecar="none" if args.sidecar == "none" else args.sidecar,
+            gateway=kind == "gateway",
+        )
+        result = trace(objects, source, request)
+    else:
+        raise TraceInputError(
+            f"--from {args.source!r}: give gateway:NAMESPACE/SERVICEACCOUNT (with --labels of "
+            "the gateway pods), pod:NAMESPACE/SERVICEACCOUNT, or "
+            "container:NAMESPACE/WORKLOAD/CONTAINER"
+        )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(_answer(result))
+    return 0 if result.ok else 1
+
+
+def _answer(result: Trace) -> str:
+    lines = [f"{result.source.describe()} → {result.request.describe()}"]
+    lines += [f"  {s.at}: {s.detail}" for s in result.steps]
+    for branch in result.branches:
+        lines.append(f"  {branch.kind} {branch.share:g}%: {branch.cluster or branch.workload}")
+        lines += [f"    {s.at}: {s.detail}" for s in branch.steps]
+        status = f" ({branch.outcome.status})" if branch.outcome.status else ""
+        lines.append(f"    => {branch.outcome.verdict}{status}: {branch.outcome.detail}")
+    if not result.branches:
+        status = f" ({result.outcome.status})" if result.outcome.status else ""
+        lines.append(f"  => {result.outcome.verdict}{status}: {result.outcome.detail}")
+    return "\n".join(lines)
+
+
 def _yaml_document(path: Path) -> object:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
@@ -182,6 +326,61 @@ def parser() -> argparse.ArgumentParser:
         help=f"rate window, a Prometheus duration (default: {DEFAULT_WINDOW})",
     )
     promql.set_defaults(run=_promql)
+    trace_ = commands.add_parser(
+        "trace",
+        help="follow every journey of a stack (or one request) through the objects, offline",
+        description="Simulate, from the objects and Istio 1.30's semantics, what each client "
+        "and pod of a stack reaches: ingress (REST, gRPC, HTTPS, redirect, match rules, "
+        "mirror), in-mesh callers, and every container's connections (model store, STS, IMDS, "
+        "unregistered hosts, Prometheus, probes). Exit 1 when a journey the config promises "
+        "fails. With --request, answer one question instead: where does this request from "
+        "this source go?",
+    )
+    trace_.add_argument(
+        "stack",
+        nargs="?",
+        help=f"stack name or path to a stack file (default: {DEFAULT_STACK}; with --request and "
+        "--with, no stack unless named)",
+    )
+    trace_.add_argument(
+        "--with",
+        dest="with_",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="more objects (YAML, e.g. kubectl get ... -o yaml), traced with the stack's",
+    )
+    trace_.add_argument("-v", "--verbose", action="store_true", help="every step of every journey")
+    trace_.add_argument("--json", action="store_true", help="machine-readable output")
+    trace_.add_argument(
+        "--request",
+        metavar="URL",
+        help="one request: http|https|grpc|grpcs|tls|tcp://host[:port][/path]",
+    )
+    trace_.add_argument(
+        "--from",
+        dest="source",
+        default="gateway:istio-system/istio-ingressgateway-service-account",
+        help="the source: gateway:NS/SA, pod:NS/SA or container:NS/WORKLOAD/CONTAINER "
+        "(default: %(default)s)",
+    )
+    trace_.add_argument(
+        "--labels",
+        default="",
+        help="labels of the source pod, k=v,... (a gateway's must match the Gateway selector; "
+        "default for the default gateway: istio=ingressgateway)",
+    )
+    trace_.add_argument(
+        "--sidecar",
+        choices=("classic", "native", "none"),
+        default="classic",
+        help="the source pod's sidecar (default: classic)",
+    )
+    trace_.add_argument("-X", "--method", default="GET", help="HTTP method (default GET)")
+    trace_.add_argument(
+        "-H", "--header", action="append", default=[], help="a request header, 'name: value'"
+    )
+    trace_.set_defaults(run=_trace)
     diff = commands.add_parser(
         "diff",
         help="Markdown report of what a change does to a stack; non-zero exit on unsafe changes",
@@ -210,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
+    except TraceInputError as exc:
+        print(f"ml-mesh: trace: {exc}", file=sys.stderr)
+        return 2
     except (ConfigError, MeshCheckError) as exc:
         print(exc, file=sys.stderr)
         return 2

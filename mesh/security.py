@@ -185,9 +185,69 @@ def authorization_policy(
     }
 
 
+# Scraped by Prometheus without a sidecar: merged app + Istio metrics from the pilot-agent
+# (15020, `/stats/prometheus`, where the injector points the prometheus.io annotations) and
+# Envoy's own stats (15090, `http-envoy-prom`). Neither is captured inbound (the injector's
+# excludeInboundPorts), so only the NetworkPolicy stands between them and a scraper.
+METRICS_PORTS = (15020, 15090)
+
+
+def gateway_namespace(config: StackConfig) -> str:
+    """Where the ingress gateway pods run: the namespace of the principal the policies admit."""
+    return config.security.gateway_principal.split("/ns/", 1)[1].split("/", 1)[0]
+
+
+def _namespace_peer(namespace: str, pods: dict[str, str] | None = None) -> dict:
+    peer: dict = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+    if pods:
+        peer["podSelector"] = {"matchLabels": dict(pods)}
+    return peer
+
+
+def _ports(numbers) -> list[dict]:
+    return [{"protocol": "TCP", "port": number} for number in numbers]
+
+
+def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict | None:
+    """L3/L4 under the AuthorizationPolicy (Istio's security best practices: defence in depth
+    for traffic that bypasses the proxy). Default-deny ingress for the model's pods; the
+    ingress gateway pods (its namespace and selector) and the callers' namespaces may reach the
+    server's ports, the metrics namespaces the ports Prometheus scrapes. Ports are container
+    ports: a NetworkPolicy sees the packet after the Service's DNAT. The kubelet's probes come
+    from the node, which NetworkPolicy always admits, and go to 15020 anyway."""
+    if not config.network_policy_enabled():
+        return None
+    model = config.models[name]
+    callers = sorted({caller.partition("/")[0] for caller in model.callers})
+    servers = [
+        _namespace_peer(gateway_namespace(config), dict(config.gateway.selector)),
+        *(_namespace_peer(namespace) for namespace in callers),
+    ]
+    selector = (
+        {"matchLabels": {"app": name}}
+        if workloads == [name]
+        else {"matchExpressions": [{"key": "app", "operator": "In", "values": workloads}]}
+    )
+    ingress = [{"from": servers, "ports": _ports(p.number for p in server_ports(model))}]
+    if config.security.metrics_namespaces:
+        ingress.append(
+            {
+                "from": [_namespace_peer(n) for n in config.security.metrics_namespaces],
+                "ports": _ports(METRICS_PORTS),
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
+        "spec": {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": ingress},
+    }
+
+
 def model_security_objects(config: StackConfig, name: str) -> list[dict]:
     """Flagger runs a model as two workloads, `<m>` (the canary) and `<m>-primary`: both get
     the model's policy, or the primary would be open to every workload of the mesh."""
     workloads = [name, f"{name}-primary"] if config.models[name].progressive else [name]
-    policies = (authorization_policy(config, name, workload) for workload in workloads)
+    policies = [authorization_policy(config, name, workload) for workload in workloads]
+    policies.append(network_policy(config, name, workloads))
     return [policy for policy in policies if policy is not None]

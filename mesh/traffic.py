@@ -6,6 +6,19 @@ All of a model's traffic settings live in its one VirtualService, so shifting th
 exactly one resource. Routes are built per Service port (the destination must name a port: the
 Service has more than one, IST0112); for each port the match rules come first, then the weighted
 default route, so only the last route of the REST port lacks a match (RULES.md 26).
+
+How a gRPC request finds the gRPC port depends on where it enters:
+
+- in the mesh, the client dials the gRPC Service port, and istiod keeps only the matches whose
+  `port` is that listener's port: `port: <grpc port>` selects the route;
+- at the ingress gateway, the client dials the Gateway server's port (80/443), and istiod
+  compares `match.port` with that server port, so a `port: 8500` match is dropped from the
+  gateway's routes (pilot/pkg/networking/core/gateway.go `buildGatewayHTTPRouteConfig` passes
+  `server.Port.Number`; route.go `TranslateRoute` returns nil on a port mismatch). The gateway
+  block of a gRPC route therefore selects by `content-type: application/grpc...` (every gRPC
+  request carries it, gRPC over HTTP/2 spec) and is scoped to our Gateway with `gateways`, so
+  it never catches in-mesh REST calls. Both blocks live in one route: the same weights, match
+  rules, mirror, timeout and retries for gRPC clients wherever they come from.
 """
 
 from __future__ import annotations
@@ -66,19 +79,38 @@ def request_policy(model: Model) -> dict:
     return policy
 
 
-def port_match(port: ServerPort, rest: bool) -> dict:
-    """Gateway traffic arrives on the gateway's port (80/443), so the REST routes carry no port
-    condition; every other port is selected by its number."""
-    return {} if rest else {"port": port.number}
+GRPC_CONTENT_TYPE = {"content-type": {"prefix": "application/grpc"}}
+
+
+def port_matches(
+    config: StackConfig, port: ServerPort, rest: bool, headers: dict | None = None, **named
+) -> list[dict]:
+    """The match blocks that send a request to `port`, with the rule's `headers` in each.
+
+    The REST port takes what no other route took, so its blocks carry no port condition (and
+    none at all without headers). A gRPC port gets a mesh block selected by port number and a
+    gateway block selected by the gRPC content type (see the module docstring)."""
+    headers = dict(headers or {})
+    if rest:
+        return [{**named, "headers": headers}] if headers else []
+    if port.app_protocol != "grpc":
+        return [{**named, **({"headers": headers} if headers else {}), "port": port.number}]
+    mesh = {**named, **({"headers": headers} if headers else {})}
+    mesh.update({"gateways": ["mesh"], "port": port.number})
+    gateway = {
+        **named,
+        "gateways": [gateway_ref(config)],
+        "headers": {**headers, **GRPC_CONTENT_TYPE},
+    }
+    return [mesh, gateway]
 
 
 def match_route(
     config: StackConfig, name: str, rule: str, match: MatchRule, port: ServerPort, rest: bool
 ) -> dict:
-    condition = {"name": rule, "headers": match.istio_headers(), **port_match(port, rest)}
     return {
         "name": f"{rule}-{port.name}",
-        "match": [condition],
+        "match": port_matches(config, port, rest, match.istio_headers(), name=rule),
         "route": [{"destination": destination(config, name, match.version, port.number)}],
         **request_policy(config.models[name]),
     }
@@ -97,7 +129,7 @@ def mirror(config: StackConfig, name: str, port: ServerPort) -> dict:
 def default_route(config: StackConfig, name: str, port: ServerPort, rest: bool) -> dict:
     route: dict = {"name": port.name}
     if not rest:
-        route["match"] = [port_match(port, rest)]
+        route["match"] = port_matches(config, port, rest)
     route["route"] = weighted_route(config, name, port.number)
     route.update(mirror(config, name, port))
     route.update(request_policy(config.models[name]))

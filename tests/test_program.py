@@ -19,7 +19,7 @@ SERVING_KINDS = {
     "VirtualService",
 }
 # Only in protected stacks by default (prod): mesh security, and autoscaling where configured.
-PROTECTED_MODEL_KINDS = {"AuthorizationPolicy", "HorizontalPodAutoscaler"}
+PROTECTED_MODEL_KINDS = {"AuthorizationPolicy", "NetworkPolicy", "HorizontalPodAutoscaler"}
 SECURITY_KINDS = {"PeerAuthentication", "Sidecar"}
 MODEL_KINDS = SERVING_KINDS | PROTECTED_MODEL_KINDS | {"ConfigMap"}  # + the model's dashboard
 TELEMETRY_KINDS = {"Telemetry", "PrometheusRule"}

@@ -48,6 +48,17 @@ def test_progressive_model_is_a_service_account_a_target_deployment_and_a_canary
         # prod's authorization: Flagger's canary pods (app=sentiment) and its primary copies
         ("AuthorizationPolicy", "sentiment"),
         ("AuthorizationPolicy", "sentiment-primary"),
+        # and one NetworkPolicy for both workloads
+        ("NetworkPolicy", "sentiment"),
+    }
+
+
+def test_the_network_policy_of_a_progressive_model_selects_canary_and_primary(progressive):
+    policy = _model_objects(progressive, "sentiment")[("NetworkPolicy", "sentiment")]["spec"]
+    assert policy["podSelector"] == {
+        "matchExpressions": [
+            {"key": "app", "operator": "In", "values": ["sentiment", "sentiment-primary"]}
+        ]
     }
 
 

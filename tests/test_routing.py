@@ -64,18 +64,18 @@ def test_match_rules_come_before_the_weighted_route_on_every_port(ab):
     assert "match" not in routes[-1]
 
 
-def test_match_on_a_non_rest_port_is_combined_with_the_port_and_keeps_the_port(ab):
+def test_a_grpc_rule_matches_by_port_in_the_mesh_and_by_content_type_at_the_gateway(ab):
+    """At the gateway istiod drops a `port: 8500` match (the server port is 80/443), so the
+    gateway block selects gRPC by content type, scoped to our Gateway."""
     beta_grpc, cookie_grpc = _vs(ab)["spec"]["http"][:2]
+    beta = {"x-beta-user": {"exact": "1"}}
+    grpc = {"content-type": {"prefix": "application/grpc"}}
     assert beta_grpc["match"] == [
-        {"name": "beta", "headers": {"x-beta-user": {"exact": "1"}}, "port": 8500}
+        {"name": "beta", "headers": beta, "gateways": ["mesh"], "port": 8500},
+        {"name": "beta", "gateways": ["ml-serving/ml-gateway"], "headers": {**beta, **grpc}},
     ]
-    assert cookie_grpc["match"] == [
-        {
-            "name": "cookie",
-            "headers": {"cookie": {"regex": "^(.*?;)?(beta=1)(;.*)?$"}},
-            "port": 8500,
-        }
-    ]
+    cookie = {"cookie": {"regex": "^(.*?;)?(beta=1)(;.*)?$"}}
+    assert [m["headers"] for m in cookie_grpc["match"]] == [cookie, {**cookie, **grpc}]
     assert beta_grpc["route"][0]["destination"]["port"] == {"number": 8500}
 
 

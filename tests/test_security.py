@@ -352,3 +352,28 @@ def test_the_same_settings_are_allowed_in_dev(dev):
     raw = with_value(raw, "models.sentiment.fault", {"abort": {"httpStatus": 503, "percent": 1}})
     raw = with_value(raw, "storage.endpoint", {"host": "s3.example.com", "tls": False})
     parse_config(raw, "dev")
+
+
+def test_protected_stacks_get_a_network_policy_per_model_that_admits_only_known_peers(prod):
+    policy = one(plan_objects(prod, "prod"), "NetworkPolicy", "fraud")["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"app": "fraud"}}
+    assert policy["policyTypes"] == ["Ingress"]
+    servers, metrics = policy["ingress"]
+    namespaces = [p["namespaceSelector"]["matchLabels"] for p in servers["from"]]
+    assert namespaces == [
+        {"kubernetes.io/metadata.name": "istio-system"},
+        {"kubernetes.io/metadata.name": "payments"},
+    ]
+    assert servers["from"][0]["podSelector"] == {"matchLabels": {"istio": "ingressgateway"}}
+    assert [p["port"] for p in servers["ports"]] == [8000, 8001]
+    assert [p["port"] for p in metrics["ports"]] == [15020, 15090]
+
+
+def test_network_policy_is_one_setting_away_in_dev_and_can_be_turned_off(dev, prod):
+    assert not of_kind(plan_objects(dev), "NetworkPolicy")
+    on = with_value(dev, "security.networkPolicy", True)
+    assert {o["metadata"]["name"] for o in of_kind(plan_objects(on), "NetworkPolicy")} == {
+        "sentiment"
+    }
+    off = with_value(prod, "security.networkPolicy", False)
+    assert not of_kind(plan_objects(off, "prod"), "NetworkPolicy")

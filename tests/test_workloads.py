@@ -157,4 +157,4 @@ def test_custom_server_uses_its_ports_probe_and_model_dir(dev):
     assert server["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     vs = one(objects, "VirtualService", "sentiment")
     assert [r["name"] for r in vs["spec"]["http"]] == ["grpc", "http"]
-    assert vs["spec"]["http"][0]["match"] == [{"port": 9001}]
+    assert vs["spec"]["http"][0]["match"][0] == {"gateways": ["mesh"], "port": 9001}

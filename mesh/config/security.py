@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from mesh.config.base import _Config
-from mesh.config.formats import DnsSubdomain, Flag, Principal
+from mesh.config.formats import DnsLabel, DnsSubdomain, Flag, Principal
 
 DEFAULT_GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
 
@@ -29,6 +29,16 @@ class Security(_Config):
         default=None,
         description="a Sidecar limiting egress to the namespace, istio-system and the model "
         "store (REGISTRY_ONLY); default: protected",
+    )
+    network_policy: Flag | None = Field(
+        default=None,
+        description="a NetworkPolicy per model under the AuthorizationPolicy: ingress only from "
+        "the gateway pods, the callers' namespaces and the metrics namespaces; default: protected",
+    )
+    metrics_namespaces: list[DnsLabel] = Field(
+        default=["monitoring"],
+        description="namespaces whose Prometheus may scrape the model pods (ports 15020 and "
+        "15090) through the NetworkPolicy",
     )
     gateway_principal: Principal = Field(
         default=DEFAULT_GATEWAY_PRINCIPAL,

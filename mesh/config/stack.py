@@ -166,6 +166,10 @@ class StackConfig(_Config):
         enabled = self.security.authorization
         return self.protected if enabled is None else enabled
 
+    def network_policy_enabled(self) -> bool:
+        enabled = self.security.network_policy
+        return self.protected if enabled is None else enabled
+
     def egress_restricted(self) -> bool:
         restricted = self.security.restrict_egress
         return self.protected if restricted is None else restricted

@@ -111,15 +111,17 @@ def _string_match(match: Mapping[str, Any], value: str | None) -> bool:
     return True
 
 
-def _static_drop(block: dict[str, Any], listener: Listener) -> str | None:
-    """Why istiod leaves a match block out of this proxy's config, if it does."""
+def _static_drop(block: dict[str, Any], listener: Listener, vs_namespace: str) -> str | None:
+    """Why istiod leaves a match block out of this proxy's config, if it does. Short gateway
+    names in a match resolve in the VirtualService's namespace (pilot/pkg/model/config.go
+    `resolveGatewayName`)."""
     port = block.get("port")
     if port is not None and int(port) != listener.port:
         where = "Gateway server port" if listener.gateway else "Service port"
         return f"match port {port} is not the {where} {listener.port}"
     gateways = items(block.get("gateways"))
     if gateways and listener.label not in [
-        g if g == MESH or "/" in g else f"{listener.source.namespace}/{g}" for g in gateways
+        g if g == MESH or "/" in g else f"{vs_namespace}/{g}" for g in gateways
     ]:
         return f"match gateways {gateways} do not name {listener.label}"
     labels = block.get("sourceLabels")
@@ -168,7 +170,7 @@ def choose_route(vs: dict[str, Any], listener: Listener, request: Request) -> Ro
             return RouteChoice(vs, index, route, tuple(notes))
         kept = []
         for block in blocks:
-            dropped = _static_drop(block, listener)
+            dropped = _static_drop(block, listener, namespace_of(vs))
             if dropped:
                 notes.append(f"{label}: {dropped} (not in this proxy's routes)")
             else:

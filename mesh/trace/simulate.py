@@ -124,7 +124,9 @@ def _route_notes(vs: dict[str, Any], listener: Listener, request: Request) -> li
     notes = []
     for index, route in enumerate(items(spec_of(vs).get("http"))):
         for block in items(d(route).get("match")):
-            why = _static_drop(d(block), listener) or _dynamic_miss(d(block), request)
+            why = _static_drop(d(block), listener, namespace_of(vs)) or _dynamic_miss(
+                d(block), request
+            )
             if why:
                 notes.append(f"{d(route).get('name') or f'http[{index}]'}: {why}")
     return notes

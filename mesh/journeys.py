@@ -1,0 +1,570 @@
+"""What a stack promises, as journeys that `mesh.trace` follows through the stack's objects.
+
+A journey is a source, a request and what must happen: `ok` (it must work), `refused` (it must
+not: an unknown caller, an admin API, an unregistered host under the egress lock-down) or
+nothing (shown for information: e.g. IMDS where the pods have other credentials). The journeys
+come from the config (hosts, ports, match rules, callers, the store, credentials, telemetry);
+the answers come only from the objects, so a builder that breaks a promise fails its journey.
+
+- ingress: per model host, REST and gRPC over HTTPS and HTTP (with the redirect), a request of
+  each A/B rule (it must reach the rule's version), the mirrored copy, an admin API, and a
+  host nobody serves;
+- in-mesh: each `callers` entry with and without a sidecar, and an unknown caller;
+- pods: every container that talks to the store (S3 as its SDK addresses it, STS for IAM roles,
+  IMDS when nothing else gives credentials), a host outside the registry, the proxy's
+  tracing collector, Prometheus scraping the pod, the kubelet's probes;
+- Flagger: the loadtester calling `<m>-canary`, and the gateway through Flagger's routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import re2
+
+from mesh.config import MatchRule, Model, StackConfig
+from mesh.plan import build_plan
+from mesh.security import METRICS_PORTS, gateway_namespace
+from mesh.trace import Objects, Request, Trace, Workload, trace, trace_process
+from mesh.trace.flagger import expand
+from mesh.trace.model import Outcome, Step
+from mesh.trace.objects import Pod
+from mesh.trace.upstream import deliver_to_port
+from models.presets import preset, server_ports
+from models.workloads import FETCH_CONTAINER, SERVER_CONTAINER
+
+Expect = Literal["ok", "refused"] | None
+LEGACY_GATEWAY_APP = "istio-ingressgateway"
+LEGACY_GATEWAY_ACCOUNT = "istio-ingressgateway-service-account"
+UNKNOWN_CALLER = ("other-team", "default")
+UNREGISTERED = "registry.example.org"
+IMDS = "169.254.169.254"
+
+
+@dataclass(frozen=True)
+class Journey:
+    group: Literal["ingress", "mesh", "pod", "flagger"]
+    model: str
+    name: str
+    expect: Expect
+    trace: Trace
+    subset: str | None = None  # the version a match rule must reach
+    port: int | None = None  # the container port it must reach
+    mirrored: bool = False  # the mirrored copy must be served too
+
+    @property
+    def passed(self) -> bool:
+        if self.expect is None:
+            return True
+        if self.expect == "refused":
+            return not self.trace.ok
+        if not self.trace.ok:
+            return False
+        live = [b for b in self.trace.branches if b.kind == "route" and b.share > 0]
+        if self.mirrored:
+            copies = [b for b in self.trace.branches if b.kind == "mirror"]
+            if not copies or not all(b.outcome.ok for b in copies):
+                return False
+        if self.subset and any(b.subset != self.subset for b in live):
+            return False
+        return not (self.port and any(b.container_port != self.port for b in live))
+
+    def problem(self) -> str:
+        """Why a failed journey failed, for the person at the terminal."""
+        if self.expect == "refused":
+            return f"{self.name}: expected a refusal, but it works ({self.trace.final().detail})"
+        final = self.trace.final()
+        if not self.trace.ok:
+            return f"{self.name}: {final.verdict}: {final.detail}"
+        live = [b for b in self.trace.branches if b.kind == "route" and b.share > 0]
+        reached = ", ".join(f"{b.subset}:{b.container_port}" for b in live)
+        return f"{self.name}: reaches {reached}, expected {self.subset or ''}:{self.port or ''}"
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+def gateway_workload(config: StackConfig) -> Workload:
+    """The ingress gateway pods as they are installed: selector labels, namespace, and the
+    service account the install gives them. The istio/gateway Helm chart names the account
+    after the release, which is the pods' `app` label; the legacy istio-ingress chart uses
+    istio-ingressgateway-service-account (manifests/charts/gateway, .../gateways/istio-ingress)."""
+    labels = dict(config.gateway.selector)
+    app = labels.get("app", LEGACY_GATEWAY_APP)
+    account = LEGACY_GATEWAY_ACCOUNT if app == LEGACY_GATEWAY_APP else app
+    return Workload(
+        namespace=gateway_namespace(config),
+        service_account=account,
+        labels=tuple(sorted(labels.items())),
+        gateway=True,
+        name=app,
+    )
+
+
+def caller_workload(reference: str, sidecar: str = "classic") -> Workload:
+    namespace, _, account = reference.partition("/")
+    return Workload(namespace, account, sidecar=sidecar, name=account)  # type: ignore[arg-type]
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def rest_request(name: str, model: Model, host: str, port: int, tls: bool) -> Request:
+    """An inference call of the model's REST API."""
+    if model.server == "tensorflow-serving":
+        path = f"/v1/models/{name}:predict"
+    elif model.server == "triton":
+        path = f"/v2/models/{name}/infer"
+    else:
+        assert model.custom is not None
+        paths = model.custom.inference_paths or ["/"]
+        path = paths[0].rstrip("*") or "/"
+    return Request(port=port, host=host, tls=tls, method="POST", path=path)
+
+
+def grpc_request(model: Model, host: str, port: int, tls: bool) -> Request:
+    path = {
+        "tensorflow-serving": "/tensorflow.serving.PredictionService/Predict",
+        "triton": "/inference.GRPCInferenceService/ModelInfer",
+    }.get(model.server, "/grpc.health.v1.Health/Check")
+    return Request(port=port, host=host, tls=tls, protocol="grpc", method="POST", path=path)
+
+
+def admin_request(name: str, model: Model, host: str, port: int, tls: bool) -> Request | None:
+    """A management API the policy must keep closed."""
+    if model.server == "triton":
+        path = f"/v2/repository/models/{name}/load"
+        return Request(port=port, host=host, tls=tls, method="POST", path=path)
+    if model.server == "tensorflow-serving" and len(server_ports(model)) > 1:
+        return None  # TF Serving's only admin call is gRPC (see admin_grpc_request)
+    if model.custom is not None and model.custom.inference_paths:
+        return Request(port=port, host=host, tls=tls, method="POST", path="/admin")
+    return None
+
+
+def sample_header(condition: dict[str, str]) -> str | None:
+    """A header value that satisfies an Istio StringMatch (exact, prefix or an RE2 regex whose
+    optional groups can be left out), or None when no simple value does."""
+    if "exact" in condition:
+        return condition["exact"]
+    if "prefix" in condition:
+        return condition["prefix"] + "x"
+    pattern = condition["regex"]
+    candidate = pattern
+    while True:
+        reduced = re2.sub(r"\([^()]*\)\?", "", candidate)
+        if reduced == candidate:
+            break
+        candidate = reduced
+    candidate = candidate.strip("^$").replace("(", "").replace(")", "").replace(".*", "")
+    return candidate if re2.fullmatch(pattern, candidate) else None
+
+
+def rule_headers(rule: MatchRule) -> tuple[tuple[str, str], ...] | None:
+    values = []
+    for header, condition in rule.istio_headers().items():
+        value = sample_header(condition)
+        if value is None:
+            return None
+        values.append((header, value))
+    return tuple(values)
+
+
+# --- journeys ------------------------------------------------------------------------------
+
+
+def ingress_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journey]:
+    model = config.models[name]
+    gateway = gateway_workload(config)
+    ports = server_ports(model)
+    grpc = next((p.number for p in ports if p.app_protocol == "grpc"), None)
+    rest_port = ports[0].number
+    tls = config.gateway.tls is not None
+    redirect = tls and config.gateway.tls.https_redirect  # type: ignore[union-attr]
+    secured = config.authorization_enabled()
+    found: list[Journey] = []
+
+    def add(label: str, request: Request, expect: Expect, **extra) -> None:
+        found.append(
+            Journey("ingress", name, label, expect, trace(objects, gateway, request), **extra)
+        )
+
+    hosts = config.model_hosts(name)
+    schemes = [("https", 443, True)] if tls else []
+    schemes.append(("http", 80, False))
+    for host in hosts:
+        for scheme, port, over_tls in schemes:
+            redirected = scheme == "http" and redirect
+            add(
+                f"REST {scheme} {host}",
+                rest_request(name, model, host, port, over_tls),
+                "ok",
+                port=None if redirected else rest_port,
+            )
+            if grpc is not None and model.progressive is None:
+                add(
+                    f"gRPC {scheme} {host}",
+                    grpc_request(model, host, port, over_tls),
+                    "ok",
+                    port=None if redirected else grpc,
+                )
+    # What the routes decide is the same on every host: the first one shows it.
+    host, main_port, main_tls = hosts[0], schemes[0][1], schemes[0][2]
+    for rule, match in model.ordered_matches():
+        headers = rule_headers(match)
+        if headers is None:
+            continue
+        request = rest_request(name, model, host, main_port, main_tls)
+        add(
+            f"match {rule} {host}",
+            Request(**{**request.__dict__, "headers": headers}),
+            "ok",
+            subset=match.version,
+            port=rest_port,
+        )
+    if model.mirror is not None and model.mirror.percent > 0:
+        add(
+            f"mirror {host}",
+            rest_request(name, model, host, main_port, main_tls),
+            "ok",
+            mirrored=True,
+        )
+    if secured:
+        admin = admin_request(name, model, host, main_port, main_tls)
+        if admin is not None:
+            add(f"admin API {admin.path}", admin, "refused")
+        if model.server == "tensorflow-serving" and grpc is not None:
+            path = "/tensorflow.serving.ModelService/HandleReloadConfigRequest"
+            reload = Request(
+                port=main_port, host=host, tls=main_tls, protocol="grpc", method="POST", path=path
+            )
+            add("admin API gRPC HandleReloadConfigRequest", reload, "refused")
+    unknown = f"unknown.{config.gateway.domain}"
+    add(
+        f"unserved host {unknown}",
+        rest_request(name, model, unknown, 443 if tls else 80, tls),
+        "refused",
+    )
+    return found
+
+
+def mesh_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journey]:
+    model = config.models[name]
+    ports = server_ports(model)
+    host = config.service_host(name)
+    strict = config.mtls_mode() == "STRICT"
+    secured = config.authorization_enabled()
+    found: list[Journey] = []
+    callers = list(model.callers)
+    for caller in callers:
+        for port in ports:
+            source = caller_workload(caller)
+            request = (
+                grpc_request(model, host, port.number, False)
+                if port.app_protocol == "grpc"
+                else rest_request(name, model, host, port.number, False)
+            )
+            kind = "gRPC" if port.app_protocol == "grpc" else "REST"
+            found.append(
+                Journey(
+                    "mesh",
+                    name,
+                    f"{kind} from {caller}",
+                    "ok",
+                    trace(objects, source, request),
+                    port=port.number,
+                )
+            )
+        bare = caller_workload(caller, sidecar="none")
+        request = rest_request(name, model, host, ports[0].number, False)
+        expect: Expect = "refused" if (strict or secured) else "ok"
+        found.append(
+            Journey(
+                "mesh",
+                name,
+                f"REST from {caller} without sidecar",
+                expect,
+                trace(objects, bare, request),
+            )
+        )
+    stranger = Workload(*UNKNOWN_CALLER, name="unknown caller")
+    request = rest_request(name, model, host, ports[0].number, False)
+    found.append(
+        Journey(
+            "mesh",
+            name,
+            f"REST from {'/'.join(UNKNOWN_CALLER)} (not a caller)",
+            "refused" if secured else "ok",
+            trace(objects, stranger, request),
+        )
+    )
+    return found
+
+
+def _store_request(config: StackConfig, container: str, model: Model) -> tuple[str, Request]:
+    """The first request a container makes to the model store, as its SDK addresses it: the
+    AWS CLI v2 (botocore) virtual-hosted and regional by default, path style with
+    `--endpoint-url`; Triton's S3 client always path style (triton-inference-server/core
+    src/filesystem/implementations/s3.h, `S3FileSystem`: `/*useVirtualAdressing*/ false`)."""
+    storage = config.storage
+    endpoint = storage.endpoint
+    if endpoint is not None:
+        request = Request(
+            port=endpoint.effective_port(),
+            host=endpoint.host,
+            tls=endpoint.tls,
+            path=f"/{storage.bucket}/",
+        )
+        return f"store {endpoint.host}:{endpoint.effective_port()}", request
+    if container == SERVER_CONTAINER and model.server == "triton":
+        host = f"s3.{storage.region}.amazonaws.com"
+        return f"S3 path-style {host}", Request(port=443, host=host, tls=True)
+    host = f"{storage.bucket}.s3.{storage.region}.amazonaws.com"
+    return f"S3 {host}", Request(port=443, host=host, tls=True)
+
+
+def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journey]:
+    model = config.models[name]
+    found: list[Journey] = []
+    store_reader = FETCH_CONTAINER if preset(model).downloads_model else SERVER_CONTAINER
+    credentials = model.role_arn is not None or config.storage.credentials_secret is not None
+    restricted = config.egress_restricted()
+    for pod in _model_pods(objects, config, name):
+        label = pod.workload.split("/", 1)[1]
+
+        def add(what: str, expect: Expect, result: Trace, _label: str = label) -> None:
+            found.append(Journey("pod", name, f"{_label} {what}", expect, result))
+
+        what, request = _store_request(config, store_reader, model)
+        add(f"{store_reader} → {what}", "ok", trace_process(objects, pod, store_reader, request))
+        if model.role_arn is not None:
+            sts = Request(port=443, host=f"sts.{config.storage.region}.amazonaws.com", tls=True)
+            add(
+                f"{store_reader} → STS (IAM role)",
+                "ok",
+                trace_process(objects, pod, store_reader, sts),
+            )
+        imds = Request(port=80, host=IMDS, method="PUT", path="/latest/api/token")
+        add(
+            f"{store_reader} → IMDS {IMDS}",
+            None if credentials else "ok",
+            trace_process(objects, pod, store_reader, imds),
+        )
+        outside = Request(port=443, host=UNREGISTERED, tls=True)
+        add(
+            f"{SERVER_CONTAINER} → {UNREGISTERED} (not registered)",
+            "refused" if restricted else None,
+            trace_process(objects, pod, SERVER_CONTAINER, outside),
+        )
+        for namespace in config.security.metrics_namespaces[:1]:
+            found.append(
+                Journey(
+                    "pod",
+                    name,
+                    f"{label} Prometheus ({namespace}) scrape :15020",
+                    "ok",
+                    scrape(objects, pod, namespace, METRICS_PORTS[0]),
+                )
+            )
+        found.append(
+            Journey("pod", name, f"{label} kubelet readiness probe", "ok", probe(objects, pod))
+        )
+    return found
+
+
+def _model_pods(objects: Objects, config: StackConfig, name: str) -> list[Pod]:
+    return [
+        p
+        for p in objects.pods
+        if p.namespace == config.namespace
+        and p.labels.get("app") in (name, f"{name}-primary")
+        and p.ready
+    ]
+
+
+def scrape(objects: Objects, pod: Pod, namespace: str, port: int) -> Trace:
+    """Prometheus (no sidecar) scraping the pod's merged metrics on the agent port."""
+    source = Workload(
+        namespace,
+        "prometheus",
+        (("app.kubernetes.io/name", "prometheus"),),
+        sidecar="none",
+        name="prometheus",
+    )
+    request = Request(port=port, host=pod.workload, path="/stats/prometheus")
+    outcome, _, _, steps = deliver_to_port(
+        objects, source, pod, None, port, "http", request, mtls=False
+    )
+    if outcome.ok:
+        outcome = Outcome("served", "pilot-agent serves the merged app and Envoy metrics")
+    return Trace(source, request, tuple(steps), outcome)
+
+
+def probe(objects: Objects, pod: Pod) -> Trace:
+    """The kubelet's readiness probe of the server container. With a sidecar and
+    `sidecar.istio.io/rewriteAppHTTPProbers: "true"` the injector rewrites it to the agent,
+    `:15020/app-health/<container>/readyz` (pkg/kube/inject/app_probe.go `patchRewriteProbe`),
+    which is not captured; otherwise the kubelet's plaintext call meets the inbound sidecar.
+    Node traffic passes any NetworkPolicy."""
+    source = Workload("kube-node", "kubelet", sidecar="none", name="kubelet")
+    server = next(c for c in pod.containers() if c.get("name") == SERVER_CONTAINER)
+    get = server.get("readinessProbe", {}).get("httpGet", {})
+    found = pod.container_port(get.get("port"))
+    rewritten = (
+        objects.sidecar_mode(pod) != "none"
+        and pod.annotations.get("sidecar.istio.io/rewriteAppHTTPProbers") == "true"
+    )
+    if rewritten:
+        request = Request(
+            port=15020, host=pod.workload, path=f"/app-health/{SERVER_CONTAINER}/readyz"
+        )
+        steps = (Step("probe", "rewritten to the pilot-agent (not captured, node traffic)"),)
+        return Trace(
+            source,
+            request,
+            steps,
+            Outcome(
+                "served",
+                f"pilot-agent calls {get.get('path')} on port {found[1] if found else '?'}"
+                " from inside the pod",
+            ),
+        )
+    number = found[1] if found else 0
+    request = Request(port=number, host=pod.workload, path=str(get.get("path", "/")))
+    if objects.sidecar_mode(pod) == "none":
+        return Trace(source, request, (), Outcome("served", "the kubelet calls the server"))
+    from mesh.trace.upstream import peer_authentication_mode
+
+    mode, why = peer_authentication_mode(objects, pod, number)
+    if mode == "STRICT":
+        return Trace(
+            source,
+            request,
+            (Step("mtls", why),),
+            Outcome("reset", "the plaintext probe meets STRICT mTLS"),
+        )
+    return Trace(source, request, (), Outcome("served", "PERMISSIVE accepts the probe"))
+
+
+def flagger_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journey]:
+    model = config.models[name]
+    progressive = model.progressive
+    if progressive is None or progressive.load_test is None:
+        return []
+    caller = progressive.load_test.caller()
+    source = Workload(
+        caller.partition("/")[0],
+        caller.partition("/")[2],
+        (("app", "loadtester"),),
+        name="flagger-loadtester",
+    )
+    host = f"{name}-canary.{config.namespace}"
+    request = rest_request(name, model, host, server_ports(model)[0].number, False)
+    return [
+        Journey(
+            "flagger", name, f"loadtester {caller} → {host}", "ok", trace(objects, source, request)
+        )
+    ]
+
+
+def stack_objects(config: StackConfig, extra: list[dict] | None = None) -> Objects:
+    """The plan's objects (plus any from the cluster), with what Flagger would create."""
+    return Objects(expand([*build_plan(config).objects(), *(extra or [])]))
+
+
+def journeys(config: StackConfig, extra: list[dict] | None = None) -> list[Journey]:
+    objects = stack_objects(config, extra)
+    found: list[Journey] = []
+    for name in sorted(config.models):
+        found += ingress_journeys(config, objects, name)
+        found += mesh_journeys(config, objects, name)
+        found += flagger_journeys(config, objects, name)
+        found += pod_journeys(config, objects, name)
+    return found
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def _policy(result: Trace) -> str:
+    for branch in result.branches:
+        for step in branch.steps:
+            if step.at == "authz" and not step.detail.startswith("-"):
+                return step.detail.split(":", 1)[0]
+    return "-"
+
+
+def _port(result: Trace) -> str:
+    ports = sorted({b.container_port for b in result.branches if b.container_port})
+    return ",".join(str(p) for p in ports) or "-"
+
+
+def row(journey: Journey) -> tuple[str, ...]:
+    final = journey.trace.final()
+    status = f" {final.status}" if final.status else ""
+    verdict = "ok" if journey.passed else "FAIL"
+    expected = {"ok": "works", "refused": "refused", None: "info"}[journey.expect]
+    return (
+        journey.group,
+        journey.name,
+        expected,
+        f"{final.verdict}{status}",
+        verdict,
+        journey.trace.split() or "-",
+        _port(journey.trace),
+        _policy(journey.trace),
+    )
+
+
+def table(found: list[Journey], verbose: bool = False) -> str:
+    """Per model a table: journey, what it must do, what it does, the version split, the
+    container port and the deciding AuthorizationPolicy; with `verbose`, every step."""
+    lines: list[str] = []
+    header = ("GROUP", "JOURNEY", "EXPECT", "OUTCOME", "RESULT", "SPLIT", "PORT", "POLICY")
+    for model in sorted({j.model for j in found}):
+        rows = [header, *(row(j) for j in found if j.model == model)]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines.append(f"## {model}")
+        for index, values in enumerate(rows):
+            lines.append(
+                "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+            )
+            journey = [j for j in found if j.model == model][index - 1] if index else None
+            if journey is not None and (verbose or not journey.passed):
+                lines += [f"    {line}" for line in steps(journey)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def steps(journey: Journey) -> list[str]:
+    result = journey.trace
+    lines = [f"{result.source.describe()} → {result.request.describe()}"]
+    lines += [f"{s.at}: {s.detail}" for s in result.steps]
+    for branch in result.branches:
+        lines.append(
+            f"{branch.kind} {branch.share:g}% {branch.cluster or branch.workload}: "
+            f"{branch.outcome.verdict}: {branch.outcome.detail}"
+        )
+        lines += [f"  {s.at}: {s.detail}" for s in branch.steps]
+    if not result.branches:
+        lines.append(f"{result.outcome.verdict}: {result.outcome.detail}")
+    if not journey.passed:
+        lines.append(f"FAILED: {journey.problem()}")
+    return lines
+
+
+def to_json(found: list[Journey]) -> list[dict]:
+    return [
+        {
+            "group": j.group,
+            "model": j.model,
+            "journey": j.name,
+            "expect": j.expect,
+            "passed": j.passed,
+            "subset": j.subset,
+            "port": j.port,
+            "trace": j.trace.to_json(),
+        }
+        for j in found
+    ]
