@@ -17,6 +17,7 @@ import yaml
 
 from mesh.config import StackConfig
 from mesh.graph import gateway_name, mermaid
+from mesh.journeys import Journey, journeys
 from mesh.render import to_yaml
 from mesh.routing import (
     FLAGGER,
@@ -26,16 +27,20 @@ from mesh.routing import (
     largest_flagger_step,
     routing_from_objects,
 )
+from mesh.trace import Objects
+from mesh.trace.flagger import expand
 
 REMOVE_ROUTED_VERSION = "remove-routed-version"
 WEIGHT_STEP = "weight-step"
 SELECTOR_CHANGE = "selector-change"
 OWNERSHIP_SWITCH = "ownership-switch"
+JOURNEY_BROKEN = "journey-broken"
 GATES = {
     REMOVE_ROUTED_VERSION: "a version that receives traffic at the base is removed",
     WEIGHT_STEP: "protected stack: a canary weight step above maxWeightStep, or 0 -> 100",
     SELECTOR_CHANGE: "a Deployment's selector changes (Kubernetes replaces it: downtime)",
     OWNERSHIP_SWITCH: "a model's routing moves between ml-mesh and Flagger",
+    JOURNEY_BROKEN: "a journey the config promises (mesh trace) works at the base and fails after",
 }
 MAX_LISTED_FIELDS = 12
 
@@ -57,6 +62,16 @@ def side(objects: list[dict], config: StackConfig | None, raw: dict[str, Any]) -
 def normalized(objects: list[dict]) -> list[dict]:
     """Objects as their YAML reads back, so both sides compare with the same types."""
     return [doc for doc in yaml.safe_load_all(to_yaml(objects)) if doc]
+
+
+@dataclass(frozen=True)
+class JourneyPair:
+    """One journey traced through the base's objects and the head's; `promised` when the
+    head's config asks it (a question only the base asks shows, but gates nothing)."""
+
+    before: Journey
+    after: Journey
+    promised: bool
 
 
 @dataclass(frozen=True)
@@ -202,13 +217,73 @@ def ownership_switches(base: Side, head: Side) -> list[Refusal]:
     return found
 
 
-def check(base: Side, head: Side) -> list[Refusal]:
+def check(base: Side, head: Side, pairs: dict[tuple[str, str], JourneyPair]) -> list[Refusal]:
     return [
         *removed_routed_versions(base, head),
         *weight_steps(base, head, policy(base, head)),
         *selector_changes(base, head),
         *ownership_switches(base, head),
+        *broken_journeys(pairs),
     ]
+
+
+# --- journeys ------------------------------------------------------------------------------
+
+
+def journey_pairs(base: Side, head: Side) -> dict[tuple[str, str], JourneyPair]:
+    """The same questions asked of both sides: every journey either side's config promises,
+    traced through the base's objects and through the head's (mesh.journeys). A side whose
+    config cannot be read asks nothing, but still answers the other side's questions. The
+    head's questions come first, so a pair's journeys are the head's wherever it asks."""
+    sides = (Objects(expand(base.objects)), Objects(expand(head.objects)))
+    pairs: dict[tuple[str, str], JourneyPair] = {}
+    for config in (head.config, base.config):
+        if config is None:
+            continue
+        asked = [journeys(config, objects=objects) for objects in sides]
+        for before, after in zip(*asked, strict=True):
+            key = (after.model, after.name)
+            if key not in pairs:
+                pairs[key] = JourneyPair(before, after, config is head.config)
+    return dict(sorted(pairs.items()))
+
+
+def _summary(journey: Journey) -> str:
+    final = journey.trace.final()
+    status = f" {final.status}" if final.status else ""
+    split = journey.trace.split()
+    ports = sorted({b.container_port for b in journey.trace.branches if b.container_port})
+    where = f" ({split} :{','.join(map(str, ports))})" if split and ports else ""
+    return f"{final.verdict}{status}{where}"
+
+
+def broken_journeys(pairs: dict[tuple[str, str], JourneyPair]) -> list[Refusal]:
+    return [
+        Refusal(JOURNEY_BROKEN, f"{model}: {pair.after.problem()}")
+        for (model, _), pair in pairs.items()
+        if pair.promised and pair.after.expect and pair.before.passed and not pair.after.passed
+    ]
+
+
+def journeys_section(pairs: dict[tuple[str, str], JourneyPair]) -> list[str]:
+    lines = ["### Journeys", ""]
+    changed = [
+        (key, pair) for key, pair in pairs.items() if _summary(pair.before) != _summary(pair.after)
+    ]
+    if not changed:
+        return [*lines, f"No journey changes ({len(pairs)} journeys traced on both sides).", ""]
+    lines += [
+        f"{len(changed)} of {len(pairs)} journeys change (`python -m mesh trace` shows every step):",
+        "",
+        "| model | journey | before | after |",
+        "| --- | --- | --- | --- |",
+    ]
+    for (model, name), pair in changed:
+        mark = " ⚠" if pair.promised and not pair.after.passed else ""
+        lines.append(
+            f"| {model} | {name} | {_summary(pair.before)} | {_summary(pair.after)}{mark} |"
+        )
+    return [*lines, ""]
 
 
 # --- object changes ------------------------------------------------------------------------
@@ -417,10 +492,12 @@ def report(
     stack: str, base_label: str, base: Side, head: Side, allowed: set[str]
 ) -> tuple[str, list[Refusal]]:
     """The Markdown report and the refusals that `allowed` does not override."""
-    refusals = check(base, head)
+    pairs = journey_pairs(base, head)
+    refusals = check(base, head, pairs)
     lines = [f"## ml-mesh diff: stack `{stack}` ({base_label} → working tree)", ""]
     lines += verdict_section(refusals, allowed)
     lines += traffic_section(base, head)
+    lines += journeys_section(pairs)
     lines += objects_section(object_changes(base.objects, head.objects))
     lines += ["### Routing after the change", "", mermaid(head.routing, gateway_name(head.objects))]
     return "\n".join(lines), [r for r in refusals if r.gate not in allowed]

@@ -473,8 +473,12 @@ def stack_objects(config: StackConfig, extra: list[dict] | None = None) -> Objec
     return Objects(expand([*build_plan(config).objects(), *(extra or [])]))
 
 
-def journeys(config: StackConfig, extra: list[dict] | None = None) -> list[Journey]:
-    objects = stack_objects(config, extra)
+def journeys(
+    config: StackConfig, extra: list[dict] | None = None, objects: Objects | None = None
+) -> list[Journey]:
+    """Every journey `config` promises, traced through `objects` (default: the stack's own
+    plan, plus `extra`). `mesh diff` asks the same questions of the base's objects."""
+    objects = objects if objects is not None else stack_objects(config, extra)
     found: list[Journey] = []
     for name in sorted(config.models):
         found += ingress_journeys(config, objects, name)

@@ -356,3 +356,28 @@ def test_a_dashboard_change_is_shown_line_by_line_inside_its_json():
 def test_values_with_backticks_stay_inline_code():
     line = field_line("spec.text", "run `a`", "run `b`")
     assert line == "`spec.text`: `` run `a` `` → `` run `b` ``"
+
+
+def test_a_caller_removed_shows_in_the_journeys_section(repo):
+    repo.edit("prod", "models.fraud.callers", None)
+    repo.commit("fraud: no more callers")
+    result = repo.diff("prod")
+    assert result.returncode == 0, result.stderr  # the base's questions show, but do not gate
+    out = _flat(result.stdout)
+    assert "### Journeys" in out
+    assert "| fraud | gRPC from payments/payments-api | served (v7 100% :8001) | dropped" in out
+
+
+def test_a_code_change_that_breaks_a_promised_journey_is_refused(repo):
+    """Revert the gRPC gateway block in the working tree's code: the gateway's gRPC journeys
+    then land on the REST port, and the journey-broken gate refuses the change."""
+    traffic = repo.path / "mesh" / "traffic.py"
+    source = traffic.read_text()
+    assert "    return [mesh, gateway]\n" in source
+    traffic.write_text(source.replace("    return [mesh, gateway]\n", "    return [mesh]\n"))
+    repo.commit("drop the gateway block of gRPC routes")
+    result = repo.diff("prod")
+    assert result.returncode == 1
+    refused = _refused(result, "journey-broken")
+    assert any(r.startswith("sentiment: gRPC https sentiment.models.example.com") for r in refused)
+    assert "| sentiment | gRPC https sentiment.models.example.com | served" in _flat(result.stdout)
