@@ -113,7 +113,7 @@ def caller_principals(config: StackConfig, name: str) -> list[str]:
         f"{domain}/ns/{namespace}/sa/{account}"
         for namespace, _, account in (c.partition("/") for c in config.models[name].callers)
     ]
-    return [config.security.gateway_principal, *callers]
+    return [config.gateway_principal(), *callers]
 
 
 def _operation(ports: list[int], methods: list[str], paths: list[str], **extra) -> dict:
