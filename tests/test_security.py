@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
 from mesh.config import ConfigError, parse_config
-from tests.conftest import of_kind, one, plan_objects, with_value
+from mesh.stackfile import raw_project_config
+from tests.conftest import EXAMPLES_DIR, of_kind, one, plan_objects, with_value
 from tests.harness import run_program
 from tests.istio_authz import Request, allows, value_matches
 
@@ -428,3 +430,23 @@ def test_the_same_settings_are_allowed_in_dev(dev):
     raw = with_value(raw, "models.sentiment.fault", {"abort": {"httpStatus": 503, "percent": 1}})
     raw = with_value(raw, "storage.endpoint", {"host": "s3.example.com", "tls": False})
     parse_config(raw, "dev")
+
+
+# --- the prod-like example: an istio/gateway chart release ---------------------------------------
+
+PUBLIC_INGRESS = "cluster.local/ns/istio-system/sa/public-ingress"
+PROD_LIKE_INFERENCE = {
+    # model: an inference request its server answers
+    "ranking": (8501, "POST", "/v1/models/ranking:predict"),
+    "embeddings": (8000, "POST", "/v2/models/embeddings/infer"),
+}
+
+
+def test_prod_like_policies_admit_its_gateway_release_and_not_the_legacy_principal():
+    raw = raw_project_config(yaml.safe_load((EXAMPLES_DIR / "Pulumi.prod-like.yaml").read_text()))
+    policies = of_kind(plan_objects(raw, "prod-like"), "AuthorizationPolicy")
+    assert sorted(p["metadata"]["name"] for p in policies) == sorted(PROD_LIKE_INFERENCE)
+    for policy in policies:
+        port, method, path = PROD_LIKE_INFERENCE[policy["metadata"]["name"]]
+        assert allows(policy, Request(PUBLIC_INGRESS, port, method, path))
+        assert not allows(policy, Request(GATEWAY, port, method, path))
