@@ -25,7 +25,7 @@ import re2
 
 from mesh.config import MatchRule, Model, StackConfig
 from mesh.plan import build_plan
-from mesh.security import METRICS_PORTS, gateway_namespace
+from mesh.security import METRICS_PORTS
 from mesh.trace import Objects, Request, Trace, Workload, trace, trace_process
 from mesh.trace.flagger import expand
 from mesh.trace.model import Outcome, Step
@@ -35,8 +35,6 @@ from models.presets import preset, server_ports
 from models.workloads import FETCH_CONTAINER, SERVER_CONTAINER
 
 Expect = Literal["ok", "refused"] | None
-LEGACY_GATEWAY_APP = "istio-ingressgateway"
-LEGACY_GATEWAY_ACCOUNT = "istio-ingressgateway-service-account"
 UNKNOWN_CALLER = ("other-team", "default")
 UNREGISTERED = "registry.example.org"
 IMDS = "169.254.169.254"
@@ -85,20 +83,25 @@ class Journey:
 # --- sources -------------------------------------------------------------------------------
 
 
-def gateway_workload(config: StackConfig) -> Workload:
-    """The ingress gateway pods as they are installed: selector labels, namespace, and the
-    service account the install gives them. The istio/gateway Helm chart names the account
-    after the release, which is the pods' `app` label; the legacy istio-ingress chart uses
-    istio-ingressgateway-service-account (manifests/charts/gateway, .../gateways/istio-ingress)."""
+def gateway_workload(config: StackConfig, objects: Objects) -> Workload:
+    """The ingress gateway pods: the selector's labels in `gateway.namespace`, running as the
+    install's service account. When the traced objects include the gateway's Deployment
+    (`--with` a `kubectl get deploy -n istio-system -o yaml`), its serviceAccountName is the
+    truth; otherwise the one the stack derives (`StackConfig.gateway_service_account`, from
+    the Helm charts' conventions), which is also what the policies admit."""
     labels = dict(config.gateway.selector)
-    app = labels.get("app", LEGACY_GATEWAY_APP)
-    account = LEGACY_GATEWAY_ACCOUNT if app == LEGACY_GATEWAY_APP else app
+    installed = [
+        pod
+        for pod in objects.pods_for(config.gateway.namespace, {})
+        if all(pod.labels.get(k) == v for k, v in labels.items())
+    ]
+    account = installed[0].service_account if installed else config.gateway_service_account()
     return Workload(
-        namespace=gateway_namespace(config),
+        namespace=config.gateway.namespace,
         service_account=account,
-        labels=tuple(sorted(labels.items())),
+        labels=tuple(sorted((installed[0].labels if installed else labels).items())),
         gateway=True,
-        name=app,
+        name=labels.get("app", config.gateway.name),
     )
 
 
@@ -176,7 +179,7 @@ def rule_headers(rule: MatchRule) -> tuple[tuple[str, str], ...] | None:
 
 def ingress_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journey]:
     model = config.models[name]
-    gateway = gateway_workload(config)
+    gateway = gateway_workload(config, objects)
     ports = server_ports(model)
     grpc = next((p.number for p in ports if p.app_protocol == "grpc"), None)
     rest_port = ports[0].number

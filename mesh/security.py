@@ -113,7 +113,7 @@ def caller_principals(config: StackConfig, name: str) -> list[str]:
         f"{domain}/ns/{namespace}/sa/{account}"
         for namespace, _, account in (c.partition("/") for c in config.models[name].callers)
     ]
-    return [config.security.gateway_principal, *callers]
+    return [config.gateway_principal(), *callers]
 
 
 def _operation(ports: list[int], methods: list[str], paths: list[str], **extra) -> dict:
@@ -192,11 +192,6 @@ def authorization_policy(
 METRICS_PORTS = (15020, 15090)
 
 
-def gateway_namespace(config: StackConfig) -> str:
-    """Where the ingress gateway pods run: the namespace of the principal the policies admit."""
-    return config.security.gateway_principal.split("/ns/", 1)[1].split("/", 1)[0]
-
-
 def _namespace_peer(namespace: str, pods: dict[str, str] | None = None) -> dict:
     peer: dict = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
     if pods:
@@ -220,7 +215,7 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
     model = config.models[name]
     callers = sorted({caller.partition("/")[0] for caller in model.callers})
     servers = [
-        _namespace_peer(gateway_namespace(config), dict(config.gateway.selector)),
+        _namespace_peer(config.gateway.namespace, dict(config.gateway.selector)),
         *(_namespace_peer(namespace) for namespace in callers),
     ]
     selector = (

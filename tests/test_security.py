@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
 from mesh.config import ConfigError, parse_config
-from tests.conftest import of_kind, one, plan_objects, with_value
+from mesh.stackfile import raw_project_config
+from tests.conftest import EXAMPLES_DIR, of_kind, one, plan_objects, with_value
 from tests.harness import run_program
 from tests.istio_authz import Request, allows, value_matches
 
@@ -96,14 +98,90 @@ def test_callers_are_the_gateway_and_the_configured_service_accounts(prod_object
     assert sentiment_rule["from"] == [{"source": {"principals": [GATEWAY]}}]
 
 
-def test_gateway_principal_and_trust_domain_are_configurable(prod):
-    raw = with_value(prod, "security.gatewayPrincipal", "corp.example/ns/ingress/sa/gateway")
+def test_gateway_identity_and_trust_domain_are_configurable(prod):
+    raw = with_value(prod, "gateway.namespace", "ingress")
+    raw = with_value(raw, "gateway.serviceAccount", "gateway")
     raw = with_value(raw, "security.trustDomain", "corp.example")
     policy = one(plan_objects(raw, "prod"), "AuthorizationPolicy", "fraud")
     assert policy["spec"]["rules"][0]["from"][0]["source"]["principals"] == [
         "corp.example/ns/ingress/sa/gateway",
         "corp.example/ns/payments/sa/payments-api",
     ]
+
+
+# --- the gateway's identity: derived from the selector, never contradicting it -----------------
+
+
+def _gateway(raw: dict) -> tuple[str, str]:
+    config = parse_config(raw, "prod")
+    return config.gateway_service_account(), config.gateway_principal()
+
+
+def _sentiment_principals(raw: dict) -> list[str]:
+    policy = one(plan_objects(raw, "prod"), "AuthorizationPolicy", "sentiment")
+    return policy["spec"]["rules"][0]["from"][0]["source"]["principals"]
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        {"istio": "ingressgateway"},
+        {"app": "istio-ingressgateway"},
+        {"istio": "ingressgateway", "app": "istio-ingressgateway"},
+    ],
+)
+def test_legacy_selector_derives_the_istioctl_gateway_service_account(prod, selector):
+    raw = with_value(prod, "gateway.selector", selector)
+    assert _gateway(raw) == ("istio-ingressgateway-service-account", GATEWAY)
+    assert _sentiment_principals(raw) == [GATEWAY]
+
+
+def test_istio_gateway_chart_selector_derives_the_release_service_account(prod):
+    # `helm install istio-ingress istio/gateway -n istio-ingress`: pods labelled
+    # app: istio-ingress, istio: ingress, running as ServiceAccount istio-ingress.
+    raw = with_value(prod, "gateway.selector", {"app": "istio-ingress", "istio": "ingress"})
+    raw = with_value(raw, "gateway.namespace", "istio-ingress")
+    principal = "cluster.local/ns/istio-ingress/sa/istio-ingress"
+    assert _gateway(raw) == ("istio-ingress", principal)
+    assert _sentiment_principals(raw) == [principal]
+
+
+def test_explicit_gateway_service_account_and_namespace_win_over_the_selector(prod):
+    # A chart release with serviceAccount.name set: the app label no longer names the account.
+    raw = with_value(prod, "gateway.selector", {"app": "public-ingress"})
+    raw = with_value(raw, "gateway.serviceAccount", "edge-gateway")
+    raw = with_value(raw, "gateway.namespace", "edge")
+    principal = "cluster.local/ns/edge/sa/edge-gateway"
+    assert _gateway(raw) == ("edge-gateway", principal)
+    assert _sentiment_principals(raw) == [principal]
+
+
+def test_gateway_principal_contradicting_the_gateway_is_refused_naming_the_path(prod):
+    raw = with_value(prod, "gateway.selector", {"istio": "ingressgateway", "app": "public-ingress"})
+    raw = with_value(raw, "security.gatewayPrincipal", GATEWAY)
+    message = _refusal(raw, "prod")
+    assert "'prod': security.gatewayPrincipal: " in message
+    assert "'cluster.local/ns/istio-system/sa/public-ingress'" in message
+    assert "gateway.serviceAccount" in message and "gateway.namespace" in message
+
+
+def test_gateway_principal_agreeing_with_the_gateway_is_still_accepted(prod):
+    raw = with_value(prod, "gateway.namespace", "istio-ingress")
+    raw = with_value(raw, "gateway.serviceAccount", "istio-ingress")
+    principal = "cluster.local/ns/istio-ingress/sa/istio-ingress"
+    raw = with_value(raw, "security.gatewayPrincipal", principal)
+    assert _sentiment_principals(raw) == [principal]
+
+
+@pytest.mark.parametrize("selector", [{"istio": "eastwest"}, {"app": "Public_Ingress"}])
+def test_underivable_gateway_service_account_must_be_given_when_authorizing(prod, dev, selector):
+    message = _refusal(with_value(prod, "gateway.selector", selector), "prod")
+    assert "'prod': gateway.serviceAccount: " in message
+    assert "cannot be derived" in message
+    # Without authorization nothing admits the gateway by identity: no reason to refuse.
+    parse_config(with_value(dev, "gateway.selector", selector), "dev")
+    raw = with_value(prod, "gateway.selector", selector)
+    _gateway(with_value(raw, "gateway.serviceAccount", "eastwest"))
 
 
 SENTIMENT_REQUESTS = [
@@ -377,3 +455,21 @@ def test_network_policy_is_one_setting_away_in_dev_and_can_be_turned_off(dev, pr
     }
     off = with_value(prod, "security.networkPolicy", False)
     assert not of_kind(plan_objects(off, "prod"), "NetworkPolicy")
+# --- the prod-like example: an istio/gateway chart release ---------------------------------------
+
+PUBLIC_INGRESS = "cluster.local/ns/istio-system/sa/public-ingress"
+PROD_LIKE_INFERENCE = {
+    # model: an inference request its server answers
+    "ranking": (8501, "POST", "/v1/models/ranking:predict"),
+    "embeddings": (8000, "POST", "/v2/models/embeddings/infer"),
+}
+
+
+def test_prod_like_policies_admit_its_gateway_release_and_not_the_legacy_principal():
+    raw = raw_project_config(yaml.safe_load((EXAMPLES_DIR / "Pulumi.prod-like.yaml").read_text()))
+    policies = of_kind(plan_objects(raw, "prod-like"), "AuthorizationPolicy")
+    assert sorted(p["metadata"]["name"] for p in policies) == sorted(PROD_LIKE_INFERENCE)
+    for policy in policies:
+        port, method, path = PROD_LIKE_INFERENCE[policy["metadata"]["name"]]
+        assert allows(policy, Request(PUBLIC_INGRESS, port, method, path))
+        assert not allows(policy, Request(GATEWAY, port, method, path))

@@ -281,8 +281,13 @@ _CREDENTIAL_PAIRS = ("ACCESS_KEY", "API_KEY", "PRIVATE_KEY", "SECRET_KEY", "AUTH
 _CREDENTIAL_VALUE = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
+def is_dns_subdomain(value: str) -> bool:
+    """Whether `value` can name a Kubernetes object such as a ServiceAccount."""
+    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
+
+
 def _dns_subdomain(value: str) -> str:
-    if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+    if not is_dns_subdomain(value):
         raise ValueError(
             f"{value!r} is not a valid Kubernetes object name (lowercase letters, digits, '-' "
             "and '.', at most 253 characters)"

@@ -9,6 +9,9 @@ from pydantic import Field
 from mesh.config.base import _Config
 from mesh.config.formats import DnsLabel, DnsSubdomain, Flag, Principal
 
+# The principal of the legacy gateway install (istioctl default profile, `istio-ingress` chart)
+# in the default trust domain: what StackConfig.gateway_principal() gives for the default
+# gateway settings.
 DEFAULT_GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
 
 
@@ -40,10 +43,12 @@ class Security(_Config):
         description="namespaces whose Prometheus may scrape the model pods (ports 15020 and "
         "15090) through the NetworkPolicy",
     )
-    gateway_principal: Principal = Field(
-        default=DEFAULT_GATEWAY_PRINCIPAL,
-        description="identity of the ingress gateway pods, allowed to call every model",
+    gateway_principal: Principal | None = Field(
+        default=None,
+        description="deprecated, kept for compatibility: must equal the principal derived from "
+        "gateway.namespace/serviceAccount/selector (set those instead)",
     )
     trust_domain: DnsSubdomain = Field(
-        default="cluster.local", description="trust domain of models.<m>.callers"
+        default="cluster.local",
+        description="trust domain of the gateway's principal and of models.<m>.callers",
     )

@@ -10,7 +10,15 @@ from pydantic import Field, model_validator
 
 from mesh.config.base import _Config
 from mesh.config.errors import ConfigPathError
-from mesh.config.formats import DnsLabel, Flag, Fqdn, Image, ServiceName
+from mesh.config.formats import (
+    DnsLabel,
+    DnsSubdomain,
+    Flag,
+    Fqdn,
+    Image,
+    ServiceName,
+    is_dns_subdomain,
+)
 from mesh.config.model import Model
 from mesh.config.scheduling import Scheduling
 from mesh.config.security import Security
@@ -30,15 +38,68 @@ class GatewayTls(_Config):
     )
 
 
+# The legacy gateway install: istioctl's default profile and the `istio-ingress` chart
+# (istio/istio 1.30.3 manifests/charts/gateways/istio-ingress) run the pods under this service
+# account, labelled `app: istio-ingressgateway`, `istio: ingressgateway`.
+LEGACY_GATEWAY_APP = "istio-ingressgateway"
+LEGACY_GATEWAY_ISTIO = "ingressgateway"
+LEGACY_GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
+
+
 class Gateway(_Config):
+    """The shared Gateway, and which ingress gateway pods serve it.
+
+    `namespace` and `serviceAccount` say who those pods are, because the model pods'
+    AuthorizationPolicies admit them by their SPIFFE principal
+    `<trustDomain>/ns/<namespace>/sa/<serviceAccount>`: a principal the selected pods do not
+    have answers every request with 403. Without `serviceAccount` it is derived from the
+    selector (see `derived_service_account`).
+    """
+
     name: DnsLabel = "ml-gateway"
     domain: Fqdn = Field(description="each model is served at <model>.<domain>")
     selector: dict[str, str] = Field(
-        default={"istio": "ingressgateway"},
+        default={"istio": LEGACY_GATEWAY_ISTIO},
         min_length=1,
         description="labels of the ingress gateway pods",
     )
+    namespace: DnsLabel = Field(
+        default="istio-system",
+        description="namespace of the ingress gateway pods (part of their identity)",
+    )
+    service_account: DnsSubdomain | None = Field(
+        default=None,
+        description="service account of the ingress gateway pods; default from the selector: "
+        "its `app` label (an istio/gateway Helm release), else "
+        f"{LEGACY_GATEWAY_SERVICE_ACCOUNT} (istioctl / istio-ingress chart)",
+    )
     tls: GatewayTls | None = None
+
+    def derived_service_account(self) -> str | None:
+        """The service account the pods `selector` picks run under, by install convention
+        (istio/istio 1.30.3):
+
+        - the `istio/gateway` Helm chart (manifests/charts/gateway, templates/_helpers.tpl,
+          serviceaccount.yaml, deployment.yaml) names the ServiceAccount `serviceAccount.name`,
+          else the release name, and labels the pods `app: <release>` and
+          `istio: <release without the "istio-" prefix>`: an `app` label other than
+          `istio-ingressgateway` is such a release, and its value the service account. A
+          release that overrides `serviceAccount.name` or `labels.app` (or sets `name`) breaks
+          the link: give `serviceAccount` then;
+        - the legacy install (istioctl's default profile, the `istio-ingress` chart,
+          manifests/charts/gateways/istio-ingress) labels its pods `app: istio-ingressgateway`,
+          `istio: ingressgateway` and runs them as `istio-ingressgateway-service-account`.
+
+        None when the selector is neither (say `istio: eastwest` alone: the `istio` label
+        drops the "istio-" prefix of a release name, so the account cannot be told from it), or
+        its `app` cannot name a ServiceAccount.
+        """
+        app = self.selector.get("app")
+        if app is not None and app != LEGACY_GATEWAY_APP:
+            return app if is_dns_subdomain(app) else None
+        if app == LEGACY_GATEWAY_APP or self.selector.get("istio") == LEGACY_GATEWAY_ISTIO:
+            return LEGACY_GATEWAY_SERVICE_ACCOUNT
+        return None
 
 
 class Istio(_Config):
@@ -123,6 +184,41 @@ class StackConfig(_Config):
         return self
 
     @model_validator(mode="after")
+    def _gateway_identity(self) -> StackConfig:
+        """The policies may only admit the identity the selected gateway pods have: an
+        underivable service account must be given, and `security.gatewayPrincipal` (kept for
+        stack files that set it) must agree with gateway.namespace/serviceAccount/selector
+        rather than override them, so the two can never drift apart."""
+        gateway = self.gateway
+        given = self.security.gateway_principal
+        if gateway.service_account is None and gateway.derived_service_account() is None:
+            if self.authorization_enabled() or given is not None:
+                raise ConfigPathError(
+                    ("gateway", "serviceAccount"),
+                    f"the service account of the gateway pods selected by {gateway.selector} "
+                    "cannot be derived (no `app` label naming one, `istio` is not "
+                    "'ingressgateway'), and the AuthorizationPolicies admit the gateway by it: "
+                    "set gateway.serviceAccount (for the istio/gateway Helm chart, the release "
+                    "name or its serviceAccount.name) and gateway.namespace",
+                )
+            return self
+        derived = self.gateway_principal()
+        if given is not None and given != derived:
+            account_source = (
+                "from gateway.serviceAccount"
+                if gateway.service_account is not None
+                else f"derived from gateway.selector {gateway.selector}"
+            )
+            raise ConfigPathError(
+                ("security", "gatewayPrincipal"),
+                f"{given!r} is not the principal of the selected gateway pods, {derived!r} "
+                f"(namespace from gateway.namespace, service account {account_source}); set "
+                "gateway.serviceAccount and gateway.namespace to the gateway's instead and "
+                "remove security.gatewayPrincipal (or set it to the derived value)",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _protected_rules(self) -> StackConfig:
         """What a protected (production) stack may not do."""
         if not self.protected:
@@ -173,6 +269,28 @@ class StackConfig(_Config):
     def egress_restricted(self) -> bool:
         restricted = self.security.restrict_egress
         return self.protected if restricted is None else restricted
+
+    def gateway_service_account(self) -> str:
+        """Service account of the ingress gateway pods: gateway.serviceAccount, else derived
+        from gateway.selector (`Gateway.derived_service_account`). Validation guarantees one
+        wherever authorization needs it; elsewhere an underivable selector falls back to the
+        legacy account, which nothing then relies on."""
+        gateway = self.gateway
+        return (
+            gateway.service_account
+            or gateway.derived_service_account()
+            or LEGACY_GATEWAY_SERVICE_ACCOUNT
+        )
+
+    def gateway_principal(self) -> str:
+        """The SPIFFE principal an AuthorizationPolicy sees for the gateway pods:
+        `<trustDomain>/ns/<namespace>/sa/<serviceAccount>`, the pods' SPIFFE identity
+        (istio/istio 1.30.3 pkg/spiffe/spiffe.go `GenSpiffeURI`) without `spiffe://`, trust
+        domain from security.trustDomain."""
+        return (
+            f"{self.security.trust_domain}/ns/{self.gateway.namespace}"
+            f"/sa/{self.gateway_service_account()}"
+        )
 
     def model_hosts(self, name: str) -> list[str]:
         """External hosts of a model: its own, or `<model>.<gateway.domain>`."""
