@@ -11,6 +11,9 @@ import pytest
 from mesh.config import parse_config
 from mesh.plan import MODEL, build_plan
 from mesh.render import traffic_table
+from mesh.trace import authz
+from mesh.trace.flagger import expand
+from mesh.trace.objects import Objects
 from tests.conftest import shared_path, with_value
 from tests.harness import run_program, try_program
 
@@ -205,6 +208,95 @@ def test_traffic_table_shows_flagger_owns_the_split(progressive):
     assert ["sentiment", "tensorflow-serving", "v4", "target", "flagger", "2"] in rows
 
 
+LOADTESTER = "cluster.local/ns/test/sa/default"
+LOAD_TEST = {
+    "url": "http://flagger-loadtester.test/",
+    "cmd": "hey -z 1m -q 10 -c 2 -m POST http://sentiment-canary.ml-serving:8501/v1/models/sentiment:predict",
+}
+
+
+def _with_load_test(raw: dict, **load_test) -> dict:
+    return with_value(raw, "models.sentiment.progressive.loadTest", {**LOAD_TEST, **load_test})
+
+
+def _decision(raw: dict, workload: str, principal: str | None) -> authz.Decision:
+    """What the proxy of `workload`'s pods answers to the load test's request, with the
+    objects Flagger creates for the Canary (the primary copy, its Services)."""
+    objects = Objects(expand(build_plan(parse_config(raw, "prod")).objects()))
+    pod = objects.pod(f"ml-serving/{workload}")
+    assert pod is not None, workload
+    request = authz.AuthzRequest(
+        principal=principal,
+        namespace=principal.split("/")[2] if principal else None,
+        port=8501,
+        method="POST",
+        path="/v1/models/sentiment:predict",
+        host="sentiment-canary.ml-serving:8501",
+        headers={},
+    )
+    return authz.decide(objects, pod, request)
+
+
+def test_the_loadtester_reaches_the_canary_pods_flagger_analyses(progressive):
+    """Without it, prod's policy refuses the whole load test with 403 (which Flagger's
+    built-in success rate would count as success)."""
+    raw = _with_load_test(progressive)
+    decision = _decision(raw, "sentiment", LOADTESTER)
+    assert decision.allowed, decision.reason
+    assert decision.policy == "ml-serving/sentiment"
+    assert not _decision(progressive, "sentiment", LOADTESTER).allowed  # no load test: no entry
+
+
+def test_the_loadtester_stays_out_of_the_primary_that_serves_live_traffic(progressive):
+    raw = _with_load_test(progressive)
+    assert not _decision(raw, "sentiment-primary", LOADTESTER).allowed
+    # the gateway still reaches both, an unknown caller neither
+    gateway = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    for workload in ("sentiment", "sentiment-primary"):
+        assert _decision(raw, workload, gateway).allowed
+        assert not _decision(raw, workload, "cluster.local/ns/test/sa/other").allowed
+        assert not _decision(raw, workload, None).allowed
+
+
+def test_the_loadtester_principal_uses_the_trust_domain_and_is_listed_once(progressive):
+    raw = _with_load_test(progressive, serviceAccount="loadtest/flagger-loadtester")
+    raw = with_value(raw, "security.trustDomain", "corp.example")
+    raw = with_value(raw, "models.sentiment.callers", ["loadtest/flagger-loadtester"])
+    policy = _model_objects(raw, "sentiment")[("AuthorizationPolicy", "sentiment")]
+    (rule,) = policy["spec"]["rules"]
+    assert rule["from"][0]["source"]["principals"] == [
+        "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        "corp.example/ns/loadtest/sa/flagger-loadtester",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "caller"),
+    [
+        ("http://flagger-loadtester.test/", "test/default"),
+        ("http://flagger-loadtester.test:80/", "test/default"),
+        ("http://flagger-loadtester.loadtest.svc/", "loadtest/default"),
+        ("http://flagger-loadtester.loadtest.svc.cluster.local/", "loadtest/default"),
+        ("https://loadtester.qa.svc.corp.internal:8443/", "qa/default"),
+    ],
+)
+def test_the_loadtester_defaults_to_the_default_account_of_the_urls_namespace(
+    progressive, url, caller
+):
+    """The loadtester chart creates no service account unless asked to, so its pods run as
+    their namespace's `default`; the namespace is the Service URL's second label."""
+    config = parse_config(_with_load_test(progressive, url=url), "prod")
+    load_test = config.models["sentiment"].progressive.load_test
+    assert load_test.service_account is None
+    assert load_test.caller() == caller
+
+
+def test_an_explicit_loadtester_service_account_wins_over_the_url(progressive):
+    raw = _with_load_test(progressive, serviceAccount="test/flagger-loadtester")
+    config = parse_config(raw, "prod")
+    assert config.models["sentiment"].progressive.load_test.caller() == "test/flagger-loadtester"
+
+
 MISTAKES = [
     (
         "matches",
@@ -261,6 +353,28 @@ MISTAKES = [
         {"url": "flagger-loadtester", "cmd": "hey"},
         "models.sentiment.progressive.loadTest.url",
         "http(s) URL",
+    ),
+    (
+        "load test URL without a namespace",
+        "models.sentiment.progressive.loadTest",
+        {"url": "http://flagger-loadtester/", "cmd": "hey"},
+        "models.sentiment.progressive.loadTest.serviceAccount",
+        "cannot be derived from url 'http://flagger-loadtester/', whose host names no "
+        "namespace; set it to the loadtester's <namespace>/<serviceaccount>",
+    ),
+    (
+        "load test URL outside the cluster",
+        "models.sentiment.progressive.loadTest",
+        {"url": "https://loadtest.example.com/", "cmd": "hey"},
+        "models.sentiment.progressive.loadTest.serviceAccount",
+        "whose host names no namespace",
+    ),
+    (
+        "loadtester service account without a namespace",
+        "models.sentiment.progressive.loadTest",
+        {"url": "http://flagger-loadtester.test/", "cmd": "hey", "serviceAccount": "default"},
+        "models.sentiment.progressive.loadTest.serviceAccount",
+        "<namespace>/<serviceaccount>",
     ),
     (
         "target without replicas",

@@ -95,6 +95,7 @@ from mesh.config.resilience import (
     TrafficPolicy,
 )
 from mesh.config.routing import (
+    LOADTESTER_SERVICE_ACCOUNT,
     Canary,
     HeaderMatch,
     LoadTest,
@@ -119,6 +120,7 @@ from mesh.config.telemetry import AccessLogging, Alerts, Dashboard, Telemetry, T
 __all__ = [
     "DEFAULT_CPU_TARGET",
     "DEFAULT_GATEWAY_PRINCIPAL",
+    "LOADTESTER_SERVICE_ACCOUNT",
     "PLACEHOLDER_ROLE_ARN",
     "PROM_DURATION",
     "RETRY_ON",
