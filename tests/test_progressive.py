@@ -4,9 +4,11 @@ none of the objects Flagger creates and owns itself."""
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
+import re2
 
 from mesh.config import parse_config
 from mesh.plan import MODEL, build_plan
@@ -48,6 +50,7 @@ def test_progressive_model_is_a_service_account_a_target_deployment_and_a_canary
         ("Deployment", "sentiment"),
         ("HorizontalPodAutoscaler", "sentiment"),  # prod autoscales sentiment
         ("Canary", "sentiment"),
+        ("MetricTemplate", "sentiment-request-success-rate"),  # what its success rate reads
         # prod's authorization: Flagger's canary pods (app=sentiment) and its primary copies
         ("AuthorizationPolicy", "sentiment"),
         ("AuthorizationPolicy", "sentiment-primary"),
@@ -125,7 +128,10 @@ def test_canary_routes_through_our_gateway_hosts_and_the_mesh(progressive):
     }
 
 
-def test_canary_analysis_checks_success_rate_and_latency(progressive):
+SUCCESS_RATE_REF = {"name": "sentiment-request-success-rate", "namespace": "ml-serving"}
+
+
+def test_canary_analysis_checks_our_success_rate_and_flaggers_latency(progressive):
     analysis = _canary(progressive)["spec"]["analysis"]
     assert analysis == {
         "interval": "1m",
@@ -133,10 +139,153 @@ def test_canary_analysis_checks_success_rate_and_latency(progressive):
         "maxWeight": 30,
         "stepWeight": 5,
         "metrics": [
-            {"name": "request-success-rate", "interval": "1m", "thresholdRange": {"min": 99}},
+            {
+                "name": "ml-mesh-request-success-rate",
+                "templateRef": SUCCESS_RATE_REF,
+                "interval": "1m",
+                "thresholdRange": {"min": 99},
+            },
             {"name": "request-duration", "interval": "1m", "thresholdRange": {"max": 500}},
         ],
     }
+
+
+def test_flaggers_built_in_success_rate_is_not_used_under_any_name(progressive):
+    """Flagger runs its built-in query (403 = success) for any metric named
+    request-success-rate, even one with a templateRef."""
+    metrics = _canary(progressive)["spec"]["analysis"]["metrics"]
+    assert "request-success-rate" not in {m["name"] for m in metrics}
+    templates = _model_objects(progressive, "sentiment")
+    for metric in metrics:
+        if metric["name"] != "request-duration":
+            ref = metric["templateRef"]
+            assert ("MetricTemplate", ref["name"]) in templates
+            assert (
+                templates[("MetricTemplate", ref["name"])]["metadata"]["namespace"]
+                == (ref["namespace"])
+            )
+
+
+# Flagger v1.44's built-in Istio request-success-rate (pkg/metrics/observers/istio.go), the
+# query ours must keep the labels of.
+FLAGGER_SUCCESS_RATE = """
+sum(rate(istio_requests_total{reporter="destination",
+  destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}",
+  response_code!~"5.*"}[{{ interval }}]))
+/ sum(rate(istio_requests_total{reporter="destination",
+  destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}"
+}[{{ interval }}])) * 100
+"""
+TEMPLATE_CALL = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+
+
+def _render(query: str, canary: dict, interval: str) -> str:
+    """The query as Flagger renders it for `canary` (pkg/metrics/observers/render.go with
+    MetricTemplateModel's functions, `missingkey=error`): an unknown function is an error."""
+    spec = canary["spec"]
+    values = {
+        "name": canary["metadata"]["name"],
+        "namespace": canary["metadata"]["namespace"],
+        "target": spec["targetRef"]["name"],
+        "service": spec["service"].get("name", spec["targetRef"]["name"]),
+        "interval": interval,
+    }
+
+    def call(match: re.Match) -> str:
+        assert match[1] in values, f"Flagger has no template function {match[1]!r}"
+        return values[match[1]]
+
+    return TEMPLATE_CALL.sub(call, query)
+
+
+def _parsed_selectors(query: str) -> list[dict[str, tuple[str, str]]]:
+    parser = pytest.importorskip(
+        "promql_parser", reason="promql-parser (requirements-dev.txt) parses PromQL for real"
+    )
+    found: list = []
+    parser.walk(
+        parser.parse(query),
+        lambda node: found.append(node) if isinstance(node, parser.VectorSelector) else None,
+    )
+    assert {vector.name for vector in found} == {"istio_requests_total"}
+    return [
+        {m.name: (str(m.op).rpartition(".")[2], m.value) for m in vector.matchers.matchers}
+        for vector in found
+    ]
+
+
+def _success_rate(raw: dict) -> tuple[dict, dict]:
+    objects = _model_objects(raw, "sentiment")
+    template = objects[("MetricTemplate", "sentiment-request-success-rate")]
+    return template, objects[("Canary", "sentiment")]
+
+
+def test_the_success_rate_template_asks_the_configured_prometheus(progressive):
+    template, _ = _success_rate(progressive)
+    assert template["apiVersion"] == "flagger.app/v1beta1"
+    assert template["metadata"]["namespace"] == "ml-serving"
+    # Flagger's own Prometheus for Istio when nothing is set (its chart's metricsServer)
+    assert template["spec"]["provider"] == {
+        "type": "prometheus",
+        "address": "http://prometheus.istio-system:9090",
+    }
+    raw = with_value(progressive, "telemetry.prometheus.address", "http://prometheus.mon:9090")
+    template, _ = _success_rate(raw)
+    assert template["spec"]["provider"]["address"] == "http://prometheus.mon:9090"
+
+
+def test_the_success_rate_query_parses_once_flagger_renders_it(progressive):
+    template, canary = _success_rate(progressive)
+    metric = canary["spec"]["analysis"]["metrics"][0]
+    query = _render(template["spec"]["query"], canary, metric["interval"])
+    assert "{{" not in query
+    assert len(_parsed_selectors(query)) == 2  # served / every request
+
+
+def test_the_success_rate_reads_the_same_requests_as_flaggers_built_in(progressive):
+    """Only the response codes counted as served differ from Flagger's own query."""
+    template, canary = _success_rate(progressive)
+    ours = _parsed_selectors(_render(template["spec"]["query"], canary, "1m"))
+    theirs = _parsed_selectors(_render(FLAGGER_SUCCESS_RATE, canary, "1m"))
+    assert ours[1] == theirs[1]  # the denominator: every request to the canary
+    assert {k: v for k, v in ours[0].items() if k != "response_code"} == {
+        k: v for k, v in theirs[0].items() if k != "response_code"
+    }
+    assert ours[1] == {
+        "reporter": ("Equal", "destination"),
+        "destination_workload_namespace": ("Equal", "ml-serving"),
+        "destination_workload": ("Re", "sentiment"),
+    }
+
+
+def _not_served(raw: dict) -> re2._Regexp:
+    template, canary = _success_rate(raw)
+    served = _parsed_selectors(_render(template["spec"]["query"], canary, "1m"))[0]
+    op, pattern = served["response_code"]
+    assert op == "NotRe"  # the numerator leaves these out
+    return re2.compile(f"^(?:{pattern})$")  # PromQL anchors label regexes
+
+
+@pytest.mark.parametrize("code", ["403", "401", "404", "0", "500", "503", "504"])
+def test_refused_missing_reset_and_5xx_responses_count_as_failures(progressive, code):
+    """403 is what our AuthorizationPolicy answers a caller it does not admit: a load test
+    refused that way now lowers the success rate instead of passing it."""
+    assert _not_served(progressive).match(code)
+
+
+@pytest.mark.parametrize("code", ["200", "201", "204", "304", "400", "429"])
+def test_answers_a_healthy_canary_gives_count_as_served(progressive, code):
+    """400 (bad input) and 429 (too many requests) answer the client's request the same way
+    from a good version; counting them would roll back on a misbehaving client."""
+    assert not _not_served(progressive).match(code)
+
+
+def test_the_success_rate_counts_the_canary_pods_not_the_primary(progressive):
+    template, canary = _success_rate(progressive)
+    served = _parsed_selectors(_render(template["spec"]["query"], canary, "1m"))[0]
+    workload = re2.compile(f"^(?:{served['destination_workload'][1]})$")
+    assert workload.match("sentiment")
+    assert not workload.match("sentiment-primary")
 
 
 def test_step_weights_load_test_timeout_and_retries_reach_the_canary(progressive):
@@ -160,7 +309,8 @@ def test_step_weights_load_test_timeout_and_retries_reach_the_canary(progressive
     assert spec["analysis"]["stepWeights"] == [1, 5, 20, 50]
     assert "stepWeight" not in spec["analysis"] and "maxWeight" not in spec["analysis"]
     assert spec["analysis"]["metrics"][0] == {
-        "name": "request-success-rate",
+        "name": "ml-mesh-request-success-rate",
+        "templateRef": SUCCESS_RATE_REF,
         "interval": "30s",
         "thresholdRange": {"min": 99.5},
     }
@@ -198,6 +348,14 @@ def test_canary_is_a_custom_resource_in_the_model_component_after_its_target(pro
     registered = run.resource("Canary", "sentiment")
     assert registered.type == "kubernetes:flagger.app/v1beta1:Canary"
     assert registered.parent_type == MODEL
+    # the analysis reads the model's own MetricTemplate: created before, deleted after it
+    template = run.resource("MetricTemplate", "sentiment-request-success-rate")
+    assert template.type == "kubernetes:flagger.app/v1beta1:MetricTemplate"
+    assert template.parent_type == MODEL
+    assert {(t.rpartition(":")[2], n) for t, n in registered.depends_on} >= {
+        ("Deployment", "sentiment"),
+        ("MetricTemplate", "sentiment-request-success-rate"),
+    }
     assert run.outputs["models"]["sentiment"]["routing"] == "flagger"
     assert run.outputs["models"]["sentiment"]["traffic"] == {}
 
