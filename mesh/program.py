@@ -40,7 +40,8 @@ TYPED_KINDS: dict[tuple[str, str], Any] = {
 DEPENDS_ON_KINDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("ServiceAccount",),
     "VirtualService": ("DestinationRule", "Deployment", "Gateway"),
-    "Canary": ("Deployment",),  # Flagger needs its target Deployment
+    # Flagger needs its target Deployment and the MetricTemplate its analysis reads.
+    "Canary": ("Deployment", "MetricTemplate"),
     # REGISTRY_ONLY egress only once the model store's ServiceEntries are there; on delete the
     # Sidecar goes first.
     "Sidecar": ("ServiceEntry",),

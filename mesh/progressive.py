@@ -1,7 +1,7 @@
 """Progressive delivery with Flagger: the objects of a model whose rollout Flagger owns.
 
-In this mode ml-mesh emits the ServiceAccount, ONE target Deployment named after the model and a
-Flagger `Canary`. Flagger then creates and owns everything that routes the model: the
+In this mode ml-mesh emits the ServiceAccount, ONE target Deployment named after the model, a
+Flagger `Canary` and the `MetricTemplate` its success rate reads. Flagger then creates and owns everything that routes the model: the
 Deployment `<model>-primary`, the Services `<model>`, `<model>-primary`, `<model>-canary`, the
 DestinationRules `<model>-primary` and `<model>-canary` and the VirtualService `<model>` (Flagger
 v1.44 pkg/router/istio.go and kubernetes_default.go; RULES.md 80). ml-mesh must not emit any of
@@ -13,6 +13,7 @@ from __future__ import annotations
 from mesh.config import Progressive, StackConfig
 from mesh.ingress import gateway_ref
 from mesh.k8s import metadata
+from mesh.promql import REQUESTS, Matcher, selector
 from mesh.traffic import request_policy
 from models.presets import server_ports
 from models.scaling import horizontal_pod_autoscaler
@@ -25,11 +26,82 @@ API_VERSION = "flagger.app/v1beta1"
 PROGRESS_DEADLINE_SECONDS = 900
 
 
-def metrics(progressive: Progressive) -> list[dict]:
-    """Flagger's two built-in Istio checks, each over one analysis interval."""
+# The analysis metric that replaces Flagger's built-in `request-success-rate`. Not that name:
+# Flagger runs its built-in query for any metric so named, templateRef or not (v1.44
+# pkg/controller/scheduler_metrics.go `runBuiltinMetricChecks`).
+SUCCESS_RATE = "ml-mesh-request-success-rate"
+# Istio `response_code`s that mean the canary did not serve the request: every 5xx (as in
+# Flagger's built-in), 401 and 403 (refused, e.g. by our AuthorizationPolicy: `RBAC: access
+# denied`), 404 (no such model or route: the server never ran it) and 0 (the connection was
+# reset before any response). 400 and 429 stay successes: they answer a client's bad input or
+# rate, which a healthy canary answers the same way, and counting them would roll back a good
+# version whenever a live client misbehaves. PromQL anchors the regex (`^(?:...)$`).
+NOT_SERVED = "5.*|401|403|404|0"
+
+
+def success_rate_template_name(name: str) -> str:
+    return f"{name}-request-success-rate"
+
+
+def success_rate_query() -> str:
+    """Percent of the canary's requests it served, over `{{ interval }}`.
+
+    Flagger's built-in Istio `request-success-rate` (v1.44 pkg/metrics/observers/istio.go)
+    with the same labels (`reporter="destination"`: counted once, by the canary pods' own
+    proxy, which is also where a 403 of the AuthorizationPolicy is recorded) but with
+    `response_code!~NOT_SERVED` instead of `!~"5.*"`: the built-in counts a 403 as a success,
+    so a load test refused by the policy would promote a canary that never answered one
+    request. No traffic at all makes the ratio NaN, which Flagger takes as "no values found":
+    a failed check, never a pass (pkg/metrics/providers/prometheus.go `RunQuery`).
+    `{{ target }}` is the target Deployment `<m>`, whose pods are the canary; the regex match
+    is anchored, so `<m>-primary` is not counted.
+    """
+    scope: list[Matcher] = [
+        ("reporter", "=", "destination"),
+        ("destination_workload_namespace", "=", "{{ namespace }}"),
+        ("destination_workload", "=~", "{{ target }}"),
+    ]
+    served = selector(REQUESTS, [*scope, ("response_code", "!~", NOT_SERVED)])
+    every = selector(REQUESTS, scope)
+    window = "[{{ interval }}]"
+    return f"sum(rate({served}{window})) / sum(rate({every}{window})) * 100"
+
+
+def success_rate_template(config: StackConfig, name: str) -> dict:
+    """The model's own MetricTemplate (flagger.app/v1beta1).
+
+    One per model, in the model's component beside the Canary that uses it: a model's rollout
+    then depends on nothing outside its component, turning one model over to Flagger (or back)
+    adds and removes objects of that model only, and the Canary is created after it and
+    deleted before it (mesh.program DEPENDS_ON_KINDS). The query is the same for every model
+    (it reads `{{ target }}`). Flagger's Prometheus provider needs `address` although the
+    schema does not require it (pkg/metrics/providers/prometheus.go `NewPrometheusProvider`).
+    """
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "MetricTemplate",
+        "metadata": metadata(
+            success_rate_template_name(name), config.namespace, COMPONENT, {"app": name}
+        ),
+        "spec": {
+            "provider": {"type": "prometheus", "address": config.telemetry.prometheus.address},
+            "query": success_rate_query(),
+        },
+    }
+
+
+def metrics(config: StackConfig, name: str) -> list[dict]:
+    """Our success rate (`success_rate_query`) and Flagger's built-in Istio P99 latency,
+    each over one analysis interval."""
+    progressive = config.models[name].progressive
+    assert progressive is not None, "only models in progressive mode have an analysis"
     return [
         {
-            "name": "request-success-rate",
+            "name": SUCCESS_RATE,
+            "templateRef": {
+                "name": success_rate_template_name(name),
+                "namespace": config.namespace,
+            },
             "interval": progressive.interval,
             "thresholdRange": {"min": progressive.min_success_rate},
         },
@@ -47,12 +119,14 @@ def steps(progressive: Progressive) -> dict:
     return {"maxWeight": progressive.maximum, "stepWeight": progressive.step}
 
 
-def analysis(progressive: Progressive) -> dict:
+def analysis(config: StackConfig, name: str) -> dict:
+    progressive = config.models[name].progressive
+    assert progressive is not None, "only models in progressive mode have an analysis"
     spec: dict = {
         "interval": progressive.interval,
         "threshold": progressive.threshold,
         **steps(progressive),
-        "metrics": metrics(progressive),
+        "metrics": metrics(config, name),
     }
     if progressive.load_test is not None:
         test = progressive.load_test
@@ -106,7 +180,7 @@ def canary(config: StackConfig, name: str) -> dict:
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
             "service": service(config, name),
-            "analysis": analysis(model.progressive),
+            "analysis": analysis(config, name),
             **autoscaler_ref(config, name),
         },
     }
@@ -132,5 +206,6 @@ def progressive_objects(config: StackConfig, name: str) -> list[dict]:
         service_account(config, name),
         target_deployment(config, name),
         *([hpa] if hpa is not None else []),
+        success_rate_template(config, name),
         canary(config, name),
     ]

@@ -5,7 +5,8 @@ pods may connect to.
   so every caller has a verified identity. DestinationRules say ISTIO_MUTUAL for the same reason
   on the client side (see `client_tls`).
 - AuthorizationPolicy per model (ALLOW, selector `app=<model>`): the ingress gateway's identity
-  and the model's configured callers, on the model server's inference API only. An ALLOW policy
+  and the model's configured callers (in Flagger mode, on the canary pods, also the
+  loadtester), on the model server's inference API only. An ALLOW policy
   denies everything it does not match, so admin APIs (Triton's model control, shared memory,
   trace and log settings; TF Serving's config reload) stay closed.
 - Sidecar `default` (namespace-wide): egress only to this namespace, istio-system and the model
@@ -107,13 +108,33 @@ def namespace_security_objects(config: StackConfig) -> list[dict]:
     return [obj for obj in (peer_authentication(config), sidecar(config)) if obj is not None]
 
 
-def caller_principals(config: StackConfig, name: str) -> list[str]:
-    domain = config.security.trust_domain
-    callers = [
-        f"{domain}/ns/{namespace}/sa/{account}"
-        for namespace, _, account in (c.partition("/") for c in config.models[name].callers)
-    ]
-    return [config.gateway_principal(), *callers]
+def principal(config: StackConfig, account: str) -> str:
+    """`<ns>/<sa>` as the SPIFFE principal Istio's mTLS gives it: `<trustDomain>/ns/<ns>/sa/<sa>`."""
+    namespace, _, name = account.partition("/")
+    return f"{config.security.trust_domain}/ns/{namespace}/sa/{name}"
+
+
+def workload_callers(config: StackConfig, name: str, workload: str) -> list[str]:
+    """The service accounts (`<ns>/<sa>`) besides the gateway that may call `workload`.
+
+    Every workload of the model admits `callers`. In Flagger mode the canary workload `<m>`
+    also admits the loadtester: its `cmd` calls the `<m>-canary` Service, which selects only
+    the canary pods (`app: <m>`), and those are the pods Flagger's success rate measures
+    (`destination_workload=~"<m>"`), so without it the load test is refused with 403. The
+    primary `<m>-primary` does not admit it: it serves the live traffic, and a tool that runs
+    whatever command a webhook sends has no business there.
+    """
+    model = config.models[name]
+    accounts = list(model.callers)
+    test = model.progressive.load_test if model.progressive is not None else None
+    if workload == name and test is not None and test.caller() not in accounts:
+        accounts.append(test.caller())
+    return accounts
+
+
+def caller_principals(config: StackConfig, name: str, workload: str | None = None) -> list[str]:
+    callers = workload_callers(config, name, workload or name)
+    return [config.gateway_principal(), *(principal(config, c) for c in callers)]
 
 
 def _operation(ports: list[int], methods: list[str], paths: list[str], **extra) -> dict:
@@ -177,7 +198,7 @@ def authorization_policy(
             "action": "ALLOW",
             "rules": [
                 {
-                    "from": [{"source": {"principals": caller_principals(config, name)}}],
+                    "from": [{"source": {"principals": caller_principals(config, name, workload)}}],
                     "to": inference_operations(name, config.models[name]),
                 }
             ],
@@ -213,7 +234,9 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
     if not config.network_policy_enabled():
         return None
     model = config.models[name]
-    callers = sorted({caller.partition("/")[0] for caller in model.callers})
+    # The callers' namespaces, and the loadtester's in Flagger mode (its AuthorizationPolicy
+    # then admits it on the canary workload only).
+    callers = sorted({c.partition("/")[0] for c in workload_callers(config, name, name)})
     servers = [
         _namespace_peer(config.gateway.namespace, dict(config.gateway.selector)),
         *(_namespace_peer(namespace) for namespace in callers),
@@ -241,7 +264,8 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
 
 def model_security_objects(config: StackConfig, name: str) -> list[dict]:
     """Flagger runs a model as two workloads, `<m>` (the canary) and `<m>-primary`: both get
-    the model's policy, or the primary would be open to every workload of the mesh."""
+    the model's policy, or the primary would be open to every workload of the mesh; only the
+    canary's admits the loadtester (`workload_callers`)."""
     workloads = [name, f"{name}-primary"] if config.models[name].progressive else [name]
     policies = [authorization_policy(config, name, workload) for workload in workloads]
     policies.append(network_policy(config, name, workloads))

@@ -17,7 +17,15 @@ from kubernetes_validate import utils as kv_utils
 from mesh.render import render_objects
 from mesh.stackfile import load_stack
 from tests import conformance
-from tests.conftest import PROJECT_DIR, STACK_SOURCES, shared_path, source_id
+from tests.conftest import (
+    PROJECT_DIR,
+    STACK_SOURCES,
+    plan_objects,
+    shared_path,
+    source_id,
+    with_value,
+    without,
+)
 
 ISTIO_API_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 
@@ -220,6 +228,35 @@ def test_flagger_objects_are_validated_with_schema_defaults_applied_before_cel()
     assert any("Must have port for Service reference" in p for p in conformance.problems(mirror))
     with_port = _edit(canary, "spec.service.mirror", [{"backendRef": {"name": "s", "port": 80}}])
     assert conformance.problems(with_port) == []
+
+
+@pytest.fixture
+def flagger_objects(prod) -> dict[str, dict[str, Any]]:
+    """prod with sentiment handed to Flagger, load test included: every Flagger kind it emits."""
+    raw = without(prod, "models.sentiment.canary")
+    load_test = {"url": "http://flagger-loadtester.test/", "cmd": "hey http://x/"}
+    raw = with_value(raw, "models.sentiment.progressive", {"loadTest": load_test})
+    return {o["kind"]: o for o in plan_objects(raw, "prod")}
+
+
+def test_flagger_objects_pass_flaggers_strict_schemas(flagger_objects):
+    shared_path("flagger")
+    assert {"Canary", "MetricTemplate"} <= set(flagger_objects)
+    for kind in ("Canary", "MetricTemplate", "AuthorizationPolicy", "Deployment"):
+        assert conformance.problems(flagger_objects[kind]) == [], kind
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "phrase"),
+    [
+        ("spec.provider.type", "prom", "is not one of"),
+        ("spec.provider.url", "http://prometheus:9090", "'url' was unexpected"),
+        ("spec.querry", "up", "'querry' was unexpected"),
+    ],
+)
+def test_validator_rejects_a_metric_template_flagger_rejects(flagger_objects, path, value, phrase):
+    found = conformance.problems(_edit(flagger_objects["MetricTemplate"], path, value))
+    assert any(phrase in problem for problem in found), found
 
 
 def test_a_kind_without_any_schema_is_reported_not_passed():

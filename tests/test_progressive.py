@@ -4,13 +4,18 @@ none of the objects Flagger creates and owns itself."""
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
+import re2
 
 from mesh.config import parse_config
 from mesh.plan import MODEL, build_plan
 from mesh.render import traffic_table
+from mesh.trace import authz
+from mesh.trace.flagger import expand
+from mesh.trace.objects import Objects
 from tests.conftest import shared_path, with_value
 from tests.harness import run_program, try_program
 
@@ -45,6 +50,7 @@ def test_progressive_model_is_a_service_account_a_target_deployment_and_a_canary
         ("Deployment", "sentiment"),
         ("HorizontalPodAutoscaler", "sentiment"),  # prod autoscales sentiment
         ("Canary", "sentiment"),
+        ("MetricTemplate", "sentiment-request-success-rate"),  # what its success rate reads
         # prod's authorization: Flagger's canary pods (app=sentiment) and its primary copies
         ("AuthorizationPolicy", "sentiment"),
         ("AuthorizationPolicy", "sentiment-primary"),
@@ -133,7 +139,10 @@ def test_canary_routes_through_our_gateway_hosts_and_the_mesh(progressive):
     }
 
 
-def test_canary_analysis_checks_success_rate_and_latency(progressive):
+SUCCESS_RATE_REF = {"name": "sentiment-request-success-rate", "namespace": "ml-serving"}
+
+
+def test_canary_analysis_checks_our_success_rate_and_flaggers_latency(progressive):
     analysis = _canary(progressive)["spec"]["analysis"]
     assert analysis == {
         "interval": "1m",
@@ -141,10 +150,153 @@ def test_canary_analysis_checks_success_rate_and_latency(progressive):
         "maxWeight": 30,
         "stepWeight": 5,
         "metrics": [
-            {"name": "request-success-rate", "interval": "1m", "thresholdRange": {"min": 99}},
+            {
+                "name": "ml-mesh-request-success-rate",
+                "templateRef": SUCCESS_RATE_REF,
+                "interval": "1m",
+                "thresholdRange": {"min": 99},
+            },
             {"name": "request-duration", "interval": "1m", "thresholdRange": {"max": 500}},
         ],
     }
+
+
+def test_flaggers_built_in_success_rate_is_not_used_under_any_name(progressive):
+    """Flagger runs its built-in query (403 = success) for any metric named
+    request-success-rate, even one with a templateRef."""
+    metrics = _canary(progressive)["spec"]["analysis"]["metrics"]
+    assert "request-success-rate" not in {m["name"] for m in metrics}
+    templates = _model_objects(progressive, "sentiment")
+    for metric in metrics:
+        if metric["name"] != "request-duration":
+            ref = metric["templateRef"]
+            assert ("MetricTemplate", ref["name"]) in templates
+            assert (
+                templates[("MetricTemplate", ref["name"])]["metadata"]["namespace"]
+                == (ref["namespace"])
+            )
+
+
+# Flagger v1.44's built-in Istio request-success-rate (pkg/metrics/observers/istio.go), the
+# query ours must keep the labels of.
+FLAGGER_SUCCESS_RATE = """
+sum(rate(istio_requests_total{reporter="destination",
+  destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}",
+  response_code!~"5.*"}[{{ interval }}]))
+/ sum(rate(istio_requests_total{reporter="destination",
+  destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}"
+}[{{ interval }}])) * 100
+"""
+TEMPLATE_CALL = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+
+
+def _render(query: str, canary: dict, interval: str) -> str:
+    """The query as Flagger renders it for `canary` (pkg/metrics/observers/render.go with
+    MetricTemplateModel's functions, `missingkey=error`): an unknown function is an error."""
+    spec = canary["spec"]
+    values = {
+        "name": canary["metadata"]["name"],
+        "namespace": canary["metadata"]["namespace"],
+        "target": spec["targetRef"]["name"],
+        "service": spec["service"].get("name", spec["targetRef"]["name"]),
+        "interval": interval,
+    }
+
+    def call(match: re.Match) -> str:
+        assert match[1] in values, f"Flagger has no template function {match[1]!r}"
+        return values[match[1]]
+
+    return TEMPLATE_CALL.sub(call, query)
+
+
+def _parsed_selectors(query: str) -> list[dict[str, tuple[str, str]]]:
+    parser = pytest.importorskip(
+        "promql_parser", reason="promql-parser (requirements-dev.txt) parses PromQL for real"
+    )
+    found: list = []
+    parser.walk(
+        parser.parse(query),
+        lambda node: found.append(node) if isinstance(node, parser.VectorSelector) else None,
+    )
+    assert {vector.name for vector in found} == {"istio_requests_total"}
+    return [
+        {m.name: (str(m.op).rpartition(".")[2], m.value) for m in vector.matchers.matchers}
+        for vector in found
+    ]
+
+
+def _success_rate(raw: dict) -> tuple[dict, dict]:
+    objects = _model_objects(raw, "sentiment")
+    template = objects[("MetricTemplate", "sentiment-request-success-rate")]
+    return template, objects[("Canary", "sentiment")]
+
+
+def test_the_success_rate_template_asks_the_configured_prometheus(progressive):
+    template, _ = _success_rate(progressive)
+    assert template["apiVersion"] == "flagger.app/v1beta1"
+    assert template["metadata"]["namespace"] == "ml-serving"
+    # Flagger's own Prometheus for Istio when nothing is set (its chart's metricsServer)
+    assert template["spec"]["provider"] == {
+        "type": "prometheus",
+        "address": "http://prometheus.istio-system:9090",
+    }
+    raw = with_value(progressive, "telemetry.prometheus.address", "http://prometheus.mon:9090")
+    template, _ = _success_rate(raw)
+    assert template["spec"]["provider"]["address"] == "http://prometheus.mon:9090"
+
+
+def test_the_success_rate_query_parses_once_flagger_renders_it(progressive):
+    template, canary = _success_rate(progressive)
+    metric = canary["spec"]["analysis"]["metrics"][0]
+    query = _render(template["spec"]["query"], canary, metric["interval"])
+    assert "{{" not in query
+    assert len(_parsed_selectors(query)) == 2  # served / every request
+
+
+def test_the_success_rate_reads_the_same_requests_as_flaggers_built_in(progressive):
+    """Only the response codes counted as served differ from Flagger's own query."""
+    template, canary = _success_rate(progressive)
+    ours = _parsed_selectors(_render(template["spec"]["query"], canary, "1m"))
+    theirs = _parsed_selectors(_render(FLAGGER_SUCCESS_RATE, canary, "1m"))
+    assert ours[1] == theirs[1]  # the denominator: every request to the canary
+    assert {k: v for k, v in ours[0].items() if k != "response_code"} == {
+        k: v for k, v in theirs[0].items() if k != "response_code"
+    }
+    assert ours[1] == {
+        "reporter": ("Equal", "destination"),
+        "destination_workload_namespace": ("Equal", "ml-serving"),
+        "destination_workload": ("Re", "sentiment"),
+    }
+
+
+def _not_served(raw: dict) -> re2._Regexp:
+    template, canary = _success_rate(raw)
+    served = _parsed_selectors(_render(template["spec"]["query"], canary, "1m"))[0]
+    op, pattern = served["response_code"]
+    assert op == "NotRe"  # the numerator leaves these out
+    return re2.compile(f"^(?:{pattern})$")  # PromQL anchors label regexes
+
+
+@pytest.mark.parametrize("code", ["403", "401", "404", "0", "500", "503", "504"])
+def test_refused_missing_reset_and_5xx_responses_count_as_failures(progressive, code):
+    """403 is what our AuthorizationPolicy answers a caller it does not admit: a load test
+    refused that way now lowers the success rate instead of passing it."""
+    assert _not_served(progressive).match(code)
+
+
+@pytest.mark.parametrize("code", ["200", "201", "204", "304", "400", "429"])
+def test_answers_a_healthy_canary_gives_count_as_served(progressive, code):
+    """400 (bad input) and 429 (too many requests) answer the client's request the same way
+    from a good version; counting them would roll back on a misbehaving client."""
+    assert not _not_served(progressive).match(code)
+
+
+def test_the_success_rate_counts_the_canary_pods_not_the_primary(progressive):
+    template, canary = _success_rate(progressive)
+    served = _parsed_selectors(_render(template["spec"]["query"], canary, "1m"))[0]
+    workload = re2.compile(f"^(?:{served['destination_workload'][1]})$")
+    assert workload.match("sentiment")
+    assert not workload.match("sentiment-primary")
 
 
 def test_step_weights_load_test_timeout_and_retries_reach_the_canary(progressive):
@@ -168,7 +320,8 @@ def test_step_weights_load_test_timeout_and_retries_reach_the_canary(progressive
     assert spec["analysis"]["stepWeights"] == [1, 5, 20, 50]
     assert "stepWeight" not in spec["analysis"] and "maxWeight" not in spec["analysis"]
     assert spec["analysis"]["metrics"][0] == {
-        "name": "request-success-rate",
+        "name": "ml-mesh-request-success-rate",
+        "templateRef": SUCCESS_RATE_REF,
         "interval": "30s",
         "thresholdRange": {"min": 99.5},
     }
@@ -206,6 +359,14 @@ def test_canary_is_a_custom_resource_in_the_model_component_after_its_target(pro
     registered = run.resource("Canary", "sentiment")
     assert registered.type == "kubernetes:flagger.app/v1beta1:Canary"
     assert registered.parent_type == MODEL
+    # the analysis reads the model's own MetricTemplate: created before, deleted after it
+    template = run.resource("MetricTemplate", "sentiment-request-success-rate")
+    assert template.type == "kubernetes:flagger.app/v1beta1:MetricTemplate"
+    assert template.parent_type == MODEL
+    assert {(t.rpartition(":")[2], n) for t, n in registered.depends_on} >= {
+        ("Deployment", "sentiment"),
+        ("MetricTemplate", "sentiment-request-success-rate"),
+    }
     assert run.outputs["models"]["sentiment"]["routing"] == "flagger"
     assert run.outputs["models"]["sentiment"]["traffic"] == {}
 
@@ -214,6 +375,95 @@ def test_traffic_table_shows_flagger_owns_the_split(progressive):
     rows = [r.split() for r in traffic_table(parse_config(progressive, "prod")).splitlines()]
     assert ["sentiment", "tensorflow-serving", "v3", "-", "-"] in rows
     assert ["sentiment", "tensorflow-serving", "v4", "target", "flagger", "2"] in rows
+
+
+LOADTESTER = "cluster.local/ns/test/sa/default"
+LOAD_TEST = {
+    "url": "http://flagger-loadtester.test/",
+    "cmd": "hey -z 1m -q 10 -c 2 -m POST http://sentiment-canary.ml-serving:8501/v1/models/sentiment:predict",
+}
+
+
+def _with_load_test(raw: dict, **load_test) -> dict:
+    return with_value(raw, "models.sentiment.progressive.loadTest", {**LOAD_TEST, **load_test})
+
+
+def _decision(raw: dict, workload: str, principal: str | None) -> authz.Decision:
+    """What the proxy of `workload`'s pods answers to the load test's request, with the
+    objects Flagger creates for the Canary (the primary copy, its Services)."""
+    objects = Objects(expand(build_plan(parse_config(raw, "prod")).objects()))
+    pod = objects.pod(f"ml-serving/{workload}")
+    assert pod is not None, workload
+    request = authz.AuthzRequest(
+        principal=principal,
+        namespace=principal.split("/")[2] if principal else None,
+        port=8501,
+        method="POST",
+        path="/v1/models/sentiment:predict",
+        host="sentiment-canary.ml-serving:8501",
+        headers={},
+    )
+    return authz.decide(objects, pod, request)
+
+
+def test_the_loadtester_reaches_the_canary_pods_flagger_analyses(progressive):
+    """Without it, prod's policy refuses the whole load test with 403 (which Flagger's
+    built-in success rate would count as success)."""
+    raw = _with_load_test(progressive)
+    decision = _decision(raw, "sentiment", LOADTESTER)
+    assert decision.allowed, decision.reason
+    assert decision.policy == "ml-serving/sentiment"
+    assert not _decision(progressive, "sentiment", LOADTESTER).allowed  # no load test: no entry
+
+
+def test_the_loadtester_stays_out_of_the_primary_that_serves_live_traffic(progressive):
+    raw = _with_load_test(progressive)
+    assert not _decision(raw, "sentiment-primary", LOADTESTER).allowed
+    # the gateway still reaches both, an unknown caller neither
+    gateway = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    for workload in ("sentiment", "sentiment-primary"):
+        assert _decision(raw, workload, gateway).allowed
+        assert not _decision(raw, workload, "cluster.local/ns/test/sa/other").allowed
+        assert not _decision(raw, workload, None).allowed
+
+
+def test_the_loadtester_principal_uses_the_trust_domain_and_is_listed_once(progressive):
+    raw = _with_load_test(progressive, serviceAccount="loadtest/flagger-loadtester")
+    raw = with_value(raw, "security.trustDomain", "corp.example")
+    raw = with_value(raw, "models.sentiment.callers", ["loadtest/flagger-loadtester"])
+    policy = _model_objects(raw, "sentiment")[("AuthorizationPolicy", "sentiment")]
+    (rule,) = policy["spec"]["rules"]
+    assert rule["from"][0]["source"]["principals"] == [
+        "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        "corp.example/ns/loadtest/sa/flagger-loadtester",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "caller"),
+    [
+        ("http://flagger-loadtester.test/", "test/default"),
+        ("http://flagger-loadtester.test:80/", "test/default"),
+        ("http://flagger-loadtester.loadtest.svc/", "loadtest/default"),
+        ("http://flagger-loadtester.loadtest.svc.cluster.local/", "loadtest/default"),
+        ("https://loadtester.qa.svc.corp.internal:8443/", "qa/default"),
+    ],
+)
+def test_the_loadtester_defaults_to_the_default_account_of_the_urls_namespace(
+    progressive, url, caller
+):
+    """The loadtester chart creates no service account unless asked to, so its pods run as
+    their namespace's `default`; the namespace is the Service URL's second label."""
+    config = parse_config(_with_load_test(progressive, url=url), "prod")
+    load_test = config.models["sentiment"].progressive.load_test
+    assert load_test.service_account is None
+    assert load_test.caller() == caller
+
+
+def test_an_explicit_loadtester_service_account_wins_over_the_url(progressive):
+    raw = _with_load_test(progressive, serviceAccount="test/flagger-loadtester")
+    config = parse_config(raw, "prod")
+    assert config.models["sentiment"].progressive.load_test.caller() == "test/flagger-loadtester"
 
 
 MISTAKES = [
@@ -272,6 +522,28 @@ MISTAKES = [
         {"url": "flagger-loadtester", "cmd": "hey"},
         "models.sentiment.progressive.loadTest.url",
         "http(s) URL",
+    ),
+    (
+        "load test URL without a namespace",
+        "models.sentiment.progressive.loadTest",
+        {"url": "http://flagger-loadtester/", "cmd": "hey"},
+        "models.sentiment.progressive.loadTest.serviceAccount",
+        "cannot be derived from url 'http://flagger-loadtester/', whose host names no "
+        "namespace; set it to the loadtester's <namespace>/<serviceaccount>",
+    ),
+    (
+        "load test URL outside the cluster",
+        "models.sentiment.progressive.loadTest",
+        {"url": "https://loadtest.example.com/", "cmd": "hey"},
+        "models.sentiment.progressive.loadTest.serviceAccount",
+        "whose host names no namespace",
+    ),
+    (
+        "loadtester service account without a namespace",
+        "models.sentiment.progressive.loadTest",
+        {"url": "http://flagger-loadtester.test/", "cmd": "hey", "serviceAccount": "default"},
+        "models.sentiment.progressive.loadTest.serviceAccount",
+        "<namespace>/<serviceaccount>",
     ),
     (
         "target without replicas",

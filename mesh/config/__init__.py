@@ -95,6 +95,7 @@ from mesh.config.resilience import (
     TrafficPolicy,
 )
 from mesh.config.routing import (
+    LOADTESTER_SERVICE_ACCOUNT,
     Canary,
     HeaderMatch,
     LoadTest,
@@ -114,11 +115,21 @@ from mesh.config.scheduling import (
 from mesh.config.security import DEFAULT_GATEWAY_PRINCIPAL, Security
 from mesh.config.stack import Gateway, GatewayTls, Images, Istio, StackConfig
 from mesh.config.storage import CredentialsSecret, Storage, StorageEndpoint
-from mesh.config.telemetry import AccessLogging, Alerts, Dashboard, Telemetry, Tracing
+from mesh.config.telemetry import (
+    DEFAULT_PROMETHEUS_ADDRESS,
+    AccessLogging,
+    Alerts,
+    Dashboard,
+    Prometheus,
+    Telemetry,
+    Tracing,
+)
 
 __all__ = [
     "DEFAULT_CPU_TARGET",
     "DEFAULT_GATEWAY_PRINCIPAL",
+    "DEFAULT_PROMETHEUS_ADDRESS",
+    "LOADTESTER_SERVICE_ACCOUNT",
     "PLACEHOLDER_ROLE_ARN",
     "PROM_DURATION",
     "RETRY_ON",
@@ -173,6 +184,7 @@ __all__ = [
     "Principal",
     "Progressive",
     "PromDuration",
+    "Prometheus",
     "ProviderName",
     "Quantity",
     "Regex",

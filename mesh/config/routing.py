@@ -8,18 +8,21 @@ no matches or mirror in progressive mode) live on `Model`, which sees all of the
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, model_validator
 
 from mesh.config.base import _Config
 from mesh.config.errors import ConfigPathError
 from mesh.config.formats import (
+    _DNS1123_LABEL,
     DnsLabel,
     Duration,
     HeaderName,
     HttpUrl,
     Regex,
     RetryOn,
+    ServiceAccountRef,
     WeightPercent,
 )
 
@@ -122,14 +125,69 @@ class Retries(_Config):
         return self.model_dump(exclude_none=True)
 
 
+# The service account of the loadtester's pods when none is given: the flagger-loadtester Helm
+# chart (fluxcd/flagger v1.44 charts/loadtester) creates none unless asked to (`serviceAccount`
+# / `rbac.create`), so its pods run as their namespace's `default` service account.
+LOADTESTER_SERVICE_ACCOUNT = "default"
+
+
+def service_namespace(url: str) -> str | None:
+    """The namespace of a Kubernetes Service URL: `http://<svc>.<ns>[:port]/...`,
+    `<svc>.<ns>.svc` or `<svc>.<ns>.svc.<cluster domain>`; None for any other host.
+
+    A bare `<svc>` resolves in the namespace of whoever calls it, and Flagger's controller (not
+    the canary) calls the webhook, so such a URL says nothing this stack knows. Hosts such as
+    `loadtester.example.com` are not Services and name no namespace either.
+    """
+    labels = (urlsplit(url).hostname or "").split(".")
+    if len(labels) == 2 or (len(labels) >= 3 and labels[2] == "svc"):
+        namespace = labels[1]
+        if _DNS1123_LABEL.match(namespace) and len(namespace) <= 63:
+            return namespace
+    return None
+
+
 class LoadTest(_Config):
-    """A Flagger `rollout` webhook that makes traffic while the canary is analysed."""
+    """A Flagger `rollout` webhook that makes traffic while the canary is analysed.
+
+    The loadtester runs `cmd` (e.g. `hey ... http://<m>-canary.<ns>:<port>/...`) in the
+    background and answers the webhook at once, so a failing `hey` never fails the check
+    (flagger-loadtester `cmd` webhooks); its requests go to the `<m>-canary` Service, i.e. the
+    canary pods. Where the model's AuthorizationPolicy is on, those pods must admit the
+    loadtester's identity (`caller`), or every request is refused with 403.
+    """
 
     url: HttpUrl = Field(description="the flagger-loadtester, e.g. http://flagger-loadtester.test/")
     cmd: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
         description="command the load tester runs, e.g. hey -z 1m -q 10 -c 2 http://..."
     )
     timeout: Duration = "5s"
+    service_account: ServiceAccountRef | None = Field(
+        default=None,
+        description="service account (<namespace>/<name>) of the loadtester pods, admitted to "
+        "the canary by its AuthorizationPolicy; default: <the url's namespace>/default (the "
+        "loadtester chart creates no service account)",
+    )
+
+    @model_validator(mode="after")
+    def _caller_known(self) -> LoadTest:
+        if self.service_account is None and service_namespace(self.url) is None:
+            raise ConfigPathError(
+                ("serviceAccount",),
+                f"cannot be derived from url {self.url!r}, whose host names no namespace; set "
+                "it to the loadtester's <namespace>/<serviceaccount> (test/default for the "
+                "chart installed in namespace test), or write the url as "
+                "http://<service>.<namespace>/",
+            )
+        return self
+
+    def caller(self) -> str:
+        """The loadtester as `<namespace>/<serviceaccount>`, like an entry of `callers`."""
+        if self.service_account is not None:
+            return self.service_account
+        namespace = service_namespace(self.url)
+        assert namespace is not None, "_caller_known refuses a url without a namespace"
+        return f"{namespace}/{LOADTESTER_SERVICE_ACCOUNT}"
 
 
 class Progressive(_Config):
@@ -146,7 +204,9 @@ class Progressive(_Config):
     ) = None
     max_weight: Annotated[int, Field(strict=True, ge=1, le=100)] | None = None
     min_success_rate: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
-        default=99, description="request-success-rate: minimum percent of non-5xx responses"
+        default=99,
+        description="minimum percent of the canary's requests it served: not 5xx, not refused "
+        "(401, 403, 404), not reset",
     )
     max_latency_ms: Annotated[int, Field(strict=True, ge=1, le=600000)] = Field(
         default=500, description="request-duration: maximum P99 latency in milliseconds"

@@ -1,5 +1,5 @@
 """What operators see of the stack: Istio Telemetry (access logs, traces), the Grafana
-dashboard and the PrometheusRule.
+dashboard and the PrometheusRule, and the Prometheus that Flagger's MetricTemplates query.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from mesh.config.base import _Config
 from mesh.config.formats import (
     DnsLabel,
     Flag,
+    HttpUrl,
     LabelKey,
     LabelValue,
     PromDuration,
@@ -80,9 +81,24 @@ class Alerts(_Config):
     )
 
 
+# Where Flagger finds Prometheus for Istio: its chart's documented `metricsServer` and the
+# kustomize install's `-metrics-server` (fluxcd/flagger v1.44 charts/flagger/README.md,
+# kustomize/README.md).
+DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus.istio-system:9090"
+
+
+class Prometheus(_Config):
+    address: HttpUrl = Field(
+        default=DEFAULT_PROMETHEUS_ADDRESS,
+        description="the Prometheus that scrapes the mesh, as Flagger's controller reaches it "
+        "(its metricsServer); queried by the MetricTemplates of models in progressive mode",
+    )
+
+
 class Telemetry(_Config):
     """What operators see of the stack: access logs, traces, a dashboard and alerts."""
 
+    prometheus: Prometheus = Prometheus()
     access_logging: AccessLogging = AccessLogging()
     tracing: Tracing = Tracing()
     dashboard: Dashboard = Dashboard()
