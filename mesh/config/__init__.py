@@ -62,6 +62,7 @@ from mesh.config.formats import (
     SamplingPercent,
     SecretKey,
     ServiceAccountRef,
+    ServiceFqdn,
     ServiceName,
     WeightPercent,
     credential_problem,
@@ -114,7 +115,14 @@ from mesh.config.scheduling import (
 from mesh.config.security import DEFAULT_GATEWAY_PRINCIPAL, Security
 from mesh.config.stack import Gateway, GatewayTls, Images, Istio, StackConfig
 from mesh.config.storage import CredentialsSecret, Storage, StorageEndpoint
-from mesh.config.telemetry import AccessLogging, Alerts, Dashboard, Telemetry, Tracing
+from mesh.config.telemetry import (
+    AccessLogging,
+    Alerts,
+    Collector,
+    Dashboard,
+    Telemetry,
+    Tracing,
+)
 
 __all__ = [
     "DEFAULT_CPU_TARGET",
@@ -129,6 +137,7 @@ __all__ = [
     "Autoscaling",
     "Bucket",
     "Canary",
+    "Collector",
     "ConfigError",
     "ConfigPathError",
     "ConnectionPool",
@@ -188,6 +197,7 @@ __all__ = [
     "SecretKeySelector",
     "Security",
     "ServiceAccountRef",
+    "ServiceFqdn",
     "ServiceName",
     "StackConfig",
     "Storage",

@@ -176,6 +176,41 @@ class StackConfig(_Config):
         return self
 
     @model_validator(mode="after")
+    def _telemetry_collectors(self) -> StackConfig:
+        """With egress restricted, a provider's Service must be one the Sidecar imports.
+
+        Istio names a provider's cluster `outbound|<port>||<host>` from the mesh-wide registry,
+        but a proxy receives clusters only for the services its Sidecar imports: a provider
+        outside the egress hosts has no cluster, and the proxy drops spans or log entries
+        (istio/istio#53701). The mesh default tracing provider (provider unset) is assumed to
+        run in istio-system, which the egress hosts import; `envoy` writes to stdout.
+        """
+        if not self.egress_restricted():
+            return self
+        tracing = self.telemetry.tracing
+        if tracing.provider and tracing.collector is None:
+            raise ConfigPathError(
+                ("telemetry", "tracing", "collector"),
+                f"egress is restricted and telemetry.tracing.provider is {tracing.provider!r}: "
+                "set telemetry.tracing.collector to its Service ({host: <service>.<namespace>"
+                ".svc.cluster.local, port: <port>}, as in meshConfig.extensionProviders) so "
+                "the Sidecar imports it; without it the proxies have no cluster for the "
+                "provider and drop every span (istio/istio#53701)",
+            )
+        logging = self.telemetry.access_logging
+        if logging.enabled and logging.provider != "envoy" and logging.collector is None:
+            raise ConfigPathError(
+                ("telemetry", "accessLogging", "collector"),
+                f"egress is restricted and telemetry.accessLogging.provider is "
+                f"{logging.provider!r}: set telemetry.accessLogging.collector to its Service "
+                "({host: <service>.<namespace>.svc.cluster.local, port: <port>}, as in "
+                "meshConfig.extensionProviders) so the Sidecar imports it; without it the "
+                "proxies have no cluster for the provider and drop every log entry "
+                "(istio/istio#53701)",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _protected_rules(self) -> StackConfig:
         """What a protected (production) stack may not do."""
         if not self.protected:
