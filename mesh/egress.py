@@ -1,4 +1,5 @@
-"""ServiceEntries that let model pods reach the model store (and STS, for IAM roles).
+"""ServiceEntries that let model pods reach the model store (and STS, for IAM roles; the
+instance metadata service, for the node's role).
 
 The store is AWS S3 by default, or an S3-compatible endpoint (`storage.endpoint`, e.g. MinIO).
 An endpoint inside the cluster is a Kubernetes Service already known to the mesh and needs no
@@ -13,6 +14,11 @@ from mesh.k8s import istio_networking, metadata
 COMPONENT = "egress"
 MODEL_STORE = "model-store"
 AWS_STS = "aws-sts"
+INSTANCE_METADATA = "instance-metadata"
+# IMDS has no DNS name the SDKs use: they dial the link-local address. The ServiceEntry's host
+# is only its name in the registry; `addresses` is what the proxy matches the connection on.
+IMDS_ADDRESS = "169.254.169.254"
+IMDS_HOST = "instance-metadata.aws.internal"
 
 
 def s3_hosts(config: StackConfig) -> list[str]:
@@ -43,6 +49,33 @@ def _endpoint_port(endpoint: StorageEndpoint) -> dict:
     return {"number": endpoint.effective_port(), "name": "http", "protocol": "HTTP"}
 
 
+def _instance_metadata_entry(config: StackConfig) -> dict:
+    """IMDS at 169.254.169.254:80 as a registry entry, for `storage.nodeCredentials`.
+
+    The SDKs ask IMDSv2 for a token (PUT /latest/api/token), then for the node role's
+    credentials (GET /latest/meta-data/iam/security-credentials/...). An IP destination is
+    known to the proxy only through a ServiceEntry with `addresses` (pilot builds the
+    outbound listener on them) and, with no name to resolve, `resolution: STATIC` with the
+    address as its endpoint. TCP, not HTTP: the proxy forwards the bytes as they are, so no
+    header it might add can make IMDSv2 refuse the token request (it issues no token to a
+    request with X-Forwarded-For, its guard against reverse proxies: aws.amazon.com/blogs/
+    security/defense-in-depth-open-firewalls-reverse-proxies-ssrf-vulnerabilities-ec2-
+    instance-metadata-service/).
+    """
+    entry = _service_entry(
+        config,
+        INSTANCE_METADATA,
+        [IMDS_HOST],
+        {"number": 80, "name": "tcp", "protocol": "TCP"},
+    )
+    entry["spec"] |= {
+        "addresses": [IMDS_ADDRESS],
+        "resolution": "STATIC",
+        "endpoints": [{"address": IMDS_ADDRESS}],
+    }
+    return entry
+
+
 def _service_entry(config: StackConfig, name: str, hosts: list[str], port: dict) -> dict:
     return {
         "apiVersion": istio_networking(config),
@@ -69,6 +102,10 @@ def egress_objects(config: StackConfig) -> list[dict]:
         )
     if uses_iam_roles(config):
         objects.append(_service_entry(config, AWS_STS, sts_hosts(config), _tls_port()))
+    if config.storage.node_credentials:
+        # Also without the stack's Sidecar: a mesh-wide REGISTRY_ONLY (meshConfig
+        # outboundTrafficPolicy) would blackhole IMDS just the same.
+        objects.append(_instance_metadata_entry(config))
     return objects
 
 

@@ -9,9 +9,9 @@ pods may connect to.
   loadtester), on the model server's inference API only. An ALLOW policy
   denies everything it does not match, so admin APIs (Triton's model control, shared memory,
   trace and log settings; TF Serving's config reload) stay closed.
-- Sidecar `default` (namespace-wide): egress only to this namespace, istio-system and the model
-  store, with `outboundTrafficPolicy: REGISTRY_ONLY`, so a compromised server cannot reach
-  anything else through its proxy.
+- Sidecar `default` (namespace-wide): egress only to this namespace, istio-system, the model
+  store and the telemetry providers' Services, with `outboundTrafficPolicy: REGISTRY_ONLY`, so
+  a compromised server cannot reach anything else through its proxy.
 
 Health probes keep working under both STRICT mTLS and the ALLOW policies because Istio rewrites
 HTTP probes to the pilot-agent on port 15020 (excluded from traffic capture), which calls the app
@@ -78,15 +78,31 @@ def peer_authentication(config: StackConfig) -> dict | None:
     }
 
 
+def collector_hosts(config: StackConfig) -> list[str]:
+    """The Services of the configured tracing and access-log providers.
+
+    A proxy gets a cluster for a provider only if its Sidecar imports the provider's Service
+    (istio/istio#53701); the mesh default tracer is assumed in istio-system, imported anyway.
+    """
+    telemetry = config.telemetry
+    collectors = (telemetry.tracing.collector, telemetry.access_logging.collector)
+    return list(dict.fromkeys(c.host for c in collectors if c is not None))
+
+
 def egress_hosts(config: StackConfig) -> list[str]:
-    """Sidecar egress hosts: this namespace, the mesh's own, and every model-store host."""
+    """Sidecar egress hosts: this namespace, the mesh's own, every model-store host (and IMDS,
+    with storage.nodeCredentials), and the telemetry providers' Services."""
     hosts = ["./*", f"{MESH_NAMESPACE}/*"]
     hosts += [f"./{host}" for host in service_entry_hosts(config)]
+    services = list(collector_hosts(config))
     endpoint = config.storage.endpoint
     if endpoint is not None and endpoint.in_cluster():
-        service_namespace = endpoint.host.split(".")[1]
-        if service_namespace != config.namespace:
-            hosts.append(f"{service_namespace}/{endpoint.host}")
+        services.insert(0, endpoint.host)
+    for host in dict.fromkeys(services):
+        # <service>.<namespace>.svc.cluster.local; the two namespaces above are imported whole
+        service_namespace = host.split(".")[1]
+        if service_namespace not in (config.namespace, MESH_NAMESPACE):
+            hosts.append(f"{service_namespace}/{host}")
     return hosts
 
 

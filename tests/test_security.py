@@ -366,11 +366,14 @@ def test_sidecar_waits_for_the_service_entries(prod):
     assert {name for _, name in sidecar.depends_on} >= {"model-store", "aws-sts"}
 
 
-def test_egress_lockdown_is_one_setting_away_in_dev(dev):
+def test_egress_lockdown_in_dev_also_says_how_the_store_is_read(dev):
+    """Dev reads the store with the node's role: locked down, that must be said explicitly
+    (storage.nodeCredentials), or IMDS would be blackholed."""
     assert not of_kind(plan_objects(dev, "dev"), "Sidecar")
-    (sidecar,) = of_kind(
-        plan_objects(with_value(dev, "security.restrictEgress", True), "dev"), "Sidecar"
-    )
+    raw = with_value(dev, "security.restrictEgress", True)
+    assert "storage.nodeCredentials" in _refusal(raw, "dev")
+    raw = with_value(raw, "storage.nodeCredentials", True)
+    (sidecar,) = of_kind(plan_objects(raw, "dev"), "Sidecar")
     assert sidecar["spec"]["egress"][0]["hosts"][:2] == ["./*", "istio-system/*"]
 
 

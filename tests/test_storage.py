@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from mesh.checks import check, errors
 from mesh.config import ConfigError, parse_config
-from tests.conftest import of_kind, one, plan_objects, with_value
+from mesh.plan import build_plan
+from mesh.trace import Objects, Request, trace_process
+from tests import conformance
+from tests.conftest import of_kind, one, plan_objects, with_value, without
 from tests.harness import run_program, try_program
 
 IN_CLUSTER = {"host": "minio.minio.svc.cluster.local", "port": 9000, "tls": False}
@@ -213,3 +217,97 @@ def test_a_secret_store_reference_is_refused_as_a_secret(prod_on_keys):
     run, error = try_program(raw, stack="prod", secret_keys=("storage",))
     assert "storage: cannot be a secret" in str(error)
     assert run.resources == []
+
+
+# --- locked-down egress: how a model gets its credentials ----------------------------------------
+
+IMDS = "169.254.169.254"
+IMDS_TOKEN = Request(port=80, host=IMDS, method="PUT", path="/latest/api/token")
+
+
+@pytest.fixture
+def prod_on_the_node_role(prod) -> dict:
+    """Prod with fraud (Triton, reads S3 itself) left without an IAM role of its own."""
+    return without(prod, "models.fraud.roleArn")
+
+
+def test_restricted_egress_without_credentials_is_refused_naming_the_three_ways_out(
+    prod_on_the_node_role,
+):
+    message = _refusal(prod_on_the_node_role, "prod")
+    assert "models.fraud.roleArn: egress is restricted (protected is true and " in message
+    assert "security.restrictEgress is unset" in message
+    assert f"instance metadata service ({IMDS}:80), which REGISTRY_ONLY blackholes" in message
+    for way_out in ("models.fraud.roleArn", "storage.credentialsSecret", "storage.nodeCredentials"):
+        assert way_out in message
+
+
+def test_restricted_egress_in_dev_without_credentials_is_refused(dev):
+    message = _refusal(with_value(dev, "security.restrictEgress", True), "dev")
+    assert "models.sentiment.roleArn: egress is restricted (security.restrictEgress is true)" in (
+        message
+    )
+    assert "storage.nodeCredentials: true" in message
+
+
+def test_an_in_cluster_store_without_keys_is_refused_too(prod):
+    """The download and Triton sign every request: with no keys they look for the node's role
+    through IMDS just the same, whatever the store."""
+    raw = with_value(prod, "storage.endpoint", IN_CLUSTER)
+    for name in ("sentiment", "fraud"):
+        raw = without(raw, f"models.{name}.roleArn")
+    assert "storage.nodeCredentials" in _refusal(raw, "prod")
+
+
+def test_unrestricted_stacks_still_read_with_the_node_role_without_any_opt_in(dev, prod):
+    assert "instance-metadata" not in {e["metadata"]["name"] for e in _entries(dev, "dev")}
+    parse_config(
+        with_value(without(prod, "models.fraud.roleArn"), "security.restrictEgress", False), "prod"
+    )
+
+
+def _entries(raw: dict, stack: str) -> list[dict]:
+    return of_kind(plan_objects(raw, stack), "ServiceEntry")
+
+
+def test_node_credentials_make_the_instance_metadata_service_known(prod_on_the_node_role):
+    raw = with_value(prod_on_the_node_role, "storage.nodeCredentials", True)
+    objects = plan_objects(raw, "prod")
+    entries = {e["metadata"]["name"]: e for e in of_kind(objects, "ServiceEntry")}
+    assert set(entries) == {"model-store", "aws-sts", "instance-metadata"}  # sentiment: IRSA
+    assert entries["instance-metadata"]["spec"] == {
+        "hosts": ["instance-metadata.aws.internal"],
+        "exportTo": ["."],
+        "location": "MESH_EXTERNAL",
+        "resolution": "STATIC",
+        "ports": [{"number": 80, "name": "tcp", "protocol": "TCP"}],
+        "addresses": [IMDS],
+        "endpoints": [{"address": IMDS}],
+    }
+    assert conformance.problems(entries["instance-metadata"]) == []  # Istio 1.30 schema, CEL
+    assert errors(check(parse_config(raw, "prod"), objects)) == []
+    hosts = one(objects, "Sidecar", "default")["spec"]["egress"][0]["hosts"]
+    assert "./instance-metadata.aws.internal" in hosts
+
+
+def test_with_node_credentials_triton_reaches_imds_instead_of_the_blackhole(prod_on_the_node_role):
+    raw = with_value(prod_on_the_node_role, "storage.nodeCredentials", True)
+    plan = build_plan(parse_config(raw, "prod")).objects()
+    objects = Objects(plan)
+    pod = objects.pod("ml-serving/fraud-v7")
+    assert trace_process(objects, pod, "server", IMDS_TOKEN).outcome.verdict == "egress"
+    # ...and it is that ServiceEntry that does it.
+    bare = Objects([o for o in plan if o["metadata"]["name"] != "instance-metadata"])
+    traced = trace_process(bare, bare.pod("ml-serving/fraud-v7"), "server", IMDS_TOKEN)
+    assert traced.outcome.verdict == "blackholed"
+
+
+def test_node_credentials_beside_a_credentials_secret_are_refused(prod_on_keys):
+    raw = with_value(prod_on_keys, "storage.nodeCredentials", True)
+    message = _refusal(raw, "prod")
+    assert "storage.nodeCredentials: storage.credentialsSecret is set" in message
+
+
+def test_node_credentials_that_no_model_needs_are_refused(prod):
+    message = _refusal(with_value(prod, "storage.nodeCredentials", True), "prod")
+    assert "storage.nodeCredentials: every model has a roleArn" in message

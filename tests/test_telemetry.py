@@ -13,6 +13,7 @@ from mesh.alerts import CANARY_ERRORS, NO_READY_PODS, alert_objects
 from mesh.config import ConfigError, dotted_path, parse_config
 from mesh.plan import build_plan
 from mesh.promql import promql_report
+from mesh.trace import Objects, proxy_cluster
 from tests.conftest import (
     STACKS,
     of_kind,
@@ -86,6 +87,77 @@ def test_providers_are_configurable(dev):
     spec = _telemetry(raw)["spec"]
     assert spec["accessLogging"] == [{"providers": [{"name": "otel-als"}]}]
     assert spec["tracing"] == [{"randomSamplingPercentage": 5.5, "providers": [{"name": "zipkin"}]}]
+
+
+OTEL = {"host": "opentelemetry-collector.observability.svc.cluster.local", "port": 4318}
+ALS = {"host": "otel-als.logging.svc.cluster.local", "port": 4317}
+
+
+def _egress_hosts(raw: dict, stack: str = "prod") -> list[str]:
+    (sidecar,) = _kind(raw, "Sidecar", stack)
+    return sidecar["spec"]["egress"][0]["hosts"]
+
+
+def test_the_sidecar_imports_the_configured_collectors(prod):
+    raw = with_value(prod, "telemetry.tracing.provider", "otel-tracing")
+    raw = with_value(raw, "telemetry.tracing.collector", OTEL)
+    raw = with_value(raw, "telemetry.accessLogging.provider", "otel-als")
+    raw = with_value(raw, "telemetry.accessLogging.collector", ALS)
+    hosts = _egress_hosts(raw)
+    assert "observability/opentelemetry-collector.observability.svc.cluster.local" in hosts
+    assert "logging/otel-als.logging.svc.cluster.local" in hosts
+    objects = Objects(plan_objects(raw, "prod"))
+    pod = objects.pod("ml-serving/sentiment-v3")
+    assert proxy_cluster(objects, pod, OTEL["host"], OTEL["port"]).outcome.verdict == "egress"
+    assert proxy_cluster(objects, pod, ALS["host"], ALS["port"]).outcome.verdict == "egress"
+
+
+def test_a_collector_of_the_mesh_default_tracer_is_imported_too(prod):
+    """provider unset: the mesh default tracer, whose Service may still live outside
+    istio-system."""
+    hosts = _egress_hosts(with_value(prod, "telemetry.tracing.collector", OTEL))
+    assert hosts.count("observability/opentelemetry-collector.observability.svc.cluster.local") == 1
+
+
+def test_collectors_in_namespaces_imported_whole_add_no_host(prod):
+    raw = with_value(
+        prod,
+        "telemetry.tracing.collector",
+        {"host": "zipkin.istio-system.svc.cluster.local", "port": 9411},
+    )
+    assert _egress_hosts(raw) == _egress_hosts(prod)
+
+
+@pytest.mark.parametrize(
+    ("section", "provider", "what"),
+    [("tracing", "otel-tracing", "span"), ("accessLogging", "otel-als", "log entry")],
+)
+def test_a_provider_without_its_collector_is_refused_under_restricted_egress(
+    prod, section, provider, what
+):
+    raw = with_value(prod, f"telemetry.{section}.provider", provider)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, "prod")
+    message = str(caught.value)
+    assert f"'prod': telemetry.{section}.collector: egress is restricted" in message
+    assert f"drop every {what} (istio/istio#53701)" in message
+    # What the refusal prevents: the proxy would have no cluster for the provider.
+    objects = Objects(plan_objects(with_value(prod, "security.restrictEgress", True), "prod"))
+    pod = objects.pod("ml-serving/sentiment-v3")
+    assert proxy_cluster(objects, pod, OTEL["host"], OTEL["port"]).outcome.verdict == "no-cluster"
+
+
+def test_providers_need_no_collector_without_restricted_egress(dev):
+    raw = with_value(dev, "telemetry.tracing.provider", "otel-tracing")
+    parse_config(with_value(raw, "telemetry.accessLogging.provider", "otel-als"), "dev")
+
+
+def test_a_collector_must_be_a_kubernetes_service(dev):
+    raw = with_value(dev, "telemetry.tracing.collector", {"host": "otel.example.com", "port": 4318})
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, "dev")
+    assert "telemetry.tracing.collector.host: " in str(caught.value)
+    assert "<service>.<namespace>.svc.cluster.local" in str(caught.value)
 
 
 def test_access_logging_can_be_turned_off_for_the_namespace(dev):

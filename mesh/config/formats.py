@@ -65,6 +65,23 @@ def _fqdn(value: str) -> str:
     return value
 
 
+def _service_fqdn(value: str) -> str:
+    """A Kubernetes Service by its cluster-local name, the form meshConfig.extensionProviders
+    take for a provider's `service` and Sidecar egress hosts import as `<ns>/<host>`."""
+    labels = value.split(".")
+    if (
+        len(labels) != 5
+        or labels[2:] != ["svc", "cluster", "local"]
+        or not _DNS1035_LABEL.match(labels[0])
+        or not all(len(label) <= 63 and _DNS1123_LABEL.match(label) for label in labels[:2])
+    ):
+        raise ValueError(
+            f"{value!r} is not a Kubernetes Service name: use <service>.<namespace>.svc."
+            "cluster.local, e.g. opentelemetry-collector.observability.svc.cluster.local"
+        )
+    return value
+
+
 def _image(value: str) -> str:
     reference, _, digest = value.partition("@")
     if digest and not _IMAGE_DIGEST.match(digest):
@@ -364,6 +381,7 @@ def credential_problem(name: str, value: str = "") -> str | None:
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 Fqdn = Annotated[str, AfterValidator(_fqdn)]
+ServiceFqdn = Annotated[str, AfterValidator(_service_fqdn)]
 Image = Annotated[str, AfterValidator(_image)]
 Bucket = Annotated[str, AfterValidator(_bucket)]
 ModelPath = Annotated[str, AfterValidator(_model_path)]

@@ -219,6 +219,94 @@ class StackConfig(_Config):
         return self
 
     @model_validator(mode="after")
+    def _store_credentials(self) -> StackConfig:
+        """Every model reads the store with credentials the locked-down proxy lets it get.
+
+        Without roleArn or a credentials Secret, the AWS SDKs end their credential chain at the
+        instance metadata service (botocore / aws-cli v2: env, assume-role, web identity, SSO,
+        shared files, process, container provider, then IMDS at 169.254.169.254:80;
+        aws-sdk-cpp in Triton likewise). Under REGISTRY_ONLY that address is no host of the
+        registry and goes to the BlackHoleCluster: the download loops and Triton crash-loops.
+        This holds for S3-compatible stores as well: the download and Triton always sign their
+        requests, so a store without keys would still send them looking for the node's role.
+        `storage.nodeCredentials` makes IMDS an explicit opt-in (see mesh.egress).
+        """
+        storage = self.storage
+        if storage.node_credentials:
+            if storage.credentials_secret is not None:
+                raise ConfigPathError(
+                    ("storage", "nodeCredentials"),
+                    "storage.credentialsSecret is set: the key pair comes first in the SDKs' "
+                    "credential chain, so the node's role would never be used; remove "
+                    "nodeCredentials (it would only open the instance metadata service to "
+                    "the pods)",
+                )
+            if all(model.role_arn for model in self.models.values()):
+                raise ConfigPathError(
+                    ("storage", "nodeCredentials"),
+                    "every model has a roleArn, so none reads the store with the node's "
+                    "role; remove nodeCredentials (it would only open the instance metadata "
+                    "service, and the node role's credentials, to the pods)",
+                )
+            return self
+        if not self.egress_restricted() or storage.credentials_secret is not None:
+            return self
+        bare = [name for name, model in self.models.items() if not model.role_arn]
+        if bare:
+            switch = (
+                "security.restrictEgress is true"
+                if self.security.restrict_egress
+                else "protected is true and security.restrictEgress is unset"
+            )
+            others = f" (as do {', '.join(bare[1:])})" if bare[1:] else ""
+            raise ConfigPathError(
+                ("models", bare[0], "roleArn"),
+                f"egress is restricted ({switch}) and model {bare[0]!r} has no store "
+                f"credentials{others}: the AWS SDKs would fall back to the node's role "
+                "through the instance metadata service (169.254.169.254:80), which "
+                "REGISTRY_ONLY blackholes, so the download would loop and Triton crash-loop; "
+                f"set models.{bare[0]}.roleArn (IRSA), storage.credentialsSecret (a key pair), "
+                "or storage.nodeCredentials: true (the node's role, through the instance "
+                "metadata service)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _telemetry_collectors(self) -> StackConfig:
+        """With egress restricted, a provider's Service must be one the Sidecar imports.
+
+        Istio names a provider's cluster `outbound|<port>||<host>` from the mesh-wide registry,
+        but a proxy receives clusters only for the services its Sidecar imports: a provider
+        outside the egress hosts has no cluster, and the proxy drops spans or log entries
+        (istio/istio#53701). The mesh default tracing provider (provider unset) is assumed to
+        run in istio-system, which the egress hosts import; `envoy` writes to stdout.
+        """
+        if not self.egress_restricted():
+            return self
+        tracing = self.telemetry.tracing
+        if tracing.provider and tracing.collector is None:
+            raise ConfigPathError(
+                ("telemetry", "tracing", "collector"),
+                f"egress is restricted and telemetry.tracing.provider is {tracing.provider!r}: "
+                "set telemetry.tracing.collector to its Service ({host: <service>.<namespace>"
+                ".svc.cluster.local, port: <port>}, as in meshConfig.extensionProviders) so "
+                "the Sidecar imports it; without it the proxies have no cluster for the "
+                "provider and drop every span (istio/istio#53701)",
+            )
+        logging = self.telemetry.access_logging
+        if logging.enabled and logging.provider != "envoy" and logging.collector is None:
+            raise ConfigPathError(
+                ("telemetry", "accessLogging", "collector"),
+                f"egress is restricted and telemetry.accessLogging.provider is "
+                f"{logging.provider!r}: set telemetry.accessLogging.collector to its Service "
+                "({host: <service>.<namespace>.svc.cluster.local, port: <port>}, as in "
+                "meshConfig.extensionProviders) so the Sidecar imports it; without it the "
+                "proxies have no cluster for the provider and drop every log entry "
+                "(istio/istio#53701)",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _protected_rules(self) -> StackConfig:
         """What a protected (production) stack may not do."""
         if not self.protected:

@@ -46,3 +46,11 @@ class Storage(_Config):
         default=None,
         description="read the model store with this key pair instead of an IAM role (roleArn)",
     )
+    node_credentials: Flag = Field(
+        default=False,
+        description="read the store with the node's IAM role through the instance metadata "
+        "service (169.254.169.254:80), for models without roleArn when there is no "
+        "credentialsSecret; with egress restricted this adds the ServiceEntry "
+        "instance-metadata, which opens the node role's credentials to every pod of the "
+        "namespace",
+    )

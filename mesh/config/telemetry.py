@@ -15,10 +15,25 @@ from mesh.config.formats import (
     HttpUrl,
     LabelKey,
     LabelValue,
+    Port,
     PromDuration,
     ProviderName,
     SamplingPercent,
+    ServiceFqdn,
 )
+
+
+class Collector(_Config):
+    """The Kubernetes Service a provider of meshConfig.extensionProviders sends to (its
+    `service` and `port`). With egress restricted, the Sidecar must import it: Istio names the
+    provider's cluster `outbound|<port>||<host>`, but a proxy only gets clusters for the
+    services its Sidecar imports, so a provider outside the egress hosts has no cluster and
+    the proxy drops what it would send (istio/istio#53701)."""
+
+    host: ServiceFqdn = Field(
+        description="the provider's Service, <service>.<namespace>.svc.cluster.local"
+    )
+    port: Port = Field(description="the provider's port, as in meshConfig.extensionProviders")
 
 
 class AccessLogging(_Config):
@@ -27,6 +42,12 @@ class AccessLogging(_Config):
         default="envoy",
         description="access log provider from meshConfig.extensionProviders; 'envoy' (the "
         "proxy's stdout) is built in",
+    )
+    collector: Collector | None = Field(
+        default=None,
+        description="the Service of a provider other than 'envoy' (e.g. an OpenTelemetry "
+        "collector); with egress restricted it is added to the Sidecar's egress hosts, and "
+        "required",
     )
 
 
@@ -40,6 +61,13 @@ class Tracing(_Config):
         default=None,
         description="tracing provider from meshConfig.extensionProviders; default: the mesh's "
         "default tracing provider",
+    )
+    collector: Collector | None = Field(
+        default=None,
+        description="the Service the tracing provider sends spans to; with egress restricted "
+        "it is added to the Sidecar's egress hosts, and required when `provider` is set. The "
+        "mesh default provider (provider unset) is assumed to run in istio-system, which the "
+        "egress hosts import already; set this if it runs elsewhere",
     )
 
 

@@ -21,6 +21,7 @@ DestinationRule with `exportTo: ["."]` is seen only in its own namespace.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from mesh.trace import hosts
@@ -173,6 +174,21 @@ def outbound_policy(objects: Objects, sidecar: dict[str, Any] | None) -> str:
     return str(mode or objects.settings.outbound_policy)
 
 
+def _addressed(spec: dict[str, Any], host: str) -> bool:
+    """An IP destination inside the entry's `addresses` (an IP or CIDR): pilot builds the
+    outbound listeners and virtual hosts of a ServiceEntry on its addresses too
+    (pilot/pkg/serviceregistry/serviceentry/conversion.go `convertServices`)."""
+    if not hosts.is_ip(host):
+        return False
+    for address in items(spec.get("addresses")):
+        try:
+            if ipaddress.ip_address(host) in ipaddress.ip_network(str(address), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def _visible_entry(objects: Objects, source: Workload, sidecar, host: str, port: int):
     for entry in objects.kind("ServiceEntry"):
         spec = spec_of(entry)
@@ -185,7 +201,7 @@ def _visible_entry(objects: Objects, source: Workload, sidecar, host: str, port:
         ):
             continue
         for pattern in items(spec.get("hosts")):
-            if hosts.matches(str(pattern), host) and egress_admits(
+            if (hosts.matches(str(pattern), host) or _addressed(spec, host)) and egress_admits(
                 sidecar, source.namespace, entry_ns, str(pattern)
             ):
                 for entry_port in items(spec.get("ports")):
