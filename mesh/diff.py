@@ -240,11 +240,13 @@ def journey_pairs(base: Side, head: Side) -> dict[tuple[str, str], JourneyPair]:
     for config in (head.config, base.config):
         if config is None:
             continue
-        asked = [journeys(config, objects=objects) for objects in sides]
-        for before, after in zip(*asked, strict=True):
-            key = (after.model, after.name)
+        before, after = (
+            {(j.model, j.name): j for j in journeys(config, objects=objects)} for objects in sides
+        )
+        # A pod journey exists on a side only where the pod does (a version added or removed).
+        for key in before.keys() & after.keys():
             if key not in pairs:
-                pairs[key] = JourneyPair(before, after, config is head.config)
+                pairs[key] = JourneyPair(before[key], after[key], config is head.config)
     return dict(sorted(pairs.items()))
 
 

@@ -26,7 +26,7 @@ import re2
 from mesh.config import MatchRule, Model, StackConfig
 from mesh.plan import build_plan
 from mesh.security import METRICS_PORTS
-from mesh.trace import Objects, Request, Trace, Workload, trace, trace_process
+from mesh.trace import Objects, Request, Trace, Workload, proxy_cluster, trace, trace_process
 from mesh.trace.flagger import expand
 from mesh.trace.model import Outcome, Step
 from mesh.trace.objects import Pod
@@ -360,6 +360,16 @@ def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journ
             "refused" if restricted else None,
             trace_process(objects, pod, SERVER_CONTAINER, outside),
         )
+        for what, collector in (
+            ("tracing", config.telemetry.tracing.collector),
+            ("access logs", config.telemetry.access_logging.collector),
+        ):
+            if collector is not None:
+                add(
+                    f"istio-proxy → {what} collector {collector.host}",
+                    "ok",
+                    proxy_cluster(objects, pod, collector.host, collector.port),
+                )
         for namespace in config.security.metrics_namespaces[:1]:
             found.append(
                 Journey(

@@ -434,7 +434,8 @@ def test_the_loadtester_principal_uses_the_trust_domain_and_is_listed_once(progr
     policy = _model_objects(raw, "sentiment")[("AuthorizationPolicy", "sentiment")]
     (rule,) = policy["spec"]["rules"]
     assert rule["from"][0]["source"]["principals"] == [
-        "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        # the gateway's principal is in the stack's trust domain too (gateway identity)
+        "corp.example/ns/istio-system/sa/istio-ingressgateway-service-account",
         "corp.example/ns/loadtest/sa/flagger-loadtester",
     ]
 
