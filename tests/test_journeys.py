@@ -169,3 +169,67 @@ def test_trace_cli_refuses_a_bad_request_url_with_one_line():
     result = run_mesh("trace", "prod", "--request", "ftp://x")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("ml-mesh: trace: --request 'ftp://x'")
+
+
+FLAGGER_LOAD_TEST = {
+    "url": "http://flagger-loadtester.test/",
+    "cmd": "hey -z 1m -q 10 -c 2 http://sentiment-canary.ml-serving:8501/v1/models/sentiment",
+}
+
+
+def _progressive_prod(prod) -> dict:
+    raw = with_value(prod, "models.sentiment.canary", {"version": "v4"})
+    raw = with_value(raw, "models.sentiment.progressive", {"stepWeight": 5, "maxWeight": 30})
+    return with_value(raw, "models.sentiment.progressive.loadTest", FLAGGER_LOAD_TEST)
+
+
+def test_flagger_journeys_go_through_the_objects_flagger_creates(prod):
+    config = parse_config(_progressive_prod(prod), "prod")
+    found = {j.name: j for j in journeys(config) if j.model == "sentiment"}
+    loadtest = found["loadtester test/default → sentiment-canary.ml-serving"]
+    assert loadtest.passed, loadtest.problem()
+    (branch,) = loadtest.trace.branches
+    assert branch.workload == "Deployment ml-serving/sentiment"  # the canary pods
+    rest = found["REST https sentiment.models.example.com"].trace
+    assert [(b.host, b.share) for b in rest.branches] == [
+        ("sentiment-primary.ml-serving.svc.cluster.local", 95.0),
+        ("sentiment-canary.ml-serving.svc.cluster.local", 5.0),
+    ]
+    assert rest.ok
+    assert not any(name.startswith("gRPC") for name in found), "Flagger serves REST only"
+
+
+def test_the_load_test_is_refused_where_the_policy_does_not_admit_the_loadtester(prod):
+    """The finding, as a journey: with the loadtester outside the canary's policy its
+    requests get 403 (Flagger's built-in success rate would count them as successes)."""
+    raw = with_value(
+        _progressive_prod(prod),
+        "models.sentiment.progressive.loadTest.serviceAccount",
+        "test/flagger-loadtester",
+    )
+    config = parse_config(raw, "prod")
+    from mesh.journeys import flagger_journeys, stack_objects
+
+    objects = stack_objects(config)
+    (policy,) = [
+        o for o in objects.kind("AuthorizationPolicy") if o["metadata"]["name"] == "sentiment"
+    ]
+    principals = policy["spec"]["rules"][0]["from"][0]["source"]["principals"]
+    principals.remove("cluster.local/ns/test/sa/flagger-loadtester")
+    (journey,) = flagger_journeys(config, objects, "sentiment")
+    assert not journey.passed
+    assert journey.trace.final().status == 403
+
+
+def test_with_native_sidecars_the_download_goes_through_the_proxy_and_the_lock_down(prod):
+    """Classic mode: the download runs as UID 1337, past the proxy (a documented gap).
+    Native mode: istio-proxy starts first, so the same download is captured and must find
+    the model store and STS in the registry."""
+    classic = {(j.model, j.name): j for j in journeys(parse_config(prod, "prod"))}
+    native_raw = with_value(prod, "istio.nativeSidecars", True)
+    native = {(j.model, j.name): j for j in journeys(parse_config(native_raw, "prod"))}
+    key = ("sentiment", "sentiment-v3 fetch-model → STS (IAM role)")
+    assert classic[key].trace.outcome.verdict == "direct"
+    assert native[key].trace.outcome.verdict == "egress" and native[key].passed
+    outside = ("sentiment", "sentiment-v3 fetch-model → S3 path-style global s3.amazonaws.com")
+    assert native[outside].trace.outcome.verdict == "blackholed"

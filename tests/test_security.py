@@ -458,6 +458,8 @@ def test_network_policy_is_one_setting_away_in_dev_and_can_be_turned_off(dev, pr
     }
     off = with_value(prod, "security.networkPolicy", False)
     assert not of_kind(plan_objects(off, "prod"), "NetworkPolicy")
+
+
 # --- the prod-like example: an istio/gateway chart release ---------------------------------------
 
 PUBLIC_INGRESS = "cluster.local/ns/istio-system/sa/public-ingress"
