@@ -15,7 +15,7 @@ from mesh.config import ConfigError, prom_duration
 from mesh.diff import GATES, normalized, report, side
 from mesh.gitbase import GitBaseError, render_base
 from mesh.graph import gateway_name, mermaid
-from mesh.journeys import journeys, stack_objects, table, to_json
+from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_json
 from mesh.plan import build_plan
 from mesh.promql import DEFAULT_WINDOW, promql_report
 from mesh.render import render_objects, to_yaml, traffic_table
@@ -120,6 +120,7 @@ def _diff(args: argparse.Namespace) -> int:
     return 1 if refusals else 0
 
 
+DEFAULT_GATEWAY = "istio-system/istio-ingressgateway-service-account"
 DEFAULT_GATEWAY_LABELS = (("app", "istio-ingressgateway"), ("istio", "ingressgateway"))
 
 
@@ -203,14 +204,19 @@ def _request(args: argparse.Namespace) -> Request:
 
 
 def _trace_question(args: argparse.Namespace) -> int:
-    if args.stack is not None:
-        objects = stack_objects(load_stack(args.stack).config, _extra_objects(args.with_))
+    # --with alone traces those objects only; otherwise the stack's (dev unless named) too.
+    stack = args.stack or (None if args.with_ else DEFAULT_STACK)
+    config = load_stack(stack).config if stack is not None else None
+    if config is not None:
+        objects = stack_objects(config, _extra_objects(args.with_))
     else:
-        if not args.with_:
-            raise TraceInputError("--request needs objects: a stack, or --with FILE")
         objects = Objects(expand(_extra_objects(args.with_)))
     request = _request(args)
-    kind, sep, where = args.source.partition(":")
+    if args.source is None and config is not None:
+        result = trace(objects, gateway_workload(config, objects), request)
+        print(json.dumps(result.to_json(), indent=2) if args.json else _answer(result))
+        return 0 if result.ok else 1
+    kind, sep, where = (args.source or f"gateway:{DEFAULT_GATEWAY}").partition(":")
     parts = where.split("/")
     if kind == "container":
         if len(parts) != 3:
@@ -339,8 +345,8 @@ def parser() -> argparse.ArgumentParser:
     trace_.add_argument(
         "stack",
         nargs="?",
-        help=f"stack name or path to a stack file (default: {DEFAULT_STACK}; with --request and "
-        "--with, no stack unless named)",
+        help=f"stack name or path to a stack file (default: {DEFAULT_STACK}; with --request "
+        "and --with, only those objects unless a stack is named)",
     )
     trace_.add_argument(
         "--with",
@@ -360,9 +366,9 @@ def parser() -> argparse.ArgumentParser:
     trace_.add_argument(
         "--from",
         dest="source",
-        default="gateway:istio-system/istio-ingressgateway-service-account",
         help="the source: gateway:NS/SA, pod:NS/SA or container:NS/WORKLOAD/CONTAINER "
-        "(default: %(default)s)",
+        "(default: the stack's ingress gateway; without a stack "
+        f"gateway:{DEFAULT_GATEWAY})",
     )
     trace_.add_argument(
         "--labels",
