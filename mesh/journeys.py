@@ -30,7 +30,7 @@ from mesh.trace import Objects, Request, Trace, Workload, proxy_cluster, trace, 
 from mesh.trace.flagger import expand
 from mesh.trace.model import Outcome, Step
 from mesh.trace.objects import Pod
-from mesh.trace.upstream import deliver_to_port
+from mesh.trace.upstream import deliver_to_port, peer_authentication_mode
 from models.presets import preset, server_ports
 from models.workloads import FETCH_CONTAINER, SERVER_CONTAINER
 
@@ -38,6 +38,7 @@ Expect = Literal["ok", "refused"] | None
 UNKNOWN_CALLER = ("other-team", "default")
 UNREGISTERED = "registry.example.org"
 IMDS = "169.254.169.254"
+REWRITE_PROBES = "sidecar.istio.io/rewriteAppHTTPProbers"
 
 
 @dataclass(frozen=True)
@@ -206,10 +207,11 @@ def ingress_journeys(config: StackConfig, objects: Objects, name: str) -> list[J
                 port=None if redirected else rest_port,
             )
             if grpc is not None and model.progressive is None:
+                # gRPC clients do not follow the redirect: plain gRPC must fail there.
                 add(
                     f"gRPC {scheme} {host}",
                     grpc_request(model, host, port, over_tls),
-                    "ok",
+                    "refused" if redirected else "ok",
                     port=None if redirected else grpc,
                 )
     # What the routes decide is the same on every host: the first one shows it.
@@ -437,19 +439,28 @@ def scrape(objects: Objects, pod: Pod, namespace: str, port: int) -> Trace:
 
 
 def probe(objects: Objects, pod: Pod) -> Trace:
-    """The kubelet's readiness probe of the server container. With a sidecar and
-    `sidecar.istio.io/rewriteAppHTTPProbers: "true"` the injector rewrites it to the agent,
-    `:15020/app-health/<container>/readyz` (pkg/kube/inject/app_probe.go `patchRewriteProbe`),
-    which is not captured; otherwise the kubelet's plaintext call meets the inbound sidecar.
-    Node traffic passes any NetworkPolicy."""
+    """The kubelet's readiness probe of the server container. With a sidecar, the injector
+    rewrites HTTP probes to the agent, `:15020/app-health/<container>/readyz`, unless the pod
+    says `sidecar.istio.io/rewriteAppHTTPProbers: "false"` (the mesh default
+    `sidecarInjectorWebhook.rewriteAppHTTPProbe` is true; pkg/kube/inject/app_probe.go
+    `ShouldRewriteAppHTTPProbers`, `patchRewriteProbe`); 15020 is not captured. A probe that is
+    not rewritten meets the inbound sidecar in plaintext. Node traffic passes NetworkPolicy."""
     source = Workload("kube-node", "kubelet", sidecar="none", name="kubelet")
     server = next(c for c in pod.containers() if c.get("name") == SERVER_CONTAINER)
-    get = server.get("readinessProbe", {}).get("httpGet", {})
+    readiness = server.get("readinessProbe") or {}
+    get = readiness.get("httpGet")
+    if get is None:
+        kind = next(iter(readiness), "no probe")
+        return Trace(
+            source,
+            Request(port=0, host=pod.workload),
+            (),
+            Outcome("served", f"{kind}: not an HTTP call through the network"),
+        )
     found = pod.container_port(get.get("port"))
-    rewritten = (
-        objects.sidecar_mode(pod) != "none"
-        and pod.annotations.get("sidecar.istio.io/rewriteAppHTTPProbers") == "true"
-    )
+    number = found[1] if found else 0
+    sidecar = objects.sidecar_mode(pod) != "none"
+    rewritten = sidecar and pod.annotations.get(REWRITE_PROBES, "true") != "false"
     if rewritten:
         request = Request(
             port=15020, host=pod.workload, path=f"/app-health/{SERVER_CONTAINER}/readyz"
@@ -461,16 +472,12 @@ def probe(objects: Objects, pod: Pod) -> Trace:
             steps,
             Outcome(
                 "served",
-                f"pilot-agent calls {get.get('path')} on port {found[1] if found else '?'}"
-                " from inside the pod",
+                f"pilot-agent calls {get.get('path')} on port {number} from inside the pod",
             ),
         )
-    number = found[1] if found else 0
     request = Request(port=number, host=pod.workload, path=str(get.get("path", "/")))
-    if objects.sidecar_mode(pod) == "none":
+    if not sidecar:
         return Trace(source, request, (), Outcome("served", "the kubelet calls the server"))
-    from mesh.trace.upstream import peer_authentication_mode
-
     mode, why = peer_authentication_mode(objects, pod, number)
     if mode == "STRICT":
         return Trace(
@@ -479,7 +486,7 @@ def probe(objects: Objects, pod: Pod) -> Trace:
             (Step("mtls", why),),
             Outcome("reset", "the plaintext probe meets STRICT mTLS"),
         )
-    return Trace(source, request, (), Outcome("served", "PERMISSIVE accepts the probe"))
+    return Trace(source, request, (), Outcome("served", f"{mode} accepts the plaintext probe"))
 
 
 def flagger_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journey]:

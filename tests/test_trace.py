@@ -427,3 +427,164 @@ def test_flagger_canary_expands_to_the_services_and_routes_flagger_creates():
         "Deployment shop/api",
     ]
     assert result.ok
+
+
+# --- rules a second reading against the Istio and Kubernetes sources pinned ------------------
+
+
+def _ns_policy(kind: str, spec: dict, namespace: str = NS, name: str = "default") -> dict:
+    group = (
+        "networking.istio.io/v1"
+        if kind in ("Sidecar", "DestinationRule")
+        else "security.istio.io/v1"
+    )
+    return {
+        "apiVersion": group,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+STRICT = _ns_policy("PeerAuthentication", {"mtls": {"mode": "STRICT"}})
+
+
+def test_a_sidecar_without_egress_listeners_imports_every_service():
+    sidecar = _ns_policy("Sidecar", {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})
+    result = trace(_objects(sidecar), CLIENT, _http("api", 8080))
+    assert result.final().verdict == "served"
+
+
+def test_a_service_without_selector_has_no_endpoints():
+    manual = _service("manual", ("http", 8080))
+    del manual["spec"]["selector"]
+    result = trace(_objects(manual), CLIENT, _http("manual", 8080))
+    assert result.final().verdict == "no-endpoints"
+
+
+def test_a_numeric_target_port_is_forwarded_even_if_no_container_declares_it():
+    service = _service("api", ("http", 8080))
+    service["spec"]["ports"][0]["targetPort"] = 7070
+    objects = [o for o in copy.deepcopy(BASE) if o["kind"] != "Service"]
+    result = trace(Objects([*objects, service]), CLIENT, _http("api", 8080))
+    assert result.final().verdict == "served"
+    assert {b.container_port for b in result.branches} == {7070}
+
+
+@pytest.mark.parametrize(("regex", "verdict_subset"), [("*", "v2"), ("(", "v1")])
+def test_a_regex_star_is_a_presence_match_and_a_broken_regex_matches_nothing(regex, verdict_subset):
+    vs = _vs({"match": [{"headers": {"x-a": {"regex": regex}}}], "route": [_to("v2", 8080)]}, REST)
+    result = trace(_objects(vs), GATEWAY, _http(headers=(("x-a", "anything"),)))
+    assert [b.subset for b in result.branches] == [verdict_subset]
+
+
+def test_an_external_two_label_host_is_not_taken_for_a_service():
+    entry = copy.deepcopy(S3)
+    entry["spec"]["hosts"] = ["github.com"]
+    source = Workload(NS, "api", (("app", "api"),))
+    objects = _objects(entry, _sidecar("REGISTRY_ONLY", ["./*"]))
+    assert (
+        trace(objects, source, Request(port=443, host="github.com", tls=True)).outcome.verdict
+        == "egress"
+    )
+
+
+def test_root_namespace_policies_apply_to_the_pods_their_selector_matches():
+    deny = _policy("DENY", [{}], "deny-api")
+    deny["metadata"]["namespace"] = "istio-system"
+    assert trace(_objects(_vs(REST), deny), GATEWAY, _http()).final().verdict == "denied"
+
+
+def test_service_accounts_in_a_source_need_that_account():
+    other = _policy("ALLOW", [{"from": [{"source": {"serviceAccounts": ["app/nobody"]}}]}])
+    mine = _policy("ALLOW", [{"from": [{"source": {"serviceAccounts": ["istio-system/gw"]}}]}])
+    assert trace(_objects(_vs(REST), other), GATEWAY, _http()).final().verdict == "denied"
+    assert trace(_objects(_vs(REST), mine), GATEWAY, _http()).final().verdict == "served"
+
+
+def test_a_wildcard_destination_rule_in_the_clients_namespace_comes_first():
+    """Lookup goes client namespace, host namespace, root; in each the most specific host."""
+    disable = _ns_policy(
+        "DestinationRule",
+        {"host": "*.local", "trafficPolicy": {"tls": {"mode": "DISABLE"}}},
+        namespace="other",
+        name="plain",
+    )
+    client = Workload("other", "client")
+    assert (
+        trace(_objects(STRICT, disable), client, _http("api.shop", 8080)).final().verdict == "reset"
+    )
+    assert trace(_objects(STRICT), client, _http("api.shop", 8080)).final().verdict == "served"
+    # in the host's namespace, the exact `api` rule is more specific than a wildcard
+    disable["metadata"]["namespace"] = NS
+    assert (
+        trace(_objects(STRICT, disable), client, _http("api.shop", 8080)).final().verdict
+        == "served"
+    )
+
+
+def test_auto_mtls_sends_plaintext_where_the_port_disables_mtls_and_int_port_keys_count():
+    per_port = _ns_policy(
+        "PeerAuthentication",
+        {
+            "selector": {"matchLabels": {"app": "api"}},
+            "mtls": {"mode": "STRICT"},
+            "portLevelMtls": {8080: {"mode": "DISABLE"}},
+        },
+        name="api",
+    )
+    only_gateway = _policy("ALLOW", [GATEWAY_PRINCIPAL])
+    result = trace(_objects(per_port, only_gateway, _vs(REST)), GATEWAY, _http())
+    (branch,) = result.branches
+    assert [s.detail for s in branch.steps if s.at == "mtls"] == [
+        "DISABLE (PeerAuthentication shop/api); client plaintext"
+    ]
+    assert branch.outcome.verdict == "denied"  # no peer identity without mTLS
+
+
+def test_the_inject_annotation_opts_a_pod_out_of_the_mesh():
+    pod = _deployment("api", "v3", meta={"annotations": {"sidecar.istio.io/inject": "false"}})
+    objects = _objects(pod)
+    assert objects.sidecar_mode(objects.pod(f"{NS}/api-v3")) == "none"
+
+
+def test_dot_slash_gateway_references_bind_in_the_virtual_services_namespace():
+    result = trace(_objects(_vs(REST, gateways=("./gw",))), GATEWAY, _http())
+    assert result.final().verdict == "served"
+
+
+def test_https_redirect_answers_for_a_bare_server_host_even_without_a_virtual_service():
+    objects = _objects()
+    server = objects.kind("Gateway")[0]["spec"]["servers"][0]
+    server["hosts"] = ["old.example.com"]
+    server["tls"] = {"httpsRedirect": True}
+    assert trace(objects, GATEWAY, _http("old.example.com")).outcome.status == 301
+    grpc = trace(objects, GATEWAY, _http("old.example.com", protocol="grpc", method="POST"))
+    assert grpc.outcome.verdict == "unfollowed-redirect" and not grpc.ok
+
+
+def test_source_labels_at_a_gateway_are_the_gateway_pods_labels():
+    vs = _vs(
+        {"match": [{"sourceLabels": {"istio": "ingressgateway"}}], "route": [_to("v2", 8080)]}, REST
+    )
+    assert [b.subset for b in trace(_objects(vs), GATEWAY, _http()).branches] == ["v2"]
+
+
+def test_excluded_outbound_ranges_are_not_captured():
+    pod = _deployment(
+        "api",
+        "v3",
+        meta={
+            "annotations": {
+                "traffic.sidecar.istio.io/excludeOutboundIPRanges": "169.254.169.254/32"
+            }
+        },
+    )
+    objects = _objects(pod, _sidecar("REGISTRY_ONLY", ["./*"]))
+    imds = Request(port=80, host="169.254.169.254", method="PUT", path="/latest/api/token")
+    result = trace_process(objects, objects.pod(f"{NS}/api-v3"), "app", imds)
+    assert result.outcome.verdict == "direct"
+    other = trace_process(
+        objects, objects.pod(f"{NS}/api-v3"), "app", Request(port=80, host="10.0.0.1")
+    )
+    assert other.outcome.verdict == "blackholed"

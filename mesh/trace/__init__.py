@@ -30,8 +30,17 @@ waypoints) and Gateway API routes; TCP and TLS routes of VirtualServices; severa
 VirtualServices merged on one host (the first one is used); VirtualService delegation and
 exportTo of VirtualServices; EnvoyFilters and WasmPlugins; CUSTOM (ext_authz) policies and
 JWT (RequestAuthentication); locality, outlier ejection and circuit-breaker overflow at run
-time; DNS resolution of external hosts (assumed to resolve); traffic the kubelet sends (node
-traffic is allowed by NetworkPolicy, and probes are rewritten to the agent).
+time; DNS resolution of external hosts (assumed to resolve; the outbound exclusion
+annotations apply only to requests addressed by IP); traffic the kubelet sends (node traffic is
+allowed by NetworkPolicy, and probes are rewritten to the agent); NetworkPolicy egress rules of
+the source; Sidecar egress `port`s and services imported implicitly through VirtualService
+destinations; which of several competing Sidecars or PeerAuthentications istiod takes (the
+oldest; here the first listed); merging several DestinationRules of one host; whether
+REGISTRY_ONLY answers an unknown HTTP host with 502 or a reset (it depends on the listeners the
+proxy has; the verdict `blackholed` is the same); TLS passthrough gateway servers (`unmodelled`);
+Flagger's A/B and mirroring analyses. meshConfig is not among the objects: `MeshSettings`
+holds Istio's defaults (ALLOW_ANY, Prometheus merging on, no CNI, classic sidecars for pods
+without the native-sidecar annotation).
 
 The package takes objects only: it knows nothing of ml-mesh's config or builders, so it traces
 objects any tool made. `mesh.journeys` asks it the questions a stack's config promises.

@@ -1,13 +1,12 @@
 """AuthorizationPolicy as the destination's proxy evaluates it.
 
-Follows Istio 1.30 (pilot/pkg/security/authz/builder/builder.go `Build`, the RBAC filters in
-the order CUSTOM, DENY, ALLOW; pilot/pkg/security/authz/model/model.go `New` and
-`generate`; matchers in pilot/pkg/security/authz/matcher):
+Follows Istio 1.30 (pilot/pkg/security/authz/builder/builder.go `BuildHTTP` / `build`, the
+RBAC filters in the order CUSTOM, DENY, ALLOW; pilot/pkg/security/authz/model/model.go `New`
+and `Generate`; matchers in pilot/pkg/security/authz/matcher):
 
-- The policies that apply to a workload are those of the mesh root namespace without a
-  selector, those of its own namespace without a selector, and those whose
-  `selector.matchLabels` match its labels (pilot/pkg/model/authorization.go
-  `ListAuthorizationPolicies`).
+- The policies that apply to a workload are those of its own namespace and of the mesh root
+  namespace, without a selector or with a `selector.matchLabels` its labels match
+  (pilot/pkg/model/authorization.go `ListAuthorizationPolicies`).
 - DENY first: any matching DENY rule answers 403. Then ALLOW: if any ALLOW policy applies, the
   request must match one of their rules, else 403 (`RBAC: access denied`). No ALLOW policy:
   allowed. CUSTOM (external authorizers) is not evaluated here; a trace says so.
@@ -60,16 +59,36 @@ def value_matches(pattern: str, value: str) -> bool:
     return value == pattern
 
 
-def _any(patterns: Any, value: str | None) -> bool:
-    if patterns is None:
+def _any(patterns: Any, value: str | None, ignore_case: bool = False) -> bool:
+    """An unset or empty field matches anything (Istio generates no matcher for it)."""
+    if not items(patterns):
         return True
-    return value is not None and any(value_matches(str(p), value) for p in items(patterns))
+    if value is None:
+        return False
+    if ignore_case:
+        return any(value_matches(str(p).lower(), value.lower()) for p in items(patterns))
+    return any(value_matches(str(p), value) for p in items(patterns))
 
 
-def _none(patterns: Any, value: str | None) -> bool:
-    if not patterns or value is None:
+def _none(patterns: Any, value: str | None, ignore_case: bool = False) -> bool:
+    if not items(patterns) or value is None:
         return True
-    return not any(value_matches(str(p), value) for p in items(patterns))
+    return not _any(patterns, value, ignore_case)
+
+
+def _account(principal: str | None) -> str | None:
+    """`<ns>/<sa>` of a SPIFFE principal `<td>/ns/<ns>/sa/<sa>`."""
+    if principal is None or "/ns/" not in principal or "/sa/" not in principal:
+        return None
+    namespace = principal.split("/ns/", 1)[1].split("/", 1)[0]
+    return f"{namespace}/{principal.split('/sa/', 1)[1]}"
+
+
+def _trust_domain(principal: str | None) -> str | None:
+    return principal.split("/", 1)[0] if principal else None
+
+
+IP_FIELDS = ("ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")
 
 
 def _source(source: dict[str, Any], request: AuthzRequest) -> bool:
@@ -78,6 +97,14 @@ def _source(source: dict[str, Any], request: AuthzRequest) -> bool:
         and _none(source.get("notPrincipals"), request.principal)
         and _any(source.get("namespaces"), request.namespace)
         and _none(source.get("notNamespaces"), request.namespace)
+        # serviceAccounts are `<ns>/<sa>` (model.go `New`), trustDomains the principal's first part
+        and _any(source.get("serviceAccounts"), _account(request.principal))
+        and _none(source.get("notServiceAccounts"), _account(request.principal))
+        and _any(source.get("trustDomains"), _trust_domain(request.principal))
+        and _none(source.get("notTrustDomains"), _trust_domain(request.principal))
+        # A traced request has no source address: an IP condition never matches (so an ALLOW
+        # rule that needs one admits nothing, and a DENY rule that needs one refuses nothing).
+        and not any(items(source.get(field)) for field in IP_FIELDS)
         # No JWT in a traced request: requestPrincipals never match.
         and _any(source.get("requestPrincipals"), None)
     )
@@ -93,8 +120,8 @@ def _operation(operation: dict[str, Any], request: AuthzRequest) -> bool:
         and _none(operation.get("notMethods"), request.method)
         and _any(operation.get("paths"), path)
         and _none(operation.get("notPaths"), path)
-        and _any(operation.get("hosts"), request.host)
-        and _none(operation.get("notHosts"), request.host)
+        and _any(operation.get("hosts"), request.host, ignore_case=True)
+        and _none(operation.get("notHosts"), request.host, ignore_case=True)
     )
 
 
@@ -108,6 +135,10 @@ def _condition(condition: dict[str, Any], request: AuthzRequest) -> bool:
         value = request.principal
     elif key == "source.namespace":
         value = request.namespace
+    elif key == "source.serviceAccount":
+        value = _account(request.principal)
+    elif key == "source.trustDomain":
+        value = _trust_domain(request.principal)
     elif key == "destination.port":
         value = str(request.port)
     else:
@@ -134,7 +165,9 @@ def applicable(objects: Objects, pod: Pod) -> list[dict[str, Any]]:
         selector = d(spec.get("selector")).get("matchLabels")
         if "targetRef" in spec or "targetRefs" in spec:
             continue  # waypoint and gateway policies: not on a sidecar
-        mesh_wide = namespace == root and not selector
+        # The root namespace's policies apply mesh-wide, to the pods their selector matches
+        # (pilot/pkg/model/policyattachment.go `isSelected`).
+        mesh_wide = namespace == root and (not selector or selects(selector, pod.labels))
         own = namespace == pod.namespace and (not selector or selects(selector, pod.labels))
         if mesh_wide or own:
             found.append(policy)

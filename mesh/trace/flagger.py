@@ -19,7 +19,8 @@ Follows Flagger v1.44 (fluxcd/flagger):
   (pkg/router/istio.go `reconcileVirtualService`).
 
 The state modelled is an analysis in progress: the canary at the first step weight, its pods
-scaled up, so both destinations are live and both are traced. Objects already present (e.g.
+scaled up, so both destinations are live and both are traced. Not modelled: A/B analyses
+(`analysis.match`, a second route), mirroring (`analysis.mirror`), session affinity. Objects already present (e.g.
 from `kubectl get` of a cluster) are not made again.
 """
 
@@ -31,10 +32,16 @@ from typing import Any
 from mesh.trace.objects import d, items, name_of, namespace_of, spec_of
 
 API = "networking.istio.io/v1"
+SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")
+ROUTE_FIELDS = ("match", "rewrite", "headers", "corsPolicy", "timeout", "retries")
 
 
 def first_step(analysis: dict[str, Any]) -> int:
+    """The canary's weight in the first analysis step; 0 for a blue/green analysis
+    (`iterations` without step weights), which tests the canary without live traffic."""
     steps = items(analysis.get("stepWeights"))
+    if "iterations" in analysis and "stepWeight" not in analysis and not steps:
+        return 0
     if steps:
         return int(steps[0])
     return int(analysis.get("stepWeight", 10) or 10)
@@ -74,7 +81,9 @@ def _generated(canary: dict[str, Any], target: dict[str, Any]) -> list[dict[str,
     apex = str(service.get("name") or target_name)
     primary, canary_name = f"{apex}-primary", f"{apex}-canary"
     selector = d(d(spec_of(target).get("selector")).get("matchLabels"))
-    label = "app" if "app" in selector else next(iter(selector), "app")
+    # Flagger's -selector-labels default, in order (cmd/flagger/main.go; deployment_controller
+    # `getSelectorLabel`).
+    label = next((k for k in SELECTOR_LABELS if k in selector), "app")
     value = str(selector.get(label, target_name))
 
     primary_deployment = copy.deepcopy(target)
@@ -123,7 +132,7 @@ def _generated(canary: dict[str, Any], target: dict[str, Any]) -> list[dict[str,
             {"destination": {"host": canary_name}, "weight": weight},
         ]
     }
-    for key in ("timeout", "retries"):
+    for key in ROUTE_FIELDS:
         if key in service:
             route[key] = service[key]
     hosts = [str(h) for h in items(service.get("hosts"))]

@@ -5,12 +5,12 @@ Follows pilot/pkg/networking/core/gateway.go (Istio 1.30):
 
 - A Gateway applies to the gateway pods its `selector` matches, in any namespace
   (PILOT_SCOPE_GATEWAY_TO_NAMESPACE is off by default; pilot/pkg/model/gateway.go
-  `MergeGateways`). Its servers become listeners on `port.number` (the gateway Service port the
+  `mergeGateways`). Its servers become listeners on `port.number` (the gateway Service port the
   client dials; istiod maps it to the pod's target port).
 - HTTP servers of one port share a route configuration; an HTTPS server terminates TLS for the
   SNI names in its `hosts` (`buildGatewayListeners`, filter chains by server name; a client
   whose SNI matches no server is closed). `tls.httpsRedirect` sets `require_tls: ALL` on the
-  server's virtual hosts: a 301 to https before any route (`buildGatewayVirtualHosts...`).
+  server's virtual hosts: a 301 to https before any route (`buildGatewayHTTPRouteConfig`).
 - A VirtualService binds a host on the server only if the server's `hosts` entry admits its
   namespace and host (`./host`: the Gateway's namespace only).
 - Routes are translated with the server's port: a route match on another `port` is dropped
@@ -70,6 +70,30 @@ def pick_server(
     return (admitting or plain)[0], ""
 
 
+def _redirect_vhost(server: dict[str, Any], host: str) -> bool:
+    """istiod gives every host of an httpsRedirect server that is not bound to one namespace
+    (a bare host, or `*/host`) a redirecting virtual host even when no VirtualService binds it
+    (gateway.go `buildGatewayHTTPRouteConfig`)."""
+    for entry in items(server.get("hosts")):
+        namespace, _, pattern = str(entry).rpartition("/")
+        if namespace in ("", "*") and hosts.matches(pattern, host):
+            return True
+    return False
+
+
+def _redirected(request: Request, host: str) -> Outcome:
+    """`require_tls: ALL` answers 301 to https. A browser or REST client follows it; a gRPC
+    client does not, so for gRPC the call fails."""
+    location = f"301 to https://{host}{request.path}"
+    if request.protocol == "grpc":
+        return Outcome(
+            "unfollowed-redirect",
+            f"httpsRedirect: {location}; gRPC clients do not follow redirects, the call fails",
+            301,
+        )
+    return Outcome("redirected", f"httpsRedirect: {location}", 301)
+
+
 def ingress(objects: Objects, source: Workload, request: Request):
     """The gateway part of a trace; returns (listener, vs, steps) to continue with, or a
     finished Trace when the gateway itself answers."""
@@ -118,7 +142,23 @@ def ingress(objects: Objects, source: Workload, request: Request):
             if hosts.matches(str(h), host) or hosts.matches(host, str(h))
         )
 
+    if str(port.get("protocol", "")).upper() == "TLS":
+        return Trace(
+            source,
+            request,
+            tuple(steps),
+            Outcome(
+                "unmodelled",
+                "a TLS (passthrough) server routes by VirtualService `tls` routes, "
+                "which this trace does not model",
+            ),
+        )
+    redirect = bool(tls.get("httpsRedirect")) and not request.tls
     found = virtual_services_for(objects, listener, host, visible=admitted)
+    if redirect and (found is not None or _redirect_vhost(server, host)):
+        if found is not None:
+            steps.append(Step("virtualhost", f"{describe(found[0])} host {found[1]}"))
+        return Trace(source, request, tuple(steps), _redirected(request, host))
     if found is None:
         return Trace(
             source,
@@ -132,11 +172,4 @@ def ingress(objects: Objects, source: Workload, request: Request):
         )
     vs, pattern = found
     steps.append(Step("virtualhost", f"{describe(vs)} host {pattern}"))
-    if tls.get("httpsRedirect") and not request.tls:
-        return Trace(
-            source,
-            request,
-            tuple(steps),
-            Outcome("redirected", f"httpsRedirect: 301 to https://{host}{request.path}", 301),
-        )
     return finish_http(objects, source, request, listener, vs, steps)

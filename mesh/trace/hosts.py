@@ -1,16 +1,18 @@
 """Host names as Istio compares them.
 
 - A wildcard host `*.example.com` matches any name ending in `.example.com`, and `*` matches
-  everything (pilot/pkg/model/host/name.go `Name.Matches`).
+  everything (pkg/config/host/name.go `Name.Matches`).
 - Of several virtual hosts, Envoy picks the exact domain first, then the longest suffix
   wildcard, then `*` (envoy source/common/router/config_impl.cc `findVirtualHost`).
 - A Gateway server's `hosts` entry is `namespace/host`: `./host` admits VirtualServices of the
   Gateway's own namespace only, `*/host` (or a bare host) any namespace
-  (pilot/pkg/model/gateway.go and pilot/pkg/networking/core/gateway.go
-  `filterVirtualServiceHosts` / `pickMatchingGatewayHosts`).
+  (pilot/pkg/model/gateway.go `sanitizeServerHostNamespace`; pkg/config/host/names.go
+  `NamesForNamespace` and `Intersection`, used by pilot/pkg/networking/core/gateway.go
+  `buildGatewayHTTPRouteConfig`).
 - In the mesh a client may use a short name: `a`, `a.ns`, `a.ns.svc` all reach
   `a.ns.svc.cluster.local` (Istio generates these domains on the sidecar's virtual hosts,
-  pilot/pkg/networking/core/route/route.go `GenerateAltVirtualHosts`).
+  pilot/pkg/networking/core/httproute.go `generateVirtualHostDomains` /
+  `GenerateAltVirtualHosts`); any other name is taken as written.
 """
 
 from __future__ import annotations
@@ -38,9 +40,18 @@ def best(patterns: list[str], host: str) -> str | None:
     return found[0] if found else None
 
 
-def expand_in_mesh(host: str, namespace: str) -> str:
-    """What a sidecar's virtual host makes of a short in-cluster name used from `namespace`."""
+def expand_in_mesh(host: str, namespace: str, known=None) -> str:
+    """What a sidecar's virtual host makes of a short in-cluster name used from `namespace`:
+    the Service FQDN, when `known` (the Services) has it; otherwise the name as written, so
+    `github.com` stays an external host."""
     host = host.lower()
+    expanded = _expand(host, namespace)
+    if known is not None and expanded not in known:
+        return host
+    return expanded
+
+
+def _expand(host: str, namespace: str) -> str:
     parts = host.split(".")
     if host.endswith(CLUSTER_SUFFIX) or "*" in host:
         return host

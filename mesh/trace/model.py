@@ -27,6 +27,8 @@ VERDICTS = OK_VERDICTS | {
     "blackholed",  # REGISTRY_ONLY: the BlackHoleCluster (502 for HTTP, reset for TLS/TCP)
     "wrong-protocol",  # e.g. gRPC delivered to an HTTP/1.1 REST port
     "aborted",  # fault injection answered instead of the server
+    "unfollowed-redirect",  # a 301 to HTTPS that the client (gRPC) does not follow
+    "unmodelled",  # a path this trace does not follow (TLS passthrough routes)
 }
 
 
@@ -198,7 +200,10 @@ class MeshSettings:
     trust_domain: str = "cluster.local"
     # meshConfig.outboundTrafficPolicy.mode, overridden per namespace by a Sidecar.
     outbound_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
-    # ENABLE_NATIVE_SIDECARS of istiod: the mode of pods without the annotation.
+    # istiod's ENABLE_NATIVE_SIDECARS for pods without the `sidecar.istio.io/nativeSidecar`
+    # annotation. Istio 1.30's default is `auto`: native where every kubelet is 1.33+
+    # (pkg/kube/inject/webhook.go `DetectNativeSidecar`); the objects do not say the kubelet
+    # version, so this assumes older nodes. ml-mesh's pods always carry the annotation.
     native_sidecars_default: bool = False
     # meshConfig.enablePrometheusMerge: scrape annotations are pointed at the agent (:15020).
     prometheus_merge: bool = True

@@ -17,7 +17,7 @@ import yaml
 
 from mesh.trace.model import MeshSettings, Sidecar
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod")
 INJECTION_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
 NATIVE_SIDECAR_ANNOTATION = "sidecar.istio.io/nativeSidecar"
@@ -115,8 +115,10 @@ class Pod:
     def init_containers(self) -> list[dict[str, Any]]:
         return [d(c) for c in items(self.spec.get("initContainers"))]
 
-    def container_port(self, target: Any) -> tuple[dict[str, Any], int] | None:
-        """The container and port number a Service targetPort (name or number) reaches."""
+    def container_port(self, target: Any) -> tuple[dict[str, Any] | None, int] | None:
+        """The container and port number a Service targetPort reaches. A name must be a
+        declared container port; a number is forwarded whether declared or not (Kubernetes
+        resolves only named targetPorts), so an undeclared one has no known container."""
         for container in self.containers():
             for port in items(container.get("ports")):
                 port = d(port)
@@ -124,12 +126,20 @@ class Pod:
                     target
                 ):
                     return container, int(port["containerPort"])
+        if isinstance(target, int) or str(target).isdigit():
+            return None, int(target)
         return None
 
     def run_as_user(self, container: Mapping[str, Any]) -> int | None:
         """The UID a container runs as: its own securityContext, else the pod's."""
-        own = d(container.get("securityContext")).get("runAsUser")
-        return own if own is not None else d(self.spec.get("securityContext")).get("runAsUser")
+        return self._security(container, "runAsUser")
+
+    def run_as_group(self, container: Mapping[str, Any]) -> int | None:
+        return self._security(container, "runAsGroup")
+
+    def _security(self, container: Mapping[str, Any], key: str) -> Any:
+        own = d(container.get("securityContext")).get(key)
+        return own if own is not None else d(self.spec.get("securityContext")).get(key)
 
 
 class Objects:
@@ -142,7 +152,13 @@ class Objects:
         for obj in self.all:
             self.by_kind[str(obj["kind"])].append(obj)
         self.namespaces = {name_of(n): n for n in self.by_kind["Namespace"]}
-        self.pods = [pod for kind in WORKLOAD_KINDS for w in self.by_kind[kind] for pod in _pods(w)]
+        self.pods = [
+            pod
+            for kind in WORKLOAD_KINDS
+            for w in self.by_kind[kind]
+            if not _owned(w)
+            for pod in _pods(w)
+        ]
         self.services = {
             svc_fqdn(name_of(s), namespace_of(s)): s for s in self.by_kind["Service"] if name_of(s)
         }
@@ -162,14 +178,26 @@ class Objects:
         labels["kubernetes.io/metadata.name"] = namespace
         return labels
 
-    def injected(self, namespace: str, pod_labels: Mapping[str, str]) -> bool:
+    def injected(
+        self,
+        namespace: str,
+        pod_labels: Mapping[str, str],
+        pod_annotations: Mapping[str, str] | None = None,
+        host_network: bool = False,
+    ) -> bool:
         """Whether the sidecar injector adds istio-proxy to a pod: the namespace is labelled
         istio-injection=enabled or istio.io/rev=<revision>, and the pod does not opt out with
         sidecar.istio.io/inject=false (the injector webhooks' selectors, manifests/charts/
-        istio-control/istio-discovery/templates/mutatingwebhook.yaml)."""
+        istio-control/istio-discovery/templates/mutatingwebhook.yaml; pkg/kube/inject/inject.go
+        `injectRequired`)."""
+        pod_annotations = pod_annotations or {}
         labels = self.namespace_labels(namespace)
         if pod_labels.get(INJECT_LABEL) == "false":
             return False
+        if INJECT_LABEL not in pod_labels and pod_annotations.get(INJECT_LABEL) == "false":
+            return False  # the annotation form, honoured where the label is absent
+        if host_network:
+            return False  # pkg/kube/inject/inject.go injectRequired skips hostNetwork pods
         if labels.get(INJECTION_LABEL) == "disabled":
             return False
         return (
@@ -182,7 +210,9 @@ class Objects:
         """Classic or native sidecar. Istio 1.24+ honours the per-pod annotation
         `sidecar.istio.io/nativeSidecar` (pkg/kube/inject/inject.go, the `nativeSidecar`
         decision in RunTemplate); without it istiod's ENABLE_NATIVE_SIDECARS decides."""
-        if not self.injected(pod.namespace, pod.labels):
+        if not self.injected(
+            pod.namespace, pod.labels, pod.annotations, bool(pod.spec.get("hostNetwork"))
+        ):
             return "none"
         annotation = pod.annotations.get(NATIVE_SIDECAR_ANNOTATION)
         if annotation is not None:
@@ -192,6 +222,14 @@ class Objects:
     def pods_for(self, namespace: str, selector: Mapping[str, Any] | None) -> list[Pod]:
         return [p for p in self.pods if p.namespace == namespace and selects(selector, p.labels)]
 
+    def endpoints(self, service: Mapping[str, Any]) -> list[Pod]:
+        """The pods a Service selects; a Service without a selector gets no endpoints from
+        Kubernetes (its EndpointSlices are managed by hand, which the objects do not show)."""
+        selector = d(spec_of(service).get("selector"))
+        if not selector:
+            return []
+        return self.pods_for(namespace_of(service), selector)
+
     def pod(self, workload: str) -> Pod | None:
         """A pod by `namespace/name` of its workload, or by the full `Kind namespace/name`."""
         for pod in self.pods:
@@ -200,8 +238,18 @@ class Objects:
         return None
 
 
+def _owned(workload: Mapping[str, Any]) -> bool:
+    """A ReplicaSet or Pod some controller owns (in a `kubectl get` dump) is already counted
+    through its owner's template."""
+    return workload.get("kind") in ("ReplicaSet", "Pod") and bool(
+        items(meta(workload).get("ownerReferences"))
+    )
+
+
 def _pods(workload: Mapping[str, Any]) -> list[Pod]:
     spec = spec_of(workload)
+    if workload.get("kind") == "Pod":
+        spec = {"replicas": 1, "template": {"metadata": meta(workload), "spec": spec}}
     template = d(spec.get("template"))
     labels = {str(k): str(v) for k, v in d(meta(template).get("labels")).items()}
     annotations = {str(k): str(v) for k, v in d(meta(template).get("annotations")).items()}

@@ -3,9 +3,10 @@ listener, which route fires for a request, and where its destinations and mirror
 
 Follows pilot/pkg/networking/core/route/route.go (Istio 1.30):
 
-- `BuildSidecarVirtualHostWrapper` / `buildGatewayVirtualHosts...`: a VirtualService applies to
-  the mesh's sidecars when `gateways` is empty or lists `mesh`, and to a gateway when it lists
-  `<namespace>/<name>` of its Gateway (a bare name means the VirtualService's namespace).
+- pilot/pkg/model/push_context.go `VirtualServicesForGateway` / `getGatewayNames`: a
+  VirtualService applies to the mesh's sidecars when `gateways` is empty or lists `mesh`, and
+  to a gateway when it lists `<namespace>/<name>` of its Gateway (a bare name means the
+  VirtualService's namespace; config.go `resolveGatewayName`).
 - `TranslateRoute` drops, while building the proxy's config, every match whose `port` differs
   from the listener's port: the Service port on a sidecar, **the Gateway server's port (80,
   443) on a gateway**; likewise a match whose `gateways` does not name this proxy's gateway (or
@@ -71,10 +72,28 @@ class RouteChoice:
         return str(self.route.get("name") or f"http[{self.index}]")
 
 
+def gateway_key(name: str, namespace: str) -> str:
+    """A gateway reference as istiod resolves it (pilot/pkg/model/config.go
+    `resolveGatewayName`): `mesh`; `ns/name`; `./name` and a bare `name` in the referring
+    object's namespace; the legacy `name.ns.svc.cluster.local` form."""
+    if name == MESH:
+        return name
+    if name.startswith("./"):
+        return f"{namespace}/{name[2:]}"
+    if "/" in name:
+        return name
+    parts = name.split(".")
+    if len(parts) > 1:
+        return f"{parts[1]}/{parts[0]}"
+    return f"{namespace}/{name}"
+
+
 def bound_gateways(vs: dict[str, Any]) -> list[str]:
+    """The gateways a VirtualService binds (none listed: `mesh`; push_context.go
+    `getGatewayNames`)."""
     namespace = namespace_of(vs)
     names = [str(g) for g in items(spec_of(vs).get("gateways"))] or [MESH]
-    return [g if g == MESH or "/" in g else f"{namespace}/{g}" for g in names]
+    return [gateway_key(g, namespace) for g in names]
 
 
 def virtual_services_for(
@@ -107,7 +126,12 @@ def _string_match(match: Mapping[str, Any], value: str | None) -> bool:
     if "prefix" in match:
         return value.startswith(str(match["prefix"]))
     if "regex" in match:
-        return re2.fullmatch(str(match["regex"]), value) is not None
+        if str(match["regex"]) == "*":
+            return True  # route.go `canBeConvertedToPresentMatch`: a presence match
+        try:
+            return re2.fullmatch(str(match["regex"]), value) is not None
+        except re2.error:
+            return False  # istiod's validation rejects it; nothing matches
     return True
 
 
@@ -120,12 +144,10 @@ def _static_drop(block: dict[str, Any], listener: Listener, vs_namespace: str) -
         where = "Gateway server port" if listener.gateway else "Service port"
         return f"match port {port} is not the {where} {listener.port}"
     gateways = items(block.get("gateways"))
-    if gateways and listener.label not in [
-        g if g == MESH or "/" in g else f"{vs_namespace}/{g}" for g in gateways
-    ]:
+    if gateways and listener.label not in [gateway_key(str(g), vs_namespace) for g in gateways]:
         return f"match gateways {gateways} do not name {listener.label}"
     labels = block.get("sourceLabels")
-    if labels and (listener.gateway or not selects(labels, listener.source.label_map)):
+    if labels and not selects(labels, listener.source.label_map):
         return f"sourceLabels {labels} do not fit the source"
     namespace = block.get("sourceNamespace")
     if namespace and namespace != listener.source.namespace:

@@ -13,8 +13,8 @@ Three ways a request leaves its source:
   iptables rules do not capture; an in-cluster Service is then reached through kube-proxy, on
   any pod the Service selects, without routes, subsets or mutual TLS.
 
-Sidecar egress scoping follows pilot/pkg/model/sidecar.go `DefaultSidecarScopeForNamespace` /
-`ConvertToSidecarScope`: hosts `namespace/host` with `.` for the proxy's namespace, `*` for any,
+Sidecar egress scoping follows pilot/pkg/model/sidecar.go `convertToSidecarScope`,
+`initSidecarScopeInternalIndexes` and `selectServices`: hosts `namespace/host` with `.` for the proxy's namespace, `*` for any,
 `~` for none; no Sidecar resource means every exported service. A ServiceEntry or
 DestinationRule with `exportTo: ["."]` is seen only in its own namespace.
 """
@@ -153,8 +153,10 @@ def _sidecar_resource(objects: Objects, source: Workload) -> dict[str, Any] | No
 def egress_admits(
     sidecar: dict[str, Any] | None, client_ns: str, namespace: str, host: str
 ) -> bool:
-    """Whether a Sidecar's egress `hosts` import a host of `namespace` (no Sidecar: yes)."""
-    if sidecar is None:
+    """Whether a Sidecar's egress `hosts` import a host of `namespace`. No Sidecar, or one
+    without egress listeners, imports everything (pilot/pkg/model/sidecar.go
+    `convertToSidecarScope` gives it the default `*/*` listener)."""
+    if sidecar is None or not items(spec_of(sidecar).get("egress")):
         return True
     for listener in items(spec_of(sidecar).get("egress")):
         for entry in items(d(listener).get("hosts")):
@@ -217,7 +219,11 @@ def outbound(objects: Objects, source: Workload, request: Request, steps: list[S
     scope = f"Sidecar {namespace_of(sidecar)}/{name_of(sidecar)}" if sidecar else "no Sidecar"
     steps = [*steps, Step("sidecar", f"outbound through istio-proxy ({scope}, {policy})")]
     host = request.authority()
-    fqdn = host if hosts.is_ip(host) else hosts.expand_in_mesh(host, source.namespace)
+    fqdn = (
+        host
+        if hosts.is_ip(host)
+        else hosts.expand_in_mesh(host, source.namespace, objects.services)
+    )
     service = objects.services.get(fqdn)
     if service is not None:
         service_ns = namespace_of(service)
@@ -302,7 +308,11 @@ def direct(
     """Not through the source's proxy: an in-cluster Service through kube-proxy (any pod it
     selects, plaintext), anything else straight to its address."""
     host = request.authority()
-    fqdn = host if hosts.is_ip(host) else hosts.expand_in_mesh(host, source.namespace)
+    fqdn = (
+        host
+        if hosts.is_ip(host)
+        else hosts.expand_in_mesh(host, source.namespace, objects.services)
+    )
     service = objects.services.get(fqdn)
     if service is None:
         return Trace(
@@ -320,11 +330,7 @@ def direct(
             tuple(steps),
             Outcome("refused", f"Service {fqdn} has no port {request.port}"),
         )
-    pods = [
-        p
-        for p in objects.pods_for(namespace_of(service), d(spec_of(service).get("selector")))
-        if p.ready
-    ]
+    pods = [p for p in objects.endpoints(service) if p.ready]
     if not pods:
         return Trace(
             source,
@@ -380,7 +386,40 @@ def pod_source(objects: Objects, pod: Pod) -> Workload:
     )
 
 
-def capture(objects: Objects, pod: Pod, container: str) -> tuple[str, str]:
+EXCLUDE_IPS = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
+INCLUDE_IPS = "traffic.sidecar.istio.io/includeOutboundIPRanges"
+EXCLUDE_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
+
+
+def _excluded(pod: Pod, request: Request | None) -> str | None:
+    """Why the pod's iptables rules let this connection past the proxy, if they do: the
+    injector's outbound exclusion annotations (run.go: RETURN for excluded ports and CIDRs,
+    redirect only for the included ranges). A host name's address is not known offline, so
+    the IP ranges apply only to a request addressed by IP."""
+    if request is None:
+        return None
+    ports = [p.strip() for p in pod.annotations.get(EXCLUDE_PORTS, "").split(",")]
+    if str(request.port) in ports:
+        return f"port {request.port} is in {EXCLUDE_PORTS}"
+    host = request.authority()
+    if not hosts.is_ip(host):
+        return None
+    address = ipaddress.ip_address(host)
+
+    def within(annotation: str) -> bool:
+        ranges = [r.strip() for r in pod.annotations.get(annotation, "").split(",") if r.strip()]
+        return any(r == "*" or address in ipaddress.ip_network(r, strict=False) for r in ranges)
+
+    if within(EXCLUDE_IPS):
+        return f"{host} is in {EXCLUDE_IPS}"
+    if INCLUDE_IPS in pod.annotations and not within(INCLUDE_IPS):
+        return f"{host} is outside {INCLUDE_IPS}"
+    return None
+
+
+def capture(
+    objects: Objects, pod: Pod, container: str, request: Request | None = None
+) -> tuple[str, str]:
     """How a container's outbound connections leave the pod: "proxy", "none" (not captured)
     or "no-proxy" (captured into a proxy that is not running yet), and why.
 
@@ -408,8 +447,11 @@ def capture(objects: Objects, pod: Pod, container: str) -> tuple[str, str]:
     )
     if spec is None:
         raise KeyError(container)
-    if pod.run_as_user(spec) == PROXY_UID:
-        return "none", f"container {container} runs as UID {PROXY_UID}: not captured"
+    if pod.run_as_user(spec) == PROXY_UID or pod.run_as_group(spec) == PROXY_UID:
+        return "none", f"container {container} runs as UID or GID {PROXY_UID}: not captured"
+    excluded = _excluded(pod, request)
+    if excluded:
+        return "none", f"not captured: {excluded}"
     is_init = any(c.get("name") == container for c in pod.init_containers())
     if is_init and mode == "classic" and not objects.settings.cni:
         return "none", (
@@ -429,7 +471,7 @@ def capture(objects: Objects, pod: Pod, container: str) -> tuple[str, str]:
 def trace_process(objects: Objects, pod: Pod, container: str, request: Request) -> Trace:
     """Where a connection made by one container of a pod goes."""
     source = pod_source(objects, pod)
-    how, why = capture(objects, pod, container)
+    how, why = capture(objects, pod, container, request)
     steps = [Step("capture", why)]
     if how == "none":
         return direct(objects, source, request, steps)

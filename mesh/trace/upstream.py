@@ -15,7 +15,8 @@ what the destination pod does with the connection.
 - At the destination pod, in order: NetworkPolicy (the kernel, before any proxy), the inbound
   sidecar (ports 15020, 15021 and 15090 are never captured: the injector's
   `excludeInboundPorts`), PeerAuthentication (STRICT refuses plaintext: the connection is
-  reset; pilot/pkg/networking/core/listener_builder.go inbound filter chains per mTLS mode),
+  reset: pilot/pkg/networking/core/filterchain_options.go `getFilterChainMatchOptions` has
+  only TLS chains under STRICT),
   AuthorizationPolicy (mesh.trace.authz), then the container port and its protocol.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.trace import authz, netpol
+from mesh.trace import authz, hosts, netpol
 from mesh.trace.model import Branch, Outcome, Request, Step, Workload
 from mesh.trace.objects import Objects, Pod, d, items, name_of, namespace_of, selects, spec_of
 from mesh.trace.routes import Destination, cluster_name
@@ -55,9 +56,15 @@ def speaks(protocol: str, request: Request) -> bool:
 
 
 def destination_rule(objects: Objects, host: str, client_namespace: str) -> dict[str, Any] | None:
+    """The DestinationRule a client proxy applies to `host`: looked up in the client's
+    namespace, the host's, then the root namespace; in each the most specific host wins, a
+    wildcard (`*.ns.svc.cluster.local`, `*.local`) included (push_context.go `destinationRule`,
+    `MostSpecificHostMatch`). Not modelled: merging several rules of one host, and the
+    root namespace's private rules taking precedence for a proxy in the root namespace."""
     service_ns = host.split(".")[1] if host.endswith(".svc.cluster.local") else None
     order = [client_namespace, service_ns, objects.settings.root_namespace]
     for namespace in [n for n in order if n]:
+        found: list[tuple[str, dict[str, Any]]] = []
         for rule in objects.kind("DestinationRule", namespace):
             spec = spec_of(rule)
             rule_host = str(spec.get("host", ""))
@@ -69,8 +76,10 @@ def destination_rule(objects: Objects, host: str, client_namespace: str) -> dict
                 or (namespace_of(rule) == client_namespace and "." in exported)
                 or client_namespace in exported
             )
-            if rule_host == host and visible:
-                return rule
+            if visible and hosts.matches(rule_host, host):
+                found.append((rule_host, rule))
+        if found:
+            return sorted(found, key=lambda pair: hosts.specificity(pair[0]))[0][1]
     return None
 
 
@@ -81,8 +90,13 @@ def _subset(rule: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     return None
 
 
-def _tls_mode(rule: dict[str, Any] | None, subset: dict[str, Any] | None) -> str | None:
+def _tls_mode(rule: dict[str, Any] | None, subset: dict[str, Any] | None, port: int) -> str | None:
+    """The client TLS mode: the subset's policy over the rule's, a port-level setting over
+    the policy's own (pilot/pkg/networking/core/cluster_builder.go `applyTrafficPolicy`)."""
     for policy in (d(d(subset).get("trafficPolicy")), d(spec_of(rule or {}).get("trafficPolicy"))):
+        for level in items(policy.get("portLevelSettings")):
+            if d(d(level).get("port")).get("number") == port and d(d(level).get("tls")).get("mode"):
+                return str(d(d(level).get("tls"))["mode"])
         mode = d(policy.get("tls")).get("mode")
         if mode:
             return str(mode)
@@ -93,8 +107,8 @@ def peer_authentication_mode(objects: Objects, pod: Pod, port: int) -> tuple[str
     """The mTLS mode a pod's inbound port enforces, and the object that set it.
 
     Workload-selector policy > namespace-wide > the root namespace's > PERMISSIVE (Istio's
-    default); `portLevelMtls` applies to the container port (pilot/pkg/security/model
-    `ComposePeerAuthentication`)."""
+    default); `portLevelMtls` applies to the container port (pilot/pkg/security/authn/
+    policy_applier.go `ComposePeerAuthentication`)."""
     workload, namespace, root = None, None, None
     for policy in objects.kind("PeerAuthentication"):
         spec = spec_of(policy)
@@ -113,7 +127,8 @@ def peer_authentication_mode(objects: Objects, pod: Pod, port: int) -> tuple[str
         spec = spec_of(policy)
         value = d(spec.get("mtls")).get("mode")
         if policy is workload:
-            value = d(d(spec.get("portLevelMtls")).get(str(port))).get("mode") or value
+            levels = d(spec.get("portLevelMtls"))
+            value = d(levels.get(str(port), levels.get(port))).get("mode") or value
         if value and value != "UNSET":
             mode = str(value)
             source = f"PeerAuthentication {namespace_of(policy)}/{name_of(policy)}"
@@ -202,10 +217,9 @@ def to_destination(
                 f"{namespace_of(rule)}/{name_of(rule)}: pods with {d(subset.get('labels'))}",
             )
         )
-    selector = d(spec_of(service).get("selector"))
     pods = [
         p
-        for p in objects.pods_for(namespace_of(service), selector)
+        for p in objects.endpoints(service)
         if subset is None or selects(d(subset.get("labels")), p.labels)
     ]
     ready = [p for p in pods if p.ready]
@@ -225,7 +239,9 @@ def to_destination(
             f"targetPort {service_port.get('targetPort', destination.port)}",
         )
     )
-    mtls = _mtls(objects, source, pod, _tls_mode(rule, subset))
+    target = pod.container_port(service_port.get("targetPort", destination.port))
+    mode = _tls_mode(rule, subset, destination.port)
+    mtls = _mtls(objects, source, pod, mode, target[1] if target else None)
     outcome, container, container_port, more = deliver(
         objects, source, pod, service_port, request, mtls
     )
@@ -239,16 +255,22 @@ def to_destination(
     )
 
 
-def _mtls(objects: Objects, source: Workload, pod: Pod, mode: str | None) -> bool:
+def _mtls(objects: Objects, source: Workload, pod: Pod, mode: str | None, port: int | None) -> bool:
+    """Whether the client proxy speaks Istio mTLS to the endpoint. Without a TLS mode in the
+    DestinationRule, auto mTLS does so to a pod with a sidecar unless the pod's
+    PeerAuthentication disables mTLS on the port (pilot/pkg/xds/endpoints/mtls_checker.go
+    `checkMtlsEnabled`)."""
     proxied = source.gateway or source.sidecar != "none"
     if not proxied or mode in ("DISABLE", "SIMPLE", "MUTUAL"):
         return False
-    return mode == "ISTIO_MUTUAL" or objects.sidecar_mode(pod) != "none"
+    if mode == "ISTIO_MUTUAL":
+        return True
+    if objects.sidecar_mode(pod) == "none":
+        return False
+    return port is None or peer_authentication_mode(objects, pod, port)[0] != "DISABLE"
 
 
 def _service_entry(objects: Objects, host: str, port: int, client_ns: str) -> str | None:
-    from mesh.trace import hosts
-
     for entry in objects.kind("ServiceEntry"):
         spec = spec_of(entry)
         exported = [str(e) for e in items(spec.get("exportTo"))] or ["*"]
@@ -353,7 +375,8 @@ def deliver_to_port(
     return (
         Outcome(
             "served",
-            f"container {name} on port {number} ({protocol or 'tcp'}) "
+            f"{f'container {name}' if name else 'the pod (no container declares it)'} on port "
+            f"{number} ({protocol or 'tcp'}) "
             f"serves {request.method if request.protocol != 'grpc' else 'gRPC'} "
             f"{request.path}",
         ),
