@@ -257,7 +257,9 @@ def _answer(result: Trace) -> str:
     lines = [f"{result.source.describe()} → {result.request.describe()}"]
     lines += [f"  {s.at}: {s.detail}" for s in result.steps]
     for branch in result.branches:
-        lines.append(f"  {branch.kind} {branch.share:g}%: {branch.cluster or branch.workload}")
+        lines.append(
+            f"  {branch.kind} {round(branch.share, 2):g}%: {branch.cluster or branch.workload}"
+        )
         lines += [f"    {s.at}: {s.detail}" for s in branch.steps]
         status = f" ({branch.outcome.status})" if branch.outcome.status else ""
         lines.append(f"    => {branch.outcome.verdict}{status}: {branch.outcome.detail}")

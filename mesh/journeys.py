@@ -589,7 +589,7 @@ def steps(journey: Journey) -> list[str]:
     lines += [f"{s.at}: {s.detail}" for s in result.steps]
     for branch in result.branches:
         lines.append(
-            f"{branch.kind} {branch.share:g}% {branch.cluster or branch.workload}: "
+            f"{branch.kind} {round(branch.share, 2):g}% {branch.cluster or branch.workload}: "
             f"{branch.outcome.verdict}: {branch.outcome.detail}"
         )
         lines += [f"  {s.at}: {s.detail}" for s in branch.steps]

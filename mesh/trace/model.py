@@ -168,7 +168,7 @@ class Trace:
     def split(self) -> str:
         """`v1 90% / v2 10%`: the share of each subset (or host) among the live branches."""
         parts = [
-            f"{b.subset or b.host} {b.share:g}%"
+            f"{b.subset or b.host} {round(b.share, 2):g}%"
             for b in self.branches
             if b.kind == "route" and b.share > 0
         ]
