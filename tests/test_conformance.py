@@ -74,7 +74,7 @@ def test_the_all_features_example_exercises_every_kind_ml_mesh_can_emit_but_flag
         "Namespace", "Gateway", "ServiceEntry", "PeerAuthentication", "Sidecar", "Telemetry",
         "PrometheusRule", "ServiceAccount", "Service", "Deployment", "HorizontalPodAutoscaler",
         "PodDisruptionBudget", "DestinationRule", "VirtualService", "AuthorizationPolicy",
-        "ConfigMap",
+        "NetworkPolicy", "ConfigMap",
     }  # fmt: skip
 
 
