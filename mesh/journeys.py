@@ -18,7 +18,7 @@ the answers come only from the objects, so a builder that breaks a promise fails
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import re2
@@ -223,7 +223,7 @@ def ingress_journeys(config: StackConfig, objects: Objects, name: str) -> list[J
         request = rest_request(name, model, host, main_port, main_tls)
         add(
             f"match {rule} {host}",
-            Request(**{**request.__dict__, "headers": headers}),
+            replace(request, headers=headers),
             "ok",
             subset=match.version,
             port=rest_port,

@@ -212,6 +212,17 @@ def _visible_entry(objects: Objects, source: Workload, sidecar, host: str, port:
     return None
 
 
+def _resolve(objects: Objects, source: Workload, host: str) -> tuple[str, dict[str, Any] | None]:
+    """The name a proxy or kube-DNS makes of `host` from the source's namespace, and the
+    Service it names, if any."""
+    fqdn = (
+        host
+        if hosts.is_ip(host)
+        else hosts.expand_in_mesh(host, source.namespace, objects.services)
+    )
+    return fqdn, objects.services.get(fqdn)
+
+
 def outbound(objects: Objects, source: Workload, request: Request, steps: list[Step]) -> Trace:
     """A request captured by the source's sidecar."""
     sidecar = _sidecar_resource(objects, source)
@@ -219,12 +230,7 @@ def outbound(objects: Objects, source: Workload, request: Request, steps: list[S
     scope = f"Sidecar {namespace_of(sidecar)}/{name_of(sidecar)}" if sidecar else "no Sidecar"
     steps = [*steps, Step("sidecar", f"outbound through istio-proxy ({scope}, {policy})")]
     host = request.authority()
-    fqdn = (
-        host
-        if hosts.is_ip(host)
-        else hosts.expand_in_mesh(host, source.namespace, objects.services)
-    )
-    service = objects.services.get(fqdn)
+    fqdn, service = _resolve(objects, source, host)
     if service is not None:
         service_ns = namespace_of(service)
         if not egress_admits(sidecar, source.namespace, service_ns, fqdn):
@@ -308,12 +314,7 @@ def direct(
     """Not through the source's proxy: an in-cluster Service through kube-proxy (any pod it
     selects, plaintext), anything else straight to its address."""
     host = request.authority()
-    fqdn = (
-        host
-        if hosts.is_ip(host)
-        else hosts.expand_in_mesh(host, source.namespace, objects.services)
-    )
-    service = objects.services.get(fqdn)
+    fqdn, service = _resolve(objects, source, host)
     if service is None:
         return Trace(
             source,
