@@ -91,11 +91,7 @@ def gateway_workload(config: StackConfig, objects: Objects) -> Workload:
     truth; otherwise the one the stack derives (`StackConfig.gateway_service_account`, from
     the Helm charts' conventions), which is also what the policies admit."""
     labels = dict(config.gateway.selector)
-    installed = [
-        pod
-        for pod in objects.pods_for(config.gateway.namespace, {})
-        if all(pod.labels.get(k) == v for k, v in labels.items())
-    ]
+    installed = objects.pods_for(config.gateway.namespace, labels)
     account = installed[0].service_account if installed else config.gateway_service_account()
     return Workload(
         namespace=config.gateway.namespace,

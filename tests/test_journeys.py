@@ -258,3 +258,32 @@ def test_readme_shows_real_mesh_trace_output(tmp_path):
     args = command.replace("'", "").split()
     answer = run_mesh("trace", "--with", str(objects), "--from", "pod:other/default", *args)
     assert output.rstrip("\n") == answer.stdout.rstrip("\n")
+
+
+def _gateway_deployment(account: str) -> dict:
+    """The gateway install as `kubectl get deploy -n istio-system -o yaml` shows it."""
+    labels = {"app": "public-ingress", "istio": "ingressgateway"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "public-ingress", "namespace": "istio-system"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"serviceAccountName": account, "containers": [{"name": "istio-proxy"}]},
+            },
+        },
+    }
+
+
+@pytest.mark.parametrize(("account", "works"), [("public-ingress", True), ("edge", False)])
+def test_the_cluster_gateway_install_is_checked_against_the_policies(account, works):
+    """With the cluster's gateway Deployment among the objects (`--with`), its real service
+    account is the one the journeys use: another account than the stack assumes is refused."""
+    config = load_stack(str(PROJECT_DIR / "examples/Pulumi.prod-like.yaml")).config
+    found = {j.name: j for j in journeys(config, [_gateway_deployment(account)])}
+    journey = found["REST https ranking.ml.acme.com"]
+    assert journey.trace.source.service_account == account
+    assert journey.passed is works
