@@ -1,7 +1,8 @@
 """Progressive delivery with Flagger: the objects of a model whose rollout Flagger owns.
 
 In this mode ml-mesh emits the ServiceAccount, ONE target Deployment named after the model, a
-Flagger `Canary` and the `MetricTemplate` its success rate reads. Flagger then creates and owns everything that routes the model: the
+Flagger `Canary`, the `MetricTemplate` its success rate reads and the PodDisruptionBudget of
+the primary (`primary_disruption_budget`). Flagger then creates and owns everything that routes the model: the
 Deployment `<model>-primary`, the Services `<model>`, `<model>-primary`, `<model>-canary`, the
 DestinationRules `<model>-primary` and `<model>-canary` and the VirtualService `<model>` (Flagger
 v1.44 pkg/router/istio.go and kubernetes_default.go; RULES.md 80). ml-mesh must not emit any of
@@ -16,7 +17,7 @@ from mesh.k8s import metadata
 from mesh.promql import REQUESTS, Matcher, selector
 from mesh.traffic import request_policy
 from models.presets import server_ports
-from models.scaling import horizontal_pod_autoscaler
+from models.scaling import disruption_budget, horizontal_pod_autoscaler
 from models.workloads import service_account, target_deployment
 
 COMPONENT = "progressive-delivery"
@@ -200,12 +201,38 @@ def autoscaler_ref(config: StackConfig, name: str) -> dict:
     return {"autoscalerRef": ref}
 
 
+def primary_name(name: str) -> str:
+    """The Deployment Flagger copies the target to, and the value of its pods' `app` label
+    (v1.44 pkg/canary/deployment_controller.go `createPrimaryDeployment`, pkg/canary/util.go
+    `makePrimaryLabels`: the selector label gets `-primary`, every other label is kept)."""
+    return f"{name}-primary"
+
+
+def primary_disruption_budget(config: StackConfig, name: str) -> dict | None:
+    """At most one pod of the primary down at a time for voluntary disruptions (node drains).
+
+    The primary serves every live request between analyses, and Flagger creates no
+    PodDisruptionBudget, so without this one a drain may evict all primary pods at once. It
+    selects `app: <m>-primary` alone, the selector label Flagger gives the primary, so it
+    never counts the target's (canary) pods, which Flagger scales to 0 between analyses. The
+    same budget as a version's (models.scaling.pod_disruption_budget), skipped in the same
+    case: the primary runs the target's replicas, so none when the target has none.
+    """
+    model = config.models[name]
+    if model.versions[model.target_version()].replicas == 0:
+        return None
+    primary = primary_name(name)
+    return disruption_budget(config, primary, {"app": name}, {"app": primary})
+
+
 def progressive_objects(config: StackConfig, name: str) -> list[dict]:
     hpa = target_autoscaler(config, name)
+    budget = primary_disruption_budget(config, name)
     return [
         service_account(config, name),
         target_deployment(config, name),
         *([hpa] if hpa is not None else []),
+        *([budget] if budget is not None else []),
         success_rate_template(config, name),
         canary(config, name),
     ]

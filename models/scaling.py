@@ -86,15 +86,22 @@ def pod_disruption_budget(config: StackConfig, name: str, version: str) -> dict 
     """
     if config.models[name].versions[version].replicas == 0:
         return None
+    labels = _labels(name, version)
+    return disruption_budget(config, f"{name}-{version}", labels, labels)
+
+
+def disruption_budget(
+    config: StackConfig, object_name: str, labels: dict[str, str], selector: dict[str, str]
+) -> dict:
+    """The PodDisruptionBudget of `pod_disruption_budget` for the pods `selector` matches: a
+    version's, or Flagger's primary (mesh.progressive.primary_disruption_budget)."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": metadata(
-            f"{name}-{version}", config.namespace, COMPONENT, _labels(name, version)
-        ),
+        "metadata": metadata(object_name, config.namespace, COMPONENT, labels),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": _labels(name, version)},
+            "selector": {"matchLabels": dict(selector)},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }

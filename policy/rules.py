@@ -70,9 +70,18 @@ def _each_container(resource_type: str, props: Mapping) -> Iterable[tuple[Mappin
         yield spec, container
 
 
+def image_has_digest(image: str) -> bool:
+    """Pinned to one content by digest (`repo:tag@sha256:<hex>`, or `repo@sha256:<hex>`).
+
+    A tag can be moved to other content after the change that names it was reviewed; a digest
+    cannot. Also read by ml-mesh's own check on protected stacks (mesh/checks/images.py).
+    """
+    return "@sha256:" in image
+
+
 def image_is_pinned(image: str) -> bool:
     """A tag other than `latest`, or a digest."""
-    if "@sha256:" in image:
+    if image_has_digest(image):
         return True
     last = image.rsplit("/", 1)[-1]
     return ":" in last and last.rsplit(":", 1)[1] not in ("", "latest")

@@ -15,7 +15,8 @@ from mesh.plan import MODEL, build_plan
 from mesh.render import traffic_table
 from mesh.trace import authz
 from mesh.trace.flagger import expand
-from mesh.trace.objects import Objects
+from mesh.trace.objects import Objects, selects
+from tests import conformance
 from tests.conftest import shared_path, with_value
 from tests.harness import run_program, try_program
 
@@ -51,6 +52,7 @@ def test_progressive_model_is_a_service_account_a_target_deployment_and_a_canary
         ("HorizontalPodAutoscaler", "sentiment"),  # prod autoscales sentiment
         ("Canary", "sentiment"),
         ("MetricTemplate", "sentiment-request-success-rate"),  # what its success rate reads
+        ("PodDisruptionBudget", "sentiment-primary"),  # Flagger's primary, which it leaves bare
         # prod's authorization: Flagger's canary pods (app=sentiment) and its primary copies
         ("AuthorizationPolicy", "sentiment"),
         ("AuthorizationPolicy", "sentiment-primary"),
@@ -95,6 +97,42 @@ def test_ml_mesh_emits_none_of_the_objects_flagger_owns(progressive):
         name for kind, name in objects if kind in ("Deployment", "HorizontalPodAutoscaler")
     }
     assert workloads == {"sentiment"}  # never sentiment-primary / -canary / -v3 / -v4
+
+
+def _primary_budget(raw: dict, stack: str = "prod") -> dict:
+    return _model_objects(raw, "sentiment", stack)[("PodDisruptionBudget", "sentiment-primary")]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_flaggers_primary_has_a_disruption_budget_of_one_pod(progressive, dev, stack):
+    raw = progressive
+    if stack == "dev":  # unprotected, not autoscaled: a budget all the same, as for versions
+        raw = with_value(dev, "models.sentiment.progressive", {})
+        raw["models"]["sentiment"]["canary"].pop("weight", None)
+    budget = _primary_budget(raw, stack)
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {"app": "sentiment-primary"}},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    assert conformance.problems(budget) == []
+
+
+def test_the_primary_budget_selects_exactly_the_pods_flagger_makes_for_the_primary(progressive):
+    """Against the objects Flagger adds (mesh.trace.flagger): every pod of `<m>-primary` and
+    none of the target's, whose pods Flagger scales to 0 between analyses."""
+    budget = _primary_budget(progressive)
+    plan = build_plan(parse_config(progressive, "prod"))
+    pods = Objects(expand(plan.objects())).pods
+    selected = {p.workload for p in pods if selects(budget["spec"]["selector"], p.labels)}
+    assert selected == {"Deployment ml-serving/sentiment-primary"}
+
+
+def test_a_budget_follows_the_primary_when_the_target_changes(progressive):
+    promoted = with_value(progressive, "models.sentiment.stable", "v4")
+    del promoted["models"]["sentiment"]["canary"]
+    assert _primary_budget(promoted) == _primary_budget(progressive)
 
 
 def test_other_models_keep_their_own_routing(progressive):

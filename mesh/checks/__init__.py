@@ -26,6 +26,7 @@ works as it did when this was one module:
 - `gateways`: gateway references and hosts (IST0101, IST0132); Gateway servers and TLS
 - `mesh_wide`: one mesh-bound VirtualService per host (IST0109), Service port protocols
   (IST0118), namespace injection (IST0102, IST0123)
+- `images`: container images pinned by digest in protected stacks (ML0001, ml-mesh's own)
 - `values`: webhook rules on values: durations, route weights, retries, percentages, subset
   names and labels, exportTo, ports (IST0106)
 """
@@ -35,6 +36,7 @@ from mesh.checks.findings import (
     CONFLICTING_MESH_GATEWAY_HOSTS,
     DESTINATION_PORT_SELECTOR_REQUIRED,
     HOST_NOT_FOUND_IN_GATEWAY,
+    IMAGE_NOT_PINNED_BY_DIGEST,
     NAMESPACE_MULTIPLE_INJECTION_LABELS,
     NAMESPACE_NOT_INJECTED,
     PORT_NAME_NOT_UNDER_CONVENTION,
@@ -52,6 +54,7 @@ from mesh.checks.findings import (
 )
 from mesh.checks.formats import MILLISECOND, PROTOCOLS, is_dns_label, parse_duration
 from mesh.checks.gateways import gateway_references, gateway_servers
+from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
 from mesh.checks.mesh_wide import (
     INJECTION_LABEL,
@@ -78,6 +81,7 @@ __all__ = [
     "CONFLICTING_MESH_GATEWAY_HOSTS",
     "DESTINATION_PORT_SELECTOR_REQUIRED",
     "HOST_NOT_FOUND_IN_GATEWAY",
+    "IMAGE_NOT_PINNED_BY_DIGEST",
     "INJECTION_LABEL",
     "MILLISECOND",
     "NAMESPACE_MULTIPLE_INJECTION_LABELS",
@@ -107,6 +111,7 @@ __all__ = [
     "gateway_references",
     "gateway_servers",
     "host_matches",
+    "image_digests",
     "is_dns_label",
     "mesh_host_conflicts",
     "namespace_injection",

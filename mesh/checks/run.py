@@ -13,6 +13,7 @@ from typing import Any
 from mesh.checks.destinations import destination_rule_subsets, virtual_service_destinations
 from mesh.checks.findings import SEVERITIES, Finding
 from mesh.checks.gateways import gateway_references, gateway_servers
+from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
 from mesh.checks.values import (
@@ -41,6 +42,7 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     export_to,
     ports,
     gateway_servers,
+    image_digests,
 )
 
 

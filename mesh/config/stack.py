@@ -122,6 +122,11 @@ class Images(_Config):
         default="amazon/aws-cli:2.17.37",
         description="image of the init container that copies a model version from S3",
     )
+    require_digests: Flag = Field(
+        default=False,
+        description="every container image must be pinned by digest (repo:tag@sha256:...): "
+        "a tag-only image is a mesh check error, not the warning protected stacks give",
+    )
 
 
 class StackConfig(_Config):
