@@ -26,6 +26,9 @@ HOST_NOT_FOUND_IN_GATEWAY = "IST0132"
 SCHEMA_WARNING = "IST0133"
 SUBSET_SELECTS_NO_PODS = "IST0173"
 UNKNOWN_DESTINATION_RULE_HOST = "IST0174"
+# ml-mesh's own rules, about rollouts rather than Istio config (mesh.checks.rollouts).
+GPU_ROLLOUT_NEEDS_SPARE = "MESH0001"
+ROLLOUT_TAKES_VERSION_DOWN = "MESH0002"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from mesh.checks.findings import SEVERITIES, Finding
 from mesh.checks.gateways import gateway_references, gateway_servers
 from mesh.checks.index import _Index
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
+from mesh.checks.rollouts import rollouts
 from mesh.checks.values import (
     durations,
     export_to,
@@ -41,6 +42,7 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     export_to,
     ports,
     gateway_servers,
+    rollouts,
 )
 
 
