@@ -21,6 +21,7 @@ from mesh.config import ConfigError, StackConfig, parse_config
 from mesh.plan import MODEL, Component, Plan, build_plan, model_outputs, stack_outputs
 from mesh.secrets import replace_secrets, secret_values
 from mesh.stackfile import PROJECT
+from models.workloads import deployment_timeouts
 
 # Kinds with a typed pulumi-kubernetes class, for a readable preview and provider-side
 # await logic (a Deployment waits for its rollout). Everything else is a CustomResource.
@@ -105,8 +106,10 @@ class Registrar:
         after: tuple[pulumi.Resource, ...] = (),
         scope: dict[str, list[pulumi.Resource]] | None = None,
         protect: bool | None = None,
+        timeouts: tuple[int, int] | None = None,
     ) -> pulumi.Resource:
-        """Register `obj` under `parent`, after `after` and the prerequisites of its kind."""
+        """Register `obj` under `parent`, after `after` and the prerequisites of its kind;
+        `timeouts` are the (create, update) seconds Pulumi may await it."""
         obj = replace_secrets(obj, self.secrets, pulumi.Output.secret)
         api_version, kind = obj["apiVersion"], obj["kind"]
         name = obj["metadata"]["name"]
@@ -120,6 +123,11 @@ class Registrar:
             protect=protect,
             # Names are explicit, so a replacement must delete the old object first.
             delete_before_replace=True,
+            custom_timeouts=(
+                pulumi.CustomTimeouts(create=f"{timeouts[0]}s", update=f"{timeouts[1]}s")
+                if timeouts is not None
+                else None
+            ),
         )
         fields = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
         cls = TYPED_KINDS.get((api_version, kind))
@@ -169,12 +177,25 @@ def register(plan: Plan, config: StackConfig, secrets: set[str]) -> list[MeshCom
         group = MeshComponent(component, pulumi.ResourceOptions(depends_on=[ns]))
         scope: dict[str, list[pulumi.Resource]] = {}
         for obj in component.objects:
-            group.resources.append(registrar.register(obj, group, (ns,), scope))
+            timeouts = _deployment_timeouts(config, component, obj)
+            group.resources.append(registrar.register(obj, group, (ns,), scope, None, timeouts))
         group.register_outputs(
             model_outputs(config, component.name) if component.type == MODEL else {}
         )
         components.append(group)
     return components
+
+
+def _deployment_timeouts(
+    config: StackConfig, component: Component, obj: dict
+) -> tuple[int, int] | None:
+    """A model's Deployments get the await of their start-up budget (models.workloads
+    `deployment_timeouts`), not Pulumi's default 10 minutes; the version is the object's
+    `version` label (the target's too: it runs the model's target version)."""
+    if component.type != MODEL or obj["kind"] != "Deployment":
+        return None
+    version = obj["metadata"]["labels"]["version"]
+    return deployment_timeouts(config, component.name, version)
 
 
 def export_all(outputs: dict[str, Any], secrets: Iterable[str]) -> None:

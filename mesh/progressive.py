@@ -22,9 +22,6 @@ from models.workloads import service_account, target_deployment
 
 COMPONENT = "progressive-delivery"
 API_VERSION = "flagger.app/v1beta1"
-# Model servers load large models slowly: the startup probe allows 10 minutes, so Flagger must
-# wait longer than that before it calls a rollout stuck (its default is 600s).
-PROGRESS_DEADLINE_SECONDS = 900
 
 
 # The analysis metric that replaces Flagger's built-in `request-success-rate`. Not that name:
@@ -179,7 +176,10 @@ def canary(config: StackConfig, name: str) -> dict:
         "spec": {
             "provider": "istio",
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            # The target's own progressDeadlineSeconds (the model's start-up budget, which
+            # Flagger copies to the primary): Flagger must not call a pod stuck that the
+            # Deployment still waits for, nor the other way round (its default is 600s).
+            "progressDeadlineSeconds": model.startup_budget().deadline,
             "service": service(config, name),
             "analysis": analysis(config, name),
             **autoscaler_ref(config, name),

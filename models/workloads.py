@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from mesh.config import Model, StackConfig
+from mesh.config.startup import STARTUP_PROBE_PERIOD_SECONDS
 from mesh.k8s import metadata
 from mesh.storage import credential_env, endpoint_args, region_env
 from models.presets import (
@@ -174,9 +175,15 @@ def _server_container(config: StackConfig, name: str, version: str) -> dict:
             {"name": p.name, "containerPort": p.number, "protocol": "TCP"}
             for p in ports + ((spec.metrics_port,) if spec.metrics_port else ())
         ],
-        # Large models load slowly: the startup probe allows 10 minutes, after which
-        # readiness and liveness take over with tight thresholds.
-        "startupProbe": _probe(spec.readiness_path(name, model), rest, 5, 120),
+        # Large models load slowly: the startup probe allows the model's serverStart (10
+        # minutes by default), after which readiness and liveness take over with tight
+        # thresholds.
+        "startupProbe": _probe(
+            spec.readiness_path(name, model),
+            rest,
+            STARTUP_PROBE_PERIOD_SECONDS,
+            model.startup_budget().startup_failure_threshold,
+        ),
         "readinessProbe": _probe(spec.readiness_path(name, model), rest, 5, 3),
         "livenessProbe": _probe(spec.liveness_path(name, model), rest, 10, 3),
         "resources": resources(config, name, version),
@@ -264,11 +271,11 @@ def _deployment(
         "spec": {
             **replicas,
             "revisionHistoryLimit": 5,
+            # The start-up budget, not Kubernetes' 600s: a slow pod must not fail the rollout
+            # while it is still within what its probes allow (mesh.config.startup).
+            "progressDeadlineSeconds": model.startup_budget().deadline,
             "selector": {"matchLabels": dict(selector)},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling_update(model)},
             "template": {
                 "metadata": {
                     "labels": dict(labels),
@@ -278,6 +285,40 @@ def _deployment(
             },
         },
     }
+
+
+def rolling_update(model: Model) -> dict[str, int]:
+    """`surge` (default): a new pod starts before an old one stops, so a version never runs
+    below its replicas, at the cost of one pod more during the rollout, and for a GPU version
+    one spare GPU (mesh.checks.rollouts warns). `replace`: an old pod stops first, so the
+    rollout needs no spare capacity and runs one pod short until the new one is ready; with
+    one replica that is downtime (warned, refused in protected stacks). The PodDisruptionBudget
+    (maxUnavailable 1) does not limit a rollout (the Deployment controller deletes pods, it
+    does not evict them) but counts the pod being replaced, so a drain meanwhile evicts no
+    further ready pod of the version."""
+    if model.rollout == "replace":
+        return {"maxSurge": 0, "maxUnavailable": 1}
+    return {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def deployment_timeouts(config: StackConfig, name: str, version: str) -> tuple[int, int]:
+    """Seconds Pulumi may await a Deployment of this version on create and on update.
+
+    Pulumi waits for the whole rollout (default 10 minutes) and `pulumi up` fails, without
+    applying what depends on the Deployment (the VirtualService's weight shift, the Canary),
+    when that runs out. On create every pod starts at once: one start-up deadline. On update
+    pods are replaced one at a time (maxSurge 1 or maxUnavailable 1), each within one
+    deadline: one deadline per pod, the HPA's maximum when it may have scaled out. A minute
+    more than the Kubernetes deadline in both, so a stuck rollout ends with the Deployment's
+    own ProgressDeadlineExceeded, which Pulumi reports, not with Pulumi's timeout. mesh.program
+    passes these as ResourceOptions.custom_timeouts: a Pulumi option, not an object field."""
+    model = config.models[name]
+    deadline = model.startup_budget().deadline
+    pods = max(model.pods_per_rollout(version), 1)
+    return deadline + TIMEOUT_MARGIN_SECONDS, pods * deadline + TIMEOUT_MARGIN_SECONDS
+
+
+TIMEOUT_MARGIN_SECONDS = 60
 
 
 def model_objects(config: StackConfig, name: str) -> list[dict]:

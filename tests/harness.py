@@ -29,6 +29,9 @@ class Registered:
     custom: bool
     inputs: dict[str, Any]
     depends_on: frozenset[tuple[str, str]] = frozenset()  # (type token, logical name)
+    # ResourceOptions.custom_timeouts as the engine receives them, e.g. {"create": "1160s"};
+    # only the operations that were set.
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
 
     @property
     def secret_paths(self) -> list[str]:
@@ -110,9 +113,17 @@ class _Monitor(mocks.MockMonitor):
                     custom=request.custom,
                     inputs=rpc.deserialize_properties(request.object),
                     depends_on=frozenset(_type_and_name(urn) for urn in request.dependencies),
+                    custom_timeouts=_timeouts(request),
                 )
             )
         return response
+
+
+def _timeouts(request) -> dict[str, str]:
+    timeouts = request.customTimeouts
+    return {
+        op: getattr(timeouts, op) for op in ("create", "update", "delete") if getattr(timeouts, op)
+    }
 
 
 def _type_and_name(urn: str) -> tuple[str, str]:

@@ -29,7 +29,7 @@ Objects = list[dict[str, Any]]
 
 # The images of the shipped protected stacks that still have no digest: none could be read from
 # a registry when they were pinned, and a digest not read from one would be a fake (README
-# "Images pinned by digest"). Their ML0001 warnings are expected; pinning one empties its entry.
+# "Images pinned by digest"). Their MESH0003 warnings are expected; pinning one empties its entry.
 TAG_ONLY_IMAGES = {
     "prod": {
         "images.modelFetcher",
@@ -48,10 +48,10 @@ TAG_ONLY_IMAGES = {
 
 @pytest.mark.parametrize("source", STACK_SOURCES, ids=source_id)
 def test_every_shipped_stack_passes_every_check_without_a_finding(source):
-    """None but the ML0001 warning of each image listed in TAG_ONLY_IMAGES."""
+    """None but the MESH0003 warning of each image listed in TAG_ONLY_IMAGES."""
     config = load_stack(source).config
     findings = check(config, build_plan(config).objects())
-    assert {(f.code, f.severity) for f in findings} <= {("ML0001", "warning")}, findings
+    assert {(f.code, f.severity) for f in findings} <= {("MESH0003", "warning")}, findings
     assert {f.path for f in findings} == TAG_ONLY_IMAGES.get(source_id(source), set())
 
 
@@ -61,7 +61,7 @@ def test_every_shipped_stack_passes_every_check_without_a_finding(source):
 @pytest.fixture(scope="module")
 def prod_plan():
     """prod with every image pinned by digest, so the Istio rules below start from no finding
-    (the tag-only images of the shipped prod are tested on their own, under ML0001)."""
+    (the tag-only images of the shipped prod are tested on their own, under MESH0003)."""
     config = parse_config(_pinned(stack_raw("prod")), "prod")
     return config, build_plan(config).objects()
 
@@ -590,7 +590,7 @@ def test_parse_duration_refuses_what_go_refuses(text):
         parse_duration(text)
 
 
-# --- ML0001: images pinned by digest -----------------------------------------------------------
+# --- MESH0003: images pinned by digest -----------------------------------------------------------
 
 # A digest of the right shape for these tests only: no stack file carries it.
 TEST_DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -598,7 +598,7 @@ TEST_DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 def _image_findings(raw: dict[str, Any], stack: str = "prod") -> list[Finding]:
     config = parse_config(raw, stack)
-    return [f for f in check(config, build_plan(config).objects()) if f.code == "ML0001"]
+    return [f for f in check(config, build_plan(config).objects()) if f.code == "MESH0003"]
 
 
 def _pinned(raw: dict[str, Any]) -> dict[str, Any]:
@@ -647,7 +647,7 @@ def test_require_digests_makes_a_tag_only_image_an_error_that_stops_the_program(
     assert "images.requireDigests is true" in finding.message
     run, error = try_program(raw, stack="prod")
     assert str(error).startswith(
-        "ml-mesh: stack 'prod' fails mesh checks: error ML0001 models.sentiment.versions.v4.image: "
+        "ml-mesh: stack 'prod' fails mesh checks: error MESH0003 models.sentiment.versions.v4.image: "
     )
     assert run.resources == []
     assert try_program(_pinned(with_value(prod, "images.requireDigests", True)), "prod")[1] is None

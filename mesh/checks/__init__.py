@@ -26,7 +26,9 @@ works as it did when this was one module:
 - `gateways`: gateway references and hosts (IST0101, IST0132); Gateway servers and TLS
 - `mesh_wide`: one mesh-bound VirtualService per host (IST0109), Service port protocols
   (IST0118), namespace injection (IST0102, IST0123)
-- `images`: container images pinned by digest in protected stacks (ML0001, ml-mesh's own)
+- `images`: container images pinned by digest in protected stacks (MESH0003, ml-mesh's own)
+- `rollouts`: ml-mesh's own rules: a GPU rollout that needs a spare GPU (MESH0001), a
+  `replace` rollout that takes a single-pod version down (MESH0002)
 - `values`: webhook rules on values: durations, route weights, retries, percentages, subset
   names and labels, exportTo, ports (IST0106)
 """
@@ -35,12 +37,14 @@ from mesh.checks.destinations import destination_rule_subsets, virtual_service_d
 from mesh.checks.findings import (
     CONFLICTING_MESH_GATEWAY_HOSTS,
     DESTINATION_PORT_SELECTOR_REQUIRED,
+    GPU_ROLLOUT_NEEDS_SPARE,
     HOST_NOT_FOUND_IN_GATEWAY,
     IMAGE_NOT_PINNED_BY_DIGEST,
     NAMESPACE_MULTIPLE_INJECTION_LABELS,
     NAMESPACE_NOT_INJECTED,
     PORT_NAME_NOT_UNDER_CONVENTION,
     REFERENCED_RESOURCE_NOT_FOUND,
+    ROLLOUT_TAKES_VERSION_DOWN,
     SCHEMA_VALIDATION_ERROR,
     SCHEMA_WARNING,
     SEVERITIES,
@@ -65,6 +69,7 @@ from mesh.checks.mesh_wide import (
     service_port_names,
 )
 from mesh.checks.objects import fqdn, host_matches
+from mesh.checks.rollouts import rollouts
 from mesh.checks.run import RULES, check
 from mesh.checks.values import (
     RETRY_ON,
@@ -80,6 +85,7 @@ from mesh.checks.values import (
 __all__ = [
     "CONFLICTING_MESH_GATEWAY_HOSTS",
     "DESTINATION_PORT_SELECTOR_REQUIRED",
+    "GPU_ROLLOUT_NEEDS_SPARE",
     "HOST_NOT_FOUND_IN_GATEWAY",
     "IMAGE_NOT_PINNED_BY_DIGEST",
     "INJECTION_LABEL",
@@ -91,6 +97,7 @@ __all__ = [
     "REFERENCED_RESOURCE_NOT_FOUND",
     "RETRY_ON",
     "REVISION_LABEL",
+    "ROLLOUT_TAKES_VERSION_DOWN",
     "RULES",
     "SCHEMA_VALIDATION_ERROR",
     "SCHEMA_WARNING",
@@ -120,6 +127,7 @@ __all__ = [
     "port_protocol",
     "ports",
     "retries",
+    "rollouts",
     "route_weights",
     "service_port_names",
     "subset_labels",

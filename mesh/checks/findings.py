@@ -2,8 +2,8 @@
 
 Codes and levels are those of `istioctl analyze` (RULES.md §7); rules of istiod's validating
 webhook report as IST0106 (error) or IST0133 (warning). ml-mesh's own rules, which no Istio
-analyzer has, carry `ML` codes, so they can never be mistaken for (or collide with) Istio's. The program and `render` pass the
-findings through `gate`: any error raises MeshCheckError, whose message is the one line a user
+analyzer has, carry `MESH` codes, so they can never be mistaken for (or collide with)
+Istio's. The program and `render` pass the findings through `gate`: any error raises MeshCheckError, whose message is the one line a user
 sees, so nothing is registered or rendered from a plan Istio would reject or break on.
 """
 
@@ -27,8 +27,11 @@ HOST_NOT_FOUND_IN_GATEWAY = "IST0132"
 SCHEMA_WARNING = "IST0133"
 SUBSET_SELECTS_NO_PODS = "IST0173"
 UNKNOWN_DESTINATION_RULE_HOST = "IST0174"
-# ml-mesh's own (mesh/checks/images.py).
-IMAGE_NOT_PINNED_BY_DIGEST = "ML0001"
+# ml-mesh's own rules, about rollouts and images rather than Istio config
+# (mesh.checks.rollouts, mesh.checks.images).
+GPU_ROLLOUT_NEEDS_SPARE = "MESH0001"
+ROLLOUT_TAKES_VERSION_DOWN = "MESH0002"
+IMAGE_NOT_PINNED_BY_DIGEST = "MESH0003"
 
 
 @dataclass(frozen=True)

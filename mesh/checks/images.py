@@ -1,4 +1,4 @@
-"""Container images pinned by digest (ML0001): ml-mesh's own rule, not one of Istio's.
+"""Container images pinned by digest (MESH0003): ml-mesh's own rule, not one of Istio's.
 
 A tag such as `tensorflow/serving:2.16.1` names whatever the registry serves under it when a
 node pulls: it can be pushed again after the pull request that named it was reviewed, and two

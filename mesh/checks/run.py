@@ -16,6 +16,7 @@ from mesh.checks.gateways import gateway_references, gateway_servers
 from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
+from mesh.checks.rollouts import rollouts
 from mesh.checks.values import (
     durations,
     export_to,
@@ -43,6 +44,7 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     ports,
     gateway_servers,
     image_digests,
+    rollouts,
 )
 
 

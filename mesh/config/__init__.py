@@ -18,6 +18,7 @@ works for every public name:
 - `base`: the base model (camelCase aliases, unknown keys refused, frozen)
 - `routing`, `resilience`, `scheduling`: per-model settings (canary, matches, mirror, retries,
   progressive; traffic policy, fault; autoscaling and GPU placement)
+- `startup`: start-up budgets (image pull, download, startup probe) and rollout strategy
 - `model`: Model, its versions and custom server, and the rules across a model's settings
 - `storage`, `security`, `telemetry`: stack-wide settings
 - `stack`: StackConfig, gateway, Istio and images, and the rules across models
@@ -115,6 +116,7 @@ from mesh.config.scheduling import (
 )
 from mesh.config.security import DEFAULT_GATEWAY_PRINCIPAL, Security
 from mesh.config.stack import Gateway, GatewayTls, Images, Istio, StackConfig
+from mesh.config.startup import Rollout, Startup, StartupBudget
 from mesh.config.storage import CredentialsSecret, Storage, StorageEndpoint
 from mesh.config.telemetry import (
     DEFAULT_PROMETHEUS_ADDRESS,
@@ -197,6 +199,7 @@ __all__ = [
     "Retries",
     "RetryOn",
     "RoleArn",
+    "Rollout",
     "SamplingPercent",
     "Scheduling",
     "SecretKey",
@@ -206,6 +209,8 @@ __all__ = [
     "ServiceFqdn",
     "ServiceName",
     "StackConfig",
+    "Startup",
+    "StartupBudget",
     "Storage",
     "StorageEndpoint",
     "TcpPool",

@@ -7,6 +7,7 @@ SECRET_CAPABLE) also shape the JSON Schema of stack files (`python -m mesh schem
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from typing import Annotated
@@ -253,6 +254,21 @@ def _quantity(value: str) -> str:
     if not _QUANTITY.match(value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi")
     return value
+
+
+_QUANTITY_FACTORS = {
+    "": 1,
+    "m": Decimal("0.001"),
+    **{unit: 1000**i for i, unit in enumerate("kMGTPE", start=1)},
+    **{f"{unit}i": 1024**i for i, unit in enumerate("KMGTPE", start=1)},
+}
+
+
+def quantity_bytes(value: str) -> int:
+    """Bytes of a Kubernetes quantity that `_quantity` accepted (4Gi -> 4294967296), rounded
+    up as Kubernetes rounds a fraction of a byte."""
+    number, _, unit = _QUANTITY.match(value).group(1, 2, 3)  # type: ignore[union-attr]
+    return math.ceil(Decimal(number) * _QUANTITY_FACTORS[unit or ""])
 
 
 def _region(value: str) -> str:

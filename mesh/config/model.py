@@ -33,10 +33,18 @@ from mesh.config.formats import (
     _http_path,
     credential_problem,
     duration_millis,
+    quantity_bytes,
 )
 from mesh.config.resilience import Fault, TrafficPolicy
 from mesh.config.routing import Canary, MatchRule, Mirror, Progressive, Retries
 from mesh.config.scheduling import Autoscaling
+from mesh.config.startup import (
+    LARGE_IMAGE_REGISTRIES,
+    Rollout,
+    Startup,
+    StartupBudget,
+    startup_budget,
+)
 
 
 class ResourceQuantities(_Config):
@@ -171,6 +179,17 @@ class Model(_Config):
         default=None, description="inject delays/aborts on every route (not in protected stacks)"
     )
     autoscaling: Autoscaling | None = None
+    startup: Startup = Field(
+        default=Startup(),
+        description="how long a pod may take to start: imagePull, download, serverStart "
+        "(the startup probe), progressDeadline",
+    )
+    rollout: Rollout | None = Field(
+        default=None,
+        description="surge: a new pod starts before an old one stops (maxSurge 1, the "
+        "default); replace: an old pod stops first (maxSurge 0, maxUnavailable 1), so a GPU "
+        "version needs no spare GPU",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> Model:
@@ -213,7 +232,47 @@ class Model(_Config):
                         f"({self.autoscaling.max_replicas}); with autoscaling, replicas is the "
                         "minimum",
                     )
+        self.startup_budget()  # refuses a deadline below the budget
         return self
+
+    def gpus(self, version: str) -> int:
+        """nvidia.com/gpu per pod of a version: its own resources.gpu, else the model's."""
+        own = self.versions[version].resources
+        if own is not None and own.gpu:
+            return own.gpu
+        return self.resources.gpu if self.resources is not None else 0
+
+    def large_image(self) -> bool:
+        """The image size class: GPU server images (Triton, anything that requests a GPU or
+        comes from NVIDIA's registry) are 10+ GB, the others a few hundred MB."""
+        return (
+            self.server == "triton"
+            or any(self.gpus(v) for v in self.versions)
+            or any(v.image.startswith(LARGE_IMAGE_REGISTRIES) for v in self.versions.values())
+        )
+
+    def startup_budget(self) -> StartupBudget:
+        """Seconds one pod of this model may take to start, and its progress deadline (see
+        mesh.config.startup). One budget for every version: the slowest class decides."""
+        return startup_budget(
+            self.startup, self.server, self.large_image(), quantity_bytes(self.disk_size)
+        )
+
+    def pods_per_rollout(self, version: str) -> int:
+        """Pods a rollout of this version replaces, one at a time (maxSurge 1 or
+        maxUnavailable 1): its replicas, or autoscaling.maxReplicas when the HPA may have
+        scaled it out."""
+        if self.autoscaling is not None and self.versions[version].replicas > 0:
+            return self.autoscaling.max_replicas
+        return self.versions[version].replicas
+
+    def single_pod_replacements(self) -> list[str]:
+        """Versions that receive requests and that `rollout: replace` would take down
+        entirely: one pod (with autoscaling, a minimum of one), stopped before the next one
+        is ready."""
+        if self.rollout != "replace":
+            return []
+        return [v for v in sorted(self.routed_versions()) if self.versions[v].replicas == 1]
 
     def _check_routing(self) -> None:
         if self.progressive is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
 from mesh.config.base import _Config
 from mesh.config.errors import ConfigPathError
@@ -99,9 +99,20 @@ class Mirror(_Config):
     """Shadow traffic: a copy of `percent` of the weighted route's requests, answers discarded."""
 
     version: DnsLabel
-    percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
-        description="share of live requests copied to `version`, 0..100, decimals allowed"
-    )
+    # Not strict: `pulumi config set --path` stores 12.5 as the text "12.5" (only integers and
+    # booleans become typed), so the schema accepts that text too.
+    percent: Annotated[
+        float,
+        Field(ge=0, le=100, allow_inf_nan=False),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "minimum": 0, "maximum": 100},
+                    {"type": "string", "pattern": r"^\s*(100(\.0*)?|\d{1,2}(\.\d*)?|\.\d+)\s*$"},
+                ]
+            }
+        ),
+    ] = Field(description="share of live requests copied to `version`, 0..100, decimals allowed")
 
 
 class Retries(_Config):

@@ -339,6 +339,15 @@ class StackConfig(_Config):
                     ("models", name, "fault"),
                     "fault injection is refused in protected stacks; test resilience in dev",
                 )
+            for version in model.single_pod_replacements():
+                raise ConfigPathError(
+                    ("models", name, "rollout"),
+                    f"'replace' stops the only pod of version {version!r} "
+                    f"({model.routed_versions()[version]}) before its successor is ready: "
+                    f"no pod serves it for up to {model.startup_budget().deadline}s per "
+                    "rollout, which protected stacks refuse; give the version at least 2 "
+                    "replicas or use rollout 'surge' (with a spare GPU)",
+                )
         endpoint = self.storage.endpoint
         if endpoint is not None and not endpoint.tls and not endpoint.in_cluster():
             raise ConfigPathError(
