@@ -1,7 +1,11 @@
 """Prometheus Operator alerts for a rollout in progress (opt-in: needs the operator's CRDs).
 
-Two questions a reviewer would otherwise watch a dashboard for:
-- is the canary failing more often than the stable version it is compared with?
+The questions a reviewer would otherwise watch a dashboard for:
+- is the canary failing more often than the stable version it is compared with, as its pods
+  answered (server side) and as its callers saw it (caller side: also the 503s the callers'
+  proxies make themselves, circuit-breaker overflow and connect failures)?
+- do callers' requests fail before reaching any pod (no healthy upstream), which Istio's labels
+  cannot put on a version (see mesh.promql)?
 - does a version that receives traffic have no pod able to serve it?
 
 Only versions that receive traffic alert: a canary at weight 0 is deployed but idle, and an
@@ -13,11 +17,20 @@ from __future__ import annotations
 
 from mesh.config import StackConfig
 from mesh.k8s import metadata
-from mesh.promql import DEFAULT_WINDOW, compared_versions, no_available_pods, version_error_ratio
+from mesh.promql import (
+    DEFAULT_WINDOW,
+    caller_version_error_ratio,
+    compared_versions,
+    no_available_pods,
+    version_error_ratio,
+    without_endpoint_ratio,
+)
 
 API_VERSION = "monitoring.coreos.com/v1"
 COMPONENT = "telemetry"
 CANARY_ERRORS = "ModelCanaryErrorRatioAboveStable"
+CALLER_CANARY_ERRORS = "ModelCanaryCallerErrorRatioAboveStable"
+WITHOUT_ENDPOINT = "ModelRequestsFailedBeforeReachingAPod"
 NO_READY_PODS = "ModelVersionRoutedWithoutReadyPods"
 
 
@@ -30,14 +43,71 @@ def _points(margin: float) -> str:
     return f"{margin:g} percentage point{'' if margin == 1 else 's'}"
 
 
-def _canary_above_stable(config: StackConfig, name: str, canary: str, stable: str) -> str:
-    """Canary error ratio minus stable's, above the margin; one operand per line for review."""
+def _canary_above_stable(
+    config: StackConfig, name: str, canary: str, stable: str, callers: bool = False
+) -> str:
+    """Canary error ratio minus stable's, above the margin; one operand per line for review.
+    `callers`: as the callers' proxies saw the requests, instead of the serving pods."""
     canary_ratio, stable_ratio = (
-        version_error_ratio(config.namespace, name, version, DEFAULT_WINDOW)
+        caller_version_error_ratio(config.service_host(name), version, DEFAULT_WINDOW)
+        if callers
+        else version_error_ratio(config.namespace, name, version, DEFAULT_WINDOW)
         for version in (canary, stable)
     )
     margin = _ratio(config.telemetry.alerts.error_ratio_margin)
     return f"(\n  {canary_ratio}\n)\n-\n(\n  {stable_ratio}\n)\n> {margin}"
+
+
+def _caller_rules(config: StackConfig, name: str) -> list[dict]:
+    """The canary comparison as callers saw it, and the requests that reached no pod."""
+    alerts = config.telemetry.alerts
+    namespace = config.namespace
+    margin = _points(alerts.error_ratio_margin)
+    rules: list[dict] = []
+    compared = compared_versions(config, name)
+    if compared is not None:
+        canary, stable = compared
+        rules.append(
+            {
+                "alert": CALLER_CANARY_ERRORS,
+                "expr": _canary_above_stable(config, name, canary, stable, callers=True),
+                "for": alerts.error_ratio_for,
+                "labels": {
+                    "severity": "warning",
+                    "namespace": namespace,
+                    "model": name,
+                    "version": canary,
+                    "stable": stable,
+                },
+                "annotations": {
+                    "summary": f"Callers of model {name} see canary {canary} fail more often "
+                    f"than {stable}",
+                    "description": f"As the callers' proxies saw it (reporter=source, their own "
+                    "503s included: circuit-breaker overflow UO, connect failures UF/URX), the "
+                    f"error ratio of {name} {canary} has exceeded that of the stable version "
+                    f"{stable} by more than {margin} for {alerts.error_ratio_for}. Consider "
+                    f"setting models.{name}.canary.weight to 0.",
+                },
+            }
+        )
+    rules.append(
+        {
+            "alert": WITHOUT_ENDPOINT,
+            "expr": f"{without_endpoint_ratio(config.service_host(name), DEFAULT_WINDOW)}\n"
+            f"> {_ratio(alerts.error_ratio_margin)}",
+            "for": alerts.error_ratio_for,
+            "labels": {"severity": "warning", "namespace": namespace, "model": name},
+            "annotations": {
+                "summary": f"Requests to model {name} fail before reaching any pod",
+                "description": f"More than {margin} of the requests callers sent to "
+                f"{config.service_host(name)} failed in their own proxy without a pod to send "
+                f"them to (no healthy upstream, UH) for {alerts.error_ratio_for}: every pod of "
+                "a routed version is unready or ejected by outlier detection. Istio cannot name "
+                f"the version; see {NO_READY_PODS} and the caller-side panels of the dashboard.",
+            },
+        }
+    )
+    return rules
 
 
 def model_rules(config: StackConfig, name: str) -> list[dict]:
@@ -70,6 +140,7 @@ def model_rules(config: StackConfig, name: str) -> list[dict]:
                 },
             }
         )
+    rules += _caller_rules(config, name)
     for version in sorted(v for v, weight in model.traffic().items() if weight > 0):
         deployment = f"{name}-{version}"
         rules.append(

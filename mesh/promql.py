@@ -1,10 +1,36 @@
 """PromQL that compares the versions of a model, shared by the dashboard, the alerts and
 `python -m mesh promql`, so every view of a canary asks Prometheus exactly the same question.
 
-Everything reads Istio's standard metrics as reported by the server-side proxy
-(`reporter="destination"`): each request is counted once, by the pod that served it, whether it
-came through the ingress gateway or from inside the mesh. Pods carry `app: <model>` and
-`version: <version>`, which Istio turns into `destination_app` and `destination_version`.
+It reads Istio's standard metrics from both proxies of a request:
+
+- server side (`reporter="destination"`): each request that reached a pod, counted once by that
+  pod's proxy, whether it came through the ingress gateway or from inside the mesh. Pods carry
+  `app: <model>` and `version: <version>`, which Istio turns into `destination_app` and
+  `destination_version`.
+- caller side (`reporter="source"`, the ingress gateway and every calling sidecar): also the
+  503s the caller's own proxy makes without any pod answering: circuit-breaker overflow (`UO`),
+  connect failures (`UF`, `URX`), no healthy upstream (`UH`), which a bad canary under the
+  protected defaults (outlier detection, connection limits) produces and the server side
+  never sees.
+
+Which labels the caller's proxy can fill in depends on how far the request got (istio/proxy
+source/extensions/filters/http/istio_stats/istio_stats.cc, `populatePeerInfo`):
+
+- `destination_service` comes from the chosen cluster's `istio.services` metadata, so it is the
+  model's Service host on every request routed to the model, failed or not;
+- the destination workload comes from the peer's metadata exchange, and, when no response
+  carried it (the proxy failed the request itself), from the chosen endpoint's `istio.workload`
+  metadata, which holds workload, namespace, canonical service and canonical revision but no
+  `app` or `version` (extensions/common/metadata_object.cc `convertEndpointMetadata`): such a
+  request has `destination_version="unknown"` but the right `destination_canonical_revision`.
+  Istio derives that revision from the pod label `version` when neither
+  `service.istio.io/canonical-revision` nor `app.kubernetes.io/version` is set
+  (pkg/config/labels `CanonicalService`), as on ml-mesh pods. Caller-side views therefore go
+  per `destination_canonical_revision`;
+- with no endpoint at all (`UH`: every pod of the subset unready or ejected) there is no peer:
+  `destination_workload="unknown"`, `destination_canonical_revision="latest"`. Nothing in the
+  metric names the subset, so these requests cannot be put on a version: they get their own
+  series (`latest` in the breakdown by response flags) and their own alert.
 """
 
 from __future__ import annotations
@@ -19,6 +45,9 @@ DURATION_BUCKETS = "istio_request_duration_milliseconds_bucket"
 # kube-state-metrics: pods of a Deployment that are ready (for minReadySeconds).
 AVAILABLE_REPLICAS = "kube_deployment_status_replicas_available"
 BY_VERSION = "destination_version"
+# Caller side: the version as the chosen endpoint's metadata names it (see above).
+BY_CALLER_VERSION = "destination_canonical_revision"
+BY_FLAGS = "response_flags"
 DEFAULT_WINDOW = "5m"
 
 # An error is an HTTP 5xx or a gRPC status other than OK. gRPC failures travel as HTTP 200
@@ -28,6 +57,8 @@ HTTP_5XX = ("response_code", "=~", "5..")
 GRPC_NOT_OK = ("grpc_response_status", "!~", "0|")
 
 Matcher = tuple[str, str, str]
+# What the caller's proxy reports when it chose no endpoint (istio_stats.cc: no peer).
+NO_ENDPOINT: Matcher = ("destination_workload", "=", "unknown")
 
 
 def _literal(value: str) -> str:
@@ -39,69 +70,117 @@ def selector(metric: str, matchers: Iterable[Matcher]) -> str:
     return metric + "{" + ",".join(f"{n}{op}{_literal(v)}" for n, op, v in matchers) + "}"
 
 
+def _one_of(label: str, versions: Iterable[str]) -> Matcher:
+    names = sorted(versions)
+    return (label, "=", names[0]) if len(names) == 1 else (label, "=~", "|".join(names))
+
+
 def served_by(namespace: str, model: str, versions: Iterable[str]) -> list[Matcher]:
     """Requests served by the named versions of a model, counted once (server side)."""
-    names = sorted(versions)
-    version: Matcher = (
-        (BY_VERSION, "=", names[0]) if len(names) == 1 else (BY_VERSION, "=~", "|".join(names))
-    )
     return [
         ("reporter", "=", "destination"),
         ("destination_workload_namespace", "=", namespace),
         ("destination_app", "=", model),
-        version,
+        _one_of(BY_VERSION, versions),
     ]
+
+
+def called(service: str, versions: Iterable[str] = ()) -> list[Matcher]:
+    """Requests callers' proxies sent to the model's Service (caller side), for the named
+    versions, or all of them (also those that reached no endpoint) when none are named."""
+    matchers: list[Matcher] = [("reporter", "=", "source"), ("destination_service", "=", service)]
+    return [*matchers, _one_of(BY_CALLER_VERSION, versions)] if versions else matchers
 
 
 def _rate(matchers: list[Matcher], window: str, *extra: Matcher) -> str:
     return f"rate({selector(REQUESTS, [*matchers, *extra])}[{window}])"
 
 
+def _errors(matchers: list[Matcher], window: str) -> str:
+    """Per series, the rate of failed requests: series-level `or` keeps a series once even
+    when it is both a 5xx and a gRPC failure."""
+    return f"{_rate(matchers, window, HTTP_5XX)} or {_rate(matchers, window, GRPC_NOT_OK)}"
+
+
 def _failed(matchers: list[Matcher], window: str) -> str:
     """Per series, the rate of failed requests, and 0 for series that never failed.
 
-    Series-level `or` keeps a series once even when it is both a 5xx and a gRPC failure, and
-    the `0 * rate(all)` tail gives every version a value, so a version without errors shows an
+    The `0 * rate(all)` tail gives every version a value, so a version without errors shows an
     error ratio of 0 instead of no line at all.
     """
-    return (
-        f"{_rate(matchers, window, HTTP_5XX)} or {_rate(matchers, window, GRPC_NOT_OK)} "
-        f"or 0 * {_rate(matchers, window)}"
-    )
+    return f"{_errors(matchers, window)} or 0 * {_rate(matchers, window)}"
 
 
-def request_rate(matchers: list[Matcher], window: str) -> str:
+def request_rate(matchers: list[Matcher], window: str, by: str = BY_VERSION) -> str:
     """Requests per second, one series per version."""
-    return f"sum by ({BY_VERSION}) ({_rate(matchers, window)})"
+    return f"sum by ({by}) ({_rate(matchers, window)})"
 
 
-def error_ratio(matchers: list[Matcher], window: str) -> str:
+def error_ratio(matchers: list[Matcher], window: str, by: str = BY_VERSION) -> str:
     """Failed / all requests (0..1), one series per version."""
     return (
-        f"sum by ({BY_VERSION}) ({_failed(matchers, window)}) / "
-        f"sum by ({BY_VERSION}) ({_rate(matchers, window)})"
+        f"sum by ({by}) ({_failed(matchers, window)}) / sum by ({by}) ({_rate(matchers, window)})"
     )
 
 
-def latency_quantile(quantile: float, matchers: list[Matcher], window: str) -> str:
+def errors_by_flags(matchers: list[Matcher], window: str) -> str:
+    """Failed requests per second, one series per (version, Envoy response flags): `-` for
+    errors a pod answered, `UO`, `UF`, `URX`, `UH`... for those the caller's proxy made."""
+    return f"sum by ({BY_CALLER_VERSION}, {BY_FLAGS}) ({_errors(matchers, window)})"
+
+
+def latency_quantile(
+    quantile: float, matchers: list[Matcher], window: str, by: str = BY_VERSION
+) -> str:
     """The quantile of request duration in milliseconds, one series per version."""
     buckets = f"rate({selector(DURATION_BUCKETS, matchers)}[{window}])"
-    return f"histogram_quantile({quantile:g}, sum by ({BY_VERSION}, le) ({buckets}))"
+    return f"histogram_quantile({quantile:g}, sum by ({by}, le) ({buckets}))"
+
+
+def _ratio_of(matchers: list[Matcher], window: str) -> str:
+    return f"sum({_failed(matchers, window)}) / sum({_rate(matchers, window)})"
 
 
 def version_error_ratio(namespace: str, model: str, version: str, window: str) -> str:
     """Failed / all requests of one version, as a single series without labels."""
-    matchers = served_by(namespace, model, [version])
-    return f"sum({_failed(matchers, window)}) / sum({_rate(matchers, window)})"
+    return _ratio_of(served_by(namespace, model, [version]), window)
+
+
+def caller_version_error_ratio(service: str, version: str, window: str) -> str:
+    """Failed / all requests of one version as its callers' proxies saw them (one series)."""
+    return _ratio_of(called(service, [version]), window)
+
+
+def without_endpoint_ratio(service: str, window: str = DEFAULT_WINDOW) -> str:
+    """Requests to the model that the caller's proxy failed before choosing any pod (no
+    healthy upstream), as a share of all requests callers sent it (one series, 0..1); 0, not
+    a gap, while there are none."""
+    every = called(service)
+    failed = _errors([*every, NO_ENDPOINT], window)
+    return f"(sum({failed}) or vector(0)) / sum({_rate(every, window)})"
+
+
+def _excess(canary_ratio: str, stable_ratio: str) -> str:
+    return f"({canary_ratio}) - ({stable_ratio})"
 
 
 def canary_error_excess(
     namespace: str, model: str, canary: str, stable: str, window: str = DEFAULT_WINDOW
 ) -> str:
     """How much higher the canary's error ratio is than the stable version's (0..1)."""
-    return (
-        f"({version_error_ratio(namespace, model, canary, window)}) - "
-        f"({version_error_ratio(namespace, model, stable, window)})"
+    return _excess(
+        version_error_ratio(namespace, model, canary, window),
+        version_error_ratio(namespace, model, stable, window),
+    )
+
+
+def caller_error_excess(
+    service: str, canary: str, stable: str, window: str = DEFAULT_WINDOW
+) -> str:
+    """The same comparison as callers see it, their proxies' own 503s included (0..1)."""
+    return _excess(
+        caller_version_error_ratio(service, canary, window),
+        caller_version_error_ratio(service, stable, window),
     )
 
 
@@ -132,10 +211,15 @@ class ModelQueries:
     error_ratio: str
     p50_latency: str
     p99_latency: str
+    caller_error_ratio: str
+    caller_p99_latency: str
+    caller_errors_by_flags: str
+    without_endpoint_ratio: str
     canary_error_excess: str | None  # None unless both canary and stable receive traffic
+    caller_error_excess: str | None
 
     def comparisons(self) -> list[tuple[str, str]]:
-        """(what it measures, query): each gives one series per version."""
+        """(what it measures, query): each gives one series per version (server side)."""
         return [
             ("request rate (requests/s)", self.request_rate),
             ("error ratio (HTTP 5xx or gRPC status not OK, 0..1)", self.error_ratio),
@@ -143,11 +227,33 @@ class ModelQueries:
             ("p99 latency (ms)", self.p99_latency),
         ]
 
+    def caller_views(self) -> list[tuple[str, str]]:
+        """(what it measures, query) as the callers' proxies saw the requests."""
+        return [
+            (
+                f"caller-side error ratio, the proxies' own 503s included (0..1), per "
+                f"{BY_CALLER_VERSION}",
+                self.caller_error_ratio,
+            ),
+            (f"caller-side p99 latency (ms), per {BY_CALLER_VERSION}", self.caller_p99_latency),
+            (
+                f"caller-side failed requests/s per {BY_CALLER_VERSION} and {BY_FLAGS} "
+                '("latest": no pod was chosen)',
+                self.caller_errors_by_flags,
+            ),
+            (
+                "share of requests the callers' proxies failed before choosing a pod (0..1)",
+                self.without_endpoint_ratio,
+            ),
+        ]
+
 
 def model_queries(config: StackConfig, name: str, window: str = DEFAULT_WINDOW) -> ModelQueries:
     """Every configured version of the model, deployed or routed, one series each."""
     versions = tuple(sorted(config.models[name].versions))
     matchers = served_by(config.namespace, name, versions)
+    service = config.service_host(name)
+    callers = called(service, versions)
     compared = compared_versions(config, name)
     return ModelQueries(
         model=name,
@@ -156,9 +262,14 @@ def model_queries(config: StackConfig, name: str, window: str = DEFAULT_WINDOW) 
         error_ratio=error_ratio(matchers, window),
         p50_latency=latency_quantile(0.5, matchers, window),
         p99_latency=latency_quantile(0.99, matchers, window),
+        caller_error_ratio=error_ratio(callers, window, BY_CALLER_VERSION),
+        caller_p99_latency=latency_quantile(0.99, callers, window, BY_CALLER_VERSION),
+        caller_errors_by_flags=errors_by_flags(called(service), window),
+        without_endpoint_ratio=without_endpoint_ratio(service, window),
         canary_error_excess=(
             canary_error_excess(config.namespace, name, *compared, window) if compared else None
         ),
+        caller_error_excess=(caller_error_excess(service, *compared, window) if compared else None),
     )
 
 
@@ -184,7 +295,8 @@ def promql_report(
     """What `python -m mesh promql` prints: per model, one query per line under a comment."""
     lines = [
         f"# stack {stack}: namespace {config.namespace}, rate window {window}, "
-        f"server-side Istio metrics, one series per {BY_VERSION}",
+        f"server-side Istio metrics, one series per {BY_VERSION}; then caller-side "
+        f"(reporter=source), one series per {BY_CALLER_VERSION}",
     ]
     for name in sorted(models or config.models):
         if config.models[name].progressive is not None:
@@ -198,10 +310,17 @@ def promql_report(
         lines += ["", f"## {name}: {_split(config.models[name])}"]
         for what, query in queries.comparisons():
             lines += [f"# {what}", query]
+        canary, stable = compared_versions(config, name) or ("", "")
         if queries.canary_error_excess is not None:
-            canary, stable = compared_versions(config, name) or ("", "")
             lines += [
                 f"# canary {canary} error ratio minus stable {stable} (0..1)",
                 queries.canary_error_excess,
+            ]
+        for what, query in queries.caller_views():
+            lines += [f"# {what}", query]
+        if queries.caller_error_excess is not None:
+            lines += [
+                f"# caller-side: canary {canary} error ratio minus stable {stable} (0..1)",
+                queries.caller_error_excess,
             ]
     return "\n".join(lines) + "\n"

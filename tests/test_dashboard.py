@@ -186,7 +186,12 @@ def test_every_query_uses_the_templated_data_source(stack_boards):
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"]
             assert "[$__rate_interval]" in target["expr"]
-            assert target["legendFormat"] == "{{destination_version}}"
+            if 'reporter="source"' in target["expr"]:  # callers name it by canonical revision
+                assert "{{destination_canonical_revision}}" in target["legendFormat"] or (
+                    "destination_canonical_revision" not in target["expr"]
+                )
+            else:
+                assert target["legendFormat"] == "{{destination_version}}"
 
 
 def test_default_data_source_can_be_named(dev):
@@ -202,13 +207,14 @@ def test_every_board_shows_rate_errors_and_latency_of_every_version(stack_boards
         queries = model_queries(config, name, "$__rate_interval")
         assert queries.versions == tuple(sorted(config.models[name].versions))
         exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
-        assert exprs == [q for _, q in queries.comparisons()]
+        assert exprs == [q for _, q in [*queries.comparisons(), *queries.caller_views()]]
         units = [
             p["fieldConfig"]["defaults"]["unit"]
             for p in board["panels"]
             if p["type"] in QUERY_PANELS
         ]
-        assert units == ["reqps", "percentunit", "ms", "ms"]
+        served = ["reqps", "percentunit", "ms", "ms"]
+        assert units == [*served, "percentunit", "ms", "reqps", "percentunit"]
 
 
 def _traffic_text(board: dict) -> str:

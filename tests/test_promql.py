@@ -72,8 +72,8 @@ def every_query(config: StackConfig) -> list[str]:
     queries = []
     for name in config.models:
         found = model_queries(config, name)
-        queries += [query for _, query in found.comparisons()]
-        queries += [found.canary_error_excess] if found.canary_error_excess else []
+        queries += [query for _, query in [*found.comparisons(), *found.caller_views()]]
+        queries += [q for q in (found.canary_error_excess, found.caller_error_excess) if q]
     boards = [
         json.loads(next(iter(dashboard_config_map(config, name)["data"].values())))
         for name in config.models
@@ -125,18 +125,24 @@ def test_queries_read_only_known_metrics_and_their_labels(config):
                 assert matcher.name in METRIC_LABELS[vector.name], (vector.name, matcher.name)
 
 
-def test_istio_requests_are_counted_once_by_the_serving_proxy(config):
+def test_istio_requests_are_counted_once_by_one_reporter(config):
+    """Every selector picks one reporter: the serving proxy in the stack's namespace, or the
+    callers' proxies sending to one of the stack's Services; never both at once."""
     parser = _parser()
+    services = {config.service_host(name) for name in config.models}
+    reporters = set()
     for query in every_query(config):
         for vector in _selectors(parser.parse(query)):
             if vector.name.startswith("istio_"):
                 matchers = {(m.name, str(m.op), m.value) for m in vector.matchers.matchers}
-                assert ("reporter", "MatchOp.Equal", "destination") in matchers
-                assert (
-                    "destination_workload_namespace",
-                    "MatchOp.Equal",
-                    config.namespace,
-                ) in matchers
+                equal = {name: value for name, op, value in matchers if op == "MatchOp.Equal"}
+                reporters.add(equal["reporter"])
+                if equal["reporter"] == "destination":
+                    assert equal["destination_workload_namespace"] == config.namespace
+                else:
+                    assert equal["reporter"] == "source"
+                    assert equal["destination_service"] in services
+    assert reporters == {"destination", "source"}
 
 
 def _grouping(node) -> list[str]:
@@ -171,6 +177,34 @@ def test_queries_select_exactly_the_configured_versions_of_their_model(config):
                 op, value = found["destination_version"]
                 assert set(value.split("|")) == set(model.versions)
                 assert op == ("=~" if len(model.versions) > 1 else "=")
+
+
+def test_caller_side_views_go_per_canonical_revision_of_the_models_service(config):
+    """The caller's proxy names the version only by the endpoint's canonical revision when it
+    failed the request itself (mesh.promql); the breakdowns keep every request to the model."""
+    parser = _parser()
+    for name, model in config.models.items():
+        queries = model_queries(config, name)
+        ratio = parser.parse(queries.caller_error_ratio)
+        for side in (ratio.lhs, ratio.rhs):
+            assert _grouping(side) == ["destination_canonical_revision"]
+        assert _grouping(parser.parse(queries.caller_p99_latency).args[1]) == [
+            "destination_canonical_revision",
+            "le",
+        ]
+        assert _grouping(parser.parse(queries.caller_errors_by_flags)) == [
+            "destination_canonical_revision",
+            "response_flags",
+        ]
+        for query in (queries.caller_error_ratio, queries.caller_p99_latency):
+            for _, matchers in SELECTOR.findall(query):
+                found = {label: (op, value) for label, op, value in MATCHER.findall(matchers)}
+                assert found["destination_service"] == ("=", config.service_host(name))
+                _, value = found["destination_canonical_revision"]
+                assert set(value.split("|")) == set(model.versions)
+        for query in (queries.caller_errors_by_flags, queries.without_endpoint_ratio):
+            for _, matchers in SELECTOR.findall(query):
+                assert "destination_canonical_revision" not in matchers  # "latest" included
 
 
 def test_errors_are_http_5xx_or_grpc_status_not_ok(config):
@@ -222,7 +256,7 @@ def test_promql_command_prints_every_models_comparisons():
     config = load_stack("prod").config
     for name in config.models:
         queries = model_queries(config, name)
-        for _, query in queries.comparisons():
+        for _, query in [*queries.comparisons(), *queries.caller_views()]:
             assert query + "\n" in result.stdout
     assert "## sentiment: v3 stable 95%, v4 canary 5%" in result.stdout
     assert "## fraud: v7 stable 100%" in result.stdout

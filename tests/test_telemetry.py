@@ -42,10 +42,11 @@ def _telemetry(raw: dict, stack: str = "dev") -> dict:
 
 
 def _rules(raw: dict, stack: str = "prod") -> dict[tuple[str, str], dict]:
-    """(alert, version) -> rule, over every group of the one PrometheusRule."""
+    """(alert, version) -> rule, over every group of the one PrometheusRule ("" for rules of
+    a whole model)."""
     (rule,) = _kind(raw, "PrometheusRule", stack)
     return {
-        (r["alert"], r["labels"]["version"]): r
+        (r["alert"], r["labels"].get("version", "")): r
         for group in rule["spec"]["groups"]
         for r in group["rules"]
     }
