@@ -80,11 +80,19 @@ def minor(version: str) -> tuple[int, int]:
     return int(major), int(minor_)
 
 
+# The editor schema (`python -m mesh schema`) shows the form; the range is checked on parse.
+_VERSION_SCHEMA = {"pattern": _VERSION.pattern}
 KubernetesVersion = Annotated[
-    str, BeforeValidator(_quoted), _in("Kubernetes", KUBERNETES_MINORS), Field(strict=True)
+    str,
+    BeforeValidator(_quoted),
+    _in("Kubernetes", KUBERNETES_MINORS),
+    Field(strict=True, json_schema_extra=_VERSION_SCHEMA),
 ]
 IstioVersion = Annotated[
-    str, BeforeValidator(_quoted), _in("Istio", ISTIO_MINORS), Field(strict=True)
+    str,
+    BeforeValidator(_quoted),
+    _in("Istio", ISTIO_MINORS),
+    Field(strict=True, json_schema_extra=_VERSION_SCHEMA),
 ]
 
 
