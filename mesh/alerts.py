@@ -172,11 +172,10 @@ def prometheus_rule(config: StackConfig) -> dict:
     Models rolled out by Flagger get none: their pods are `<m>-primary`/`<m>` workloads whose
     versions Flagger moves, and Flagger's own analysis already rolls back a failing canary.
     """
-    alerts = config.telemetry.alerts
     return {
         "apiVersion": API_VERSION,
         "kind": "PrometheusRule",
-        "metadata": metadata("ml-mesh-alerts", config.namespace, COMPONENT, dict(alerts.labels)),
+        "metadata": metadata("ml-mesh-alerts", config.namespace, COMPONENT, config.alert_labels()),
         "spec": {
             "groups": [
                 {"name": f"ml-mesh.{config.namespace}.{name}", "rules": model_rules(config, name)}

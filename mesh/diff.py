@@ -17,7 +17,7 @@ import yaml
 
 from mesh.config import StackConfig
 from mesh.graph import gateway_name, mermaid
-from mesh.journeys import Journey, journeys
+from mesh.journeys import Journey, journeys, mesh_settings
 from mesh.render import to_yaml
 from mesh.routing import (
     FLAGGER,
@@ -235,7 +235,9 @@ def journey_pairs(base: Side, head: Side) -> dict[tuple[str, str], JourneyPair]:
     traced through the base's objects and through the head's (mesh.journeys). A side whose
     config cannot be read asks nothing, but still answers the other side's questions. The
     head's questions come first, so a pair's journeys are the head's wherever it asks."""
-    sides = (Objects(expand(base.objects)), Objects(expand(head.objects)))
+    sides = tuple(
+        Objects(expand(side.objects), mesh_settings(side.config)) for side in (base, head)
+    )
     pairs: dict[tuple[str, str], JourneyPair] = {}
     for config in (head.config, base.config):
         if config is None:

@@ -28,7 +28,7 @@ from mesh.plan import build_plan
 from mesh.security import METRICS_PORTS
 from mesh.trace import Objects, Request, Trace, Workload, proxy_cluster, trace, trace_process
 from mesh.trace.flagger import expand
-from mesh.trace.model import Outcome, Step
+from mesh.trace.model import MeshSettings, Outcome, Step
 from mesh.trace.objects import Pod
 from mesh.trace.upstream import deliver_to_port, peer_authentication_mode
 from models.presets import preset, server_ports
@@ -506,9 +506,24 @@ def flagger_journeys(config: StackConfig, objects: Objects, name: str) -> list[J
     ]
 
 
+def mesh_settings(config: StackConfig | None) -> MeshSettings:
+    """What the trace assumes of the mesh, from the stack's `platform`: Istio CNI (pod iptables
+    before any container, so a classic pod's init container not running as UID 1337 is
+    refused), and istiod's ENABLE_NATIVE_SIDECARS default for pods without the per-pod
+    annotation (`Platform.istiod_native_by_default`)."""
+    if config is None:
+        return MeshSettings()
+    platform = config.platform
+    return MeshSettings(
+        cni=platform.istio_cni, native_sidecars_default=platform.istiod_native_by_default()
+    )
+
+
 def stack_objects(config: StackConfig, extra: list[dict] | None = None) -> Objects:
-    """The plan's objects (plus any from the cluster), with what Flagger would create."""
-    return Objects(expand([*build_plan(config).objects(), *(extra or [])]))
+    """The plan's objects (plus any from the cluster), with what Flagger would create, on the
+    mesh the stack's platform describes."""
+    objects = expand([*build_plan(config).objects(), *(extra or [])])
+    return Objects(objects, mesh_settings(config))
 
 
 def journeys(

@@ -127,13 +127,21 @@ def topology_spread(name: str, version: str) -> list[dict]:
 
 
 def gpu_placement(config: StackConfig, resources: dict) -> dict:
-    """nodeSelector and tolerations of the GPU nodes, for pods that request a GPU."""
+    """nodeSelector and tolerations of the GPU nodes, for pods that request a GPU.
+
+    The nodeSelector follows platform.gpuNodes (`StackConfig.gpu_node_selector`): the GPU
+    Operator's `nvidia.com/gpu.present=true`, none with the device plugin alone (it labels no
+    node; the `nvidia.com/gpu` request already keeps the pod off nodes without GPUs), or
+    scheduling.gpu.nodeSelector for `custom`. The tolerations are scheduling.gpu's on every
+    platform: a toleration of a taint a node does not have changes nothing.
+    """
     if GPU not in resources["limits"]:
         return {}
     gpu = config.scheduling.gpu
     placement: dict = {}
-    if gpu.node_selector:
-        placement["nodeSelector"] = dict(gpu.node_selector)
+    selector = config.gpu_node_selector()
+    if selector:
+        placement["nodeSelector"] = selector
     if gpu.tolerations:
         placement["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in gpu.tolerations

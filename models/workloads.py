@@ -121,13 +121,25 @@ def _fetch_container(config: StackConfig, name: str, version: str) -> dict:
     """Copies the model version from S3 before the server starts.
 
     With native sidecars istio-proxy is already running, so the copy goes through the mesh and
-    the model-store ServiceEntry. Without them an init container runs before the proxy and its
-    traffic would be captured into a proxy that is not there (istio/istio#11130); Istio's
-    documented workaround is to run it as the proxy's UID 1337, whose traffic is not captured.
+    the model-store ServiceEntry. Classic sidecars start only with the app containers, after
+    every init container, and what happens to the copy's traffic depends on who sets up the
+    pod's iptables (platform.istioCni):
+
+    - Istio CNI: the rules exist before any container runs, so the copy's connections are
+      redirected to 15001, where no proxy listens yet: refused, the download loops
+      (istio/istio#11130);
+    - istio-init: the injector moves istio-init to the end of the init containers
+      (pkg/kube/inject/webhook.go `reorderPod`), so the copy runs before capture exists: it
+      works, but bypasses Envoy and the REGISTRY_ONLY lock-down.
+
+    Either way the copy runs as the proxy's UID 1337, which the capture rules return early
+    (`--uid-owner 1337 -j RETURN`, tools/istio-iptables): Istio's documented workaround for
+    application init containers, the one that works with and without CNI, and whichever mode
+    istiod picks where the per-pod annotation is not honoured (Istio 1.22/1.23).
     """
     model = config.models[name]
     path = model.versions[version].model_path
-    uid = None if config.istio.native_sidecars else ISTIO_PROXY_UID
+    uid = None if config.native_sidecars() else ISTIO_PROXY_UID
     return {
         "name": FETCH_CONTAINER,
         "image": config.images.model_fetcher,
@@ -198,9 +210,18 @@ def _server_container(config: StackConfig, name: str, version: str) -> dict:
 
 
 def pod_annotations(config: StackConfig) -> dict[str, str]:
+    """The pod template's annotations.
+
+    `sidecar.istio.io/nativeSidecar` is honoured from Istio 1.24 (istio/istio#53490); 1.22 and
+    1.23 ignore it and follow istiod's ENABLE_NATIVE_SIDECARS. It is emitted on every platform
+    all the same, and nothing relies on it there: "false" is inert before 1.24, and keeps the
+    pods classic, as rendered, once the mesh is upgraded past 1.24 (from 1.28 istiod's `auto`
+    would otherwise make them native on 1.33+ kubelets) until platform.istioVersion follows;
+    the classic download's UID 1337 works in either mode (see `_fetch_container`).
+    """
     return {
         "kubectl.kubernetes.io/default-container": SERVER_CONTAINER,
-        "sidecar.istio.io/nativeSidecar": "true" if config.istio.native_sidecars else "false",
+        "sidecar.istio.io/nativeSidecar": "true" if config.native_sidecars() else "false",
         # Native sidecars already start before the app; without them this holds the server
         # until istio-proxy is ready, so Triton can reach S3 at start-up.
         "proxy.istio.io/config": json.dumps({"holdApplicationUntilProxyStarts": True}),

@@ -32,11 +32,12 @@ import jsonschema
 import kubernetes_validate
 from celpy import celtypes
 
+from mesh.config import KUBERNETES_VERSIONS
 from tests.conftest import shared_path
 
 # The oldest Kubernetes ml-mesh supports (README, "Deploying"). A field that only a newer
 # release knows would be rejected there, so objects are validated against this one.
-KUBERNETES_VERSION = "1.28"
+KUBERNETES_VERSION = KUBERNETES_VERSIONS[0]
 
 # Kinds that have no schema in kubernetes-validate or ../shared, accepted by name with the reason.
 SCHEMALESS_KINDS: dict[str, str] = {
@@ -50,8 +51,9 @@ ISTIO_GROUP_SUFFIX = ".istio.io"
 FLAGGER_GROUP = "flagger.app"
 
 
-def problems(obj: dict[str, Any]) -> list[str]:
-    """Everything the API server (with the CRDs' schemas and CEL rules) would reject in `obj`."""
+def problems(obj: dict[str, Any], kubernetes_version: str = KUBERNETES_VERSION) -> list[str]:
+    """Everything the API server (with the CRDs' schemas and CEL rules) would reject in `obj`,
+    Kubernetes kinds checked against `kubernetes_version` (default the oldest supported)."""
     api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
     group, _, version = api_version.rpartition("/")
     if group.endswith(ISTIO_GROUP_SUFFIX):
@@ -61,7 +63,7 @@ def problems(obj: dict[str, Any]) -> list[str]:
         path = shared_path("flagger") / "schemas-strict" / f"{kind}.json"
         found = _crd_problems(obj, path, _schema_cel_rules, "Flagger 1.44")
     else:
-        found = _kubernetes_problems(obj)
+        found = _kubernetes_problems(obj, kubernetes_version)
     found += metadata_problems(obj)
     return [f"{_ref(obj)}: {problem}" for problem in found]
 
@@ -92,9 +94,9 @@ def _where(path: Iterator[Any] | list[Any]) -> str:
 # --- Kubernetes kinds ------------------------------------------------------------------------
 
 
-def _kubernetes_problems(obj: dict[str, Any]) -> list[str]:
+def _kubernetes_problems(obj: dict[str, Any], version: str) -> list[str]:
     try:
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(obj, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
         return [f"{_where(exc.path)}: {exc.message} (Kubernetes {exc.version}, strict)"]
     except kubernetes_validate.SchemaNotFoundError:
@@ -102,7 +104,7 @@ def _kubernetes_problems(obj: dict[str, Any]) -> list[str]:
         if f"{group}/{obj.get('kind')}" in SCHEMALESS_KINDS:
             return []
         return [
-            f"not validated: no schema for this kind in Kubernetes {KUBERNETES_VERSION} "
+            f"not validated: no schema for this kind in Kubernetes {version} "
             "or ../shared (add one, or list it in SCHEMALESS_KINDS with the reason)"
         ]
     return []

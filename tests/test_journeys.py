@@ -227,6 +227,8 @@ def test_with_native_sidecars_the_download_goes_through_the_proxy_and_the_lock_d
     the model store and STS in the registry."""
     classic = {(j.model, j.name): j for j in journeys(parse_config(prod, "prod"))}
     native_raw = with_value(prod, "istio.nativeSidecars", True)
+    native_raw = with_value(native_raw, "platform.kubernetesVersion", "1.29")
+    native_raw = with_value(native_raw, "platform.istioVersion", "1.24")
     native = {(j.model, j.name): j for j in journeys(parse_config(native_raw, "prod"))}
     key = ("sentiment", "sentiment-v3 fetch-model → STS (IAM role)")
     assert classic[key].trace.outcome.verdict == "direct"

@@ -284,9 +284,13 @@ def test_pods_spread_over_zones_then_nodes(prod):
 
 
 def test_gpu_pods_go_to_gpu_nodes_and_others_do_not(prod):
+    """prod's GPU nodes run the device plugin only (platform.gpuNodes): no label to select,
+    the nvidia.com/gpu request places the pod; the tolerations stay (tests/test_platform.py
+    has the other gpuNodes)."""
     objects = plan_objects(prod, "prod")
     fraud = one(objects, "Deployment", "fraud-v7")["spec"]["template"]["spec"]
-    assert fraud["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "nodeSelector" not in fraud
+    assert fraud["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert fraud["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
@@ -296,7 +300,7 @@ def test_gpu_pods_go_to_gpu_nodes_and_others_do_not(prod):
 
 def test_gpu_placement_is_configurable(prod):
     raw = with_value(
-        prod,
+        with_value(prod, "platform.gpuNodes", "custom"),
         "scheduling.gpu",
         {
             "nodeSelector": {"karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia"},
@@ -310,7 +314,7 @@ def test_gpu_placement_is_configurable(prod):
     assert fraud["tolerations"] == [
         {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
     ]
-    raw = with_value(prod, "scheduling.gpu", {"nodeSelector": {}, "tolerations": []})
+    raw = with_value(prod, "scheduling.gpu", {"tolerations": []})
     fraud = one(plan_objects(raw, "prod"), "Deployment", "fraud-v7")["spec"]["template"]["spec"]
     assert "nodeSelector" not in fraud and "tolerations" not in fraud
 

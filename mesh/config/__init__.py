@@ -21,6 +21,8 @@ works for every public name:
 - `startup`: start-up budgets (image pull, download, startup probe) and rollout strategy
 - `model`: Model, its versions and custom server, and the rules across a model's settings
 - `storage`, `security`, `telemetry`: stack-wide settings
+- `platform`: what the target cluster is (Kubernetes and Istio versions, Istio CNI, GPU node
+  labels, the monitoring release), the supported matrix
 - `stack`: StackConfig, gateway, Istio and images, and the rules across models
 - `introspection`: walks of the schema and of a config by path (valid keys, secret-capable values)
 - `parse`: `parse_config`, raw config in, StackConfig or one ConfigError out
@@ -85,6 +87,12 @@ from mesh.config.model import (
     Version,
 )
 from mesh.config.parse import parse_config
+from mesh.config.platform import (
+    GPU_OPERATOR_LABEL,
+    ISTIO_VERSIONS,
+    KUBERNETES_VERSIONS,
+    Platform,
+)
 from mesh.config.resilience import (
     ConnectionPool,
     Fault,
@@ -133,6 +141,9 @@ __all__ = [
     "DEFAULT_CPU_TARGET",
     "DEFAULT_GATEWAY_PRINCIPAL",
     "DEFAULT_PROMETHEUS_ADDRESS",
+    "GPU_OPERATOR_LABEL",
+    "ISTIO_VERSIONS",
+    "KUBERNETES_VERSIONS",
     "LOADTESTER_SERVICE_ACCOUNT",
     "PLACEHOLDER_ROLE_ARN",
     "PROM_DURATION",
@@ -185,6 +196,7 @@ __all__ = [
     "Model",
     "ModelPath",
     "OutlierDetection",
+    "Platform",
     "Port",
     "Principal",
     "Progressive",

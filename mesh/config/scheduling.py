@@ -53,9 +53,19 @@ class Toleration(_Config):
 
 
 class GpuScheduling(_Config):
-    """Where pods that request `nvidia.com/gpu` may run."""
+    """Where pods that request `nvidia.com/gpu` may run.
 
-    node_selector: dict[LabelKey, LabelValue] = {"nvidia.com/gpu.present": "true"}
+    The nodeSelector comes from platform.gpuNodes (`StackConfig.gpu_node_selector`): the GPU
+    Operator's label `nvidia.com/gpu.present=true` exists only where GPU Feature Discovery runs,
+    so on nodes with the device plugin alone (EKS accelerated AMIs) it would keep GPU pods
+    Pending. `nodeSelector` here is for platform.gpuNodes `custom` only.
+    """
+
+    node_selector: dict[LabelKey, LabelValue] | None = Field(
+        default=None,
+        description="node labels of GPU nodes; only with platform.gpuNodes: custom (required "
+        "there); default: from platform.gpuNodes",
+    )
     tolerations: list[Toleration] = [Toleration(key="nvidia.com/gpu", effect="NoSchedule")]
 
 

@@ -20,6 +20,7 @@ from mesh.config.formats import (
     is_dns_subdomain,
 )
 from mesh.config.model import Model
+from mesh.config.platform import NATIVE_ANNOTATION_ISTIO, NATIVE_SIDECARS_KUBERNETES, Platform
 from mesh.config.scheduling import Scheduling
 from mesh.config.security import Security
 from mesh.config.storage import Storage
@@ -110,10 +111,11 @@ class Istio(_Config):
     revision: DnsLabel | None = Field(
         default=None, description="label the namespace istio.io/rev=<revision> instead"
     )
-    native_sidecars: Flag = Field(
-        default=True,
-        description="run istio-proxy as a Kubernetes native sidecar (Istio 1.19+, Kubernetes "
-        "1.29+), so init containers reach S3 through the mesh",
+    native_sidecars: Flag | None = Field(
+        default=None,
+        description="run istio-proxy as a Kubernetes native sidecar, so init containers reach "
+        "S3 through the mesh; needs platform.kubernetesVersion 1.29+ and "
+        "platform.istioVersion 1.24+; default: true exactly there",
     )
 
 
@@ -144,6 +146,7 @@ class StackConfig(_Config):
         description="protected stacks: the largest canary weight increase one change may make "
         "(checked by `python -m mesh diff`)",
     )
+    platform: Platform = Platform()
     gateway: Gateway
     storage: Storage
     istio: Istio = Istio()
@@ -312,6 +315,67 @@ class StackConfig(_Config):
         return self
 
     @model_validator(mode="after")
+    def _platform_rules(self) -> StackConfig:
+        """Settings the target cluster (`platform`) cannot honour, refused with the settings
+        involved and what would work."""
+        platform = self.platform
+        if self.istio.native_sidecars and not platform.native_sidecars_supported():
+            why = []
+            if platform.kubernetes() < NATIVE_SIDECARS_KUBERNETES:
+                why.append(
+                    f"Kubernetes {platform.kubernetes_version} has the SidecarContainers gate "
+                    "off (alpha until 1.29, KEP-753), so the API server drops istio-proxy's "
+                    "`restartPolicy: Always` and the ReplicaSet never creates a pod"
+                )
+            if platform.istio() < NATIVE_ANNOTATION_ISTIO:
+                why.append(
+                    f"Istio {platform.istio_version} ignores the per-pod annotation "
+                    "sidecar.istio.io/nativeSidecar (honoured from 1.24, istio/istio#53490; "
+                    "before, only istiod's ENABLE_NATIVE_SIDECARS decides)"
+                )
+            raise ConfigPathError(
+                ("istio", "nativeSidecars"),
+                "native sidecars need Kubernetes 1.29+ and Istio 1.24+, and "
+                f"platform.kubernetesVersion is {platform.kubernetes_version!r}, "
+                f"platform.istioVersion {platform.istio_version!r}: {'; '.join(why)}. "
+                "Remove istio.nativeSidecars (or set it to false) for classic sidecars, the "
+                "model download then running as UID 1337; or, if the cluster runs newer "
+                "versions, raise platform.kubernetesVersion to 1.29+ and "
+                "platform.istioVersion to 1.24+",
+            )
+        gpu = self.scheduling.gpu
+        if platform.gpu_nodes == "custom" and not gpu.node_selector:
+            raise ConfigPathError(
+                ("scheduling", "gpu", "nodeSelector"),
+                "platform.gpuNodes is custom, so GPU pods go where this says: set it to the "
+                "labels of your GPU nodes (e.g. {karpenter.k8s.aws/instance-gpu-manufacturer: "
+                "nvidia}), or set platform.gpuNodes to gpu-operator (nodeSelector "
+                "nvidia.com/gpu.present=true) or device-plugin (no nodeSelector, the "
+                "nvidia.com/gpu request alone)",
+            )
+        if platform.gpu_nodes != "custom" and gpu.node_selector is not None:
+            derived = platform.gpu_node_selector()
+            placed = f"on nodes labelled {derived}" if derived else "by the nvidia.com/gpu request"
+            raise ConfigPathError(
+                ("scheduling", "gpu", "nodeSelector"),
+                f"platform.gpuNodes is {platform.gpu_nodes!r}, which places GPU pods {placed}: "
+                "set platform.gpuNodes to custom to place them by these labels instead, or "
+                "remove scheduling.gpu.nodeSelector",
+            )
+        given = self.telemetry.alerts.labels.get("release")
+        release = platform.monitoring_release
+        if given is not None and release is not None and given != release:
+            raise ConfigPathError(
+                ("telemetry", "alerts", "labels", "release"),
+                f"{given!r} contradicts platform.monitoringRelease {release!r}: "
+                "kube-prometheus-stack's Prometheus loads only PrometheusRules labelled "
+                "`release: <its Helm release>` (its default ruleSelector), so one of them is "
+                "wrong; remove telemetry.alerts.labels.release (the rule then gets "
+                f"release: {release}) or correct platform.monitoringRelease",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _protected_rules(self) -> StackConfig:
         """What a protected (production) stack may not do."""
         if not self.protected:
@@ -355,6 +419,31 @@ class StackConfig(_Config):
                 "protected stacks reach a model store outside the cluster over TLS only",
             )
         return self
+
+    def native_sidecars(self) -> bool:
+        """Whether istio-proxy runs as a Kubernetes native sidecar: istio.nativeSidecars, else
+        exactly where the platform supports it (Kubernetes 1.29+ and Istio 1.24+, see
+        `Platform.native_sidecars_supported`). Validation refuses an explicit true elsewhere."""
+        native = self.istio.native_sidecars
+        return self.platform.native_sidecars_supported() if native is None else native
+
+    def gpu_node_selector(self) -> dict[str, str]:
+        """The nodeSelector of pods that request a GPU: from platform.gpuNodes, or
+        scheduling.gpu.nodeSelector for `custom` (validation guarantees it then)."""
+        derived = self.platform.gpu_node_selector()
+        if derived is not None:
+            return derived
+        return dict(self.scheduling.gpu.node_selector or {})
+
+    def alert_labels(self) -> dict[str, str]:
+        """Labels of the PrometheusRule: telemetry.alerts.labels, with
+        `release: <platform.monitoringRelease>` when that is set: kube-prometheus-stack's
+        Prometheus selects rules by `release: <Helm release>` by default (ruleSelector from
+        prometheus.prometheusSpec.ruleSelectorNilUsesHelmValues)."""
+        labels = dict(self.telemetry.alerts.labels)
+        if self.platform.monitoring_release is not None:
+            labels["release"] = self.platform.monitoring_release
+        return labels
 
     def mtls_mode(self) -> str | None:
         """PeerAuthentication mode of the namespace; None leaves the mesh-wide setting."""
