@@ -41,9 +41,14 @@ CELLS = [
     (OLDEST_K8S, NEWEST_ISTIO, False, False),
     ("1.29", "1.23", False, False),  # Kubernetes could, Istio 1.23 ignores the annotation
     ("1.29", "1.24", True, False),  # the first cell with native sidecars
-    ("1.32", "1.28", True, False),  # `auto`, but kubelets below 1.33
-    ("1.33", "1.27", True, False),  # kubelets 1.33, but no `auto` yet
-    ("1.33", "1.28", True, True),  # `auto` turns native on for unannotated pods too
+    ("1.32", "1.27", True, False),  # `auto`, but kubelets below 1.33
+    ("1.33", "1.26", True, False),  # kubelets 1.33, but no `auto` yet
+    (
+        "1.33",
+        "1.27",
+        True,
+        True,
+    ),  # `auto` (istio 1.27.0 pilot/pkg/features/pilot.go) turns native on for unannotated pods too
     (NEWEST_K8S, OLDEST_ISTIO, False, False),
     (NEWEST_K8S, NEWEST_ISTIO, True, True),
 ]
@@ -160,7 +165,7 @@ def test_an_explicit_false_is_honoured_where_native_sidecars_would_work():
         _cell_raw("dev", NEWEST_K8S, NEWEST_ISTIO, False), "istio.nativeSidecars", False
     )
     pod = _pods(plan_objects(raw))["sentiment-v1"]
-    # "false" matters here: from Istio 1.28 istiod's `auto` would make an unannotated pod native
+    # "false" matters here: from Istio 1.27 istiod's `auto` would make an unannotated pod native
     assert pod["metadata"]["annotations"]["sidecar.istio.io/nativeSidecar"] == "false"
     assert pod["spec"]["initContainers"][0]["securityContext"]["runAsUser"] == 1337
 
@@ -301,7 +306,7 @@ def test_prods_comment_names_the_release_its_rules_carry():
     were labelled for `kube-prometheus-stack`."""
     text = (PROJECT_DIR / "Pulumi.prod.yaml").read_text()
     assert 'release "monitoring"' not in text
-    assert "as the Helm release\n  # `kube-prometheus-stack`" in text
+    assert "kube-prometheus-stack" in " ".join(text.replace("#", " ").split())
 
 
 # --- the trace follows the platform ------------------------------------------------------------
@@ -344,7 +349,7 @@ def test_the_readme_states_the_supported_matrix_and_every_platform_key():
         f"**Kubernetes {OLDEST_K8S}**",
         "**Kubernetes 1.29 to 1.32**",
         f"**Kubernetes 1.33 to {NEWEST_K8S}**",
-        f"| Istio {OLDEST_ISTIO}, 1.23 | Istio 1.24 to 1.27 | Istio 1.28 to {NEWEST_ISTIO} |",
+        f"| Istio {OLDEST_ISTIO}, 1.23 | Istio 1.24 to 1.26 | Istio 1.27 to {NEWEST_ISTIO} |",
     ):
         assert heading in section, heading
     for key in Platform.model_fields.values():

@@ -170,6 +170,17 @@ def test_saying_surge_acknowledges_the_spare_gpu(prod):
     assert strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
+@pytest.mark.parametrize("rollout", ["surge", "replace"])
+def test_a_progressive_gpu_model_is_warned_whatever_its_rollout(prod, rollout):
+    """Flagger runs the canary's pods beside the primary's during each analysis: that needs
+    replicas x GPUs spare, which no rollout strategy saves."""
+    raw = with_value(prod, "models.fraud.rollout", rollout)
+    raw = with_value(raw, "models.fraud.progressive", {"stepWeight": 10})
+    (finding,) = _rollout_findings(raw, "prod")
+    assert (finding.code, finding.path) == (GPU_ROLLOUT_NEEDS_SPARE, "models.fraud.progressive")
+    assert "3 spare GPU(s)" in finding.message  # 3 replicas x 1 GPU
+
+
 def test_a_cpu_version_that_surges_is_not_warned(dev):
     assert _rollout_findings(dev, "dev") == []
 

@@ -7,8 +7,9 @@ rollout of a version with `n` GPUs per pod needs `n` GPUs free on a matching nod
 whose GPUs are all taken the new pod stays Pending until `progressDeadlineSeconds`, the
 Deployment reports ProgressDeadlineExceeded and Flagger rolls back. The rule warns until
 `models.<m>.rollout` says which it is: `surge` (the spare GPUs exist) or `replace` (maxSurge 0,
-maxUnavailable 1: the old pod's GPU is reused). In progressive mode Flagger also runs the
-canary's pods beside the primary during the analysis; `replace` does not spare those GPUs.
+maxUnavailable 1: the old pod's GPU is reused). In progressive mode Flagger runs the
+canary's pods beside the primary during each analysis: that needs replicas x GPUs spare
+whatever the strategy, so a progressive GPU model is always warned, with that count.
 """
 
 from __future__ import annotations
@@ -43,12 +44,21 @@ def rollouts(index: _Index) -> Iterator[Finding]:
             continue  # parked: no pod to replace
         surge = _dict(_dict(spec.get("strategy")).get("rollingUpdate")).get("maxSurge", 0)
         gpus = _gpus(deployment)
-        if gpus and surge and model.rollout is None:
-            flagger = (
-                " Flagger also runs the canary's pods beside the primary's during the analysis."
-                if model.progressive is not None
-                else ""
+        if gpus and model.progressive is not None:
+            pods = spec.get("replicas") or 1
+            yield _finding(
+                index,
+                deployment,
+                GPU_ROLLOUT_NEEDS_SPARE,
+                "warning",
+                f"models.{name}.progressive",
+                f"during each analysis Flagger scales the canary to {pods} pod(s) beside the "
+                f"primary's, so the cluster needs {pods * gpus} spare GPU(s) on GPU nodes, "
+                "whatever models.<m>.rollout says, or the canary stays Pending until "
+                f"progressDeadlineSeconds ({spec.get('progressDeadlineSeconds')}s) and Flagger "
+                "rolls back",
             )
+        elif gpus and surge and model.rollout is None:
             yield _finding(
                 index,
                 deployment,
@@ -58,7 +68,7 @@ def rollouts(index: _Index) -> Iterator[Finding]:
                 f"maxSurge {surge}: each rollout starts a pod with {gpus} GPU(s) before an old "
                 f"one stops, so it needs {gpus} spare GPU(s) on a GPU node, or the pod stays "
                 f"Pending until progressDeadlineSeconds ({spec.get('progressDeadlineSeconds')}s) "
-                f"and the rollout fails.{flagger} Set rollout 'surge' if the cluster has them, "
+                "and the rollout fails. Set rollout 'surge' if the cluster has them, "
                 "or 'replace' (maxSurge 0, maxUnavailable 1) to free an old pod's GPU first",
             )
         if version in model.single_pod_replacements():

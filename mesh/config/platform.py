@@ -38,9 +38,9 @@ SIDECARS_GA_KUBERNETES = (1, 33)
 # Istio honours the per-pod annotation `sidecar.istio.io/nativeSidecar` from 1.24.0
 # (istio/istio#53490); 1.22 and 1.23 read only istiod's ENABLE_NATIVE_SIDECARS.
 NATIVE_ANNOTATION_ISTIO = (1, 24)
-# From Istio 1.28 istiod's ENABLE_NATIVE_SIDECARS defaults to `auto`: native where every kubelet
+# From Istio 1.27.0 istiod's ENABLE_NATIVE_SIDECARS defaults to `auto`: native where every kubelet
 # is 1.33+ (pkg/kube/inject/webhook.go `DetectNativeSidecar`); before, it defaults to false.
-NATIVE_AUTO_ISTIO = (1, 28)
+NATIVE_AUTO_ISTIO = (1, 27)
 
 _VERSION = re.compile(r"^1\.(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?$")
 
@@ -147,7 +147,7 @@ class Platform(_Config):
 
     def istiod_native_by_default(self) -> bool:
         """What istiod's ENABLE_NATIVE_SIDECARS gives a pod without the annotation, at its
-        default: `auto` from Istio 1.28, native where every kubelet is 1.33+
+        default: `auto` from Istio 1.27, native where every kubelet is 1.33+
         (pkg/kube/inject/webhook.go `DetectNativeSidecar`); false before."""
         return self.istio() >= NATIVE_AUTO_ISTIO and self.kubernetes() >= SIDECARS_GA_KUBERNETES
 
