@@ -354,3 +354,18 @@ def test_the_readme_states_the_supported_matrix_and_every_platform_key():
         assert heading in section, heading
     for key in Platform.model_fields.values():
         assert f"`platform.{key.alias}`" in readme, key.alias
+
+
+def test_alerts_without_a_release_label_are_warned_naming_the_setting(prod):
+    """kube-prometheus-stack loads only rules labelled with its release: without the label the
+    API server accepts the rule and Prometheus never evaluates it."""
+    from mesh.checks import check
+
+    raw = without(prod, "platform.monitoringRelease")
+    config = parse_config(raw, "prod")
+    (finding,) = [f for f in check(config, build_plan(config).objects()) if f.code == "MESH0004"]
+    assert (finding.severity, finding.path) == ("warning", "platform.monitoringRelease")
+    with_release = parse_config(prod, "prod")
+    assert not [
+        f for f in check(with_release, build_plan(with_release).objects()) if f.code == "MESH0004"
+    ]

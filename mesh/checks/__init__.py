@@ -29,6 +29,8 @@ works as it did when this was one module:
 - `images`: container images pinned by digest in protected stacks (MESH0003, ml-mesh's own)
 - `rollouts`: ml-mesh's own rules: a GPU rollout that needs a spare GPU (MESH0001), a
   `replace` rollout that takes a single-pod version down (MESH0002)
+- `alerting`: a PrometheusRule without the `release` label kube-prometheus-stack selects
+  by (MESH0004)
 - `values`: webhook rules on values: durations, route weights, retries, percentages, subset
   names and labels, exportTo, ports (IST0106)
 """

@@ -28,10 +28,11 @@ SCHEMA_WARNING = "IST0133"
 SUBSET_SELECTS_NO_PODS = "IST0173"
 UNKNOWN_DESTINATION_RULE_HOST = "IST0174"
 # ml-mesh's own rules, about rollouts and images rather than Istio config
-# (mesh.checks.rollouts, mesh.checks.images).
+# (mesh.checks.rollouts, mesh.checks.images, mesh.checks.alerting).
 GPU_ROLLOUT_NEEDS_SPARE = "MESH0001"
 ROLLOUT_TAKES_VERSION_DOWN = "MESH0002"
 IMAGE_NOT_PINNED_BY_DIGEST = "MESH0003"
+ALERTS_WITHOUT_RELEASE_LABEL = "MESH0004"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from mesh.checks.alerting import rule_labels
 from mesh.checks.destinations import destination_rule_subsets, virtual_service_destinations
 from mesh.checks.findings import SEVERITIES, Finding
 from mesh.checks.gateways import gateway_references, gateway_servers
@@ -45,6 +46,7 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     gateway_servers,
     image_digests,
     rollouts,
+    rule_labels,
 )
 
 
