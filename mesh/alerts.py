@@ -58,6 +58,30 @@ def _canary_above_stable(
     return f"(\n  {canary_ratio}\n)\n-\n(\n  {stable_ratio}\n)\n> {margin}"
 
 
+def _canary_rule(
+    config: StackConfig, name: str, alert: str, callers: bool, summary: str, description: str
+) -> dict:
+    """An alert that the canary fails more often than stable, as the destination's proxies
+    (callers False) or the callers' proxies (True) report it."""
+    alerts = config.telemetry.alerts
+    compared = compared_versions(config, name)
+    assert compared is not None, "only models with a canary and a stable version compare"
+    canary, stable = compared
+    return {
+        "alert": alert,
+        "expr": _canary_above_stable(config, name, canary, stable, callers=callers),
+        "for": alerts.error_ratio_for,
+        "labels": {
+            "severity": "warning",
+            "namespace": config.namespace,
+            "model": name,
+            "version": canary,
+            "stable": stable,
+        },
+        "annotations": {"summary": summary, "description": description},
+    }
+
+
 def _caller_rules(config: StackConfig, name: str) -> list[dict]:
     """The canary comparison as callers saw it, and the requests that reached no pod."""
     alerts = config.telemetry.alerts
@@ -67,29 +91,15 @@ def _caller_rules(config: StackConfig, name: str) -> list[dict]:
     compared = compared_versions(config, name)
     if compared is not None:
         canary, stable = compared
-        rules.append(
-            {
-                "alert": CALLER_CANARY_ERRORS,
-                "expr": _canary_above_stable(config, name, canary, stable, callers=True),
-                "for": alerts.error_ratio_for,
-                "labels": {
-                    "severity": "warning",
-                    "namespace": namespace,
-                    "model": name,
-                    "version": canary,
-                    "stable": stable,
-                },
-                "annotations": {
-                    "summary": f"Callers of model {name} see canary {canary} fail more often "
-                    f"than {stable}",
-                    "description": f"As the callers' proxies saw it (reporter=source, their own "
-                    "503s included: circuit-breaker overflow UO, connect failures UF/URX), the "
-                    f"error ratio of {name} {canary} has exceeded that of the stable version "
-                    f"{stable} by more than {margin} for {alerts.error_ratio_for}. Consider "
-                    f"setting models.{name}.canary.weight to 0.",
-                },
-            }
+        description = (
+            f"As the callers' proxies saw it (reporter=source, their own "
+            "503s included: circuit-breaker overflow UO, connect failures UF/URX), the "
+            f"error ratio of {name} {canary} has exceeded that of the stable version "
+            f"{stable} by more than {margin} for {alerts.error_ratio_for}. Consider "
+            f"setting models.{name}.canary.weight to 0."
         )
+        summary = f"Callers of model {name} see canary {canary} fail more often than {stable}"
+        rules.append(_canary_rule(config, name, CALLER_CANARY_ERRORS, True, summary, description))
     rules.append(
         {
             "alert": WITHOUT_ENDPOINT,
@@ -118,28 +128,15 @@ def model_rules(config: StackConfig, name: str) -> list[dict]:
     compared = compared_versions(config, name)
     if compared is not None:
         canary, stable = compared
-        rules.append(
-            {
-                "alert": CANARY_ERRORS,
-                "expr": _canary_above_stable(config, name, canary, stable),
-                "for": alerts.error_ratio_for,
-                "labels": {
-                    "severity": "warning",
-                    "namespace": namespace,
-                    "model": name,
-                    "version": canary,
-                    "stable": stable,
-                },
-                "annotations": {
-                    "summary": f"Canary {canary} of model {name} fails more often than {stable}",
-                    "description": f"The error ratio (HTTP 5xx or gRPC not OK) of {name} "
-                    f"{canary} has exceeded that of the stable version {stable} by more than "
-                    f"{_points(alerts.error_ratio_margin)} for {alerts.error_ratio_for}. "
-                    "Consider setting "
-                    f"models.{name}.canary.weight to 0.",
-                },
-            }
+        summary = f"Canary {canary} of model {name} fails more often than {stable}"
+        description = (
+            f"The error ratio (HTTP 5xx or gRPC not OK) of {name} "
+            f"{canary} has exceeded that of the stable version {stable} by more than "
+            f"{_points(alerts.error_ratio_margin)} for {alerts.error_ratio_for}. "
+            "Consider setting "
+            f"models.{name}.canary.weight to 0."
         )
+        rules.append(_canary_rule(config, name, CANARY_ERRORS, False, summary, description))
     rules += _caller_rules(config, name)
     for version in sorted(v for v, weight in model.traffic().items() if weight > 0):
         deployment = f"{name}-{version}"
