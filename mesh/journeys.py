@@ -214,9 +214,28 @@ def ingress_journeys(config: StackConfig, objects: Objects, name: str) -> list[J
     host, main_port, main_tls = hosts[0], schemes[0][1], schemes[0][2]
     for rule, match in model.ordered_matches():
         headers = rule_headers(match)
-        if headers is None:
-            continue
         request = rest_request(name, model, host, main_port, main_tls)
+        if headers is None:
+            # Shown, not skipped: the person reading the table learns the rule went untested.
+            found.append(
+                Journey(
+                    "ingress",
+                    name,
+                    f"match {rule} {host}",
+                    None,
+                    Trace(
+                        gateway,
+                        request,
+                        (),
+                        Outcome(
+                            "unmodelled",
+                            "no simple header value satisfies the rule's regex; ask with "
+                            "`mesh trace --request ... -H 'name: value'`",
+                        ),
+                    ),
+                )
+            )
+            continue
         add(
             f"match {rule} {host}",
             replace(request, headers=headers),

@@ -289,3 +289,13 @@ def test_the_cluster_gateway_install_is_checked_against_the_policies(account, wo
     journey = found["REST https ranking.ml.acme.com"]
     assert journey.trace.source.service_account == account
     assert journey.passed is works
+
+
+def test_a_match_rule_without_a_sample_value_is_shown_not_skipped(dev):
+    raw = with_value(
+        dev, "models.sentiment.matches.odd", {"version": "v2", "cookie": "^[a-f0-9]{32}$"}
+    )
+    found = {j.name: j for j in journeys(parse_config(raw, "dev")) if j.model == "sentiment"}
+    journey = found["match odd sentiment.models.dev.example.com"]
+    assert journey.expect is None
+    assert journey.trace.outcome.verdict == "unmodelled"

@@ -273,6 +273,14 @@ def test_a_node_selector_is_refused_unless_gpu_nodes_are_custom(prod, gpu_nodes)
     assert error.path == "scheduling.gpu.nodeSelector"
     assert f"platform.gpuNodes is {gpu_nodes!r}" in error.problem
     assert "set platform.gpuNodes to custom" in error.problem
+    assert "GPU Operator" not in error.problem
+
+
+def test_the_old_default_selector_is_refused_pointing_at_gpu_operator(prod):
+    """Stack files written before the platform block may spell out the old default."""
+    raw = with_value(prod, "scheduling.gpu.nodeSelector", {"nvidia.com/gpu.present": "true"})
+    error = _refusal(raw, "prod")
+    assert "platform.gpuNodes: gpu-operator" in error.problem
 
 
 # --- the monitoring release ------------------------------------------------------------------

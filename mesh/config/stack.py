@@ -356,11 +356,18 @@ class StackConfig(_Config):
         if platform.gpu_nodes != "custom" and gpu.node_selector is not None:
             derived = platform.gpu_node_selector()
             placed = f"on nodes labelled {derived}" if derived else "by the nvidia.com/gpu request"
+            operator = dict(gpu.node_selector) == {"nvidia.com/gpu.present": "true"}
+            hint = (
+                " (nvidia.com/gpu.present is the GPU Operator's label: "
+                "platform.gpuNodes: gpu-operator says that)"
+                if operator
+                else ""
+            )
             raise ConfigPathError(
                 ("scheduling", "gpu", "nodeSelector"),
                 f"platform.gpuNodes is {platform.gpu_nodes!r}, which places GPU pods {placed}: "
                 "set platform.gpuNodes to custom to place them by these labels instead, or "
-                "remove scheduling.gpu.nodeSelector",
+                f"remove scheduling.gpu.nodeSelector{hint}",
             )
         given = self.telemetry.alerts.labels.get("release")
         release = platform.monitoring_release
