@@ -39,8 +39,9 @@ oldest; here the first listed); merging several DestinationRules of one host; wh
 REGISTRY_ONLY answers an unknown HTTP host with 502 or a reset (it depends on the listeners the
 proxy has; the verdict `blackholed` is the same); TLS passthrough gateway servers (`unmodelled`);
 Flagger's A/B and mirroring analyses. meshConfig is not among the objects: `MeshSettings`
-holds Istio's defaults (ALLOW_ANY, Prometheus merging on, no CNI, classic sidecars for pods
-without the native-sidecar annotation).
+holds Istio's defaults (ALLOW_ANY, no CNI, classic sidecars for pods without the
+native-sidecar annotation), and the scrape journeys assume meshConfig.enablePrometheusMerge
+(on by default: the injector points the scrape annotations at the agent, :15020).
 
 The package takes objects only: it knows nothing of ml-mesh's config or builders, so it traces
 objects any tool made. `mesh.journeys` asks it the questions a stack's config promises.

@@ -205,6 +205,4 @@ class MeshSettings:
     # (pkg/kube/inject/webhook.go `DetectNativeSidecar`); the objects do not say the kubelet
     # version, so this assumes older nodes. ml-mesh's pods always carry the annotation.
     native_sidecars_default: bool = False
-    # meshConfig.enablePrometheusMerge: scrape annotations are pointed at the agent (:15020).
-    prometheus_merge: bool = True
     cni: bool = False

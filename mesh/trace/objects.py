@@ -79,6 +79,18 @@ def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
     return True
 
 
+def exported_to(obj: Mapping[str, Any], namespace: str) -> bool:
+    """Whether a ServiceEntry or DestinationRule is visible to proxies of `namespace`:
+    `exportTo` unset or `*` exports everywhere, `.` to the object's own namespace, a name to
+    that namespace (pilot/pkg/model/push_context.go, the exportTo indexes)."""
+    exported = [str(e) for e in items(spec_of(obj).get("exportTo"))] or ["*"]
+    return (
+        "*" in exported
+        or namespace in exported
+        or ("." in exported and namespace_of(obj) == namespace)
+    )
+
+
 def svc_fqdn(name: str, namespace: str) -> str:
     return f"{name}.{namespace}.svc.cluster.local"
 

@@ -30,6 +30,7 @@ from mesh.trace.objects import (
     Objects,
     Pod,
     d,
+    exported_to,
     items,
     name_of,
     namespace_of,
@@ -194,13 +195,8 @@ def _addressed(spec: dict[str, Any], host: str) -> bool:
 def _visible_entry(objects: Objects, source: Workload, sidecar, host: str, port: int):
     for entry in objects.kind("ServiceEntry"):
         spec = spec_of(entry)
-        exported = [str(e) for e in items(spec.get("exportTo"))] or ["*"]
         entry_ns = namespace_of(entry)
-        if not (
-            "*" in exported
-            or source.namespace in exported
-            or ("." in exported and entry_ns == source.namespace)
-        ):
+        if not exported_to(entry, source.namespace):
             continue
         for pattern in items(spec.get("hosts")):
             if (hosts.matches(str(pattern), host) or _addressed(spec, host)) and egress_admits(

@@ -26,7 +26,17 @@ from typing import Any
 
 from mesh.trace import authz, hosts, netpol
 from mesh.trace.model import Branch, Outcome, Request, Step, Workload
-from mesh.trace.objects import Objects, Pod, d, items, name_of, namespace_of, selects, spec_of
+from mesh.trace.objects import (
+    Objects,
+    Pod,
+    d,
+    exported_to,
+    items,
+    name_of,
+    namespace_of,
+    selects,
+    spec_of,
+)
 from mesh.trace.routes import Destination, cluster_name
 
 NOT_CAPTURED_INBOUND = frozenset({15020, 15021, 15090})
@@ -70,13 +80,7 @@ def destination_rule(objects: Objects, host: str, client_namespace: str) -> dict
             rule_host = str(spec.get("host", ""))
             if "." not in rule_host:
                 rule_host = f"{rule_host}.{namespace_of(rule)}.svc.cluster.local"
-            exported = [str(e) for e in items(spec.get("exportTo"))] or ["*"]
-            visible = (
-                "*" in exported
-                or (namespace_of(rule) == client_namespace and "." in exported)
-                or client_namespace in exported
-            )
-            if visible and hosts.matches(rule_host, host):
+            if exported_to(rule, client_namespace) and hosts.matches(rule_host, host):
                 found.append((rule_host, rule))
         if found:
             return sorted(found, key=lambda pair: hosts.specificity(pair[0]))[0][1]
@@ -273,12 +277,7 @@ def _mtls(objects: Objects, source: Workload, pod: Pod, mode: str | None, port: 
 def _service_entry(objects: Objects, host: str, port: int, client_ns: str) -> str | None:
     for entry in objects.kind("ServiceEntry"):
         spec = spec_of(entry)
-        exported = [str(e) for e in items(spec.get("exportTo"))] or ["*"]
-        if not (
-            "*" in exported
-            or client_ns in exported
-            or ("." in exported and namespace_of(entry) == client_ns)
-        ):
+        if not exported_to(entry, client_ns):
             continue
         if not any(hosts.matches(str(h), host) for h in items(spec.get("hosts"))):
             continue
