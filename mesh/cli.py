@@ -95,6 +95,11 @@ def _window(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# `mesh diff` exit codes: 0 nothing refused, 1 refused, 2 bad config or an unknown ref,
+# 3 the base does not render (the head is shown; the gates that need the base did not run).
+DIFF_OK, DIFF_REFUSED, DIFF_USAGE, DIFF_BASE_DOES_NOT_RENDER = 0, 1, 2, 3
+
+
 def _diff(args: argparse.Namespace) -> int:
     name, path = stack_file(args.stack)
     head = load_stack(args.stack)
@@ -102,7 +107,7 @@ def _diff(args: argparse.Namespace) -> int:
         base = render_base(args.base, name)
     except GitBaseError as exc:
         print(f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}", file=sys.stderr)
-        return 2
+        return DIFF_USAGE
     head_raw = raw_project_config(_yaml_document(path))
     label = f"base `{args.base}` ({base.commit[:12]})"
     if not base.exists:
@@ -110,14 +115,25 @@ def _diff(args: argparse.Namespace) -> int:
     markdown, refusals = report(
         name,
         label,
-        side(base.objects, base.config, base.raw),
+        side(base.objects, base.config, base.raw, base.exists),
         side(normalized(render_objects(head.config, head.secrets)), head.config, head_raw),
         set(args.allow),
+        head_findings=_findings(head)[1],
+        base_error=base.error,
     )
     sys.stdout.write(markdown)
+    if base.error is not None:
+        first = base.error.splitlines()[-1]
+        print(
+            f"ml-mesh: diff of stack '{name}': the base {args.base} does not render ({first}); "
+            "only the head is shown and the gates that compare with the base did not run",
+            file=sys.stderr,
+        )
     for refusal in refusals:
         print(f"ml-mesh: refused ({refusal.gate}): {refusal.reason}", file=sys.stderr)
-    return 1 if refusals else 0
+    if refusals:
+        return DIFF_REFUSED
+    return DIFF_OK if base.error is None else DIFF_BASE_DOES_NOT_RENDER
 
 
 DEFAULT_GATEWAY = "istio-system/istio-ingressgateway-service-account"
@@ -303,8 +319,10 @@ def parser() -> argparse.ArgumentParser:
         "check",
         help="run the mesh analyzers (istioctl analyze rules) on a stack, offline",
         description="Print every finding of the mesh checks the program runs before `pulumi "
-        "preview` registers anything (IST codes as istioctl analyze reports them). Exit 1 when "
-        "any finding is an error, 2 on invalid config.",
+        "preview` registers anything: IST codes as istioctl analyze reports them, MESH codes "
+        "for ml-mesh's own rules, and on protected stacks POLICY/<policy> for the rules of the "
+        "policy pack (policy/rules.py, with the config policy/config.json). Exit 1 when any "
+        "finding is an error, 2 on invalid config.",
     )
     _stack_argument(check_)
     check_.set_defaults(run=_check)
@@ -395,9 +413,11 @@ def parser() -> argparse.ArgumentParser:
         description="Render the stack at a git ref (with that ref's code) and in the working "
         "tree and print, as Markdown for a pull request, the traffic before and after, the "
         "objects added, removed and changed, and the routing after the change. Exits 1 when a "
-        "gate refuses the change: "
+        "gate refuses the change ("
         + "; ".join(f"{gate}: {why}" for gate, why in GATES.items())
-        + ".",
+        + ") or the head fails mesh checks (not overridable), 2 on bad config or an unknown "
+        "ref, 3 when the base does not render (the head is shown, the gates that need the "
+        "base's objects did not run).",
     )
     diff.add_argument("stack", help="stack name (Pulumi.<stack>.yaml in the project)")
     diff.add_argument("--base", required=True, help="git ref to compare with, e.g. origin/main")

@@ -17,6 +17,7 @@ from mesh.checks.gateways import gateway_references, gateway_servers
 from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
+from mesh.checks.pack import pack_rules
 from mesh.checks.rollouts import rollouts
 from mesh.checks.values import (
     durations,
@@ -47,6 +48,7 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     image_digests,
     rollouts,
     rule_labels,
+    pack_rules,
 )
 
 
