@@ -84,6 +84,8 @@ _KEYS: tuple[tuple[str, type[BaseModel], str, Any], ...] = (
 def _field_type(model: type[BaseModel], field: str) -> TypeAdapter:
     """The field's type with its constraints (`Flag`, strict int 1..100, ...)."""
     info = model.model_fields[field]
+    if not info.metadata:
+        return TypeAdapter(info.annotation)
     return TypeAdapter(Annotated[info.annotation, *info.metadata])
 
 

@@ -39,8 +39,9 @@ ENFORCEMENT_LEVELS = ("advisory", "mandatory", "remediate", "disabled")
 DEFAULT_ENFORCEMENT = "mandatory"
 
 
-def pack_config(path: Path = CONFIG_FILE) -> dict[str, Any]:
-    """The pack's config file, as `pulumi preview --policy-pack-config` reads it."""
+def pack_config(path: Path | None = None) -> dict[str, Any]:
+    """The pack's config file (default `CONFIG_FILE`), as `--policy-pack-config` reads it."""
+    path = CONFIG_FILE if path is None else path
     config = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(config, dict):
         raise ValueError(f"{path}: the policy pack config must be a JSON object")
