@@ -28,6 +28,7 @@ from mesh.stackfile import (
     raw_project_config,
     stack_file,
 )
+from mesh.stacks import KUBECONFIG_PREFIX, find_stacks, matrices
 from mesh.trace import Objects, Request, Trace, Workload, load_files, trace, trace_process
 from mesh.trace.flagger import expand
 
@@ -134,6 +135,23 @@ def _diff(args: argparse.Namespace) -> int:
     if refusals:
         return DIFF_REFUSED
     return DIFF_OK if base.error is None else DIFF_BASE_DOES_NOT_RENDER
+
+
+def _stacks(args: argparse.Namespace) -> int:
+    found = find_stacks()
+    if args.github_output:
+        # `name=value` lines for $GITHUB_OUTPUT: the matrices, and whether each has a stack
+        # (a job over an empty matrix fails, so the workflow skips it instead).
+        for name, matrix in matrices(found).items():
+            print(f"{name}={json.dumps(matrix, separators=(',', ':'))}")
+            print(f"has-{name}={'true' if matrix['include'] else 'false'}")
+    elif args.json:
+        print(json.dumps([s.to_json() for s in found], indent=2))
+    else:
+        for stack in found:
+            kind = "protected" if stack.protected else "unprotected"
+            print(f"{stack.name}\t{kind}\t{stack.kubeconfig_secret}")
+    return 0
 
 
 DEFAULT_GATEWAY = "istio-system/istio-ingressgateway-service-account"
@@ -430,6 +448,22 @@ def parser() -> argparse.ArgumentParser:
         help=f"override a gate on purpose (repeatable): {', '.join(sorted(GATES))}",
     )
     diff.set_defaults(run=_diff)
+    stacks = commands.add_parser(
+        "stacks",
+        help="list the project's stacks (Pulumi.*.yaml): protected or not, credentials secret",
+        description="List every Pulumi.<stack>.yaml of the project: its name, whether it is "
+        "protected, and the GitHub secret its cluster credentials are read from "
+        f"({KUBECONFIG_PREFIX}<STACK>, upper-cased, other characters as _). The workflows build "
+        "their matrices from it.",
+    )
+    output = stacks.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="a JSON list")
+    output.add_argument(
+        "--github-output",
+        action="store_true",
+        help="the matrices all/protected/unprotected as name=JSON lines for $GITHUB_OUTPUT",
+    )
+    stacks.set_defaults(run=_stacks)
     return root
 
 
