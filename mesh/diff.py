@@ -592,7 +592,9 @@ def head_journeys_section(head: Side) -> list[str]:
         "### Journeys (head)",
         "",
         f"{len(found)} journeys traced, {len(failed)} promised and failing "
-        "(`python -m mesh trace` shows every step):",
+        "(`python -m mesh trace` shows every step).",
+        "",
+        "<details><summary>Every journey of the head</summary>",
         "",
         "| model | journey | outcome |",
         "| --- | --- | --- |",
@@ -600,7 +602,7 @@ def head_journeys_section(head: Side) -> list[str]:
     for journey in found:
         mark = " ⚠" if journey in failed else ""
         lines.append(f"| {journey.model} | {journey.name} | {_summary(journey)}{mark} |")
-    return [*lines, ""]
+    return [*lines, "", "</details>", ""]
 
 
 def checks_section(findings: list[Finding]) -> list[str]:
