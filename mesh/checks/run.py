@@ -16,6 +16,15 @@ from mesh.checks.findings import SEVERITIES, Finding
 from mesh.checks.gateways import gateway_references, gateway_servers
 from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
+from mesh.checks.kubernetes import (
+    autoscalers,
+    deployment_specs,
+    disruption_budgets,
+    gpu_images,
+    object_metadata,
+    pod_templates,
+    services,
+)
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
 from mesh.checks.rollouts import rollouts
 from mesh.checks.values import (
@@ -47,6 +56,13 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     image_digests,
     rollouts,
     rule_labels,
+    object_metadata,
+    pod_templates,
+    deployment_specs,
+    services,
+    autoscalers,
+    disruption_budgets,
+    gpu_images,
 )
 
 
