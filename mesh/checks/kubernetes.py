@@ -209,17 +209,25 @@ def _pod_templates(index: _Index) -> list[_Template]:
 
 
 class _Pods:
-    """The pod templates by namespace, for selector look-ups (one pass per rule)."""
+    """The pod templates by namespace and by (namespace, label, value), so a selector is
+    matched against the templates carrying its first label only: linear in the plan."""
 
     def __init__(self, index: _Index):
         self.by_namespace: dict[str, list[_Template]] = defaultdict(list)
+        self.by_label: dict[tuple[str, str, str], list[_Template]] = defaultdict(list)
         for template in _pod_templates(index):
             self.by_namespace[template.namespace].append(template)
+            for key, value in template.labels.items():
+                self.by_label[(template.namespace, str(key), str(value))].append(template)
 
     def matching(self, namespace: str, selector: dict[str, Any]) -> list[_Template]:
-        return [
-            t for t in self.by_namespace.get(namespace, []) if _selector_matches(selector, t.labels)
-        ]
+        labels = _dict(selector.get("matchLabels"))
+        if labels:
+            key, value = next(iter(labels.items()))
+            candidates = self.by_label.get((namespace, str(key), str(value)), [])
+        else:
+            candidates = self.by_namespace.get(namespace, [])
+        return [t for t in candidates if _selector_matches(selector, t.labels)]
 
 
 # --- metadata --------------------------------------------------------------------------------
@@ -547,19 +555,39 @@ def _resources(
                 rule,
             )
         elif request > limit_value:
-            fix_key = limit_key or f"limits.{resource}"
-            equal = "" if raw == format_quantity(request) else f" ({format_quantity(request)})"
             yield _refused(
                 index,
                 deployment,
                 key,
-                f"container {name!r} requests {resource} {raw}{equal} but its limit is "
-                f"{limit_raw}{'' if limit_raw == format_quantity(limit_value) else f' ({format_quantity(limit_value)})'}"
-                f": must be less than or equal to {resource} limit of {limit_raw}; raise "
-                f"{fix_key} to at least {raw} or lower the request"
-                + ("" if request_key or limit_key else " (both come from the server preset)"),
+                f"container {name!r} requests {resource} {_shown(raw, request)} but its limit is "
+                f"{_shown(limit_raw, limit_value)}{_origin(index, deployment, name, limit_key)}: "
+                f"must be less than or equal to {resource} limit of {limit_raw}; raise "
+                f"{_limit_fix(limit_key, request_key, resource)} to at least {raw} or lower the "
+                "request",
                 rule,
             )
+
+
+def _shown(raw: str, value: Decimal) -> str:
+    """`2Gi (2147483648)`: the text, and its value where the two differ."""
+    plain = format_quantity(value)
+    return raw if raw == plain else f"{raw} ({plain})"
+
+
+def _origin(index: _Index, deployment: dict[str, Any], container: str, key: str | None) -> str:
+    model = _model(index, deployment)
+    if key is not None or model is None or container != SERVER_CONTAINER:
+        return ""
+    return f" (the {index.config.models[model].server} preset's)"
+
+
+def _limit_fix(limit_key: str | None, request_key: str | None, resource: str) -> str:
+    """The limit key to raise: the one that set it, else the request's level."""
+    if limit_key is not None:
+        return limit_key
+    if request_key is not None:
+        return request_key.replace(".requests.", ".limits.")
+    return f"limits.{resource}"
 
 
 # --- Deployments -----------------------------------------------------------------------------
