@@ -639,3 +639,45 @@ def test_a_gpu_for_a_gpu_build_is_silent(dev):
     raw = with_value(dev, "models.sentiment.versions.v1.resources", {"gpu": 1})
     raw = with_value(raw, "models.sentiment.versions.v1.image", "tensorflow/serving:2.15.0-gpu")
     assert _findings(raw, "dev") == []
+
+
+# --- probes and ConfigMaps -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("port", "code"),
+    [
+        ("http-rest", None),
+        (8501, None),
+        ("http-api", "MESH0012"),  # a valid name no port of the container has
+        ("HTTP_REST", "MESH0010"),
+        (70000, "MESH0010"),
+    ],
+)
+def test_probe_ports_are_numbers_or_names_of_the_containers_ports(port, code):
+    def edit(objects):
+        _server(objects)["readinessProbe"]["httpGet"]["port"] = port
+
+    findings = dev_after(edit)
+    assert {f.code for f in findings} == ({code} if code else set()), findings
+
+
+@pytest.mark.parametrize(("size", "refused"), [(1024 * 1024, False), (1024 * 1024 + 1, True)])
+def test_config_map_data_may_total_1_mib(prod, size, refused):
+    def edit(objects):
+        (name,) = _configmaps(objects)[:1]
+        _find(objects, "ConfigMap", name)["data"] = {"board.json": "x" * size}
+
+    findings = _findings(prod, "prod", edit)
+    assert bool(findings) is refused, findings
+
+
+@pytest.mark.parametrize(
+    ("key", "refused"), [("board.json", False), ("a/b.json", True), ("..x", True)]
+)
+def test_config_map_keys(prod, key, refused):
+    def edit(objects):
+        (name,) = _configmaps(objects)[:1]
+        _find(objects, "ConfigMap", name)["data"] = {key: "{}"}
+
+    assert bool(_findings(prod, "prod", edit)) is refused

@@ -76,6 +76,7 @@ from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
 from mesh.checks.kubernetes import (
     autoscalers,
+    config_maps,
     cpu_only_image,
     deployment_specs,
     disruption_budgets,
@@ -140,6 +141,7 @@ __all__ = [
     "_Index",
     "autoscalers",
     "check",
+    "config_maps",
     "cpu_only_image",
     "deployment_specs",
     "destination_rule_subsets",

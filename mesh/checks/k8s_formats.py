@@ -1,6 +1,7 @@
 """The value formats the Kubernetes API server checks, each mirroring its apimachinery function.
 
-Sources (kubernetes/kubernetes, read at the 1.37 line of the tree):
+Sources (kubernetes/kubernetes; ml-mesh supports 1.28 to 1.37 and these formats are the same
+across them, except the env var names noted below):
 `staging/src/k8s.io/apimachinery/pkg/util/validation/validation.go` (IsDNS1123Label,
 IsDNS1123Subdomain, IsDNS1035Label, IsValidPortName, IsValidPortNum, IsEnvVarName,
 IsRelaxedEnvVarName), `staging/src/k8s.io/apimachinery/pkg/api/validate/content/kube.go`
@@ -27,6 +28,7 @@ _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _PORT_NAME_CHARS = re.compile(r"^[-a-z0-9]+$")
+_CONFIG_MAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 
@@ -165,3 +167,13 @@ def env_var_name(value: str, relaxed: bool) -> list[str]:
     elif value.startswith(".."):
         problems.append("must not start with '..'")
     return problems
+
+
+def is_config_map_key(value: str) -> bool:
+    """IsConfigMapKey: at most 253 of `[-._a-zA-Z0-9]`, not `.` or `..` or `..`-prefixed."""
+    return (
+        len(value) <= DNS1123_SUBDOMAIN_MAX
+        and bool(_CONFIG_MAP_KEY.match(value))
+        and value not in (".", "..")
+        and not value.startswith("..")
+    )

@@ -284,6 +284,36 @@ def object_metadata(index: _Index) -> Iterator[Finding]:
                     yield _refused(index, obj, path, problem, "ValidateAnnotations")
 
 
+MAX_CONFIG_MAP_SIZE = 1024 * 1024  # core.MaxSecretSize, also the ConfigMap limit
+
+
+def config_maps(index: _Index) -> Iterator[Finding]:
+    """ValidateConfigMap: keys by IsConfigMapKey, data and binaryData at most 1 MiB together
+    (a dashboard of many panels can grow past it)."""
+    for config_map in index.by_kind["ConfigMap"]:
+        total = 0
+        for field in ("data", "binaryData"):
+            for key, value in _dict(config_map.get(field)).items():
+                if not fmt.is_config_map_key(str(key)):
+                    yield _refused(
+                        index,
+                        config_map,
+                        _model_path(index, config_map),
+                        f"{field} key {key!r}: a valid config key must consist of alphanumeric "
+                        "characters, '-', '_' or '.' (at most 253)",
+                        "ValidateConfigMap, IsConfigMapKey",
+                    )
+                total += len(str(value).encode())
+        if total > MAX_CONFIG_MAP_SIZE:
+            yield _refused(
+                index,
+                config_map,
+                _model_path(index, config_map),
+                f"data: Too long: may not be more than {MAX_CONFIG_MAP_SIZE} bytes ({total})",
+                "ValidateConfigMap",
+            )
+
+
 # --- pods ------------------------------------------------------------------------------------
 
 
@@ -317,6 +347,7 @@ def pod_templates(index: _Index) -> Iterator[Finding]:
                 )
             names.add(name)
             yield from _ports(index, deployment, field, container, port_owner)
+            yield from _probes(index, deployment, field, container)
             yield from _env(index, deployment, field, container, relaxed)
             yield from _resources(index, deployment, field, container)
 
@@ -387,6 +418,39 @@ def _ports(
                 f"{at}.protocol: Unsupported value {protocol!r}: supported values: TCP, UDP, SCTP",
                 "validateContainerPorts",
             )
+
+
+def _probes(
+    index: _Index, deployment: dict[str, Any], field: str, container: dict[str, Any]
+) -> Iterator[Finding]:
+    """validateHTTPGetAction / validateTCPSocketAction: a probe port is a number or an
+    IANA_SVC_NAME (ValidatePortNumOrName). A name the container has no port for passes, then
+    the kubelet cannot resolve it and the probe fails on every try (the container never
+    turns ready, or is restarted by its liveness probe): a warning."""
+    name = str(container.get("name", ""))
+    path = _version_path(index, deployment) if name == SERVER_CONTAINER else None
+    own = {_dict(p).get("name") for p in _list(container.get("ports"))}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for action in ("httpGet", "tcpSocket"):
+            handler = _dict(_dict(container.get(probe)).get(action))
+            if "port" not in handler:
+                continue
+            port, at = handler["port"], f"{field}.{probe}.{action}.port"
+            problems = fmt.port_number_or_name(port)
+            for problem in problems:
+                yield _refused(
+                    index, deployment, path, f"{at} {port!r}: {problem}", "ValidatePortNumOrName"
+                )
+            if not problems and isinstance(port, str) and port not in own:
+                yield _finding(
+                    index,
+                    deployment,
+                    SELECTS_NOTHING,
+                    "warning",
+                    path,
+                    f"{at} {port!r} names no port of container {name!r}: the kubelet cannot "
+                    "resolve it and the probe fails on every try",
+                )
 
 
 def _env_path(index: _Index, deployment: dict[str, Any], container: str, var: str) -> str | None:

@@ -18,6 +18,7 @@ from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
 from mesh.checks.kubernetes import (
     autoscalers,
+    config_maps,
     deployment_specs,
     disruption_budgets,
     gpu_images,
@@ -57,6 +58,7 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     rollouts,
     rule_labels,
     object_metadata,
+    config_maps,
     pod_templates,
     deployment_specs,
     services,
