@@ -84,6 +84,8 @@ def _refused(
 
 
 def _version_path(index: _Index, obj: dict[str, Any], *rest: str) -> str | None:
+    """`models.<m>.versions.<v>[.rest]` for an object of one version; `models.<m>` for one of
+    the whole model (its Service) when no `rest` is asked for; None otherwise."""
     model = _model(index, obj)
     version = _labels(obj).get("version")
     if model is None or version not in index.config.models[model].versions:
@@ -104,10 +106,8 @@ def _containers(pod: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _selector_matches(selector: dict[str, Any], labels: dict[str, Any]) -> bool:
     """metav1.LabelSelectorAsSelector(...).Matches: matchLabels and matchExpressions, ANDed."""
-    if any(
-        str(labels.get(k)) != str(v) or k not in labels
-        for k, v in _dict(selector.get("matchLabels")).items()
-    ):
+    wanted = _dict(selector.get("matchLabels"))
+    if not all(k in labels and str(labels[k]) == str(v) for k, v in wanted.items()):
         return False
     for expression in _list(selector.get("matchExpressions")):
         key = _dict(expression).get("key")
