@@ -165,8 +165,10 @@ def _weights(run, name: str) -> dict[str, int]:
     [
         ({"version": "v2", "weight": 10}, {"v1": 90, "v2": 10}),
         ({"version": "v2", "weight": 50}, {"v1": 50, "v2": 50}),
-        ({"version": "v2", "weight": 0}, {"v1": 100}),  # warm but not routed
-        ({"version": "v2", "weight": 100}, {"v2": 100}),  # promoted, v1 still deployed
+        # warm but not routed: the canary stays in the route at 0 (istiod skips it), so a
+        # shift to and from 0 rewrites only weights
+        ({"version": "v2", "weight": 0}, {"v1": 100, "v2": 0}),
+        ({"version": "v2", "weight": 100}, {"v1": 0, "v2": 100}),  # promoted, v1 still deployed
         (None, {"v1": 100}),
     ],
 )
