@@ -641,7 +641,7 @@ def test_a_wrong_number_is_caught(promtool, tmp_path):
         # the canary's pods are gone but it is still sent 100 of 1100 requests a minute
         (routed_version_without_ready_pods, {"stable": 1000 / 1100, "latest": 100 / 1100}),
     ],
-    ids=lambda value: getattr(value, "__name__", ""),
+    ids=["canary-idle", "canary-rolled-back", "stable-idle", "canary-without-pods"],
 )
 def test_the_observed_split_shows_where_the_callers_sent_requests(
     promtool, scenario, shares, tmp_path
