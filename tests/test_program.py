@@ -188,11 +188,12 @@ def _inputs_by_resource(run) -> dict[tuple[str, str], dict]:
     return {(r.type, r.name): r.inputs for r in run.resources}
 
 
-@pytest.mark.parametrize("weight", [30, 0, 100])
+@pytest.mark.parametrize("weight", [30, 0])
 def test_shifting_the_canary_changes_only_that_models_virtual_service(prod, weight):
-    """sentiment 5% -> 30%, to 0 (the canary idle) and to 100 (stable idle) in prod, as Pulumi
-    sees the resources: its routes, and nothing else: no dashboard (it shows the observed
-    split), no alert rule (rules follow roles, not weights), no Deployment."""
+    """sentiment 5% -> 30% and to 0 (the canary idle) in prod, as Pulumi sees the resources:
+    its routes, and nothing else: no dashboard (it shows the observed split), no alert rule
+    (rules follow roles, not weights), no Deployment. (Prod's policy refuses a canary above
+    50%; stable idle at 100 is pinned on the builders, tests/test_weight_shift.py.)"""
     before = _inputs_by_resource(run_program(prod, stack="prod"))
     shifted = with_value(prod, "models.sentiment.canary.weight", weight)
     after = _inputs_by_resource(run_program(shifted, stack="prod"))

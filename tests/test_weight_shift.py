@@ -7,6 +7,10 @@ every stack file the project ships, with the optional telemetry (alerts, dashboa
 so that every builder takes part, for the shifts a canary goes through: 0 -> 10 (first
 traffic), 10 -> 30 (a step), 30 -> 0 (rollback), 90 -> 100 (promotion) and back. The weight
 stays visible where a reviewer looks for it: the stack outputs and `mesh render`'s table.
+
+A weight the schema refuses is skipped (named); one only a check refuses (a protected stack's
+cap on the canary share) is still pinned here, on the builders: the objects must not depend
+on the weight whatever the checks then say of it.
 """
 
 from __future__ import annotations
