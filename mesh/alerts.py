@@ -8,9 +8,16 @@ The questions a reviewer would otherwise watch a dashboard for:
   cannot put on a version (see mesh.promql)?
 - does a version that receives traffic have no pod able to serve it?
 
-Only versions that receive traffic alert: a canary at weight 0 is deployed but idle, and an
-alert on it would only be noise. Rules carry no weight, so shifting the split leaves the
-PrometheusRule untouched unless a version starts or stops receiving traffic.
+The rules never depend on the weights, so a canary shift changes the VirtualService and
+nothing else (tests/test_weight_shift.py). They exist for every version by its role (the
+canary compared with stable whenever the model has a canary; a rule on missing pods for every
+version, stable, canary, match and mirror targets alike), and the traffic decides whether
+they fire: a version that is sent no requests (a canary at weight 0, stable once the canary
+is at 100, a match rule nobody matches) has an error ratio of 0/0, which has no sample, so its
+comparison has none and cannot fire; its missing pods alert only while callers' requests fail
+for want of a pod (`routed_without_ready_pods`). Nothing here is an absent()- or
+"no traffic"-style alert, which an idle canary would set off. tests/test_promtool.py proves
+each case over synthetic series.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from mesh.promql import (
     DEFAULT_WINDOW,
     caller_version_error_ratio,
     compared_versions,
-    no_available_pods,
+    routed_without_ready_pods,
     version_error_ratio,
     without_endpoint_ratio,
 )
@@ -138,12 +145,14 @@ def model_rules(config: StackConfig, name: str) -> list[dict]:
         )
         rules.append(_canary_rule(config, name, CANARY_ERRORS, False, summary, description))
     rules += _caller_rules(config, name)
-    for version in sorted(v for v, weight in model.traffic().items() if weight > 0):
+    for version in sorted(model.versions):
         deployment = f"{name}-{version}"
         rules.append(
             {
                 "alert": NO_READY_PODS,
-                "expr": no_available_pods(namespace, deployment),
+                "expr": routed_without_ready_pods(
+                    namespace, deployment, config.service_host(name), DEFAULT_WINDOW
+                ),
                 "for": alerts.no_ready_pods_for,
                 "labels": {
                     "severity": "critical",
@@ -155,8 +164,10 @@ def model_rules(config: StackConfig, name: str) -> list[dict]:
                     "summary": f"Version {version} of model {name} receives traffic but has "
                     "no ready pods",
                     "description": f"Deployment {namespace}/{deployment} has had no available "
-                    f"replica for {alerts.no_ready_pods_for} while the VirtualService routes "
-                    "traffic to it: those requests fail.",
+                    f"replica for {alerts.no_ready_pods_for} while callers' requests to "
+                    f"{config.service_host(name)} fail without a pod to send them to (no "
+                    "healthy upstream, UH): the requests the VirtualService routes to "
+                    f"{version} fail. See {WITHOUT_ENDPOINT} for their share.",
                 },
             }
         )

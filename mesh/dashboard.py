@@ -8,7 +8,13 @@ shows one series per `destination_version`. Each board ships as its own ConfigMa
 
 One board per model, not one per stack, for two reasons: a ConfigMap holds at most 1 MiB (a
 stack-wide board stops fitting at about 140 models), and a model's board depends on that model
-alone, so shifting one model's canary rewrites one small document and nothing else.
+alone.
+
+The board shows the traffic split as the proxies observed it, never the configured weights:
+a canary shift then changes the VirtualService and no dashboard (tests/test_weight_shift.py),
+and the board answers the question a reviewer has mid-canary, "did the split happen?", rather
+than repeating the config. The configured weights are in the stack outputs, `mesh diff` and
+the traffic table of `python -m mesh render`.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ CALLER_HELP = {
     "version of these requests.",
 }
 PANEL_HEIGHT = 8
+VERSIONS_HEIGHT = 5
 UID_LIMIT = 40  # Grafana refuses longer dashboard uids
 TAG_LIMIT = 50  # Grafana stores each tag in a VARCHAR(50) column (dashboard_tag.term)
 BASE_TAGS = ("ml-mesh", "istio", "canary")
@@ -87,26 +94,63 @@ def stack_tags(config: StackConfig) -> list[str]:
     return list(dict.fromkeys(["ml-mesh", _fit(config.namespace, TAG_LIMIT)]))
 
 
-def traffic_markdown(model: Model) -> str:
-    """The split as configured at deploy time; the graphs show what the proxies observed.
+def versions_markdown(model: Model) -> str:
+    """Which version is which: role and image, from stack config.
 
-    No replica counts: an autoscaler owns them, and scaling must not rewrite the dashboard.
+    No weights (the split panel shows the observed one; a shift must not rewrite the board)
+    and no replica counts (an autoscaler owns them, and scaling must not rewrite it either).
     """
-    traffic = model.traffic()
     rows = [
-        f"| {v} | {version_role(model, v) or '-'} | {traffic.get(v, 0)}% | "
-        f"`{model.versions[v].image}` |"
+        f"| {v} | {version_role(model, v) or '-'} | `{model.versions[v].image}` |"
         for v in sorted(model.versions)
     ]
     return "\n".join(
         [
-            f"**Configured traffic** (`{model.server}`, from stack config)",
+            f"**Versions** (`{model.server}`, from stack config). The configured weights: "
+            "stack outputs, `mesh diff`, `python -m mesh render`.",
             "",
-            "| version | role | traffic | image |",
-            "| --- | --- | --- | --- |",
+            "| version | role | image |",
+            "| --- | --- | --- |",
             *rows,
         ]
     )
+
+
+def split_help(model: Model) -> str:
+    """The split panel's description: what it counts, and which version is which."""
+    roles = ", ".join(
+        f"{v} {version_role(model, v)}" for v in sorted(model.versions) if version_role(model, v)
+    )
+    return (
+        "Share of the requests callers sent to the model, per version, as the callers' proxies "
+        "(ingress gateway, calling sidecars) routed them: the split the VirtualService "
+        f"produced ({roles}). Also counts requests that failed in the callers' proxies; "
+        "'latest': no pod was chosen (UH). Mirrored copies are not counted. The configured "
+        "weights are in the stack outputs and `mesh diff`."
+    )
+
+
+def _split_panel(panel_id: int, model: Model, expr: str, grid: dict) -> dict:
+    """A stacked 0..100% area per version over time, its legend the share now and on average:
+    the ramp of a canary at a glance, and the number to compare with the configured weight."""
+    panel = _timeseries(
+        panel_id,
+        "observed traffic split",
+        "percentunit",
+        expr,
+        grid,
+        "{{destination_canonical_revision}}",
+        split_help(model),
+    )
+    defaults = panel["fieldConfig"]["defaults"]
+    defaults.update({"max": 1, "decimals": 1})
+    defaults["custom"] = {
+        "stacking": {"mode": "normal", "group": "A"},
+        "fillOpacity": 60,
+        "lineWidth": 1,
+    }
+    panel["options"]["legend"]["calcs"] = ["lastNotNull", "mean"]
+    return panel
 
 
 def _timeseries(
@@ -147,9 +191,10 @@ def _timeseries(
 
 
 def model_panels(config: StackConfig, name: str) -> list[dict]:
-    """The configured split, then rate, errors, p50 and p99 of the model by version as the
+    """The observed split, then rate, errors, p50 and p99 of the model by version as the
     serving pods saw them, then a row of the same model as its callers saw it: error ratio,
-    p99, failed requests by Envoy response flags, and those that reached no pod."""
+    p99, failed requests by Envoy response flags, and those that reached no pod; last, which
+    version is which."""
     model = config.models[name]
     queries = model_queries(config, name, RATE_WINDOW)
     graphs = [  # title, unit, query, x, y, width
@@ -158,15 +203,8 @@ def model_panels(config: StackConfig, name: str) -> list[dict]:
         ("p50 latency", "ms", queries.p50_latency, 0, PANEL_HEIGHT, 12),
         ("p99 latency", "ms", queries.p99_latency, 12, PANEL_HEIGHT, 12),
     ]
-    panels: list[dict[str, Any]] = [
-        {
-            "id": 1,
-            "type": "text",
-            "title": "configured traffic",
-            "gridPos": {"h": PANEL_HEIGHT, "w": 8, "x": 0, "y": 0},
-            "options": {"mode": "markdown", "content": traffic_markdown(model)},
-        },
-    ]
+    split_grid = {"h": PANEL_HEIGHT, "w": 8, "x": 0, "y": 0}
+    panels: list[dict[str, Any]] = [_split_panel(1, model, queries.traffic_split, split_grid)]
     for panel_id, (title, unit, expr, x, y, width) in enumerate(graphs, start=2):
         grid = {"h": PANEL_HEIGHT, "w": width, "x": x, "y": y}
         panels.append(_timeseries(panel_id, f"{title} by version", unit, expr, grid))
@@ -201,6 +239,15 @@ def model_panels(config: StackConfig, name: str) -> list[dict]:
                 CALLER_HELP[title],
             )
         )
+    panels.append(
+        {
+            "id": len(panels) + 1,
+            "type": "text",
+            "title": "versions",
+            "gridPos": {"h": VERSIONS_HEIGHT, "w": GRID_WIDTH, "x": 0, "y": 3 * PANEL_HEIGHT},
+            "options": {"mode": "markdown", "content": versions_markdown(model)},
+        }
+    )
     return panels
 
 
@@ -233,7 +280,8 @@ def dashboard(config: StackConfig, name: str) -> dict:
         "uid": dashboard_uid(config, name),
         "title": f"ml-mesh / {config.namespace} / {name}",
         "description": f"Generated by ml-mesh from stack config: the versions of model {name}, "
-        "one series per version (Istio metrics, server side, then as the callers saw them). "
+        "one series per version (Istio metrics: the observed split, server side, then as the "
+        "callers saw them). "
         "Edits here are overwritten on the next deploy.",
         "tags": list(dict.fromkeys([*stack_tags(config), *BASE_TAGS])),
         "editable": False,

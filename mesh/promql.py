@@ -35,6 +35,7 @@ source/extensions/filters/http/istio_stats/istio_stats.cc, `populatePeerInfo`):
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -42,8 +43,10 @@ from mesh.config import Model, StackConfig
 
 REQUESTS = "istio_requests_total"
 DURATION_BUCKETS = "istio_request_duration_milliseconds_bucket"
-# kube-state-metrics: pods of a Deployment that are ready (for minReadySeconds).
+# kube-state-metrics: pods of a Deployment that are ready (for minReadySeconds), and the
+# replicas it should have (the autoscaler's choice when there is one).
 AVAILABLE_REPLICAS = "kube_deployment_status_replicas_available"
+DESIRED_REPLICAS = "kube_deployment_spec_replicas"
 BY_VERSION = "destination_version"
 # Caller side: the version as the chosen endpoint's metadata names it (see above).
 BY_CALLER_VERSION = "destination_canonical_revision"
@@ -151,13 +154,40 @@ def caller_version_error_ratio(service: str, version: str, window: str) -> str:
     return _ratio_of(called(service, [version]), window)
 
 
+def traffic_split(service: str, window: str = DEFAULT_WINDOW) -> str:
+    """Each version's share of the requests callers sent to the model (0..1), one series per
+    `destination_canonical_revision`: the split the VirtualService produced, as observed.
+
+    Caller side, because that is where the split happens: the callers' proxies apply the
+    VirtualService, and they count each request once whatever became of it, also those their
+    own proxy failed (UO, UF: the version's revision; UH, no pod chosen: `latest`), so a failing
+    canary still shows the share it was sent. The serving side would leave those out, and it
+    counts mirrored copies as if they were live requests of the mirror's version (Envoy sends
+    the shadow past the caller's HTTP filters, so only `reporter="destination"` sees it:
+    istio/istio#23496). The shares add up to 1; with no requests there is no series at all.
+    """
+    every = called(service)
+    by = BY_CALLER_VERSION
+    return (
+        f"{request_rate(every, window, by)}\n/ ignoring ({by}) group_left\n"
+        f"sum({_rate(every, window)})"
+    )
+
+
+def failed_without_endpoint(service: str, window: str = DEFAULT_WINDOW) -> str:
+    """Requests per second to the model that the callers' proxies failed before choosing any
+    pod (one series; none while there are none)."""
+    return f"sum({_errors([*called(service), NO_ENDPOINT], window)})"
+
+
 def without_endpoint_ratio(service: str, window: str = DEFAULT_WINDOW) -> str:
     """Requests to the model that the caller's proxy failed before choosing any pod (no
     healthy upstream), as a share of all requests callers sent it (one series, 0..1); 0, not
     a gap, while there are none."""
     every = called(service)
-    failed = _errors([*every, NO_ENDPOINT], window)
-    return f"(sum({failed}) or vector(0)) / sum({_rate(every, window)})"
+    return (
+        f"({failed_without_endpoint(service, window)} or vector(0)) / sum({_rate(every, window)})"
+    )
 
 
 def _excess(canary_ratio: str, stable_ratio: str) -> str:
@@ -185,20 +215,40 @@ def caller_error_excess(
 
 
 def no_available_pods(namespace: str, deployment: str) -> str:
+    """The Deployment should have pods but none is available (one series, value 0)."""
     matchers = [("namespace", "=", namespace), ("deployment", "=", deployment)]
-    return f"{selector(AVAILABLE_REPLICAS, matchers)} < 1"
+    return (
+        f"{selector(AVAILABLE_REPLICAS, matchers)} < 1\n"
+        f"and on (namespace, deployment)\n{selector(DESIRED_REPLICAS, matchers)} > 0"
+    )
+
+
+def routed_without_ready_pods(
+    namespace: str, deployment: str, service: str, window: str = DEFAULT_WINDOW
+) -> str:
+    """The Deployment has no available pod while callers' requests to the model fail for want
+    of one (no healthy upstream).
+
+    What tells that requests are routed to the version is the traffic itself, not the
+    configured weight: when no pod of a routed subset is ready, istiod sends the subset's
+    cluster no endpoint and the callers' proxies fail its share with UH (see the module
+    docstring). A version that is sent nothing (a canary at weight 0, a match rule nobody
+    matched) makes no such failures, so the expression has no sample and nothing alerts,
+    however broken its pods; one scaled to 0 on purpose has no sample either (desired 0).
+    """
+    pods = textwrap.indent(no_available_pods(namespace, deployment), "  ")
+    return f"(\n{pods}\n)\nand on ()\n{failed_without_endpoint(service, window)} > 0"
 
 
 def compared_versions(config: StackConfig, name: str) -> tuple[str, str] | None:
-    """(canary, stable) when both receive traffic, so their error ratios can be compared."""
+    """(canary, stable) of a model with a canary, whatever the weight: the role decides, so
+    the comparison (and its alert) stays the same while the canary is shifted. When one of
+    them is sent nothing its error ratio is 0/0, which has no sample, so the comparison has
+    none either (tests/test_promtool.py proves it over series)."""
     model = config.models[name]
-    traffic = model.traffic()
-    if model.canary is None:
+    if model.canary is None or model.progressive is not None:
         return None
-    canary, stable = model.canary.version, model.stable
-    if traffic.get(canary, 0) > 0 and traffic.get(stable, 0) > 0:
-        return canary, stable
-    return None
+    return model.canary.version, model.stable
 
 
 @dataclass(frozen=True)
@@ -215,7 +265,8 @@ class ModelQueries:
     caller_p99_latency: str
     caller_errors_by_flags: str
     without_endpoint_ratio: str
-    canary_error_excess: str | None  # None unless both canary and stable receive traffic
+    traffic_split: str  # the dashboard's observed split (caller side)
+    canary_error_excess: str | None  # None unless the model has a canary
     caller_error_excess: str | None
 
     def comparisons(self) -> list[tuple[str, str]]:
@@ -266,6 +317,7 @@ def model_queries(config: StackConfig, name: str, window: str = DEFAULT_WINDOW) 
         caller_p99_latency=latency_quantile(0.99, callers, window, BY_CALLER_VERSION),
         caller_errors_by_flags=errors_by_flags(called(service), window),
         without_endpoint_ratio=without_endpoint_ratio(service, window),
+        traffic_split=traffic_split(service, window),
         canary_error_excess=(
             canary_error_excess(config.namespace, name, *compared, window) if compared else None
         ),

@@ -61,11 +61,29 @@ def destination(config: StackConfig, name: str, version: str, port: int) -> dict
     return {"host": config.service_host(name), "subset": version, "port": {"number": port}}
 
 
+def route_weights(model: Model) -> dict[str, int]:
+    """The weight of each version of the weighted route: stable, then the canary, both always
+    listed, the idle one at 0.
+
+    Keeping the destination at weight 0 (as Istio users write a warm canary by hand, and as
+    Flagger leaves its canary at rest) means a shift only rewrites `weight` numbers, also to
+    and from 0 and 100: the object diff never shows a destination appearing, disappearing or
+    changing subset. It routes exactly as leaving it out would: istiod skips 0-weight
+    destinations when a route has others (pilot/pkg/networking/core/route/route.go,
+    `applyHTTPRouteDestination`: "Ignore 0 weighted clusters"), and the weights always add up to
+    100, so the route's total is never 0 (IST validation `validateHTTPRouteDestinations`).
+    """
+    traffic = model.traffic()
+    if model.canary is None:
+        return traffic
+    return {version: traffic.get(version, 0) for version in (model.stable, model.canary.version)}
+
+
 def weighted_route(config: StackConfig, name: str, port: int) -> list[dict]:
-    """Destinations for the live traffic split; versions at 0% are left out of the route."""
+    """Destinations for the live traffic split (see `route_weights`)."""
     return [
         {"destination": destination(config, name, version, port), "weight": weight}
-        for version, weight in config.models[name].traffic().items()
+        for version, weight in route_weights(config.models[name]).items()
     ]
 
 

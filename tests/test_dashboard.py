@@ -1,5 +1,6 @@
 """The Grafana dashboards: one valid board per model, in its own ConfigMap the kube-prometheus-stack
-sidecar loads, with every version of the model and its configured split."""
+sidecar loads, with every version of the model and the traffic split the proxies observed (never
+the configured weights: a shift must not rewrite a board)."""
 
 from __future__ import annotations
 
@@ -207,40 +208,69 @@ def test_every_board_shows_rate_errors_and_latency_of_every_version(stack_boards
         queries = model_queries(config, name, "$__rate_interval")
         assert queries.versions == tuple(sorted(config.models[name].versions))
         exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
-        assert exprs == [q for _, q in [*queries.comparisons(), *queries.caller_views()]]
+        assert exprs == [
+            queries.traffic_split,
+            *(q for _, q in [*queries.comparisons(), *queries.caller_views()]),
+        ]
         units = [
             p["fieldConfig"]["defaults"]["unit"]
             for p in board["panels"]
             if p["type"] in QUERY_PANELS
         ]
         served = ["reqps", "percentunit", "ms", "ms"]
-        assert units == [*served, "percentunit", "ms", "reqps", "percentunit"]
+        assert units == ["percentunit", *served, "percentunit", "ms", "reqps", "percentunit"]
 
 
-def _traffic_text(board: dict) -> str:
-    (panel,) = [p for p in board["panels"] if p["title"] == "configured traffic"]
+def _panel(board: dict, title: str) -> dict:
+    (panel,) = [p for p in board["panels"] if p["title"] == title]
+    return panel
+
+
+def _versions_text(board: dict) -> str:
+    panel = _panel(board, "versions")
     assert panel["type"] == "text" and panel["options"]["mode"] == "markdown"
     return panel["options"]["content"]
 
 
-def test_configured_weight_of_every_version_is_on_its_models_board(stack_boards):
+def test_the_first_panel_is_the_observed_split_stacked_to_100_percent(stack_boards):
+    """What a reviewer reads mid-canary: each version's share of the requests callers sent,
+    stacked so the ramp shows, with the share now and on average in the legend."""
     config, boards = stack_boards
-    for name, model in config.models.items():
-        text = _traffic_text(boards[name])
-        traffic = model.traffic()
-        for version, spec in model.versions.items():
-            assert f"| {version} |" in text
-            assert f"| {traffic.get(version, 0)}% |" in text.split(f"| {version} |")[1]
-            assert spec.image in text
+    for name, board in boards.items():
+        split = board["panels"][0]
+        assert split["title"] == "observed traffic split"
+        assert split["type"] == "timeseries"
+        assert split["gridPos"] == {"h": 8, "w": 8, "x": 0, "y": 0}
+        (target,) = split["targets"]
+        assert target["expr"] == model_queries(config, name, "$__rate_interval").traffic_split
+        assert target["legendFormat"] == "{{destination_canonical_revision}}"
+        defaults = split["fieldConfig"]["defaults"]
+        assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
+        assert defaults["custom"]["stacking"]["mode"] == "normal"
+        assert split["options"]["legend"]["calcs"] == ["lastNotNull", "mean"]
+        model = config.models[name]
+        assert f"{model.stable} stable" in split["description"]
+        if model.canary is not None:
+            assert f"{model.canary.version} canary" in split["description"]
 
 
-def test_shifting_the_canary_updates_only_that_models_board(prod):
+def test_no_board_prints_a_configured_weight(stack_boards):
+    """Roles and images from config, the split from the metrics: no number of the config's
+    traffic anywhere in a board."""
+    config, boards = stack_boards
+    for name, board in boards.items():
+        text = _versions_text(board)
+        for version, spec in config.models[name].versions.items():
+            assert f"| {version} |" in text and spec.image in text
+        assert "%" not in json.dumps(board)
+        assert "configured traffic" not in json.dumps(board)
+
+
+@pytest.mark.parametrize("weight", [0, 5, 30, 100])
+def test_shifting_the_canary_leaves_every_board_as_it_was(prod, weight):
     before = _config_maps(prod, "prod")
-    after = _config_maps(with_value(prod, "models.sentiment.canary.weight", 30), "prod")
-    text = _traffic_text(_board(after["sentiment"]))
-    assert "| v3 | stable | 70% |" in text
-    assert "| v4 | canary | 30% |" in text
-    assert after["fraud"] == before["fraud"]
+    after = _config_maps(with_value(prod, "models.sentiment.canary.weight", weight), "prod")
+    assert after == before
 
 
 def test_every_config_map_of_a_large_stack_stays_far_below_the_size_limit(dev):
@@ -261,5 +291,5 @@ def test_every_config_map_of_a_large_stack_stays_far_below_the_size_limit(dev):
         assert _size(config_map) < CONFIG_MAP_LIMIT // 16  # a sixteenth of the limit at most
     alone = _config_maps(with_value(dev, "models", {"model-7": model}))
     assert alone["model-7"] == config_maps["model-7"]
-    text = _traffic_text(_board(alone["model-7"]))
+    text = _versions_text(_board(alone["model-7"]))
     assert all(f"| v{i} |" in text for i in range(1, 4))

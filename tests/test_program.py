@@ -165,8 +165,10 @@ def _weights(run, name: str) -> dict[str, int]:
     [
         ({"version": "v2", "weight": 10}, {"v1": 90, "v2": 10}),
         ({"version": "v2", "weight": 50}, {"v1": 50, "v2": 50}),
-        ({"version": "v2", "weight": 0}, {"v1": 100}),  # warm but not routed
-        ({"version": "v2", "weight": 100}, {"v2": 100}),  # promoted, v1 still deployed
+        # warm but not routed: the canary stays in the route at 0 (istiod skips it), so a
+        # shift to and from 0 rewrites only weights
+        ({"version": "v2", "weight": 0}, {"v1": 100, "v2": 0}),
+        ({"version": "v2", "weight": 100}, {"v1": 0, "v2": 100}),  # promoted, v1 still deployed
         (None, {"v1": 100}),
     ],
 )
@@ -186,11 +188,14 @@ def _inputs_by_resource(run) -> dict[tuple[str, str], dict]:
     return {(r.type, r.name): r.inputs for r in run.resources}
 
 
-def test_shifting_the_canary_changes_only_that_models_virtual_service_and_dashboard(prod):
-    """sentiment 5% -> 30% in prod: its routes and the weight its board shows; not fraud's
-    board, no Deployment, no alert rule (both versions receive traffic before and after)."""
+@pytest.mark.parametrize("weight", [30, 0])
+def test_shifting_the_canary_changes_only_that_models_virtual_service(prod, weight):
+    """sentiment 5% -> 30% and to 0 (the canary idle) in prod, as Pulumi sees the resources:
+    its routes, and nothing else: no dashboard (it shows the observed split), no alert rule
+    (rules follow roles, not weights), no Deployment. (Prod's policy refuses a canary above
+    50%; stable idle at 100 is pinned on the builders, tests/test_weight_shift.py.)"""
     before = _inputs_by_resource(run_program(prod, stack="prod"))
-    shifted = with_value(prod, "models.sentiment.canary.weight", 30)
+    shifted = with_value(prod, "models.sentiment.canary.weight", weight)
     after = _inputs_by_resource(run_program(shifted, stack="prod"))
     assert before.keys() == after.keys()
     # the comparison covers both boards, the other model's VirtualService and the alert rules
@@ -201,10 +206,7 @@ def test_shifting_the_canary_changes_only_that_models_virtual_service_and_dashbo
     assert ("kubernetes:monitoring.coreos.com/v1:PrometheusRule", "ml-mesh-alerts") in before
     assert (VIRTUAL_SERVICE, "fraud") in before
     changed = {key for key in before if before[key] != after[key]}
-    assert changed == {
-        (VIRTUAL_SERVICE, "sentiment"),
-        (CONFIG_MAP, "ml-mesh-dashboard.ml-serving.sentiment"),
-    }
+    assert changed == {(VIRTUAL_SERVICE, "sentiment")}
 
 
 def test_adding_a_version_never_changes_existing_deployments(dev):

@@ -14,7 +14,7 @@ from mesh.config import StackConfig, parse_config
 from mesh.dashboard import dashboard_config_map
 from mesh.promql import model_queries
 from mesh.stackfile import load_stack
-from tests.conftest import PROJECT_DIR, STACKS, run_mesh, with_value
+from tests.conftest import PROJECT_DIR, STACKS, run_mesh, with_value, without
 
 # The label names of istio_requests_total / istio_request_duration_milliseconds as Istio's
 # standard metrics reference lists them, plus the histogram's `le`.
@@ -50,6 +50,7 @@ METRIC_LABELS = {
     "istio_requests_total": ISTIO_LABELS - {"le"},
     "istio_request_duration_milliseconds_bucket": ISTIO_LABELS,
     "kube_deployment_status_replicas_available": {"namespace", "deployment"},
+    "kube_deployment_spec_replicas": {"namespace", "deployment"},
 }
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # The selector grammar these queries use: metric{label<op>"value",...}
@@ -236,14 +237,35 @@ def test_queries_are_well_formed_without_a_parser(config):
             assert all(LABEL_NAME.match(label) for label, _, _ in MATCHER.findall(matchers))
 
 
-def test_canary_comparison_only_when_both_versions_receive_traffic(dev):
-    def excess(weight):
-        raw = with_value(dev, "models.sentiment.canary.weight", weight)
+def test_canary_comparison_follows_the_canary_role_not_its_weight(dev):
+    """The same query at every weight; when one side is sent nothing it has no sample
+    (tests/test_promtool.py), so an idle canary needs no query of its own."""
+
+    def excess(raw):
         return model_queries(parse_config(raw, "dev"), "sentiment").canary_error_excess
 
-    assert excess(10) is not None and 'destination_version="v2"' in excess(10)
-    assert excess(0) is None  # the canary is idle
-    assert excess(100) is None  # stable is idle
+    at_10 = excess(with_value(dev, "models.sentiment.canary.weight", 10))
+    assert at_10 is not None and 'destination_version="v2"' in at_10
+    for weight in (0, 100):
+        assert excess(with_value(dev, "models.sentiment.canary.weight", weight)) == at_10
+    assert excess(without(dev, "models.sentiment.canary")) is None  # nothing to compare
+
+
+def test_the_observed_split_is_each_revisions_share_of_every_caller_request(config):
+    """Caller side, every request to the Service (also `latest`, no pod chosen), so the shares
+    add up to 1 (numbers: tests/test_promtool.py)."""
+    parser = _parser()
+    for name in config.models:
+        split = parser.parse(model_queries(config, name).traffic_split)
+        assert isinstance(split, parser.BinaryExpr) and str(split.op) == "/"
+        assert _grouping(split.lhs) == ["destination_canonical_revision"]
+        assert _grouping(split.rhs) == []
+        for _, matchers in SELECTOR.findall(model_queries(config, name).traffic_split):
+            found = {label: (op, value) for label, op, value in MATCHER.findall(matchers)}
+            assert found == {
+                "reporter": ("=", "source"),
+                "destination_service": ("=", config.service_host(name)),
+            }
 
 
 def _promql(*args: str) -> subprocess.CompletedProcess:

@@ -10,6 +10,10 @@ pod (UH) with `destination_workload="unknown"` and canonical revision `latest`.
 
 The expected numbers are worked out by hand from the per-minute counts of each scenario, so
 a query that sums, divides or selects the wrong series fails here.
+
+The rules do not depend on the weights (tests/test_weight_shift.py): a version sent nothing
+must stay silent because its expressions have no sample, which the idle scenarios prove
+against the rules rendered with the canary at 0 (or at 100, stable idle).
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class Traffic:
     service: str
     series: list[dict] = field(default_factory=list)
     ready: dict[str, int] = field(default_factory=dict)  # version -> available replicas
+    desired: dict[str, int] = field(default_factory=dict)  # version -> spec replicas
 
     def _labels(self, reporter: str, version: str, endpoint: str) -> dict:
         """Destination labels as the reporting proxy fills them in. endpoint: "peer" (a pod
@@ -129,6 +134,15 @@ class Traffic:
             labels |= {"response_flags": "-", "request_protocol": "grpc" if grpc else "http"}
             self._add({**labels, "grpc_response_status": grpc} if grpc else labels, per_minute)
 
+    def stopped(self, version: str, answered: int, failed: int) -> None:
+        """A version that served requests (some 503s) before the window and none since: its
+        counters exist and stay flat, so every rate is 0 and every ratio 0/0."""
+        for reporter in ("destination", "source"):
+            for code, total in (("200", answered), ("503", failed)):
+                labels = {**self._labels(reporter, version, "peer"), "response_code": code}
+                labels |= {"response_flags": "-", "request_protocol": "http"}
+                self._add({**labels, "__flat__": total}, 0)
+
     def failed_by_caller(self, version: str, per_minute: int, flags: str) -> None:
         """503s the caller's proxy made itself; "UH" chooses no pod, so no version."""
         endpoint = "none" if flags == "UH" else "endpoint"
@@ -150,18 +164,21 @@ class Traffic:
         for labels in self.series:
             metric = labels["__metric__"]
             plain = {k: v for k, v in labels.items() if not k.startswith("__")}
-            found.append(
-                {"series": _series(metric, plain), "values": _counter(labels["__count__"])}
-            )
-        for version, replicas in sorted(self.ready.items()):
-            gauge = {"namespace": self.namespace, "deployment": f"{self.model}-{version}"}
-            found.append({"series": _series(AVAILABLE, gauge), "values": f"{replicas}+0x{MINUTES}"})
+            values = _counter(labels["__count__"], labels.get("__flat__", 0))
+            found.append({"series": _series(metric, plain), "values": values})
+        for metric, replicas_of in ((AVAILABLE, self.ready), (DESIRED, self.desired)):
+            for version, replicas in sorted(replicas_of.items()):
+                gauge = {"namespace": self.namespace, "deployment": f"{self.model}-{version}"}
+                found.append(
+                    {"series": _series(metric, gauge), "values": f"{replicas}+0x{MINUTES}"}
+                )
         return found
 
 
 REQUESTS = "istio_requests_total"
 DURATION = "istio_request_duration_milliseconds_bucket"
 AVAILABLE = "kube_deployment_status_replicas_available"
+DESIRED = "kube_deployment_spec_replicas"
 BUCKETS = (50.0, 100.0, 250.0, 500.0, float("inf"))
 
 
@@ -173,8 +190,8 @@ def _series(metric: str, labels: dict) -> str:
     return metric + "{" + ",".join(f"{k}={json.dumps(v)}" for k, v in labels.items()) + "}"
 
 
-def _counter(per_minute: int) -> str:
-    return f"0+{per_minute}x{MINUTES}"
+def _counter(per_minute: int, start: int = 0) -> str:
+    return f"{start}+{per_minute}x{MINUTES}"
 
 
 def _traffic(config: StackConfig, name: str) -> Traffic:
@@ -197,6 +214,7 @@ def _healthy(config: StackConfig) -> list[Traffic]:
     for name, model in sorted(config.models.items()):
         traffic = _traffic(config, name)
         traffic.ready = {v: spec.replicas for v, spec in model.versions.items()}
+        traffic.desired = dict(traffic.ready)
         found.append(traffic)
     return found
 
@@ -241,11 +259,12 @@ def versions_fail_alike(t: Traffic, canary: str, stable: str) -> set[str]:
 
 
 def routed_version_without_ready_pods(t: Traffic, canary: str, stable: str) -> set[str]:
-    """(d) kube-state-metrics: the canary's Deployment has no available replica."""
+    """(d) kube-state-metrics: the canary's Deployment has no available replica, so istiod
+    gives its subset no endpoint and the callers' proxies fail the canary's share with UH."""
     t.answered(stable, 1000)
-    t.answered(canary, 100)
+    t.failed_by_caller(canary, 100, "UH")
     t.ready[canary] = 0
-    return {NO_READY_PODS}
+    return {NO_READY_PODS, WITHOUT_ENDPOINT}
 
 
 def everything_at_once(t: Traffic, canary: str, stable: str) -> set[str]:
@@ -271,6 +290,63 @@ SCENARIOS = [
     versions_fail_alike,
     routed_version_without_ready_pods,
     everything_at_once,
+]
+
+
+# Idle versions: each scenario with the canary weight whose rules it runs against. The rules
+# are the same at every weight; running them rendered at that weight shows it is not luck.
+
+
+def canary_idle_never_sent_anything(t: Traffic, canary: str, stable: str) -> set[str]:
+    """(f) Weight 0 from the start: the canary has no series at all, stable fails 1 in 201."""
+    t.answered(stable, 1000)
+    t.answered(stable, 5, "503")
+    return set()
+
+
+def canary_idle_after_a_rollback(t: Traffic, canary: str, stable: str) -> set[str]:
+    """(g) Rolled back to 0 after it failed: its counters exist (with many 503s) but are flat
+    over the whole window, so its error ratio is 0/0 = NaN, which no comparison exceeds."""
+    t.answered(stable, 1000)
+    t.stopped(canary, answered=5_000, failed=2_000)
+    return set()
+
+
+def canary_idle_with_broken_pods(t: Traffic, canary: str, stable: str) -> set[str]:
+    """(h) Weight 0 and no ready pod (a crash-looping build): nobody is sent to it, no
+    request fails, so the rule on missing pods stays silent; stable is healthy."""
+    t.answered(stable, 1000)
+    t.ready[canary] = 0
+    return set()
+
+
+def canary_idle_scaled_to_zero_while_stable_is_ejected(
+    t: Traffic, canary: str, stable: str
+) -> set[str]:
+    """(i) The canary parked at 0 replicas (allowed at weight 0), while outlier detection
+    ejects stable pods (UH): requests fail without a pod, but the canary is not to blame,
+    since it should have no pods (desired 0)."""
+    t.answered(stable, 1000)
+    t.failed_by_caller(stable, 30, "UH")
+    t.ready[canary] = 0
+    t.desired[canary] = 0
+    return {WITHOUT_ENDPOINT}
+
+
+def stable_idle_after_promotion(t: Traffic, canary: str, stable: str) -> set[str]:
+    """(j) Weight 100: the canary takes everything (and fails 1 in 21), stable none; there is
+    nothing to compare it with, so no comparison fires."""
+    t.answered(canary, 1000)
+    t.answered(canary, 50, "503")
+    return set()
+
+
+IDLE_SCENARIOS = [
+    (canary_idle_never_sent_anything, 0),
+    (canary_idle_after_a_rollback, 0),
+    (canary_idle_with_broken_pods, 0),
+    (canary_idle_scaled_to_zero_while_stable_is_ejected, 0),
+    (stable_idle_after_promotion, 100),
 ]
 
 
@@ -385,6 +461,37 @@ def test_the_unit_tests_catch_a_rule_that_stays_silent(
         assert f"alertname: {alertname}" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("stack", STACK_ALERTS)
+@pytest.mark.parametrize(
+    ("scenario", "weight"), IDLE_SCENARIOS, ids=[s.__name__ for s, _ in IDLE_SCENARIOS]
+)
+def test_a_version_sent_nothing_raises_no_alert(promtool, stack, scenario, weight, tmp_path):
+    config = _config(stack)
+    rule = _rule(_raw(stack, {"models.sentiment.canary.weight": weight}), stack)
+    assert rule == _rule(_raw(stack), stack), "the rules do not depend on the weight"
+    result = _promtool_test(promtool, rule, [_unit_test(rule, config, scenario, [])], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_idle_scenarios_would_catch_a_rule_that_fires(promtool, tmp_path):
+    """The same expectation (nothing fires) against a rule on missing pods that ignores the
+    traffic (the plain kube-state-metrics check) fails: the idle canary's broken pods set it
+    off. So (h) passing above is the traffic condition's doing."""
+    config = _config("prod")
+    rule = _rule(_raw("prod"), "prod")
+    naive = json.loads(json.dumps(rule))
+    for group in naive["spec"]["groups"]:
+        for r in group["rules"]:
+            if r["alert"] == NO_READY_PODS:
+                r["expr"] = r["expr"].split("\n)\nand on ()")[0].lstrip("(\n")
+    test = _unit_test(rule, config, canary_idle_with_broken_pods, [])
+    _write_rules(naive, tmp_path)
+    _write_tests(tmp_path, [test])
+    result = _run(promtool, "test", "rules", "tests.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert f"alertname: {NO_READY_PODS}" in result.stdout + result.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # The queries people read: the dashboard's panels and `mesh promql`, over scenario (e)
 
@@ -425,6 +532,12 @@ def _expected_numbers(canary: str, stable: str) -> dict[str, dict[tuple[str, ...
         },
         "without_endpoint_ratio": {(): 30 / every_caller},
         "caller_error_excess": {(): ratio(callers, canary) - ratio(callers, stable)},
+        # every request callers sent, by revision: the UH ones as `latest`; adds up to 1
+        "traffic_split": {
+            (stable,): 1005 / every_caller,
+            (canary,): 130 / every_caller,
+            ("latest",): 30 / every_caller,
+        },
     }
 
 
@@ -439,6 +552,7 @@ GROUPING = {
     "caller_errors_by_flags": ("destination_canonical_revision", "response_flags"),
     "without_endpoint_ratio": (),
     "caller_error_excess": (),
+    "traffic_split": ("destination_canonical_revision",),
 }
 
 
@@ -485,10 +599,12 @@ def test_dashboard_and_promql_queries_show_the_per_version_numbers(promtool, sta
     named = _named_queries(config, WINDOW)
     by_query = {query: name for name, query in named.items()}
     panels, printed = _panel_queries(config), _report_queries(stack)
-    # every panel and every printed line is one of the queries whose numbers are checked
+    # every panel and every printed line is one of the queries whose numbers are checked, and
+    # each of those is shown somewhere (the split on the board only)
     assert set(panels) <= set(by_query), set(panels) - set(by_query)
-    assert set(printed) == set(by_query), set(printed) ^ set(by_query)
-    assert len(panels) == 8
+    assert set(printed) <= set(by_query), set(printed) - set(by_query)
+    assert set(panels) | set(printed) == set(by_query)
+    assert len(panels) == 9
     tests = [_expr_test(q, numbers[by_query[q]], GROUPING[by_query[q]]) for q in by_query]
     rule = _rule(_raw(stack), stack)
     result = _promtool_test(
@@ -511,3 +627,31 @@ def test_a_wrong_number_is_caught(promtool, tmp_path):
     )
     assert result.returncode == 1, result.stdout
     assert "expr:" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("scenario", "shares"),
+    [
+        # never sent anything: the canary has no series, stable takes everything
+        (canary_idle_never_sent_anything, {"stable": 1.0}),
+        # rolled back: its flat counters still exist, so the board shows it at 0
+        (canary_idle_after_a_rollback, {"stable": 1.0, "canary": 0.0}),
+        # promoted: the canary alone
+        (stable_idle_after_promotion, {"canary": 1.0}),
+        # the canary's pods are gone but it is still sent 100 of 1100 requests a minute
+        (routed_version_without_ready_pods, {"stable": 1000 / 1100, "latest": 100 / 1100}),
+    ],
+    ids=["canary-idle", "canary-rolled-back", "stable-idle", "canary-without-pods"],
+)
+def test_the_observed_split_shows_where_the_callers_sent_requests(
+    promtool, scenario, shares, tmp_path
+):
+    config = _config("prod")
+    canary, stable = _versions(config)
+    names = {"stable": stable, "canary": canary, "latest": "latest"}
+    numbers = {(names[role],): share for role, share in shares.items()}
+    query = model_queries(config, "sentiment", WINDOW).traffic_split
+    test = _expr_test(query, numbers, GROUPING["traffic_split"])
+    rule = _rule(_raw("prod"), "prod")
+    result = _promtool_test(promtool, rule, [_unit_test(rule, config, scenario, [test])], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
