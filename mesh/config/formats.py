@@ -449,7 +449,7 @@ def _env_text(value: object) -> object:
     if isinstance(value, float):
         raise ValueError(
             f"{value!r} is a number, and YAML does not keep how it was written (3.10 reads as "
-            f'3.1): quote the value as the container should see it, e.g. "{value!r}"'
+            "3.1): quote the value as the container should see it"
         )
     return value
 
@@ -471,8 +471,8 @@ def _text_only(what: str) -> BeforeValidator:
         if kind is not None:
             shown = "true" if value is True else "false" if value is False else repr(value)
             raise ValueError(
-                f"{shown} is {kind}, but {what} is text: quote it as you mean it, e.g. "
-                f'"{shown}" (unquoted, YAML reads 007 as 7 and 1.10 as 1.1)'
+                f"{shown} is {kind}, but {what} is text: quote it as you mean it "
+                "(unquoted, YAML reads 007 as 7 and 1.10 as 1.1)"
             )
         return value
 
