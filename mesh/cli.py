@@ -29,6 +29,7 @@ from mesh.stackfile import (
     read_stack_document,
     stack_file,
 )
+from mesh.stacks import KUBECONFIG_PREFIX, find_stacks, matrices
 from mesh.trace import Objects, Request, Trace, Workload, load_files, trace, trace_process
 from mesh.trace.flagger import expand
 
@@ -96,6 +97,11 @@ def _window(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# `mesh diff` exit codes: 0 nothing refused, 1 refused, 2 bad config or an unknown ref,
+# 3 the base does not render (the head is shown; the gates that need the base did not run).
+DIFF_OK, DIFF_REFUSED, DIFF_USAGE, DIFF_BASE_DOES_NOT_RENDER = 0, 1, 2, 3
+
+
 def _diff(args: argparse.Namespace) -> int:
     name, path = stack_file(args.stack)
     head = load_stack(args.stack)
@@ -103,7 +109,7 @@ def _diff(args: argparse.Namespace) -> int:
         base = render_base(args.base, name)
     except GitBaseError as exc:
         print(f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}", file=sys.stderr)
-        return 2
+        return DIFF_USAGE
     head_raw = raw_project_config(_yaml_document(path))
     label = f"base `{args.base}` ({base.commit[:12]})"
     if not base.exists:
@@ -111,14 +117,42 @@ def _diff(args: argparse.Namespace) -> int:
     markdown, refusals = report(
         name,
         label,
-        side(base.objects, base.config, base.raw),
+        side(base.objects, base.config, base.raw, base.exists),
         side(normalized(render_objects(head.config, head.secrets)), head.config, head_raw),
         set(args.allow),
+        head_findings=_findings(head)[1],
+        base_error=base.error,
     )
     sys.stdout.write(markdown)
+    if base.error is not None:
+        first = base.error.splitlines()[-1]
+        print(
+            f"ml-mesh: diff of stack '{name}': the base {args.base} does not render ({first}); "
+            "only the head is shown and the gates that compare with the base did not run",
+            file=sys.stderr,
+        )
     for refusal in refusals:
         print(f"ml-mesh: refused ({refusal.gate}): {refusal.reason}", file=sys.stderr)
-    return 1 if refusals else 0
+    if refusals:
+        return DIFF_REFUSED
+    return DIFF_OK if base.error is None else DIFF_BASE_DOES_NOT_RENDER
+
+
+def _stacks(args: argparse.Namespace) -> int:
+    found = find_stacks()
+    if args.github_output:
+        # `name=value` lines for $GITHUB_OUTPUT: the matrices, and whether each has a stack
+        # (a job over an empty matrix fails, so the workflow skips it instead).
+        for name, matrix in matrices(found).items():
+            print(f"{name}={json.dumps(matrix, separators=(',', ':'))}")
+            print(f"has-{name}={'true' if matrix['include'] else 'false'}")
+    elif args.json:
+        print(json.dumps([s.to_json() for s in found], indent=2))
+    else:
+        for stack in found:
+            kind = "protected" if stack.protected else "unprotected"
+            print(f"{stack.name}\t{kind}\t{stack.kubeconfig_secret}")
+    return 0
 
 
 DEFAULT_GATEWAY = "istio-system/istio-ingressgateway-service-account"
@@ -311,8 +345,10 @@ def parser() -> argparse.ArgumentParser:
         "check",
         help="run the mesh analyzers (istioctl analyze rules) on a stack, offline",
         description="Print every finding of the mesh checks the program runs before `pulumi "
-        "preview` registers anything (IST codes as istioctl analyze reports them). Exit 1 when "
-        "any finding is an error, 2 on invalid config.",
+        "preview` registers anything: IST codes as istioctl analyze reports them, MESH codes "
+        "for ml-mesh's own rules, and on protected stacks POLICY/<policy> for the rules of the "
+        "policy pack (policy/rules.py, with the config policy/config.json). Exit 1 when any "
+        "finding is an error, 2 on invalid config.",
     )
     _stack_argument(check_)
     check_.set_defaults(run=_check)
@@ -403,9 +439,11 @@ def parser() -> argparse.ArgumentParser:
         description="Render the stack at a git ref (with that ref's code) and in the working "
         "tree and print, as Markdown for a pull request, the traffic before and after, the "
         "objects added, removed and changed, and the routing after the change. Exits 1 when a "
-        "gate refuses the change: "
+        "gate refuses the change ("
         + "; ".join(f"{gate}: {why}" for gate, why in GATES.items())
-        + ".",
+        + ") or the head fails mesh checks (not overridable), 2 on bad config or an unknown "
+        "ref, 3 when the base does not render (the head is shown, the gates that need the "
+        "base's objects did not run).",
     )
     diff.add_argument("stack", help="stack name (Pulumi.<stack>.yaml in the project)")
     diff.add_argument("--base", required=True, help="git ref to compare with, e.g. origin/main")
@@ -418,6 +456,22 @@ def parser() -> argparse.ArgumentParser:
         help=f"override a gate on purpose (repeatable): {', '.join(sorted(GATES))}",
     )
     diff.set_defaults(run=_diff)
+    stacks = commands.add_parser(
+        "stacks",
+        help="list the project's stacks (Pulumi.*.yaml): protected or not, credentials secret",
+        description="List every Pulumi.<stack>.yaml of the project: its name, whether it is "
+        "protected, and the GitHub secret its cluster credentials are read from "
+        f"({KUBECONFIG_PREFIX}<STACK>, upper-cased, other characters as _). The workflows build "
+        "their matrices from it.",
+    )
+    output = stacks.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="a JSON list")
+    output.add_argument(
+        "--github-output",
+        action="store_true",
+        help="the matrices all/protected/unprotected as name=JSON lines for $GITHUB_OUTPUT",
+    )
+    stacks.set_defaults(run=_stacks)
     return root
 
 

@@ -3,7 +3,15 @@ whether it is safe.
 
 Both sides are rendered objects (the base by the base's own code, see `mesh.gitbase`), so the
 report shows exactly what `pulumi up` would change. The gates refuse the changes that drop
-requests or move too much traffic at once; each can be overridden on purpose by name.
+requests, move too much traffic at once or loosen the protections they are checked by; each
+can be overridden on purpose by name. A head whose mesh checks (the policy pack's rules
+included) have errors is refused too, and that cannot be overridden: `pulumi preview` and
+`pulumi up` refuse the same plan (the program gates on the checks, the pack is mandatory), so an
+`--allow` would only hide what the deploy will refuse.
+
+A base that does not render (a pull request that repairs a broken main) still gets a report:
+the head's traffic, journeys, checks and objects, the base's error at the top, and the gates
+that need no base objects (`policy-change`, the head's checks); the others cannot run.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from typing import Any
 
 import yaml
 
+from mesh.checks import Finding, errors
 from mesh.config import StackConfig
 from mesh.graph import gateway_name, mermaid
 from mesh.journeys import Journey, journeys, mesh_settings
+from mesh.protections import Protections, loosened, of_side
 from mesh.render import to_yaml
 from mesh.routing import (
     FLAGGER,
@@ -35,28 +45,48 @@ WEIGHT_STEP = "weight-step"
 SELECTOR_CHANGE = "selector-change"
 OWNERSHIP_SWITCH = "ownership-switch"
 JOURNEY_BROKEN = "journey-broken"
+POLICY_CHANGE = "policy-change"
+# Not a gate: the head's own check errors, refused whatever `--allow` says.
+HEAD_CHECKS = "checks"
 GATES = {
     REMOVE_ROUTED_VERSION: "a version that receives traffic at the base is removed",
     WEIGHT_STEP: "protected stack: a canary weight step above maxWeightStep, or 0 -> 100",
     SELECTOR_CHANGE: "a Deployment's selector changes (Kubernetes replaces it: downtime)",
     OWNERSHIP_SWITCH: "a model's routing moves between ml-mesh and Flagger",
     JOURNEY_BROKEN: "a journey the config promises (mesh trace) works at the base and fails after",
+    POLICY_CHANGE: "the change loosens a protection of the base (protected, maxWeightStep, "
+    "images.requireDigests, security.*)",
 }
+# The gates that compare the base's objects with the head's: they cannot run when the base
+# does not render.
+OBJECT_GATES = (
+    REMOVE_ROUTED_VERSION,
+    WEIGHT_STEP,
+    SELECTOR_CHANGE,
+    OWNERSHIP_SWITCH,
+    JOURNEY_BROKEN,
+)
 MAX_LISTED_FIELDS = 12
 
 
 @dataclass(frozen=True)
 class Side:
-    """One side of the diff: its objects and routing, and its config where it can be read."""
+    """One side of the diff: its objects and routing, its config where it can be read, and
+    the protections it applies (`exists` False: a base without the stack, which has none)."""
 
     objects: list[dict]
     routing: dict[str, ModelRouting]
     config: StackConfig | None
     raw: dict[str, Any]
+    protections: Protections
+    exists: bool = True
 
 
-def side(objects: list[dict], config: StackConfig | None, raw: dict[str, Any]) -> Side:
-    return Side(objects, routing_from_objects(objects, config), config, raw)
+def side(
+    objects: list[dict], config: StackConfig | None, raw: dict[str, Any], exists: bool = True
+) -> Side:
+    routing = routing_from_objects(objects, config)
+    return Side(objects, routing, config, raw, of_side(config, raw), exists)
 
 
 def normalized(objects: list[dict]) -> list[dict]:
@@ -80,19 +110,30 @@ class Refusal:
     reason: str
 
 
-@dataclass(frozen=True)
-class Policy:
-    protected: bool
-    max_weight_step: int
+def policy(base: Side, head: Side) -> Protections:
+    """The stricter of both sides' effective protections (a base without the stack has none):
+    a change cannot loosen the rules it is checked by."""
+    return base.protections.stricter(head.protections) if base.exists else head.protections
 
 
-def policy(base: Side, head: Side) -> Policy:
-    """The stricter of both sides: a change cannot loosen the rules it is checked by."""
-    protected = bool(base.raw.get("protected") is True or (head.config and head.config.protected))
-    steps = [head.config.max_weight_step] if head.config else [25]
-    if isinstance(base.raw.get("maxWeightStep"), int):
-        steps.append(base.raw["maxWeightStep"])
-    return Policy(protected, min(steps))
+def policy_changes(base: Side, head: Side) -> list[Refusal]:
+    """Each protection of the base the head loosens, before -> after (tightening is free)."""
+    if not base.exists:
+        return []
+    return [
+        Refusal(
+            POLICY_CHANGE,
+            f"{change.path}: {change.before} -> {change.after} loosens a protection of the "
+            "base (this change is still checked by the stricter value); loosen it in a change "
+            "of its own, on purpose",
+        )
+        for change in loosened(base.protections, head.protections)
+    ]
+
+
+def check_refusals(findings: list[Finding]) -> list[Refusal]:
+    """The head's mesh check errors (the policy pack's rules included): never overridable."""
+    return [Refusal(HEAD_CHECKS, f"the head fails mesh checks: {f}") for f in errors(findings)]
 
 
 # --- gates ---------------------------------------------------------------------------------
@@ -133,7 +174,7 @@ def _incumbent(routing: ModelRouting) -> str:
     return max(routing.versions.items(), key=lambda item: (item[1].weight, item[0]))[0]
 
 
-def weight_steps(base: Side, head: Side, rules: Policy) -> list[Refusal]:
+def weight_steps(base: Side, head: Side, rules: Protections) -> list[Refusal]:
     if not rules.protected:
         return []
     found = []
@@ -168,7 +209,7 @@ def weight_steps(base: Side, head: Side, rules: Policy) -> list[Refusal]:
     return found
 
 
-def _flagger_steps(name: str, before: ModelRouting, after: ModelRouting, rules: Policy):
+def _flagger_steps(name: str, before: ModelRouting, after: ModelRouting, rules: Protections):
     step = largest_flagger_step(after.analysis)
     if before.analysis == after.analysis or step <= rules.max_weight_step:
         return []
@@ -217,8 +258,15 @@ def ownership_switches(base: Side, head: Side) -> list[Refusal]:
     return found
 
 
-def check(base: Side, head: Side, pairs: dict[tuple[str, str], JourneyPair]) -> list[Refusal]:
+def check(
+    base: Side,
+    head: Side,
+    pairs: dict[tuple[str, str], JourneyPair],
+    head_findings: list[Finding] | None = None,
+) -> list[Refusal]:
     return [
+        *check_refusals(head_findings or []),
+        *policy_changes(base, head),
         *removed_routed_versions(base, head),
         *weight_steps(base, head, policy(base, head)),
         *selector_changes(base, head),
@@ -484,7 +532,10 @@ def verdict_section(refusals: list[Refusal], allowed: set[str]) -> list[str]:
     overridden = [r for r in refusals if r.gate in allowed]
     if blocking:
         lines = [f"> [!CAUTION]\n> **Refused: {len(blocking)} unsafe change(s).** "]
-        lines[0] += "Override a gate on purpose with `--allow <gate>`."
+        lines[0] += "Override a gate on purpose with `--allow <gate>`"
+        if any(r.gate not in GATES for r in blocking):
+            lines[0] += " (check errors cannot be overridden: `pulumi preview` refuses them too)"
+        lines[0] += "."
         lines += [f"> - `{r.gate}`: {r.reason}" for r in blocking]
     else:
         lines = ["> [!NOTE]\n> No unsafe change found."]
@@ -492,14 +543,102 @@ def verdict_section(refusals: list[Refusal], allowed: set[str]) -> list[str]:
     return [*lines, ""]
 
 
+def unreadable_section(base: Side) -> list[str]:
+    """The base's policy keys this code could not read, and the value they count as."""
+    keys = base.protections.unreadable if base.exists else ()
+    if not keys:
+        return []
+    named = ", ".join(f"`{k}`" for k in keys)
+    return [
+        f"> [!WARNING]\n> The base's stack file does not parse with this code; its {named} "
+        "could not be read and count as their strictest value (protected, maxWeightStep 1, "
+        "requireDigests, mTLS STRICT, every security switch on).",
+        "",
+    ]
+
+
+def base_error_section(base_label: str, error: str) -> list[str]:
+    quoted = "\n".join(f"> {line}" if line else ">" for line in error.splitlines())
+    skipped = ", ".join(f"`{gate}`" for gate in OBJECT_GATES)
+    return [
+        f"> [!WARNING]\n> **The base does not render**, so this change cannot be compared with "
+        f"it: {base_label} failed with the error below. Shown: the head alone (its traffic, "
+        f"journeys, checks and objects). Not run, as they need the base's objects: {skipped}; "
+        "run `mesh diff` again once the base renders.\n>\n> ```",
+        quoted,
+        "> ```",
+        "",
+    ]
+
+
+def head_traffic_section(head: Side) -> list[str]:
+    lines = ["### Traffic (head)", ""]
+    for name, routing in sorted(head.routing.items()):
+        lines += [f"**{name}** (routing by {routing.owner})", "", *traffic_rows(routing, routing)]
+        lines.append("")
+        if routing.owner == FLAGGER:
+            lines += [describe_analysis(routing.analysis), ""]
+    return lines
+
+
+def head_journeys_section(head: Side) -> list[str]:
+    """Every journey of the head, traced through the head's objects (no base to compare)."""
+    if head.config is None:
+        return []
+    objects = Objects(expand(head.objects), mesh_settings(head.config))
+    found = journeys(head.config, objects=objects)
+    failed = [j for j in found if j.expect is not None and not j.passed]
+    lines = [
+        "### Journeys (head)",
+        "",
+        f"{len(found)} journeys traced, {len(failed)} promised and failing "
+        "(`python -m mesh trace` shows every step).",
+        "",
+        "<details><summary>Every journey of the head</summary>",
+        "",
+        "| model | journey | outcome |",
+        "| --- | --- | --- |",
+    ]
+    for journey in found:
+        mark = " ⚠" if journey in failed else ""
+        lines.append(f"| {journey.model} | {journey.name} | {_summary(journey)}{mark} |")
+    return [*lines, "", "</details>", ""]
+
+
+def checks_section(findings: list[Finding]) -> list[str]:
+    if not findings:
+        return ["### Checks (head)", "", "No findings.", ""]
+    return ["### Checks (head)", "", *[f"- {_code(str(f))}" for f in findings], ""]
+
+
 def report(
-    stack: str, base_label: str, base: Side, head: Side, allowed: set[str]
+    stack: str,
+    base_label: str,
+    base: Side,
+    head: Side,
+    allowed: set[str],
+    head_findings: list[Finding] | None = None,
+    base_error: str | None = None,
 ) -> tuple[str, list[Refusal]]:
-    """The Markdown report and the refusals that `allowed` does not override."""
-    pairs = journey_pairs(base, head)
-    refusals = check(base, head, pairs)
+    """The Markdown report and the refusals that `allowed` does not override. With
+    `base_error` (the base does not render), the head alone and the gates that need no base
+    objects."""
     lines = [f"## ml-mesh diff: stack `{stack}` ({base_label} → working tree)", ""]
+    if base_error is not None:
+        refusals = [*check_refusals(head_findings or []), *policy_changes(base, head)]
+        lines += base_error_section(base_label, base_error)
+        lines += verdict_section(refusals, allowed)
+        lines += unreadable_section(base)
+        lines += head_traffic_section(head)
+        lines += head_journeys_section(head)
+        lines += checks_section(head_findings or [])
+        lines += objects_section(object_changes([], head.objects))
+        lines += ["### Routing (head)", "", mermaid(head.routing, gateway_name(head.objects))]
+        return "\n".join(lines), [r for r in refusals if r.gate not in allowed]
+    pairs = journey_pairs(base, head)
+    refusals = check(base, head, pairs, head_findings)
     lines += verdict_section(refusals, allowed)
+    lines += unreadable_section(base)
     lines += traffic_section(base, head)
     lines += journeys_section(pairs)
     lines += objects_section(object_changes(base.objects, head.objects))

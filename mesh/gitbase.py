@@ -25,7 +25,16 @@ from mesh.stackfile import PROJECT_DIR, load_stack, raw_project_config, read_sta
 
 
 class GitBaseError(Exception):
-    """The base cannot be rendered (unknown ref, not a git checkout, base render failed)."""
+    """The base cannot be read (unknown ref, not a git checkout)."""
+
+
+class BaseRenderError(GitBaseError):
+    """The base's own code refuses to render the stack; `str()` is the base's error."""
+
+
+# The most of the base's error output a report quotes (the end of it: a traceback's last
+# lines, or ml-mesh's one-line message).
+MAX_ERROR_LINES = 20
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class BaseRender:
     exists: bool  # False: the base has no such stack (a new stack): everything is added
     config: StackConfig | None  # the base config as this code reads it, for roles; None if not
     raw: dict[str, Any]  # `ml-mesh:*` of the base stack file, for the policy settings
+    error: str | None = None  # the base does not render: its error output (objects empty)
 
 
 def _git(*args: str, cwd: Path = PROJECT_DIR) -> bytes:
@@ -76,8 +86,10 @@ def render_tree(tree: Path, stack: str) -> list[dict]:
         check=False,
     )
     if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise GitBaseError(f"the base does not render: {lines[-1] if lines else 'no output'}")
+        lines = result.stderr.strip().splitlines()[-MAX_ERROR_LINES:]
+        raise BaseRenderError(
+            "\n".join(lines) if lines else f"exit {result.returncode}, no error output"
+        )
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
@@ -100,6 +112,9 @@ def render_base(ref: str, stack: str) -> BaseRender:
         stack_file = tree / f"Pulumi.{stack}.yaml"
         if not stack_file.is_file() or not (tree / "mesh" / "__main__.py").is_file():
             return BaseRender(ref, commit, [], False, None, {})
-        objects = render_tree(tree, stack)
         config, raw = _read_config(stack_file)
+        try:
+            objects = render_tree(tree, stack)
+        except BaseRenderError as exc:
+            return BaseRender(ref, commit, [], True, config, raw, str(exc))
         return BaseRender(ref, commit, objects, True, config, raw)

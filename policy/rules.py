@@ -1,22 +1,81 @@
 """The rules of the ml-mesh policy pack as pure functions over resource properties.
 
 No dependency beyond the standard library, so the same rules run in the policy pack (its own
-venv, with pulumi-policy) and in the main test suite against the rendered stacks. Properties
+venv, with pulumi-policy), in `python -m mesh check` on protected stacks (mesh/checks/pack.py)
+and in the main test suite against the rendered stacks. `RESOURCE_RULES` and `STACK_RULES` name
+each rule by its policy name: the pack's policies and mesh check both call these entries, so a
+rule has exactly one implementation. The pack's config (`config.json` beside this file, which
+the workflows pass as `--policy-pack-config`) is read by `pack_config`, on both sides too. Properties
 arrive as Mappings and Sequences (pulumi-policy wraps them in read-only proxies), never assumed
 to be dicts or lists. Each rule returns the violations it found, one message each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 # Kinds whose spec holds a pod template (or is a pod).
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod")
 # Annotation ml-mesh puts on a VirtualService to name its canary version (mesh/traffic.py).
 CANARY_ANNOTATION = "ml-mesh.io/canary"
-DEFAULT_MAX_CANARY_WEIGHT = 50
 SAFE_SECCOMP = ("RuntimeDefault", "Localhost")
+
+
+# The pack's config: {policy name: {property: value}}, the file format of Pulumi's
+# `--policy-pack-config` (and of pulumi/actions' `policyPackConfigs` input).
+CONFIG_FILE = Path(__file__).resolve().with_name("config.json")
+
+IMAGE_PINNED = "image-pinned"
+RESOURCES_LIMITED = "resources-limited"
+HARDENED_SECURITY_CONTEXT = "hardened-security-context"
+MTLS_STRICT = "mtls-strict"
+NO_FAULT_INJECTION = "no-fault-injection"
+CANARY_WEIGHT = "canary-weight-within-maximum"
+# Pulumi's enforcement levels; every policy of the pack is mandatory unless its config says not.
+ENFORCEMENT_LEVELS = ("advisory", "mandatory", "remediate", "disabled")
+DEFAULT_ENFORCEMENT = "mandatory"
+
+
+def pack_config(path: Path | None = None) -> dict[str, Any]:
+    """The pack's config file (default `CONFIG_FILE`), as `--policy-pack-config` reads it."""
+    path = CONFIG_FILE if path is None else path
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: the policy pack config must be a JSON object")
+    return config
+
+
+def policy_config(config: Mapping[str, Any], policy: str) -> Mapping[str, Any]:
+    """The properties of one policy in a pack config (a bare enforcement level has none)."""
+    entry = config.get(policy)
+    return (
+        {k: v for k, v in entry.items() if k != "enforcementLevel"}
+        if isinstance(entry, Mapping)
+        else {}
+    )
+
+
+def enforcement(config: Mapping[str, Any], policy: str) -> str:
+    """A policy's enforcement level under a pack config: the policy's own entry (a level, or
+    `{"enforcementLevel": ...}`), else `all`, else mandatory, as the Pulumi engine resolves it."""
+    entry = config.get(policy)
+    level = entry.get("enforcementLevel") if isinstance(entry, Mapping) else entry
+    if level is None:
+        level = config.get("all")
+    return level if level in ENFORCEMENT_LEVELS else DEFAULT_ENFORCEMENT
+
+
+def resource_type(api_version: str, kind: str) -> str:
+    """The Pulumi type token pulumi-kubernetes registers an object as, the `resource_type` the
+    pack's policies see: `kubernetes:<group>/<version>:<Kind>`, the core group as `core/v1`
+    (typed classes such as `kubernetes:core/v1:Namespace`; `apiextensions.CustomResource` uses
+    `kubernetes:{api_version}:{kind}`, e.g. `kubernetes:networking.istio.io/v1:VirtualService`).
+    """
+    group_version = api_version if "/" in api_version else f"core/{api_version}"
+    return f"kubernetes:{group_version}:{kind}"
 
 
 def kind_of(resource_type: str) -> str:
@@ -188,6 +247,11 @@ def canary_weight_problems(resource_type: str, props: Mapping, maximum: int) -> 
     return problems
 
 
+def max_canary_weight(config: Mapping[str, Any]) -> int:
+    """The canary cap of a policy config: `maxWeight`, else the shipped config's."""
+    return int(config.get("maxWeight", DEFAULT_MAX_CANARY_WEIGHT))
+
+
 def mtls_problems(resources: Iterable[tuple[str, Mapping]]) -> list[str]:
     """Every namespace with workloads has a namespace-wide STRICT PeerAuthentication, nothing
     in the stack weakens it, and no DestinationRule turns client TLS off."""
@@ -224,3 +288,26 @@ def mtls_problems(resources: Iterable[tuple[str, Mapping]]) -> list[str]:
             "with mtls.mode STRICT (set security.mtls or keep protected: true)"
         )
     return problems
+
+
+ResourceRule = Callable[[str, Mapping, Mapping[str, Any]], list[str]]
+StackRule = Callable[[Iterable[tuple[str, Mapping]], Mapping[str, Any]], list[str]]
+
+# Every rule of the pack by policy name, called with the policy's config properties.
+RESOURCE_RULES: dict[str, ResourceRule] = {
+    IMAGE_PINNED: lambda resource_type, props, config: image_problems(resource_type, props),
+    RESOURCES_LIMITED: lambda resource_type, props, config: limit_problems(resource_type, props),
+    HARDENED_SECURITY_CONTEXT: lambda resource_type, props, config: security_context_problems(
+        resource_type, props
+    ),
+    NO_FAULT_INJECTION: lambda resource_type, props, config: fault_problems(resource_type, props),
+    CANARY_WEIGHT: lambda resource_type, props, config: canary_weight_problems(
+        resource_type, props, max_canary_weight(config)
+    ),
+}
+STACK_RULES: dict[str, StackRule] = {
+    MTLS_STRICT: lambda resources, config: mtls_problems(resources),
+}
+
+# The shipped default cap: the one in the config file the workflows pass to the pack.
+DEFAULT_MAX_CANARY_WEIGHT = int(policy_config(pack_config(), CANARY_WEIGHT)["maxWeight"])

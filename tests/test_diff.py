@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from mesh.diff import changed_fields, field_line
+from mesh.config import parse_config
+from mesh.diff import GATES, changed_fields, field_line, policy, policy_changes, side
+from mesh.protections import Protections, loosened, of_config, of_raw
 from mesh.render import render_objects
 from mesh.stackfile import load_stack
-from tests.conftest import PROJECT_DIR
+from tests.conftest import PROJECT_DIR, stack_raw
 
 IGNORED = shutil.ignore_patterns(
     ".git", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "bench"
@@ -149,10 +151,18 @@ def test_a_gate_can_be_allowed_on_purpose(repo):
     )
 
 
-def test_the_maximum_step_is_configurable_and_unprotected_stacks_are_not_gated(repo):
+def test_the_maximum_step_is_raised_in_a_change_of_its_own_and_unprotected_stacks_are_not_gated(
+    repo,
+):
     repo.edit("prod", "maxWeightStep", 40)
     repo.edit("prod", "models.sentiment.canary.weight", 40)
-    assert repo.diff("prod").returncode == 0
+    together = repo.diff("prod", "main", "policy-change")
+    assert _refused(together, "weight-step"), "the base's 25 still holds for this change"
+    repo.edit("prod", "models.sentiment.canary.weight", 5)
+    assert repo.diff("prod", "main", "policy-change").returncode == 0
+    repo.commit("maxWeightStep 40, on purpose")
+    repo.edit("prod", "models.sentiment.canary.weight", 40)
+    assert repo.diff("prod", "HEAD").returncode == 0
     repo.edit("dev", "models.sentiment.canary.weight", 100)
     assert repo.diff("dev").returncode == 0
 
@@ -183,12 +193,12 @@ def test_swapping_stable_to_an_unrouted_version_is_a_jump_too(repo):
 
 
 def test_a_rollback_to_stable_is_never_refused(repo):
-    repo.edit("prod", "models.sentiment.canary.weight", 60)
-    repo.commit("canary at 60% (allowed on purpose)")
+    repo.edit("prod", "models.sentiment.canary.weight", 50)
+    repo.commit("canary at 50% (allowed on purpose)")
     repo.edit("prod", "models.sentiment.canary.weight", 0)
     result = repo.diff("prod", "HEAD")
     assert result.returncode == 0, result.stderr
-    assert "| v3 | stable | 40% → 100% |" in result.stdout
+    assert "| v3 | stable | 50% → 100% |" in result.stdout
 
 
 def test_removing_a_version_that_receives_traffic_is_refused(repo):
@@ -381,3 +391,294 @@ def test_a_code_change_that_breaks_a_promised_journey_is_refused(repo):
     refused = _refused(result, "journey-broken")
     assert any(r.startswith("sentiment: gRPC https sentiment.models.example.com") for r in refused)
     assert "| sentiment | gRPC https sentiment.models.example.com | served" in _flat(result.stdout)
+
+
+# --- the effective policy of both sides, and the policy-change gate ------------------------
+
+
+def _protections(raw: dict[str, Any]) -> Protections:
+    """A side's protections read key by key (a base whose config this code cannot parse)."""
+    return of_raw(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({}, (False, 25, False, None, False, False, False, ())),  # every default
+        ({"protected": True}, (True, 25, False, "STRICT", True, True, True, ())),
+        (
+            {"protected": "true"},
+            (True, 25, False, "STRICT", True, True, True, ()),
+        ),  # as `config set`
+        ({"protected": "false"}, (False, 25, False, None, False, False, False, ())),
+        ({"protected": "yes"}, (True, 25, False, "STRICT", True, True, True, ("protected",))),
+        ({"maxWeightStep": 40}, (False, 40, False, None, False, False, False, ())),
+        ({"maxWeightStep": 0}, (False, 1, False, None, False, False, False, ("maxWeightStep",))),
+        ({"maxWeightStep": "40"}, (False, 1, False, None, False, False, False, ("maxWeightStep",))),
+        (
+            {"protected": True, "security": {"mtls": "PERMISSIVE", "authorization": "false"}},
+            (True, 25, False, "PERMISSIVE", False, True, True, ()),
+        ),
+        (
+            {"security": "strict"},  # not a mapping: every key under it unreadable
+            (
+                False,
+                25,
+                False,
+                "STRICT",
+                True,
+                True,
+                True,
+                (
+                    "security.mtls",
+                    "security.authorization",
+                    "security.restrictEgress",
+                    "security.networkPolicy",
+                ),
+            ),
+        ),
+        ({"images": {"requireDigests": "True"}}, (False, 25, True, None, False, False, False, ())),
+    ],
+    ids=[
+        "defaults",
+        "protected",
+        "protected-string-true",
+        "protected-string-false",
+        "protected-unreadable",
+        "max-step",
+        "max-step-out-of-range",
+        "max-step-string",
+        "explicit-security-overrides-protected",
+        "security-not-a-mapping",
+        "require-digests-string",
+    ],
+)
+def test_a_side_s_protections_are_read_as_the_program_reads_them(raw, expected):
+    found = _protections(raw)
+    assert (
+        found.protected,
+        found.max_weight_step,
+        found.require_digests,
+        found.mtls,
+        found.authorization,
+        found.restrict_egress,
+        found.network_policy,
+        found.unreadable,
+    ) == expected
+
+
+@pytest.mark.parametrize(
+    ("stack", "edit"),
+    [
+        ("dev", {}),
+        ("prod", {}),
+        ("prod", {"protected": "true"}),
+        ("prod", {"protected": "false"}),
+        ("dev", {"protected": "false", "maxWeightStep": 10}),
+        ("dev", {"security": {"mtls": "PERMISSIVE"}, "images": {"requireDigests": "true"}}),
+        ("prod", {"security": {"restrictEgress": "false", "networkPolicy": False}}),
+        ("prod", {"images": {"requireDigests": False}}),
+    ],
+)
+def test_key_by_key_reading_agrees_with_the_parsed_config(stack, edit):
+    """The reader for unparsable bases gives what StackConfig's own properties give."""
+    raw = {**stack_raw(stack), **edit}
+    assert of_raw(raw) == of_config(parse_config(raw, stack))
+
+
+@pytest.mark.parametrize(
+    ("base", "head", "loosened_settings"),
+    [
+        (
+            {"protected": True},
+            {"protected": False},
+            [
+                "protected: true -> false",
+                "security.mtls: STRICT -> unset (the mesh-wide setting)",
+                "security.authorization: true -> false",
+                "security.restrictEgress: true -> false",
+                "security.networkPolicy: true -> false",
+            ],
+        ),
+        (
+            {"protected": "true"},
+            {"protected": "false", "security": {"mtls": "STRICT"}},
+            [
+                "protected: true -> false",
+                "security.authorization: true -> false",
+                "security.restrictEgress: true -> false",
+                "security.networkPolicy: true -> false",
+            ],
+        ),
+        ({}, {"maxWeightStep": 100}, ["maxWeightStep: 25 -> 100"]),  # the base's default counts
+        ({"maxWeightStep": 40}, {}, []),  # lowering the step tightens
+        (
+            {"protected": True},
+            {"protected": True, "security": {"mtls": "PERMISSIVE"}},
+            [
+                "security.mtls: STRICT -> PERMISSIVE",
+            ],
+        ),
+        ({"images": {"requireDigests": True}}, {}, ["images.requireDigests: true -> false"]),
+        ({"security": {"networkPolicy": True}}, {}, ["security.networkPolicy: true -> false"]),
+        ({}, {"protected": True, "maxWeightStep": 5}, []),  # tightening is never a gate
+        ({"maxWeightStep": "40"}, {"maxWeightStep": 40}, ["maxWeightStep: 1 -> 40"]),
+    ],
+    ids=[
+        "unprotect",
+        "unprotect-strings-keep-mtls",
+        "raise-default-step",
+        "lower-step",
+        "weaker-mtls",
+        "digests-off",
+        "network-policy-off",
+        "tighten",
+        "unreadable-base-step",
+    ],
+)
+def test_loosening_a_protection_is_named_before_and_after(base, head, loosened_settings):
+    found = loosened(of_raw(base), of_raw(head))
+    assert [f"{c.path}: {c.before} -> {c.after}" for c in found] == loosened_settings
+
+
+@pytest.mark.parametrize(
+    ("base", "head", "protected", "step"),
+    [
+        ({"protected": "true"}, {"protected": "false"}, True, 25),
+        ({}, {"protected": True, "maxWeightStep": 100}, True, 25),
+        ({"maxWeightStep": 10}, {"maxWeightStep": 40}, False, 10),
+        ({"maxWeightStep": 40}, {"maxWeightStep": 10}, False, 10),
+        ({"protected": "maybe"}, {}, True, 25),  # unreadable: its strictest value
+    ],
+)
+def test_the_stricter_side_wins(base, head, protected, step):
+    rules = policy(side([], None, base), side([], None, head))
+    assert (rules.protected, rules.max_weight_step) == (protected, step)
+
+
+def test_a_new_stack_has_no_base_policy_to_loosen():
+    new = side([], None, {}, exists=False)
+    head = side([], None, {"maxWeightStep": 100})
+    assert policy(new, head).max_weight_step == 100
+    assert policy_changes(new, head) == []
+
+
+def test_issue_repro_raising_max_weight_step_with_the_shift_is_refused(repo):
+    """maxWeightStep: 100 added in the same change that moves the canary 5 -> 80."""
+    repo.edit("prod", "maxWeightStep", 100)
+    repo.edit("prod", "models.sentiment.canary.weight", 50)
+    result = repo.diff("prod")
+    assert result.returncode == 1
+    assert _refused(result, "policy-change") == [
+        "maxWeightStep: 25 -> 100 loosens a protection of the base (this change is still "
+        "checked by the stricter value); loosen it in a change of its own, on purpose"
+    ]
+    assert _refused(result, "weight-step") == [
+        "sentiment: v4 goes from 5% to 50% (+45 points), more than maxWeightStep 25 of this "
+        "protected stack"
+    ]
+    # --allow policy-change accepts the new limit, not the step it is checked against
+    assert _refused(repo.diff("prod", "main", "policy-change"), "weight-step")
+
+
+def test_issue_repro_protected_string_true_to_false_is_refused(repo):
+    repo.edit("prod", "protected", "true")  # `pulumi config set protected true` writes a string
+    repo.commit("protected as a string")
+    repo.edit("prod", "protected", "false")
+    repo.edit("prod", "models.sentiment.canary.weight", 80)
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 1
+    assert [r.split(" loosens")[0] for r in _refused(result, "policy-change")] == [
+        "protected: true -> false",
+        "security.mtls: STRICT -> unset (the mesh-wide setting)",
+        "security.authorization: true -> false",
+        "security.restrictEgress: true -> false",
+        "security.networkPolicy: true -> false",
+    ]
+    assert _refused(result, "weight-step")[0].startswith("sentiment: v4 goes from 5% to 80%")
+    assert "`policy-change`: protected: true -> false" in result.stdout
+
+
+def test_tightening_a_protection_is_not_gated(repo):
+    repo.edit("prod", "maxWeightStep", 10)
+    repo.edit("dev", "security", {"mtls": "STRICT", "authorization": True})
+    for stack in ("prod", "dev"):
+        result = repo.diff(stack)
+        assert result.returncode == 0, result.stderr
+        assert "No unsafe change found." in result.stdout
+
+
+def test_a_base_this_code_cannot_parse_is_read_key_by_key(repo):
+    """The base's code knows a key the head's code dropped: its config does not parse here, its
+    `protected` still holds."""
+    stack_py = repo.path / "mesh" / "config" / "stack.py"
+    code = stack_py.read_text()
+    anchor = '    namespace: DnsLabel = "ml-serving"\n'
+    assert anchor in code
+    stack_py.write_text(code.replace(anchor, anchor + "    legacy_note: str | None = None\n"))
+    repo.edit("prod", "legacyNote", "kept by the old schema")
+    repo.commit("an old schema")
+    repo.git("checkout", "main", "--", "mesh/config/stack.py")
+    repo.edit("prod", "legacyNote", None)
+    repo.edit("prod", "protected", False)
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 1
+    assert _refused(result, "policy-change")[0].startswith("protected: true -> false")
+    assert "does not parse" not in result.stdout, "every policy key read: nothing to warn about"
+
+
+# --- checks of the head, and a base that does not render ------------------------------------
+
+
+def test_a_head_that_fails_mesh_checks_is_refused_and_cannot_be_allowed(repo):
+    repo.edit("prod", "models.sentiment.canary.weight", 25)
+    repo.commit("25%")
+    repo.edit("prod", "models.sentiment.canary.weight", 45)
+    repo.commit("45%")
+    repo.edit("prod", "models.sentiment.canary.weight", 55)  # over the pack's 50% cap
+    result = repo.diff("prod", "HEAD", *sorted(GATES))
+    assert result.returncode == 1
+    assert _refused(result, "checks") == [
+        "the head fails mesh checks: error POLICY/canary-weight-within-maximum "
+        f"models.sentiment.canary.weight: VirtualService ml-serving/sentiment: route {route!r} "
+        "sends 55% to canary 'v4', above the maximum of 50%; promote by making it the stable "
+        "version"
+        for route in ("grpc", "http-rest")
+    ]
+    assert "check errors cannot be overridden" in result.stdout
+    assert "invalid choice: 'checks'" in repo.diff("prod", "HEAD", "checks").stderr
+
+
+def test_a_pull_request_that_repairs_a_broken_base_shows_the_head(repo):
+    repo.edit("prod", "models.sentiment.canary.weight", 120)
+    repo.commit("a broken prod on main")
+    repo.edit("prod", "models.sentiment.canary.weight", 10)
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 3, result.stderr
+    out = _flat(result.stdout)
+    assert "> **The base does not render**, so this change cannot be compared with it" in out
+    assert "> ml-mesh: invalid config for stack 'prod': models.sentiment.canary.weight:" in out
+    assert "Not run, as they need the base's objects: `remove-routed-version`, `weight-step`" in out
+    assert "No unsafe change found." in out
+    assert "| v4 | canary | 10% | | |" in out  # the head's traffic, no before
+    assert "### Journeys (head)" in out and "0 promised and failing" in out
+    assert "### Checks (head)" in out
+    everything = len(render_objects(repo_config(repo, "prod"), set()))
+    assert f"**Added** ({everything}):" in out
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ml-mesh: diff of stack 'prod': the base HEAD does not render (")
+
+
+def test_a_broken_base_s_protections_still_hold(repo):
+    repo.edit("prod", "models.sentiment.canary.weight", 120)
+    repo.commit("a broken prod on main")
+    repo.edit("prod", "models.sentiment.canary.weight", 10)
+    repo.edit("prod", "protected", False)
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 1, "a refusal outranks the base that does not render"
+    assert _refused(result, "policy-change")[0].startswith("protected: true -> false")
+    assert "The base does not render" in result.stdout
+
+
+def repo_config(repo: Repo, stack: str):
+    return load_stack(str(repo.path / f"Pulumi.{stack}.yaml")).config

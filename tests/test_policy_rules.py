@@ -6,10 +6,17 @@ venv; the pulumi-policy wrappers are tested in the pack's own venv (`make policy
 
 from __future__ import annotations
 
-import pytest
+import json
+import subprocess
 
+import pytest
+import yaml
+
+from mesh.checks import check
+from mesh.config import parse_config
+from mesh.plan import build_plan
 from policy import rules
-from tests.conftest import with_value
+from tests.conftest import PROJECT_DIR, plan_objects, run_mesh, with_value
 from tests.harness import run_program
 
 RESOURCE_RULES = {
@@ -71,3 +78,191 @@ def test_the_rules_read_the_canary_annotation_the_program_writes(prod):
     }
     assert services["sentiment"]["metadata"]["annotations"] == {CANARY_ANNOTATION: "v4"}
     assert "annotations" not in services["fraud"]["metadata"]  # no canary, nothing to bound
+
+
+# --- the pack's rules in mesh check (mesh/checks/pack.py) ----------------------------------
+
+POLICY_PYTHON = PROJECT_DIR / "policy" / "venv" / "bin" / "python"
+CANARY_CODE = "POLICY/canary-weight-within-maximum"
+
+
+def _pack_findings(raw: dict, stack: str) -> list:
+    config = parse_config(raw, stack)
+    return [f for f in check(config, build_plan(config).objects()) if f.code.startswith("POLICY/")]
+
+
+def test_a_prod_canary_over_the_pack_s_cap_is_a_mesh_check_error(prod):
+    found = _pack_findings(with_value(prod, "models.sentiment.canary.weight", 55), "prod")
+    assert [(f.severity, f.code, f.path, f.resource) for f in found] == [
+        (
+            "error",
+            CANARY_CODE,
+            "models.sentiment.canary.weight",
+            "VirtualService ml-serving/sentiment",
+        )
+    ] * 2
+    assert [f.message for f in found] == [
+        f"route {route!r} sends 55% to canary 'v4', above the maximum of 50%; promote by making "
+        "it the stable version"
+        for route in ("grpc", "http-rest")
+    ]
+    assert _pack_findings(with_value(prod, "models.sentiment.canary.weight", 50), "prod") == []
+
+
+def test_the_pack_applies_to_protected_stacks_only(dev):
+    assert _pack_findings(with_value(dev, "models.sentiment.canary.weight", 55), "dev") == []
+
+
+def test_mesh_check_exits_1_on_a_pack_violation(tmp_path):
+    document = yaml.safe_load((PROJECT_DIR / "Pulumi.prod.yaml").read_text())
+    document["config"]["ml-mesh:models"]["sentiment"]["canary"]["weight"] = 55
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = run_mesh("check", str(path))
+    assert result.returncode == 1
+    assert f"error {CANARY_CODE} models.sentiment.canary.weight:" in result.stdout
+    rendered = run_mesh("render", str(path))
+    assert rendered.returncode == 2, "render refuses what the pack refuses"
+    assert f"fails mesh checks: error {CANARY_CODE}" in rendered.stderr
+
+
+def test_the_program_refuses_a_pack_violation_without_the_pack(prod):
+    """`pulumi up -s prod` run without --policy-pack still holds the pack's rules."""
+    with pytest.raises(Exception, match=CANARY_CODE):
+        run_program(with_value(prod, "models.sentiment.canary.weight", 55), stack="prod")
+
+
+def test_mesh_check_and_the_pack_call_the_same_rule(prod, monkeypatch):
+    """Replace the one implementation: mesh check reports what the replacement says (the
+    pack's own tests do the same to the pack: policy/tests/test_policies.py)."""
+
+    def stub(resource_type, props, maximum):
+        kind = rules.kind_of(resource_type)
+        return (
+            [f"stub {kind} {props['metadata']['name']} {maximum}"]
+            if kind == "VirtualService"
+            else []
+        )
+
+    monkeypatch.setattr(rules, "canary_weight_problems", stub)
+    found = _pack_findings(prod, "prod")
+    assert sorted(f.message for f in found) == [
+        "stub VirtualService fraud 50",
+        "stub VirtualService sentiment 50",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("config", "severity"),
+    [
+        ({"canary-weight-within-maximum": {"maxWeight": 20}}, "error"),
+        (
+            {"canary-weight-within-maximum": {"maxWeight": 20, "enforcementLevel": "advisory"}},
+            "warning",
+        ),
+        ({"all": "advisory", "canary-weight-within-maximum": {"maxWeight": 20}}, "warning"),
+        ({"all": "disabled", "canary-weight-within-maximum": {"maxWeight": 20}}, None),
+        ({"canary-weight-within-maximum": "disabled"}, None),
+    ],
+    ids=["cap", "advisory", "all-advisory", "all-disabled", "policy-disabled"],
+)
+def test_the_pack_config_file_sets_the_cap_and_the_levels(
+    prod, tmp_path, monkeypatch, config, severity
+):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.setattr(rules, "CONFIG_FILE", path)
+    found = _pack_findings(with_value(prod, "models.sentiment.canary.weight", 25), "prod")
+    assert [f.severity for f in found] == ([severity] * 2 if severity else [])
+    if severity:
+        assert "above the maximum of 20%" in found[0].message
+
+
+def test_the_shipped_pack_config_is_the_one_source_of_the_cap():
+    config = json.loads((PROJECT_DIR / "policy" / "config.json").read_text())
+    assert config == {"canary-weight-within-maximum": {"maxWeight": 50}}
+    assert rules.DEFAULT_MAX_CANARY_WEIGHT == 50
+
+
+def test_each_object_gets_the_type_token_pulumi_kubernetes_registers(prod):
+    registered = run_program(prod, stack="prod").kubernetes
+    assert {r.type for r in registered} >= {
+        "kubernetes:core/v1:Namespace",
+        "kubernetes:apps/v1:Deployment",
+        "kubernetes:networking.istio.io/v1:VirtualService",
+    }
+    for resource in registered:
+        inputs = resource.object()
+        assert rules.resource_type(inputs["apiVersion"], inputs["kind"]) == resource.type
+
+
+def _server(deployment: dict) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "server")
+
+
+def _fetcher(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]["initContainers"][0]
+
+
+@pytest.mark.parametrize(
+    ("container", "field", "value", "policy", "config_path"),
+    [
+        (
+            _server,
+            "image",
+            "tensorflow/serving:latest",
+            "image-pinned",
+            "models.sentiment.versions.v4.image",
+        ),
+        (_fetcher, "image", "amazon/aws-cli", "image-pinned", "images.modelFetcher"),
+        (_server, "resources", {}, "resources-limited", "models.sentiment.versions.v4.resources"),
+        (_server, "securityContext", {}, "hardened-security-context", None),
+    ],
+    ids=["server-image", "fetcher-image", "limits", "security-context"],
+)
+def test_a_violation_names_the_key_to_edit(prod, container, field, value, policy, config_path):
+    """Objects a builder bug could produce (the config refuses such values up front)."""
+    config = parse_config(prod, "prod")
+    objects = build_plan(config).objects()
+    (deployment,) = [
+        o for o in objects if o["metadata"]["name"] == "sentiment-v4" and o["kind"] == "Deployment"
+    ]
+    container(deployment)[field] = value
+    found = [f for f in check(config, objects) if f.code.startswith("POLICY/")]
+    assert {(f.severity, f.code, f.path) for f in found} == {
+        ("error", f"POLICY/{policy}", config_path)
+    }
+    assert {f.resource for f in found} == {"Deployment ml-serving/sentiment-v4"}
+
+
+@pytest.mark.skipif(not POLICY_PYTHON.exists(), reason="needs policy/venv (make policy-test)")
+def test_the_pack_refuses_the_same_object_with_the_same_message(prod):
+    """The VirtualService mesh check refuses, given to the pack's own policy in its own venv
+    (pulumi-policy), is refused with exactly the same messages: one rule, two callers."""
+    raw = with_value(prod, "models.sentiment.canary.weight", 55)
+    expected = [f.message for f in _pack_findings(raw, "prod")]
+    (service,) = [
+        o
+        for o in plan_objects(raw, "prod")
+        if o["kind"] == "VirtualService" and o["metadata"]["name"] == "sentiment"
+    ]
+    script = (
+        "import json, sys\n"
+        "import policies, rules\n"
+        "from tests.test_policies import _violations\n"
+        "props = json.load(sys.stdin)\n"
+        "config = rules.policy_config(rules.pack_config(), rules.CANARY_WEIGHT)\n"
+        "kind = rules.resource_type(props['apiVersion'], props['kind'])\n"
+        "print(json.dumps(_violations(policies.CANARY_WEIGHT, kind, props, config)))\n"
+    )
+    result = subprocess.run(
+        [str(POLICY_PYTHON), "-c", script],
+        cwd=PROJECT_DIR / "policy",
+        input=json.dumps(service),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_DIR
+from mesh.stacks import find_stacks
+from tests.conftest import PROJECT_DIR, run_mesh
 
 WORKFLOWS = PROJECT_DIR / ".github" / "workflows"
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
@@ -79,13 +81,59 @@ def test_preview_runs_on_pull_requests_including_label_changes(preview):
 def test_preview_tests_first_with_the_ci_entry_point(preview):
     test = preview["jobs"]["test"]
     assert any(s.get("run") == "bash .ci/run" for s in test["steps"])
-    assert preview["jobs"]["mesh-diff"]["needs"] == "test"
-    assert preview["jobs"]["pulumi-preview"]["needs"] == "test"
+    assert preview["jobs"]["mesh-diff"]["needs"] == ["test", "stacks"]
+    assert preview["jobs"]["pulumi-preview"]["needs"] == ["test", "stacks"]
+
+
+@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml"])
+def test_the_stacks_come_from_the_stack_files_not_a_fixed_list(name):
+    workflow = _load(name)
+    (listing,) = [s for s in workflow["jobs"]["stacks"]["steps"] if s.get("id") == "list"]
+    assert listing["run"] == 'python -m mesh stacks --github-output | tee -a "$GITHUB_OUTPUT"'
+    for job in workflow["jobs"].values():
+        matrix = job.get("strategy", {}).get("matrix")
+        if matrix is not None:
+            assert re.fullmatch(r"\$\{\{ fromJSON\(needs\.stacks\.outputs\.\w+\) \}\}", matrix)
+            assert "stacks" in job["needs"]
+
+
+def test_the_stack_listing_gives_each_stack_its_matrix_and_credentials_secret():
+    result = run_mesh("stacks", "--github-output")
+    assert result.returncode == 0, result.stderr
+    outputs = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    entries = {
+        "dev": {"stack": "dev", "protected": False, "kubeconfig": "KUBECONFIG_DEV"},
+        "prod": {"stack": "prod", "protected": True, "kubeconfig": "KUBECONFIG_PROD"},
+    }
+    found = sorted(p.name for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+    assert found == ["Pulumi.dev.yaml", "Pulumi.prod.yaml"]
+    assert json.loads(outputs["all"]) == {"include": [entries["dev"], entries["prod"]]}
+    assert json.loads(outputs["protected"]) == {"include": [entries["prod"]]}
+    assert json.loads(outputs["unprotected"]) == {"include": [entries["dev"]]}
+    assert (outputs["has-protected"], outputs["has-unprotected"]) == ("true", "true")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "protected"),
+    [
+        ("eu-prod.2", "config:\n  ml-mesh:protected: 'true'\n", True),
+        ("staging", "config:\n  ml-mesh:protected: false\n", False),
+        ("broken", "config: [\n", True),  # unreadable: the stricter choice
+        ("old", "config:\n  ml-mesh:protected: maybe\n", True),
+    ],
+)
+def test_a_new_stack_file_is_listed_with_its_secret_name(tmp_path, name, text, protected):
+    (tmp_path / f"Pulumi.{name}.yaml").write_text(text)
+    (stack,) = find_stacks(tmp_path)
+    assert (stack.name, stack.protected) == (name, protected)
+    assert stack.kubeconfig_secret == "KUBECONFIG_" + name.upper().replace("-", "_").replace(
+        ".", "_"
+    )
 
 
 def test_preview_posts_mesh_diff_to_the_summary_and_one_updated_comment_per_stack(preview):
     job = preview["jobs"]["mesh-diff"]
-    assert job["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    assert job["strategy"]["matrix"] == "${{ fromJSON(needs.stacks.outputs.all) }}"
     assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
     (checkout,) = _steps(job, "actions/checkout")
     assert checkout["with"]["fetch-depth"] == 0
@@ -101,9 +149,37 @@ def test_preview_posts_mesh_diff_to_the_summary_and_one_updated_comment_per_stac
     assert "exit 1" in refuse["run"]
 
 
+def test_a_base_that_does_not_render_fails_the_check_unless_accepted_by_label(preview, tmp_path):
+    """Exit 3 is shown and fails, like a refusal, unless the PR has the label
+    mesh-accept-unrendered-base; any other non-zero exit fails. Run the step's script."""
+    (refuse,) = [
+        s for s in preview["jobs"]["mesh-diff"]["steps"] if s.get("name") == "Refuse unsafe changes"
+    ]
+    assert "exit 3" not in refuse["run"]
+
+    def run(status: str, labels: str) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "STATUS": status, "LABELS": labels}
+        return subprocess.run(
+            ["bash", "-e", "-c", refuse["run"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    assert run("1", "mesh-accept-unrendered-base").returncode == 1
+    assert run("2", "").returncode == 1
+    base = run("3", "mesh-allow:weight-step")
+    assert base.returncode == 1
+    assert "::error::the base does not render" in base.stdout
+    accepted = run("3", "mesh-allow:weight-step mesh-accept-unrendered-base")
+    assert accepted.returncode == 0
+    assert "::warning::the base does not render" in accepted.stdout
+
+
 def test_preview_runs_pulumi_preview_per_stack_with_secrets_from_the_repository(preview):
     job = preview["jobs"]["pulumi-preview"]
-    assert job["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    assert job["strategy"]["matrix"] == "${{ fromJSON(needs.stacks.outputs.all) }}"
     assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
     assert "head.repo.full_name == github.repository" in job["if"]
     (pulumi,) = _steps(job, "pulumi/actions")
@@ -112,18 +188,55 @@ def test_preview_runs_pulumi_preview_per_stack_with_secrets_from_the_repository(
     assert pulumi["with"]["comment-on-pr"] is True
     assert pulumi["with"]["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
     assert pulumi["env"]["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
-    kubeconfigs = {i["stack"]: i["kubeconfig"] for i in job["strategy"]["matrix"]["include"]}
-    assert kubeconfigs == {"dev": "KUBECONFIG_DEV", "prod": "KUBECONFIG_PROD"}
+    (credentials,) = [s for s in job["steps"] if s.get("name") == "Cluster credentials"]
+    assert credentials["env"]["KUBECONFIG_DATA"] == "${{ secrets[matrix.kubeconfig] }}"
 
 
-def test_deploy_updates_dev_then_prod_behind_an_approval_environment(deploy):
+def _pack_venv_step(job: dict) -> dict:
+    (step,) = [s for s in job["steps"] if "policy/venv" in s.get("run", "")]
+    return step
+
+
+def test_protected_stacks_are_previewed_with_the_policy_pack_and_its_config(preview):
+    """pulumi/actions@v7 inputs `policyPacks` and `policyPackConfigs` (its action.yml); the
+    pack runs in policy/venv, the virtualenv policy/PulumiPolicy.yaml names."""
+    job = preview["jobs"]["pulumi-preview"]
+    (pulumi,) = _steps(job, "pulumi/actions")
+    assert pulumi["with"]["policyPacks"] == "${{ matrix.protected && 'policy' || '' }}"
+    assert pulumi["with"]["policyPackConfigs"] == (
+        "${{ matrix.protected && 'policy/config.json' || '' }}"
+    )
+    venv = _pack_venv_step(job)
+    assert venv["if"] == "matrix.protected"
+    assert "policy/venv/bin/python -m pip install -r policy/requirements.txt" in venv["run"]
+    pack = yaml.safe_load((PROJECT_DIR / "policy" / "PulumiPolicy.yaml").read_text())
+    assert pack["runtime"]["options"]["virtualenv"] == "venv"
+    assert (PROJECT_DIR / "policy" / "config.json").is_file()
+
+
+def test_deploy_updates_unprotected_stacks_then_protected_ones_behind_their_environments(deploy):
     assert deploy["on"] == {"push": {"branches": ["main"]}}
     assert deploy["concurrency"]["cancel-in-progress"] is False
     jobs = deploy["jobs"]
-    assert jobs["up-dev"]["needs"] == "test"
-    assert jobs["up-prod"]["needs"] == "up-dev"
-    assert (jobs["up-dev"]["environment"], jobs["up-prod"]["environment"]) == ("dev", "prod")
-    for job, stack in (("up-dev", "dev"), ("up-prod", "prod")):
+    assert jobs["up-unprotected"]["needs"] == ["test", "stacks"]
+    assert jobs["up-protected"]["needs"] == ["test", "stacks", "up-unprotected"]
+    assert "!failure()" in jobs["up-protected"]["if"]
+    for job, matrix in (("up-unprotected", "unprotected"), ("up-protected", "protected")):
+        assert jobs[job]["environment"] == "${{ matrix.stack }}"
+        assert (
+            jobs[job]["strategy"]["matrix"] == f"${{{{ fromJSON(needs.stacks.outputs.{matrix}) }}}}"
+        )
+        assert f"needs.stacks.outputs.has-{matrix} == 'true'" in jobs[job]["if"]
         (pulumi,) = _steps(jobs[job], "pulumi/actions")
-        assert (pulumi["with"]["command"], pulumi["with"]["stack-name"]) == ("up", stack)
+        assert (pulumi["with"]["command"], pulumi["with"]["stack-name"]) == (
+            "up",
+            "${{ matrix.stack }}",
+        )
         assert pulumi["with"]["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
+    (pulumi,) = _steps(jobs["up-protected"], "pulumi/actions")
+    assert (pulumi["with"]["policyPacks"], pulumi["with"]["policyPackConfigs"]) == (
+        "policy",
+        "policy/config.json",
+    )
+    assert "policyPacks" not in _steps(jobs["up-unprotected"], "pulumi/actions")[0]["with"]
+    assert "policy/requirements.txt" in _pack_venv_step(jobs["up-protected"])["run"]

@@ -31,17 +31,28 @@ works as it did when this was one module:
   `replace` rollout that takes a single-pod version down (MESH0002)
 - `alerting`: a PrometheusRule without the `release` label kube-prometheus-stack selects
   by (MESH0004)
+- `kubernetes`: what the Kubernetes API server refuses and a schema cannot express (MESH0010:
+  names, labels, annotations, containers, ports, env, requests above limits, Deployment
+  selectors and strategies, Service ports, HPA bounds and metrics, PDB fields), what it accepts
+  but cannot honour (MESH0011), selectors and references that find nothing (MESH0012), budgets
+  that block every drain (MESH0013), a GPU for a CPU-only image (MESH0014); each rule named
+  after the Kubernetes function it mirrors
+- `k8s_formats`, `quantity`: the apimachinery formats and `resource.ParseQuantity`, exactly
 - `values`: webhook rules on values: durations, route weights, retries, percentages, subset
   names and labels, exportTo, ports (IST0106)
 """
 
 from mesh.checks.destinations import destination_rule_subsets, virtual_service_destinations
 from mesh.checks.findings import (
+    BUDGET_BLOCKS_DRAINS,
     CONFLICTING_MESH_GATEWAY_HOSTS,
     DESTINATION_PORT_SELECTOR_REQUIRED,
+    GPU_ON_CPU_IMAGE,
     GPU_ROLLOUT_NEEDS_SPARE,
     HOST_NOT_FOUND_IN_GATEWAY,
     IMAGE_NOT_PINNED_BY_DIGEST,
+    KUBERNETES_REFUSES,
+    KUBERNETES_WARNS,
     NAMESPACE_MULTIPLE_INJECTION_LABELS,
     NAMESPACE_NOT_INJECTED,
     PORT_NAME_NOT_UNDER_CONVENTION,
@@ -49,6 +60,7 @@ from mesh.checks.findings import (
     ROLLOUT_TAKES_VERSION_DOWN,
     SCHEMA_VALIDATION_ERROR,
     SCHEMA_WARNING,
+    SELECTS_NOTHING,
     SEVERITIES,
     SUBSET_SELECTS_NO_PODS,
     UNKNOWN_DESTINATION_RULE_HOST,
@@ -62,6 +74,17 @@ from mesh.checks.formats import MILLISECOND, PROTOCOLS, is_dns_label, parse_dura
 from mesh.checks.gateways import gateway_references, gateway_servers
 from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
+from mesh.checks.kubernetes import (
+    autoscalers,
+    config_maps,
+    cpu_only_image,
+    deployment_specs,
+    disruption_budgets,
+    gpu_images,
+    object_metadata,
+    pod_templates,
+    services,
+)
 from mesh.checks.mesh_wide import (
     INJECTION_LABEL,
     REVISION_LABEL,
@@ -71,6 +94,7 @@ from mesh.checks.mesh_wide import (
     service_port_names,
 )
 from mesh.checks.objects import fqdn, host_matches
+from mesh.checks.quantity import parse_quantity
 from mesh.checks.rollouts import rollouts
 from mesh.checks.run import RULES, check
 from mesh.checks.values import (
@@ -85,12 +109,16 @@ from mesh.checks.values import (
 )
 
 __all__ = [
+    "BUDGET_BLOCKS_DRAINS",
     "CONFLICTING_MESH_GATEWAY_HOSTS",
     "DESTINATION_PORT_SELECTOR_REQUIRED",
+    "GPU_ON_CPU_IMAGE",
     "GPU_ROLLOUT_NEEDS_SPARE",
     "HOST_NOT_FOUND_IN_GATEWAY",
     "IMAGE_NOT_PINNED_BY_DIGEST",
     "INJECTION_LABEL",
+    "KUBERNETES_REFUSES",
+    "KUBERNETES_WARNS",
     "MILLISECOND",
     "NAMESPACE_MULTIPLE_INJECTION_LABELS",
     "NAMESPACE_NOT_INJECTED",
@@ -103,6 +131,7 @@ __all__ = [
     "RULES",
     "SCHEMA_VALIDATION_ERROR",
     "SCHEMA_WARNING",
+    "SELECTS_NOTHING",
     "SEVERITIES",
     "SUBSET_SELECTS_NO_PODS",
     "UNKNOWN_DESTINATION_RULE_HOST",
@@ -110,8 +139,13 @@ __all__ = [
     "MeshCheckError",
     "Severity",
     "_Index",
+    "autoscalers",
     "check",
+    "config_maps",
+    "cpu_only_image",
+    "deployment_specs",
     "destination_rule_subsets",
+    "disruption_budgets",
     "durations",
     "errors",
     "export_to",
@@ -119,19 +153,24 @@ __all__ = [
     "gate",
     "gateway_references",
     "gateway_servers",
+    "gpu_images",
     "host_matches",
     "image_digests",
     "is_dns_label",
     "mesh_host_conflicts",
     "namespace_injection",
+    "object_metadata",
     "parse_duration",
+    "parse_quantity",
     "percentages",
+    "pod_templates",
     "port_protocol",
     "ports",
     "retries",
     "rollouts",
     "route_weights",
     "service_port_names",
+    "services",
     "subset_labels",
     "virtual_service_destinations",
 ]

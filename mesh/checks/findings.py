@@ -33,6 +33,13 @@ GPU_ROLLOUT_NEEDS_SPARE = "MESH0001"
 ROLLOUT_TAKES_VERSION_DOWN = "MESH0002"
 IMAGE_NOT_PINNED_BY_DIGEST = "MESH0003"
 ALERTS_WITHOUT_RELEASE_LABEL = "MESH0004"
+# What the Kubernetes API server validates and a JSON Schema cannot express
+# (mesh.checks.kubernetes). MESH0005..MESH0009 are left to other rules of ml-mesh's own.
+KUBERNETES_REFUSES = "MESH0010"  # error: the API server rejects the object (`pulumi up` fails)
+KUBERNETES_WARNS = "MESH0011"  # warning: the API server accepts it with a `Warning:` header
+SELECTS_NOTHING = "MESH0012"  # warning: a selector or reference that finds nothing in the stack
+BUDGET_BLOCKS_DRAINS = "MESH0013"  # warning: a PodDisruptionBudget no eviction can satisfy
+GPU_ON_CPU_IMAGE = "MESH0014"  # warning: a GPU requested for an image built without CUDA
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,23 @@ from mesh.checks.findings import GPU_ROLLOUT_NEEDS_SPARE, ROLLOUT_TAKES_VERSION_
 from mesh.checks.index import _Index
 from mesh.checks.objects import _dict, _labels, _list, _spec
 from mesh.checks.paths import _finding, _model
+from mesh.checks.quantity import parse_quantity
 
 GPU = "nvidia.com/gpu"
 
 
 def _gpus(deployment: dict) -> int:
+    """Whole GPUs the pod's containers are limited to; a count that is no whole quantity is
+    left to mesh.checks.kubernetes (MESH0010), never a traceback here."""
     pod = _dict(_dict(_spec(deployment).get("template")).get("spec"))
-    return sum(
-        int(_dict(_dict(c).get("resources")).get("limits", {}).get(GPU, 0) or 0)
-        for c in _list(pod.get("containers"))
-    )
+    total = 0
+    for container in _list(pod.get("containers")):
+        count = _dict(_dict(_dict(container).get("resources")).get("limits")).get(GPU, 0)
+        try:
+            total += int(parse_quantity(count or 0))
+        except ValueError:
+            continue
+    return total
 
 
 def rollouts(index: _Index) -> Iterator[Finding]:

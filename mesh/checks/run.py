@@ -16,7 +16,18 @@ from mesh.checks.findings import SEVERITIES, Finding
 from mesh.checks.gateways import gateway_references, gateway_servers
 from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
+from mesh.checks.kubernetes import (
+    autoscalers,
+    config_maps,
+    deployment_specs,
+    disruption_budgets,
+    gpu_images,
+    object_metadata,
+    pod_templates,
+    services,
+)
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
+from mesh.checks.pack import pack_rules
 from mesh.checks.rollouts import rollouts
 from mesh.checks.values import (
     durations,
@@ -47,6 +58,15 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     image_digests,
     rollouts,
     rule_labels,
+    pack_rules,
+    object_metadata,
+    config_maps,
+    pod_templates,
+    deployment_specs,
+    services,
+    autoscalers,
+    disruption_budgets,
+    gpu_images,
 )
 
 

@@ -19,6 +19,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 import policies
+import rules
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 VIRTUAL_SERVICE = "kubernetes:networking.istio.io/v1:VirtualService"
@@ -287,3 +288,47 @@ def test_unknown_values_during_preview_surface_as_pulumi_policy_expects():
     props = _deployment(image=UNKNOWN_STRING_VALUE)
     with pytest.raises(UnknownValueError):
         _violations(policies.IMAGE_PINNED, DEPLOYMENT, props)
+
+
+def test_every_policy_calls_its_rule_by_name(monkeypatch):
+    """The policies call `rules.RESOURCE_RULES` / `STACK_RULES`, the entries `python -m mesh
+    check` evaluates too (mesh/checks/pack.py): replacing the rule changes the policy."""
+    assert {p.name for p in policies.POLICIES} == {*rules.RESOURCE_RULES, *rules.STACK_RULES}
+    monkeypatch.setattr(
+        rules, "canary_weight_problems", lambda resource_type, props, maximum: [f"stub {maximum}"]
+    )
+    found = _violations(policies.CANARY_WEIGHT, VIRTUAL_SERVICE, _virtual_service({"v1": 100}))
+    assert found == [f"stub {rules.DEFAULT_MAX_CANARY_WEIGHT}"]
+    monkeypatch.setattr(rules, "mtls_problems", lambda resources: ["stub mtls"])
+    assert _stack_violations(policies.MTLS_STRICT, []) == ["stub mtls"]
+
+
+def test_a_canary_at_55_percent_is_over_the_shipped_cap():
+    """The case `mesh check prod` refuses (tests/test_policy_rules.py) refused by the pack,
+    with the cap of the shipped config file (policy/config.json)."""
+    config = rules.policy_config(rules.pack_config(), rules.CANARY_WEIGHT)
+    assert config == {"maxWeight": 50}
+    (found,) = _violations(
+        policies.CANARY_WEIGHT,
+        VIRTUAL_SERVICE,
+        _virtual_service({"v3": 45, "v4": 55}, "v4"),
+        config,
+    )
+    assert found == (
+        "route 'http-rest' sends 55% to canary 'v4', above the maximum of 50%; promote by "
+        "making it the stable version"
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "policy", "level"),
+    [
+        ({}, rules.CANARY_WEIGHT, "mandatory"),
+        ({"all": "advisory"}, rules.CANARY_WEIGHT, "advisory"),
+        ({"all": "advisory", rules.CANARY_WEIGHT: "mandatory"}, rules.CANARY_WEIGHT, "mandatory"),
+        ({rules.CANARY_WEIGHT: {"enforcementLevel": "disabled"}}, rules.CANARY_WEIGHT, "disabled"),
+        ({rules.CANARY_WEIGHT: "disabled"}, rules.MTLS_STRICT, "mandatory"),
+    ],
+)
+def test_enforcement_levels_resolve_as_the_engine_does(config, policy, level):
+    assert rules.enforcement(config, policy) == level
