@@ -26,6 +26,7 @@ from mesh.stackfile import (
     LoadedStack,
     load_stack,
     raw_project_config,
+    read_stack_document,
     stack_file,
 )
 from mesh.stacks import KUBECONFIG_PREFIX, find_stacks, matrices
@@ -304,7 +305,8 @@ def _answer(result: Trace) -> str:
 
 
 def _yaml_document(path: Path) -> object:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    """A stack file's document, read as every stack file is (see mesh.stackfile)."""
+    return read_stack_document(path, stack_file(str(path))[0])
 
 
 def _stack_argument(command: argparse.ArgumentParser) -> None:
@@ -312,12 +314,18 @@ def _stack_argument(command: argparse.ArgumentParser) -> None:
         "stack",
         nargs="?",
         default=DEFAULT_STACK,
-        help=f"stack name (reads Pulumi.<stack>.yaml) or path to a stack file (default: {DEFAULT_STACK})",
+        help="stack name (reads Pulumi.<stack>.yaml of the project, from any directory) or "
+        f"path to a stack file, relative to the current directory (default: {DEFAULT_STACK})",
     )
 
 
+def _program_name() -> str:
+    """`ml-mesh` when run as the installed command, else `python -m mesh`, for usage lines."""
+    return "ml-mesh" if Path(sys.argv[0]).name == "ml-mesh" else "python -m mesh"
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m mesh", description=__doc__)
+    root = argparse.ArgumentParser(prog=_program_name(), description=__doc__)
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     render = commands.add_parser(
         "render",

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from mesh.config import ConfigError, StackConfig
-from mesh.stackfile import PROJECT_DIR, load_stack, raw_project_config
+from mesh.stackfile import PROJECT_DIR, load_stack, raw_project_config, read_stack_document
 
 
 class GitBaseError(Exception):
@@ -95,8 +95,8 @@ def render_tree(tree: Path, stack: str) -> list[dict]:
 
 def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any]]:
     try:
-        raw = raw_project_config(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (yaml.YAMLError, ValueError, AttributeError):
+        raw = raw_project_config(read_stack_document(path, path.stem.removeprefix("Pulumi.")))
+    except (ConfigError, ValueError, AttributeError):
         return None, {}
     try:
         return load_stack(str(path)).config, raw

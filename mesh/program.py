@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
 from mesh.checks import MeshCheckError, check, gate
-from mesh.config import ConfigError, StackConfig, parse_config
+from mesh.config import ConfigError, StackConfig, is_misspelt_project, parse_config
 from mesh.plan import MODEL, Component, Plan, build_plan, model_outputs, stack_outputs
 from mesh.secrets import replace_secrets, secret_values
 from mesh.stackfile import PROJECT
@@ -60,6 +60,8 @@ def read_config(stack: str) -> tuple[StackConfig, set[str]]:
     for key, value in values.items():
         namespace, _, name = key.rpartition(":")
         if namespace != PROJECT:
+            if is_misspelt_project(namespace):  # `mlmesh:gateway`: named by parse_config
+                raw[key] = _decode(key, value)
             continue
         raw[name] = _decode(name, value)
         if key in secret_keys:
@@ -210,7 +212,9 @@ def main() -> None:
         plan = build_plan(config)
         findings = gate(stack, check(config, plan.objects()))
     except (ConfigError, MeshCheckError) as exc:
-        # RunError: Pulumi prints the message alone, without a traceback, and registers nothing.
+        # RunError: Pulumi prints the message alone, without a traceback, and registers nothing
+        # (pulumi-language-python-exec: `except pulumi.RunError as e: pulumi.log.error(str(e))`);
+        # a ConfigError's message is every problem of the stack, one line each.
         raise pulumi.RunError(str(exc)) from None
     for finding in findings:
         (pulumi.log.warn if finding.severity == "warning" else pulumi.log.info)(str(finding))

@@ -15,11 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from mesh.config import ConfigError
 from mesh.protections import of_config, of_raw
-from mesh.stackfile import PROJECT_DIR, load_stack, raw_project_config
+from mesh.stackfile import PROJECT_DIR, load_stack, raw_project_config, read_stack_document
 
 KUBECONFIG_PREFIX = "KUBECONFIG_"
 
@@ -51,9 +49,11 @@ def _protected(path: Path) -> bool:
         pass
     try:
         return of_raw(
-            raw_project_config(yaml.safe_load(path.read_text(encoding="utf-8")))
+            raw_project_config(
+                read_stack_document(path, path.name.removeprefix("Pulumi.").removesuffix(".yaml"))
+            )
         ).protected
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, AttributeError):
+    except (OSError, ConfigError, ValueError, AttributeError):
         return True
 
 

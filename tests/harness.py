@@ -175,14 +175,16 @@ def try_program(
     stack: str = "dev",
     secret_keys: tuple[str, ...] = (),
     main: Callable[[], None] | None = None,
+    other_keys: dict[str, str] | None = None,
 ) -> tuple[Run, Exception | None]:
     """Run mesh.program.main() (or `main`) for this config; return what it registered and what
-    it raised."""
+    it raised. `other_keys` are config keys passed as they are (`aws:region`, `mlmesh:x`)."""
     run = Run()
     settings.ROOT.set(None)
     mocks_ = _Mocks(run)
     mocks.set_mocks(mocks_, project="ml-mesh", stack=stack, preview=False, monitor=_Monitor(mocks_))
-    set_all_config(stack_config(project_config), [f"ml-mesh:{k}" for k in secret_keys])
+    config = {**stack_config(project_config), **(other_keys or {})}
+    set_all_config(config, [f"ml-mesh:{k}" for k in secret_keys])
     try:
         _sync_await(run_pulumi_func(main or program.main))
         for key, value in _stack_outputs().items():

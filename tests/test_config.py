@@ -80,9 +80,12 @@ def test_missing_section_is_named(dev):
         parse_config(without(dev, "storage"), "dev")
 
 
-def test_unknown_top_level_key_lists_the_valid_ones(dev):
+def test_unknown_top_level_key_suggests_the_close_one_and_lists_the_valid_ones(dev):
     config = {**dev, "modles": {}}
-    with pytest.raises(ConfigError, match=r"modles: unknown setting; valid keys here: namespace"):
+    with pytest.raises(
+        ConfigError,
+        match=r"modles: unknown setting; did you mean `models`\? \(valid keys here: namespace",
+    ):
         parse_config(config, "dev")
 
 
@@ -92,11 +95,14 @@ def test_two_models_cannot_share_a_gateway_host(prod):
         parse_config(config, "prod")
 
 
-def test_several_problems_still_make_one_message_that_counts_the_rest(dev):
+def test_several_problems_make_one_error_with_a_line_each(dev):
     config = with_value(with_value(dev, "namespace", "X"), "storage.region", "y")
     with pytest.raises(ConfigError) as caught:
         parse_config(config, "dev")
-    assert str(caught.value).endswith("(and 1 more problem after this one)")
+    error = caught.value
+    assert [p.path for p in error.problems] == ["namespace", "storage.region"]
+    assert (error.path, error.more) == ("namespace", 1)  # the first, for one-problem callers
+    assert str(error).splitlines() == error.lines() and len(error.lines()) == 2
 
 
 def test_custom_server_needs_its_block_and_distinct_ports(dev):

@@ -215,7 +215,7 @@ def test_native_sidecars_where_they_cannot_work_are_refused_naming_the_settings(
         ("istioVersion", 1.24, "is a number"),
         ("gpuNodes", "nvidia", "'device-plugin', 'gpu-operator' or 'custom'"),
         ("monitoringRelease", "a b", "label value"),
-        ("ambient", True, "unknown setting; valid keys here: kubernetesVersion"),
+        ("ambient", True, "unknown setting (valid keys here: kubernetesVersion"),
     ],
 )
 def test_platform_values_outside_the_matrix_are_refused(dev, key, value, phrase):

@@ -54,11 +54,19 @@ CONFIG_ERROR_PREFIX = "ml-mesh: invalid config for stack 'fuzz': "
 
 
 def assert_clean_refusal(error: BaseException) -> None:
-    """One ConfigError whose message is one line naming the stack."""
+    """One ConfigError holding every problem, one line each naming the stack (a YAML problem:
+    `file:line:column: message (stack ...)` and then the offending line, indented)."""
     assert isinstance(error, ConfigError), repr(error)
     message = str(error)
-    assert message.startswith(CONFIG_ERROR_PREFIX), message
-    assert "\n" not in message and "Traceback" not in message, message
+    assert "Traceback" not in message, message
+    assert message == "\n".join(error.lines()) and error.problems, message
+    for problem in error.problems:
+        first, *excerpt = problem.line("fuzz").split("\n")
+        if problem.text:  # a YAML problem
+            assert first.endswith("(stack 'fuzz')"), message
+            assert all(line.startswith("  ") for line in excerpt), message
+        else:
+            assert first.startswith(CONFIG_ERROR_PREFIX) and not excerpt, message
 
 
 # --- (a) configs within the schema -------------------------------------------------------------
@@ -422,7 +430,8 @@ def test_the_program_turns_any_bad_config_into_one_run_error(raw):
         assert error is None, error
     else:
         assert isinstance(error, pulumi.RunError), repr(error)
-        assert str(error).startswith(CONFIG_ERROR_PREFIX) and "\n" not in str(error)
+        lines = str(error).splitlines()  # every problem, each one line naming the stack
+        assert lines and all(line.startswith(CONFIG_ERROR_PREFIX) for line in lines), lines
         assert run.resources == []
 
 

@@ -7,14 +7,14 @@ lists, so that every change a user makes day to day (shift the canary, scale a v
 
 Checks come in two layers: field formats (pydantic types and validators) and rules across
 fields (`model_validator`s that raise `ConfigPathError` naming the offending sub-path). Both end
-up in one `ConfigError` whose message names the stack and the config path.
+up in one `ConfigError` that lists every problem, each line naming the stack and config path.
 
 One module per concern; this package re-exports all of them, so `from mesh.config import X`
 works for every public name:
 
 - `formats`: value formats (validators, the `Annotated` types built on them, Flag,
   SECRET_CAPABLE and the secret placeholders)
-- `errors`: ConfigPathError, ConfigError, `dotted_path`
+- `errors`: ConfigPathError, Problem, ConfigError (every problem of a stack), `dotted_path`
 - `base`: the base model (camelCase aliases, unknown keys refused, frozen)
 - `routing`, `resilience`, `scheduling`: per-model settings (canary, matches, mirror, retries,
   progressive; traffic policy, fault; autoscaling and GPU placement)
@@ -25,10 +25,11 @@ works for every public name:
   labels, the monitoring release), the supported matrix
 - `stack`: StackConfig, gateway, Istio and images, and the rules across models
 - `introspection`: walks of the schema and of a config by path (valid keys, secret-capable values)
-- `parse`: `parse_config`, raw config in, StackConfig or one ConfigError out
+- `parse`: `parse_config`, raw config in, StackConfig or one ConfigError (all problems) out;
+  `project_keys`, the project's keys of a stack's config (misspelt namespaces kept, to be named)
 """
 
-from mesh.config.errors import ConfigError, ConfigPathError, dotted_path
+from mesh.config.errors import ConfigError, ConfigPathError, Problem, dotted_path
 from mesh.config.formats import (
     PLACEHOLDER_ROLE_ARN,
     PROM_DURATION,
@@ -86,7 +87,7 @@ from mesh.config.model import (
     SecretKeySelector,
     Version,
 )
-from mesh.config.parse import parse_config
+from mesh.config.parse import PROJECT, is_misspelt_project, parse_config, project_keys
 from mesh.config.platform import (
     GPU_OPERATOR_LABEL,
     ISTIO_VERSIONS,
@@ -146,6 +147,7 @@ __all__ = [
     "KUBERNETES_VERSIONS",
     "LOADTESTER_SERVICE_ACCOUNT",
     "PLACEHOLDER_ROLE_ARN",
+    "PROJECT",
     "PROM_DURATION",
     "RETRY_ON",
     "SECRET_CAPABLE",
@@ -199,6 +201,7 @@ __all__ = [
     "Platform",
     "Port",
     "Principal",
+    "Problem",
     "Progressive",
     "PromDuration",
     "Prometheus",
@@ -236,8 +239,10 @@ __all__ = [
     "dotted_path",
     "duration_millis",
     "fields_of",
+    "is_misspelt_project",
     "is_secret_capable",
     "parse_config",
+    "project_keys",
     "prom_duration",
     "secret_capable_paths",
     "value_at",

@@ -394,31 +394,157 @@ def credential_problem(name: str, value: str = "") -> str | None:
     return None
 
 
-DnsLabel = Annotated[str, AfterValidator(_dns_label)]
-ServiceName = Annotated[str, AfterValidator(_service_name)]
-Fqdn = Annotated[str, AfterValidator(_fqdn)]
-ServiceFqdn = Annotated[str, AfterValidator(_service_fqdn)]
-Image = Annotated[str, AfterValidator(_image)]
-Bucket = Annotated[str, AfterValidator(_bucket)]
-ModelPath = Annotated[str, AfterValidator(_model_path)]
-Quantity = Annotated[str, AfterValidator(_quantity)]
-Region = Annotated[str, AfterValidator(_region)]
-HttpPath = Annotated[str, AfterValidator(_http_path)]
-EnvName = Annotated[str, AfterValidator(_env_name)]
+# Numbers and booleans where text is expected. `pulumi config set --path` writes an integer as a
+# YAML number and true/false as booleans ("integers are treated as numbers", `pulumi config set`
+# reference), and hand-written YAML does the same for anything unquoted. Where the text a number
+# stands for is unambiguous it is accepted (a quantity, an env value); where it is not (a name:
+# `007` arrives as 7; a duration: 30 of what?) it is refused with the fix.
+
+
+def _scalar_kind(value: object) -> str | None:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return None
+
+
+def _decimal_text(value: float) -> str:
+    """The shortest decimal that round-trips `value`, without exponent (1e3 -> 1000, 2.0 -> 2)."""
+    text = format(Decimal(repr(value)).normalize(), "f")
+    return text
+
+
+def _quantity_from_number(value: object) -> object:
+    """A Kubernetes quantity written as a number (`cpu: 2`, `cpu: 0.5`, `memory: 1073741824`),
+    as Kubernetes itself reads it (resource.Quantity's UnmarshalJSON parses a bare number), to
+    the string it would be if quoted. A float finer than a milli-unit (0.1 + 0.2 =
+    0.30000000000000004, the mark of arithmetic, not of a person) is refused: say it in millis."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi")
+    text = _decimal_text(value)
+    decimals = len(text.partition(".")[2])
+    if decimals > 3:
+        millis = Decimal(text) * 1000
+        raise ValueError(
+            f"{value!r} is finer than a thousandth: write the quantity as text in millis, e.g. "
+            f'"{millis.to_integral_value(rounding="ROUND_CEILING")}m"'
+        )
+    return text
+
+
+def _env_text(value: object) -> object:
+    """An env value written as an integer or a boolean, as the text a container sees
+    (`WORKERS: 4` -> "4", `DEBUG: true` -> "true": lowercase, as written in YAML; Kubernetes
+    refuses a non-string `env[].value`). A float is refused: `3.10` arrives as 3.1 and `1e3` as
+    1000.0, so its text is not known; quote it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        raise ValueError(
+            f"{value!r} is a number, and YAML does not keep how it was written (3.10 reads as "
+            "3.1): quote the value as the container should see it"
+        )
+    return value
+
+
+def _label_text(value: object) -> object:
+    """A label value written as a boolean or an integer (`nvidia.com/gpu.present: true`): label
+    values are text; true/false and integers have one spelling."""
+    if isinstance(value, (bool, int)):
+        return _env_text(value)
+    return value
+
+
+def _text_only(what: str) -> BeforeValidator:
+    """Refuse a number or boolean for text whose spelling matters (names, images, paths):
+    unquoted, YAML reads `007` as 7 and `1.10` as 1.1, so the text meant is not known."""
+
+    def check(value: object) -> object:
+        kind = _scalar_kind(value)
+        if kind is not None:
+            shown = "true" if value is True else "false" if value is False else repr(value)
+            raise ValueError(
+                f"{shown} is {kind}, but {what} is text: quote it as you mean it "
+                "(unquoted, YAML reads 007 as 7 and 1.10 as 1.1)"
+            )
+        return value
+
+    return BeforeValidator(check)
+
+
+def _duration_unit(value: object) -> object:
+    """`timeout: 30` has no unit; Istio durations need one (RULES.md 5)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    shown = _decimal_text(value) if isinstance(value, float) else str(value)
+    raise ValueError(f"{shown} has no unit: write {shown}s (a duration needs a unit: ms, s, m, h)")
+
+
+def _prom_duration_unit(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    shown = _decimal_text(value) if isinstance(value, float) else str(value)
+    raise ValueError(
+        f"{shown} has no unit: write {shown}s (a Prometheus duration needs a unit: ms, s, m, h, "
+        "d, w, y)"
+    )
+
+
+# JSON Schema of the types that take a number too (`python -m mesh schema`), so an editor does
+# not flag what ml-mesh accepts.
+_QUANTITY_SCHEMA = {
+    "anyOf": [
+        {"type": "string"},  # its format is checked by ml-mesh, with a message that says why
+        {"type": "number", "minimum": 0},
+    ],
+    "description": "a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi (a number is read as "
+    'Kubernetes reads it: 2 = "2", 0.5 = "0.5")',
+}
+
+DnsLabel = Annotated[str, _text_only("a name"), AfterValidator(_dns_label)]
+ServiceName = Annotated[str, _text_only("a name"), AfterValidator(_service_name)]
+Fqdn = Annotated[str, _text_only("a host name"), AfterValidator(_fqdn)]
+ServiceFqdn = Annotated[str, _text_only("a host name"), AfterValidator(_service_fqdn)]
+Image = Annotated[str, _text_only("an image"), AfterValidator(_image)]
+Bucket = Annotated[str, _text_only("a bucket name"), AfterValidator(_bucket)]
+ModelPath = Annotated[str, _text_only("a model path"), AfterValidator(_model_path)]
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_from_number),
+    AfterValidator(_quantity),
+    WithJsonSchema(_QUANTITY_SCHEMA),
+]
+Region = Annotated[str, _text_only("a region"), AfterValidator(_region)]
+HttpPath = Annotated[str, _text_only("a path"), AfterValidator(_http_path)]
+EnvName = Annotated[str, _text_only("a variable name"), AfterValidator(_env_name)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
-Duration = Annotated[str, AfterValidator(_duration)]
-HeaderName = Annotated[str, AfterValidator(_header_name)]
+Duration = Annotated[str, BeforeValidator(_duration_unit), AfterValidator(_duration)]
+HeaderName = Annotated[str, _text_only("a header name"), AfterValidator(_header_name)]
 Regex = Annotated[str, AfterValidator(_regex)]
 RetryOn = Annotated[str, AfterValidator(_retry_on)]
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+HttpUrl = Annotated[str, _text_only("a URL"), AfterValidator(_http_url)]
 WeightPercent = Annotated[int, Field(strict=True, ge=0, le=100)]
-DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
-SecretKey = Annotated[str, AfterValidator(_secret_key)]
-LabelKey = Annotated[str, AfterValidator(_label_key)]
-LabelValue = Annotated[str, AfterValidator(_label_value)]
-Principal = Annotated[str, AfterValidator(_principal)]
-ServiceAccountRef = Annotated[str, AfterValidator(_service_account_ref)]
-IstioPath = Annotated[str, AfterValidator(_istio_path)]
+DnsSubdomain = Annotated[str, _text_only("a name"), AfterValidator(_dns_subdomain)]
+SecretKey = Annotated[str, _text_only("a Secret key"), AfterValidator(_secret_key)]
+LabelKey = Annotated[str, _text_only("a label key"), AfterValidator(_label_key)]
+LabelValue = Annotated[
+    str,
+    BeforeValidator(_label_text),
+    AfterValidator(_label_value),
+    WithJsonSchema({"type": ["string", "boolean", "integer"]}),
+]
+Principal = Annotated[str, _text_only("a principal"), AfterValidator(_principal)]
+ServiceAccountRef = Annotated[
+    str, _text_only("a service account"), AfterValidator(_service_account_ref)
+]
+IstioPath = Annotated[str, _text_only("a path"), AfterValidator(_istio_path)]
 FaultPercent = Annotated[float, Field(strict=True, ge=0.0001, le=100)]
 Count = Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)]
 
@@ -449,8 +575,8 @@ def _provider(value: str) -> str:
     return value
 
 
-ProviderName = Annotated[str, AfterValidator(_provider)]
-PromDuration = Annotated[str, AfterValidator(prom_duration)]
+ProviderName = Annotated[str, _text_only("a provider name"), AfterValidator(_provider)]
+PromDuration = Annotated[str, BeforeValidator(_prom_duration_unit), AfterValidator(prom_duration)]
 SamplingPercent = Annotated[float, Field(strict=True, ge=0, le=100)]
 
 
@@ -468,8 +594,21 @@ Flag = Annotated[
 # Fields whose values may be Pulumi secrets. A secret anywhere else is refused, because those
 # values end up in resource names, labels or hosts, which Pulumi cannot keep secret.
 SECRET_CAPABLE = "secretCapable"
-RoleArn = Annotated[str, AfterValidator(_role_arn), Field(json_schema_extra={SECRET_CAPABLE: True})]
-EnvValue = Annotated[str, Field(max_length=32768, json_schema_extra={SECRET_CAPABLE: True})]
+RoleArn = Annotated[
+    str,
+    _text_only("a role ARN"),
+    AfterValidator(_role_arn),
+    Field(json_schema_extra={SECRET_CAPABLE: True}),
+]
+EnvValue = Annotated[
+    str,
+    BeforeValidator(_env_text),
+    Field(max_length=32768),
+    WithJsonSchema(
+        {"type": ["string", "integer", "boolean"], "maxLength": 32768, SECRET_CAPABLE: True}
+    ),
+    Field(json_schema_extra={SECRET_CAPABLE: True}),
+]
 
 # Placeholders used where a secret cannot be decrypted (offline render): they pass the field's
 # own format check and are shown as SECRET_PLACEHOLDER in the output.
