@@ -6,9 +6,7 @@ own, so offline render shows exactly what `pulumi up` creates.
 
 from __future__ import annotations
 
-import json
 import re
-import typing
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,7 +15,7 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
 from mesh.checks import MeshCheckError, check, gate
-from mesh.config import ConfigError, StackConfig, is_misspelt_project, parse_config
+from mesh.config import ConfigError, StackConfig, engine_value, is_misspelt_project, parse_config
 from mesh.plan import MODEL, Component, Plan, build_plan, model_outputs, stack_outputs
 from mesh.secrets import replace_secrets, secret_values
 from mesh.stackfile import PROJECT
@@ -61,33 +59,13 @@ def read_config(stack: str) -> tuple[StackConfig, set[str]]:
         namespace, _, name = key.rpartition(":")
         if namespace != PROJECT:
             if is_misspelt_project(namespace):  # `mlmesh:gateway`: named by parse_config
-                raw[key] = _decode(key, value)
+                raw[key] = engine_value(key, value)
             continue
-        raw[name] = _decode(name, value)
+        raw[name] = engine_value(name, value)
         if key in secret_keys:
             secret_paths.append((name,))
     config = parse_config(raw, stack)
     return config, secret_values(config, stack, secret_paths)
-
-
-def _decode(name: str, value: Any) -> Any:
-    """The engine passes every top-level value as text: structured values and scalars as JSON
-    (`{...}`, `true`, `25`), plain strings as they are. Text fields stay text even when they
-    look like JSON, so a namespace named `123` is not turned into a number."""
-    if not isinstance(value, str) or _expects_text(name):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _expects_text(name: str) -> bool:
-    field = StackConfig.model_fields.get(_snake(name))
-    annotation = field.annotation if field is not None else None
-    if typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation is str
 
 
 def _snake(name: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pulumi
 import pytest
+import yaml
 
 from mesh.config import ConfigError, fields_of, parse_config
 from mesh.stackfile import PROJECT_DIR, load_stack, read_stack_document
@@ -260,6 +261,34 @@ def test_other_namespaces_are_left_alone(dev, tmp_path, key):
     path = tmp_path / "Pulumi.dev.yaml"
     path.write_text(text)
     assert load_stack(str(path)).config == parse_config(dev, "dev")
+
+
+@pytest.mark.parametrize(
+    ("key", "written", "field", "read"),
+    [
+        ("maxWeightStep", "40", "max_weight_step", 40),  # `config set` without --path
+        ("maxWeightStep", 40, "max_weight_step", 40),
+        ("protected", "false", "protected", False),
+        ("namespace", "123", "namespace", "123"),  # a text field stays text
+    ],
+)
+def test_a_top_level_value_reads_offline_as_the_program_reads_it(
+    dev, tmp_path, key, written, field, read
+):
+    """The engine hands the program every top-level value as text, which it decodes as JSON
+    except for text fields; the offline reader (render, check, diff) must agree."""
+    document = yaml.safe_load((PROJECT_DIR / "Pulumi.dev.yaml").read_text())
+    document["config"][f"ml-mesh:{key}"] = written
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    offline = load_stack(str(path)).config
+    run, error = try_program(
+        {k: v for k, v in dev.items() if k != key}, other_keys={f"ml-mesh:{key}": str(written)}
+    )
+    assert error is None, error
+    assert getattr(offline, field) == read
+    assert offline == parse_config({**dev, key: read}, "dev")
+    assert run.outputs == run_program({**dev, key: read}).outputs
 
 
 # --- numbers where text is expected, accepted where the text is unambiguous ----------------

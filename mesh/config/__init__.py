@@ -87,7 +87,13 @@ from mesh.config.model import (
     SecretKeySelector,
     Version,
 )
-from mesh.config.parse import PROJECT, is_misspelt_project, parse_config, project_keys
+from mesh.config.parse import (
+    PROJECT,
+    engine_value,
+    is_misspelt_project,
+    parse_config,
+    project_keys,
+)
 from mesh.config.platform import (
     GPU_OPERATOR_LABEL,
     ISTIO_VERSIONS,
@@ -238,6 +244,7 @@ __all__ = [
     "credential_problem",
     "dotted_path",
     "duration_millis",
+    "engine_value",
     "fields_of",
     "is_misspelt_project",
     "is_secret_capable",

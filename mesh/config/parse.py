@@ -14,7 +14,9 @@ rules may rely on typed fields, and it is fine: each round still lists all that 
 from __future__ import annotations
 
 import difflib
+import json
 import re
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,10 +51,43 @@ def project_keys(config: Mapping[Any, Any]) -> dict[str, Any]:
     for key, value in config.items():
         namespace, _, name = str(key).rpartition(":")
         if namespace in ("", PROJECT):
-            raw[name] = value
+            raw[name] = engine_value(name, value)
         elif is_misspelt_project(namespace):
             raw[str(key)] = value
     return raw
+
+
+def engine_value(name: str, value: Any) -> Any:
+    """A top-level value of a stack's config as the program reads it, so every offline command
+    reads a stack file exactly as `pulumi up` does (`mesh.program.read_config` calls this too).
+
+    The engine hands the program every top-level value as text: Pulumi's config `Value`
+    (pulumi/pulumi sdk/go/common/resource/config/value.go, `UnmarshalYAML` -> `unmarshalValue`)
+    first unmarshals a value as a string, and keeps only mappings and lists as JSON. So
+    `maxWeightStep: "40"` (what `pulumi config set maxWeightStep 40` writes, without `--path`)
+    reaches the program as the text `40`, as `maxWeightStep: 40` does, and both must read as
+    the number 40; `protected: "true"` as true. Text decodes as JSON except for fields that are
+    text (a namespace `123` stays `"123"`). A YAML number or boolean for a text field is left
+    as it is, to be refused with "quote it": its text as written (`007`) is lost to the loader.
+    """
+    if not isinstance(value, str) or _expects_text(name):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _expects_text(name: str) -> bool:
+    field = StackConfig.model_fields.get(_snake(name))
+    annotation = field.annotation if field is not None else None
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation is str
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _closest(key: str, valid: list[str]) -> str | None:
