@@ -98,7 +98,12 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.path.relative_to(PROJECT_DIR)}:{self.line}"
+        path = (
+            self.path.relative_to(PROJECT_DIR)
+            if self.path.is_relative_to(PROJECT_DIR)
+            else self.path
+        )
+        return f"{path}:{self.line}"
 
 
 def parse_spec(text: str) -> Spec:
