@@ -1,4 +1,4 @@
-"""The supported matrix (README, "Supported platforms"): every boundary cell renders dev and prod
+"""The supported matrix (docs/platform.md, "Supported platforms"): every boundary cell renders dev and prod
 into objects that Kubernetes version's schemas accept, and what changes between cells is pinned.
 
 Boundaries: Kubernetes 1.28 (SidecarContainers off) / 1.29 (on by default, KEP-753) / 1.33
