@@ -345,8 +345,11 @@ def test_make_render_prints_only_the_objects_on_stdout():
     requirements = [PROJECT_DIR / "requirements.txt", PROJECT_DIR / "requirements-dev.txt"]
     if not stamp.exists() or any(r.stat().st_mtime > stamp.stat().st_mtime for r in requirements):
         pytest.skip("./venv is not installed or older than the requirements: make would install")
+    # As a user runs it: not as a sub-make of `make test`, which would print "Entering directory"
+    # (GNU make turns on -w in sub-makes, found by MAKELEVEL).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     result = subprocess.run(
-        ["make", "render"], cwd=PROJECT_DIR, capture_output=True, text=True, check=False
+        ["make", "render"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     documents = list(yaml.safe_load_all(result.stdout))
