@@ -32,6 +32,47 @@ MAP_KEYS = {
     "nodeSelector": "<label>",
 }
 BOOLEAN_STRINGS = {"true", "True", "false", "False"}
+# Descriptions of keys whose model field has none yet (taken from the hand-written table this
+# reference replaced). A note for a path that does not exist, or whose field has gained a
+# description, fails tests/test_docs.py: move the text into the field's `description` there.
+NOTES = {
+    "namespace": "serving namespace (DNS-1123 label)",
+    "gateway.name": "name of the shared Gateway",
+    "gateway.tls": "HTTPS at the gateway (required when protected)",
+    "storage.bucket": "S3 bucket holding the models (no dots: they break HTTPS with "
+    "virtual-hosted addressing)",
+    "storage.endpoint.tls": "HTTPS to the store (`false`: plain HTTP, refused for a store "
+    "outside the cluster in protected stacks)",
+    "storage.credentialsSecret.name": "existing Secret with an access key pair; not with `roleArn`",
+    "storage.credentialsSecret.accessKeyIdKey": "key of the access key id in the Secret",
+    "storage.credentialsSecret.secretAccessKeyKey": "key of the secret access key in the Secret",
+    "telemetry.dashboard.enabled": "create a Grafana dashboard ConfigMap per model",
+    "scheduling.gpu.tolerations": "tolerations of pods that request a GPU",
+    "models": "the models, by name",
+    "models.<model>.versions": "the deployed versions, by name",
+    "models.<model>.canary": "the canary version and its share of the weighted route",
+    "models.<model>.mirror.version": "the version that receives the copies (deployed, outside "
+    "the weighted route)",
+    "models.<model>.retries": "retry policy on every route of the model",
+    "models.<model>.retries.perTryTimeout": "timeout of each attempt; attempts x perTryTimeout "
+    "must not exceed `timeout`",
+    "models.<model>.retries.retryOn": "Envoy's retry conditions, comma-separated without spaces",
+    "models.<model>.custom.httpPort": "the server's HTTP port",
+    "models.<model>.custom.grpcPort": "the server's gRPC port, if any",
+    "models.<model>.custom.readinessPath": "HTTP path of the readiness probe",
+    "models.<model>.custom.args": "arguments of the server container",
+    "models.<model>.custom.env": "environment variables in clear (secret-looking names and "
+    "values are refused: use `secretEnv`)",
+    "models.<model>.custom.runAsUser": "UID the server runs as (non-root)",
+    "models.<model>.matches.<rule>.headers": "headers the request must carry, by lowercase "
+    "name; exactly one of `exact`, `prefix`, `regex` (RE2) each",
+    "models.<model>.progressive.stepWeight": "percent added per analysis step (default 10; "
+    "or `stepWeights`)",
+    "models.<model>.progressive.stepWeights": "the list of canary weights, instead of `stepWeight`",
+    "models.<model>.progressive.maxWeight": "highest canary weight before promotion (default "
+    "50; not with `stepWeights`)",
+    "models.<model>.progressive.loadTest.timeout": "timeout of the load test webhook",
+}
 
 
 @dataclass(frozen=True)
@@ -179,7 +220,7 @@ def _field_rows(
         type=" or ".join(dict.fromkeys(_type_name(v, defs) for v in variants)),
         default=_default(field, required, bool(nested)),
         allowed=_allowed(variants),
-        description=_description(field, variants),
+        description=_description(field, variants) or NOTES.get(path, ""),
     )
     for child in nested:
         if _is_object(child):

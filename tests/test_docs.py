@@ -209,6 +209,14 @@ def test_the_config_reference_lists_every_key_of_the_models():
     assert [row.path for row in reference_rows()] == _model_paths(StackConfig)
 
 
+def test_each_reference_note_is_for_a_real_key_whose_field_has_no_description_yet():
+    from mesh.reference import NOTES
+
+    rows = {row.path: row for row in reference_rows()}
+    assert [path for path in NOTES if path not in rows] == []
+    assert [path for path in NOTES if rows[path].description != NOTES[path]] == []
+
+
 def test_the_config_reference_page_is_the_generated_reference():
     (block,) = [
         b for b in blocks(PROJECT_DIR / "docs/config-reference.md") if b.kind == "generated"
