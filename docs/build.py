@@ -27,7 +27,8 @@ lines containing TEXT). Further lines of the marker are `key: value`:
   the command then runs in a scratch copy of the project, a git repository whose one commit on
   branch `main` is the unedited tree, after these edits (docs/pulumi_path.py emulates the CLI).
   So `python -m mesh diff STACK --base main` shows exactly what the edits change; the scratch
-  commit's id is shown as `<commit>`, since it depends on every file of the tree;
+  commit's id is shown as `<commit>`, since it depends on every file of the tree (and the
+  project's directory, wherever it is, as `<project>`);
 - `exit: N`: the exit status the command must have (default 0); any other fails the build;
 - `stderr: yes`: what the command writes to stderr is shown after its stdout.
 Only `python ...` commands run (with this interpreter); they must be offline and deterministic.
@@ -234,6 +235,17 @@ def _scratch_copy(into: Path) -> str:
     ).stdout.strip()
 
 
+def mask(text: str, project: Path, commit: str | None) -> str:
+    """Make an output independent of where the project sits: its directory (a scratch copy's
+    is random, a checkout's differs between machines) reads `<project>`, and the scratch
+    commit's id (any abbreviation of 7+ digits) `<commit>`."""
+    for directory in {str(project), str(project.resolve())}:
+        text = text.replace(directory, "<project>")
+    if commit is not None:
+        text = re.sub(rf"\b{commit[:7]}[0-9a-f]{{0,33}}\b", "<commit>", text)
+    return text
+
+
 def run(spec: Spec) -> str:
     """What the block shows: the command's output after the filters, with `$` lines."""
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -253,9 +265,7 @@ def run(spec: Spec) -> str:
             f"`{spec.command}` exited {result.returncode}, the marker expects {spec.exit}: "
             + (result.stderr.strip().splitlines() or ["no stderr"])[-1]
         )
-    text = result.stdout + (result.stderr if spec.stderr else "")
-    if commit is not None:
-        text = text.replace(commit[:12], "<commit>")
+    text = mask(result.stdout + (result.stderr if spec.stderr else ""), cwd, commit)
     lines = text.rstrip("\n").split("\n") if text.strip() else []
     for step in spec.filters:
         lines = _filter(step, lines)

@@ -108,6 +108,17 @@ def test_markers_that_cannot_be_run_as_written_are_refused(marker):
         run(parse_spec(marker))
 
 
+def test_outputs_do_not_depend_on_where_the_project_is_or_the_scratch_commit(tmp_path):
+    from docs.build import mask
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    text = f"{tmp_path}/Pulumi.dev.yaml at 0123456 and 0123456789ab, not 01234"
+    assert (
+        mask(text, tmp_path, commit)
+        == "<project>/Pulumi.dev.yaml at <commit> and <commit>, not 01234"
+    )
+
+
 def test_a_command_that_exits_otherwise_than_the_marker_says_fails_the_build():
     from docs.build import DocsError
 
