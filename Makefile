@@ -9,16 +9,19 @@ STACK  ?= dev
 POLICY_VENV  := policy/venv
 POLICY_STAMP := $(POLICY_VENV)/.installed
 
-.PHONY: render check schema test lint bench policy-test
+.PHONY: render check schema test lint bench policy-test docs
 
+# The bootstrap is silent on stdout (its progress goes to stderr), and so is `render` but for
+# the YAML: `make render | kubectl apply --dry-run=client -f -` gets objects only.
 $(STAMP): requirements.txt requirements-dev.txt
-	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
-	touch $(STAMP)
+	@echo "creating $(VENV) from requirements-dev.txt" >&2
+	@python3 -m venv $(VENV) >&2
+	@$(PYTHON) -m pip install --quiet --upgrade pip >&2
+	@$(PYTHON) -m pip install --quiet -r requirements-dev.txt >&2
+	@touch $(STAMP)
 
-render: $(STAMP)  ## print the objects of a stack (STACK=dev), no cluster needed
-	$(PYTHON) -m mesh render $(STACK)
+render: $(STAMP)  ## print the objects of a stack (STACK=dev) as YAML on stdout, no cluster needed
+	@$(PYTHON) -m mesh render $(STACK)
 
 check: $(STAMP)  ## run the mesh analyzers on a stack (STACK=dev); exit 1 on errors
 	$(PYTHON) -m mesh check $(STACK)
@@ -29,6 +32,9 @@ schema: $(STAMP)  ## write ml-mesh.schema.json, the JSON Schema of Pulumi.<stack
 test: $(STAMP) $(POLICY_STAMP)  ## every test: the stack's (Pulumi mocks), then the policy pack's
 	$(PYTHON) -m pytest -q
 	cd policy && venv/bin/python -m pytest -q
+
+docs: $(STAMP)  ## rerun every command whose output README.md and docs/ show, rewrite the blocks
+	$(PYTHON) -m docs
 
 bench: $(STAMP)  ## scale benchmark: program and render for 10/100/300 models against a floor
 	$(PYTHON) bench/bench.py

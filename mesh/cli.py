@@ -18,6 +18,7 @@ from mesh.graph import gateway_name, mermaid
 from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_json
 from mesh.plan import build_plan
 from mesh.promql import DEFAULT_WINDOW, promql_report
+from mesh.reference import reference_markdown
 from mesh.render import render_objects, to_yaml, traffic_table
 from mesh.routing import routing_from_objects
 from mesh.schema import stack_file_schema
@@ -73,6 +74,11 @@ def _check(args: argparse.Namespace) -> int:
 
 def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(stack_file_schema(), indent=2))
+    return 0
+
+
+def _reference(args: argparse.Namespace) -> int:
+    sys.stdout.write(reference_markdown())
     return 0
 
 
@@ -359,6 +365,14 @@ def parser() -> argparse.ArgumentParser:
         "stack config models; point your editor's YAML support at it.",
     )
     schema.set_defaults(run=_schema)
+    reference = commands.add_parser(
+        "reference",
+        help="print the config reference (every ml-mesh: key) as Markdown",
+        description="Print every key of a stack's `ml-mesh:` config with its type, default, "
+        "allowed values and description, generated from the config models (the text of "
+        "docs/config-reference.md).",
+    )
+    reference.set_defaults(run=_reference)
     promql = commands.add_parser(
         "promql",
         help="print the PromQL that compares the versions of each model",

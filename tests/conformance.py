@@ -35,7 +35,7 @@ from celpy import celtypes
 from mesh.config import KUBERNETES_VERSIONS
 from tests.conftest import shared_path
 
-# The oldest Kubernetes ml-mesh supports (README, "Deploying"). A field that only a newer
+# The oldest Kubernetes ml-mesh supports (docs/platform.md, "Supported platforms"). A field that only a newer
 # release knows would be rejected there, so objects are validated against this one.
 KUBERNETES_VERSION = KUBERNETES_VERSIONS[0]
 

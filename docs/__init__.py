@@ -1,0 +1,1 @@
+"""The docs build: regenerates every command output shown in README.md and docs/."""
