@@ -147,6 +147,13 @@ def removed_routed_versions(base: Side, head: Side) -> list[Refusal]:
         after = head.routing.get(name)
         if after is not None and after.owner != before.owner:
             continue  # OWNERSHIP_SWITCH says it better
+        if after is not None and before.owner == after.owner == FLAGGER:
+            # A new target version is how a Flagger rollout starts: the primary Deployment,
+            # Flagger's copy of the last promoted spec, keeps serving the old version until the
+            # analysis promotes the new one (flagger pkg/controller/scheduler.go: advanceCanary
+            # detects the change with HasTargetChanged; the template is copied to the primary
+            # by canaryController.Promote only in the promotion steps after the analysis).
+            continue
         for version, reason in before.routed().items():
             if after is not None and version in after.versions:
                 continue

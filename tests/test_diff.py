@@ -304,6 +304,26 @@ def test_handing_a_model_to_flagger_is_an_ownership_switch(repo):
     assert "Flagger analysis: +10% every 1m up to 50%" in result.stdout
 
 
+def test_a_new_flagger_target_version_starts_a_rollout_and_is_not_a_removal(repo):
+    """The primary keeps serving the old target until Flagger promotes the new one."""
+    repo.edit("prod", "models.sentiment.canary", {"version": "v4"})
+    repo.edit("prod", "models.sentiment.progressive", {"stepWeight": 10})
+    repo.edit(
+        "prod",
+        "models.sentiment.versions.v5",
+        {"image": "tensorflow/serving:2.16.1", "modelPath": "sentiment/5", "replicas": 2},
+    )
+    repo.commit("sentiment progressive, target v4")
+    repo.edit("prod", "models.sentiment.canary", {"version": "v5"})
+    repo.edit("prod", "models.sentiment.versions.v4", None)
+    result = repo.diff("prod", "HEAD")
+    assert not _refused(result, "remove-routed-version"), result.stderr
+    assert result.returncode == 0, result.stderr
+    repo.edit("prod", "models.sentiment", None)  # the whole model: its primary goes too
+    (reason,) = _refused(repo.diff("prod", "HEAD"), "remove-routed-version")
+    assert reason.startswith("model 'sentiment' is removed while its version v4 is the Flagger")
+
+
 def test_flagger_steps_above_the_maximum_are_refused_in_a_protected_stack(repo):
     repo.edit("prod", "models.sentiment.canary", {"version": "v4"})
     repo.edit("prod", "models.sentiment.progressive", {"stepWeight": 10})
