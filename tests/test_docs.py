@@ -299,8 +299,9 @@ def _mesh(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_docs_have_walkthroughs_from_the_shipped_dev_and_prod_stacks():
-    # the README's loop; canary.md's loop, A/B rules and prod path; security.md
-    assert sorted(stack for _, stack, _, _ in WALKS) == ["dev"] * 4 + ["prod"]
+    # the README's loop; canary.md's loop, A/B rules and prod path; security.md;
+    # flagger.md's hand-over and rollout
+    assert sorted(stack for _, stack, _, _ in WALKS) == ["dev"] * 5 + ["prod"]
 
 
 @pytest.mark.parametrize(("where", "stack", "allow", "body"), WALKS, ids=[w[0] for w in WALKS])
