@@ -13,9 +13,12 @@ nothing else (tests/test_weight_shift.py). They exist for every version by its r
 canary compared with stable whenever the model has a canary; a rule on missing pods for every
 version, stable, canary, match and mirror targets alike), and the traffic decides whether
 they fire: a version that is sent no requests (a canary at weight 0, stable once the canary
-is at 100, a match rule nobody matches) has an error ratio of 0/0, which has no sample, so its
-comparison has none and cannot fire; its missing pods alert only while callers' requests fail
-for want of a pod (`routed_without_ready_pods`). Nothing here is an absent()- or
+is at 100, a match rule nobody matches) has an error ratio of 0/0, which is no sample (no
+series yet) or NaN (counters that stopped rising), and NaN compares false, so its comparison
+cannot fire; its missing pods alert only while callers' requests fail for want of a pod
+(`routed_without_ready_pods`). Mirrored copies are not reported by the callers' proxies
+(`reporter="source"`), so a mirror target's rule fires only for requests routed to it, never
+for the copies: a mirror target without pods costs no live request. Nothing here is an absent()- or
 "no traffic"-style alert, which an idle canary would set off. tests/test_promtool.py proves
 each case over synthetic series.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def _diff(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(markdown)
     if base.error is not None:
-        first = base.error.splitlines()[-1]
+        first = _headline(base.error)
         print(
             f"ml-mesh: diff of stack '{name}': the base {args.base} does not render ({first}); "
             "only the head is shown and the gates that compare with the base did not run",
@@ -159,6 +160,22 @@ def _stacks(args: argparse.Namespace) -> int:
             kind = "protected" if stack.protected else "unprotected"
             print(f"{stack.name}\t{kind}\t{stack.kubeconfig_secret}")
     return 0
+
+
+def _headline(error: str) -> str:
+    """The line of a base's error output that says what is wrong: ml-mesh's own first message
+    (`ml-mesh: ...`, or `file:line:column: ...` of a YAML error, whose source line and caret
+    follow), else the last line (a traceback's exception); the report quotes it whole."""
+    lines = [line for line in error.splitlines() if line.strip()]
+    if not lines:
+        return "no error output"
+    said = [line for line in lines if line.startswith("ml-mesh:") or _YAML_MARK.match(line)]
+    first = said[0] if said else lines[-1]
+    more = len(said) - 1
+    return first + (f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else "")
+
+
+_YAML_MARK = re.compile(r"^\S+:\d+:\d+: ")
 
 
 DEFAULT_GATEWAY = "istio-system/istio-ingressgateway-service-account"

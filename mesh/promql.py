@@ -25,7 +25,7 @@ source/extensions/filters/http/istio_stats/istio_stats.cc, `populatePeerInfo`):
   request has `destination_version="unknown"` but the right `destination_canonical_revision`.
   Istio derives that revision from the pod label `version` when neither
   `service.istio.io/canonical-revision` nor `app.kubernetes.io/version` is set
-  (pkg/config/labels `CanonicalService`), as on ml-mesh pods. Caller-side views therefore go
+  (pkg/kube/labels/labels.go `CanonicalService`), as on ml-mesh pods. Caller-side views therefore go
   per `destination_canonical_revision`;
 - with no endpoint at all (`UH`: every pod of the subset unready or ejected) there is no peer:
   `destination_workload="unknown"`, `destination_canonical_revision="latest"`. Nothing in the
@@ -243,8 +243,9 @@ def routed_without_ready_pods(
 def compared_versions(config: StackConfig, name: str) -> tuple[str, str] | None:
     """(canary, stable) of a model with a canary, whatever the weight: the role decides, so
     the comparison (and its alert) stays the same while the canary is shifted. When one of
-    them is sent nothing its error ratio is 0/0, which has no sample, so the comparison has
-    none either (tests/test_promtool.py proves it over series)."""
+    them is sent nothing its error ratio is 0/0: no sample where its series do not exist, NaN
+    where they do (counters that stopped rising), and NaN compares false, so the comparison
+    cannot fire either way (tests/test_promtool.py proves both over series)."""
     model = config.models[name]
     if model.canary is None or model.progressive is not None:
         return None

@@ -204,6 +204,11 @@ def read_stack_document(path: Path, stack: str) -> Any:
 def raw_project_config(document: Any) -> dict[str, Any]:
     """The `ml-mesh:*` keys of a stack file, without the namespace prefix (see
     `mesh.config.project_keys`: a misspelt project namespace is kept, to be named)."""
+    if document is not None and not isinstance(document, dict):
+        raise ValueError(
+            f"the file is a YAML {type(document).__name__}; a stack file is a mapping with a "
+            "`config:` key (`config:` then `ml-mesh:<key>: <value>` lines)"
+        )
     config = (document or {}).get("config") or {}
     if not isinstance(config, dict):
         raise ValueError("'config' must be a mapping")

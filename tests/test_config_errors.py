@@ -291,6 +291,40 @@ def test_a_top_level_value_reads_offline_as_the_program_reads_it(
     assert run.outputs == run_program({**dev, key: read}).outputs
 
 
+def _stack_file_with(tmp_path, extra: dict[str, Any]):
+    document = yaml.safe_load((PROJECT_DIR / "Pulumi.dev.yaml").read_text())
+    document["config"].update(extra)
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def test_the_older_key_form_with_config_is_read_as_pulumi_reads_it(tmp_path):
+    """`ml-mesh:config:<key>` is `ml-mesh:<key>` to Pulumi (config.ParseKey): dropping it
+    offline would hide from render, check and diff what `pulumi up` applies."""
+    path = _stack_file_with(tmp_path, {"ml-mesh:config:maxWeightStep": 10})
+    assert load_stack(str(path)).config.max_weight_step == 10
+
+
+def test_a_key_in_both_forms_is_refused(tmp_path):
+    path = _stack_file_with(tmp_path, {"ml-mesh:config:namespace": "other"})
+    with pytest.raises(ConfigError) as caught:
+        load_stack(str(path))
+    assert "`ml-mesh:config:namespace` and `ml-mesh:namespace` are the same key" in str(
+        caught.value
+    )
+
+
+def test_a_stack_file_that_is_a_list_says_what_a_stack_file_is(tmp_path):
+    path = tmp_path / "Pulumi.t.yaml"
+    path.write_text("- a\n")
+    with pytest.raises(ConfigError) as caught:
+        load_stack(str(path))
+    assert "the file is a YAML list; a stack file is a mapping with a `config:` key" in str(
+        caught.value
+    )
+
+
 # --- numbers where text is expected, accepted where the text is unambiguous ----------------
 
 

@@ -50,6 +50,22 @@ def project_keys(config: Mapping[Any, Any]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     for key, value in config.items():
         namespace, _, name = str(key).rpartition(":")
+        if namespace == f"{PROJECT}:config":
+            # `<namespace>:config:<name>`: Pulumi's older key form, still read as
+            # `<namespace>:<name>` (pulumi/pulumi sdk/go/common/resource/config/key.go,
+            # ParseKey: "compat with an old requirement that every config value be in the
+            # config module"), so the program gets it; dropping it here would hide it.
+            namespace = PROJECT
+            if name in raw:
+                raise ValueError(
+                    f"`{key}` and `{PROJECT}:{name}` are the same key to Pulumi, which keeps "
+                    "one of them at random: keep one"
+                )
+        elif namespace == PROJECT and name in raw:
+            raise ValueError(
+                f"`{key}` and `{PROJECT}:config:{name}` are the same key to Pulumi, which keeps "
+                "one of them at random: keep one"
+            )
         if namespace in ("", PROJECT):
             raw[name] = engine_value(name, value)
         elif is_misspelt_project(namespace):
