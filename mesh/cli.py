@@ -18,7 +18,7 @@ from mesh.graph import gateway_name, mermaid
 from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_json
 from mesh.plan import build_plan
 from mesh.promql import DEFAULT_WINDOW, promql_report
-from mesh.render import render_objects, to_yaml, traffic_table
+from mesh.render import masked, render_objects, to_yaml, traffic_table
 from mesh.routing import routing_from_objects
 from mesh.schema import stack_file_schema
 from mesh.stackfile import (
@@ -40,9 +40,10 @@ def _findings(stack: LoadedStack) -> tuple[int, list[Finding]]:
 
 def _render(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
+    planned = build_plan(stack.config).objects()  # built once: checked, then masked and shown
     # Refuse what `pulumi preview` would refuse, so render never shows an undeployable stack.
-    findings = gate(stack.name, _findings(stack)[1])
-    objects = render_objects(stack.config, stack.secrets)
+    findings = gate(stack.name, check(stack.config, planned))
+    objects = masked(planned, stack.secrets)
     if args.graph:
         routing = routing_from_objects(objects, stack.config)
         sys.stdout.write(mermaid(routing, gateway_name(objects)))
