@@ -11,7 +11,15 @@ For each size it times:
   itself costs, with no ml-mesh logic;
 - render:  `python -m mesh render <file> -q` in-process (read the stack file, parse, plan,
   checks, mask secrets, YAML), output discarded;
-- yaml floor: dumping the same objects, built before the clock starts, with the same dumper.
+- yaml floor: dumping the same objects, built before the clock starts, with PyYAML's C emitter
+  as it comes (`yaml.CSafeDumper`, same width and block style): what YAML itself costs;
+- diff:    `python -m mesh diff bench-<n> --base HEAD`, in-process, in a git repository that
+  holds a copy of this checkout (committed files and untracked ones, as they are now) and the
+  stack committed at HEAD; the working tree shifts one canary weight by 10 points. The diff
+  exports HEAD with `git archive` and renders the base there in a fresh interpreter (see
+  mesh/gitbase.py): that process (start, imports, render) is part of what a user waits for, so
+  the diff's seconds count it: CPU is this process's plus its children's (git, the base
+  render), wall is the elapsed time. Its target is relative to one render of the same size.
 
 How, so that the numbers mean something on a shared machine:
 - every run is a fresh Python process: no run inherits another's heap, caches or threads;
@@ -30,8 +38,9 @@ How, so that the numbers mean something on a shared machine:
   is about 3% of the run. With the collector off, what remains is the work itself.
 
 It prints objects, seconds, seconds per object and the ratio to the floor, then checks the
-targets on both measurements: ratio <= 1.25, and linear growth (300 models within 3x +- 15% of
-100 models; the floors' own growth is printed, not judged). Exit status 1 if a target is missed.
+targets on both measurements: program <= 1.25x its floor, render <= 1.3x the YAML floor, diff
+<= 2.5x one render (CPU and wall), and linear growth (300 models within 3x +- 15% of 100
+models; the floors' own growth is printed, not judged). Exit status 1 if a target is missed.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ import gc
 import io
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,21 +71,28 @@ import pulumi_kubernetes as k8s
 from mesh import cli, program
 from mesh.config import parse_config
 from mesh.plan import build_plan
-from mesh.render import to_yaml
 from tests.harness import try_program
 
 VERSIONS = ("v1", "v2", "v3")
 SERVERS = ("tensorflow-serving", "triton", "custom")
-RATIO_TARGET = 1.25
 GROWTH_TOLERANCE = 0.15
 WARM_UP_MODELS = 3
-# (what, its floor), timed in alternating order.
-PAIRS = (("program", "floor"), ("render", "yaml"))
+# (what, what it is compared with, target ratio): each pair is timed in alternating order.
+PAIRS = (("program", "floor", 1.25), ("render", "yaml", 1.3), ("diff", "render", 2.5))
 LABELS = {
     "program": "program under mocks",
     "floor": "floor: same resources, no logic",
     "render": "render",
-    "yaml": "floor: YAML of the same objects",
+    "yaml": "floor: YAML of the same objects (yaml.CSafeDumper)",
+    "diff": "diff, one weight shifted (base render included)",
+}
+MEASURED = tuple(dict.fromkeys(name for pair in PAIRS for name in pair[:2]))
+PROJECT = Path(__file__).resolve().parent.parent
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "ml-mesh bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "ml-mesh bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
 }
 # Suffix of a row's keys, and how the verdicts name the measurement.
 COLLECTOR = {True: ("", ""), False: (" gc off", ", GC off")}
@@ -125,6 +143,47 @@ def floor_program(objects: list[dict[str, Any]]) -> Callable[[], None]:
     return main
 
 
+def stack_file(models: int, canary_weight: int = 10) -> str:
+    raw = stack_config(models)
+    raw["models"]["model-000"]["canary"]["weight"] = canary_weight
+    return yaml.safe_dump({"config": {f"ml-mesh:{k}": v for k, v in raw.items()}})
+
+
+def diff_repo(models: int, into: Path) -> Path:
+    """A git repository with a copy of this checkout and the `bench-<n>` stacks (n = models and
+    the warm-up size) committed at HEAD; the working tree moves model-000's canary 10 -> 20%."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    repo = into / "repo"
+    for name in filter(None, listed.split("\0")):
+        source = PROJECT / name
+        if source.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    sizes = sorted({WARM_UP_MODELS, models})
+    for size in sizes:
+        (repo / f"Pulumi.bench-{size}.yaml").write_text(stack_file(size))
+    git = lambda *args: subprocess.run(  # noqa: E731
+        ["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, capture_output=True, check=True
+    )
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "bench base")
+    for size in sizes:
+        (repo / f"Pulumi.bench-{size}.yaml").write_text(stack_file(size, canary_weight=20))
+    return repo
+
+
+def _diff(stack: str) -> None:
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = cli.main(["diff", stack, "--base", "HEAD"])
+    assert code == 0 and "model-000" in out.getvalue(), f"diff failed for {stack}"
+
+
 def _run_mocked(raw: dict[str, Any], main: Callable[[], None] | None = None) -> None:
     _, error = try_program(raw, stack="bench", main=main)
     if error is not None:
@@ -144,15 +203,24 @@ def prepare(what: str, models: int, directory: Path) -> Callable[[], None]:
         return lambda: _run_mocked(raw)
     if what == "render":
         path = directory / f"Pulumi.bench-{models}.yaml"
-        path.write_text(yaml.safe_dump({"config": {f"ml-mesh:{k}": v for k, v in raw.items()}}))
+        path.write_text(stack_file(models))
         return lambda: _render(path)
+    if what == "diff":  # run by the copy of this file in the repository (see measure_in_child)
+        return lambda: _diff(f"bench-{models}")
     objects = build_plan(parse_config(raw, "bench")).objects()
     if what == "floor":
         main = floor_program(objects)
         return lambda: _run_mocked(raw, main)
     if what == "yaml":
-        return lambda: to_yaml(objects)
+        return lambda: yaml.dump_all(
+            objects, Dumper=yaml.CSafeDumper, sort_keys=False, default_flow_style=False, width=100
+        )
     raise ValueError(what)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure_once(what: str, models: int, collector: bool) -> dict[str, float]:
@@ -168,15 +236,23 @@ def measure_once(what: str, models: int, collector: bool) -> dict[str, float]:
         gc.collect()
         if not collector:
             gc.disable()
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
         run()
-        return {"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
+        cpu = time.process_time() - cpu + _children_cpu() - children
+        return {"cpu": cpu, "wall": time.perf_counter() - wall}
 
 
-def measure_in_child(what: str, models: int, collector: bool) -> dict[str, float]:
-    command = [sys.executable, __file__, "--one", what, "--models", str(models)]
+def measure_in_child(
+    what: str, models: int, collector: bool, repo: Path | None = None
+) -> dict[str, float]:
+    """One measurement in a fresh process; the diff's runs the copy of this file in `repo`, so
+    that it imports the repository's code and diffs the repository's stacks."""
+    script = repo / "bench" / "bench.py" if what == "diff" and repo else Path(__file__)
+    command = [sys.executable, str(script), "--one", what, "--models", str(models)]
     done = subprocess.run(
         command if collector else [*command, "--gc-off"],
+        cwd=script.parent.parent,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         capture_output=True,
         text=True,
         check=False,
@@ -190,11 +266,13 @@ def measure(models: int, repeat: int) -> dict[str, Any]:
     """Best CPU seconds (and best wall seconds) of each measurement, collector on and off."""
     objects = len(build_plan(parse_config(stack_config(models), "bench")).objects())
     runs: dict[tuple[str, bool], list[dict[str, float]]] = {}
-    for attempt in range(repeat):
-        for collector in COLLECTOR:
-            for pair in PAIRS:
-                for what in pair if attempt % 2 else reversed(pair):
-                    timing = measure_in_child(what, models, collector)
+    with tempfile.TemporaryDirectory(prefix="ml-mesh-bench-") as directory:
+        repo = diff_repo(models, Path(directory))
+        for attempt in range(repeat):
+            for collector in COLLECTOR:
+                order = [w for what, floor, _ in PAIRS for w in (what, floor)]
+                for what in dict.fromkeys(order if attempt % 2 else reversed(order)):
+                    timing = measure_in_child(what, models, collector, repo)
                     runs.setdefault((what, collector), []).append(timing)
     row: dict[str, Any] = {"models": models, "objects": objects}
     for (what, collector), timings in runs.items():
@@ -210,17 +288,19 @@ def table(rows: list[dict[str, Any]]) -> str:
         "| CPU s, GC off | ratio, GC off |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    compared = {what: floor for what, floor, _ in PAIRS}
     for row in rows:
         size = f"{row['models']} x {len(VERSIONS)}"
-        for what, floor in PAIRS:
-            for measured in (what, floor):
-                seconds, off = row[measured], row[f"{measured} gc off"]
-                lines.append(
-                    f"| {size} | {row['objects']} | {LABELS[measured]} | {seconds:.3f} | "
-                    f"{row[f'{measured} wall']:.3f} | "
-                    f"{seconds / row['objects'] * 1000:.3f} ms | {seconds / row[floor]:.2f} | "
-                    f"{off:.3f} | {off / row[f'{floor} gc off']:.2f} |"
-                )
+        for measured in MEASURED:
+            seconds, off = row[measured], row[f"{measured} gc off"]
+            floor = compared.get(measured)
+            ratio = f"{seconds / row[floor]:.2f}" if floor else "-"
+            ratio_off = f"{off / row[f'{floor} gc off']:.2f}" if floor else "-"
+            lines.append(
+                f"| {size} | {row['objects']} | {LABELS[measured]} | {seconds:.3f} | "
+                f"{row[f'{measured} wall']:.3f} | "
+                f"{seconds / row['objects'] * 1000:.3f} ms | {ratio} | {off:.3f} | {ratio_off} |"
+            )
     return "\n".join(lines)
 
 
@@ -231,13 +311,17 @@ def verdicts(rows: list[dict[str, Any]]) -> list[tuple[bool, str]]:
     low, high = 3 * (1 - GROWTH_TOLERANCE), 3 * (1 + GROWTH_TOLERANCE)
     for suffix, label in COLLECTOR.values():
         for row in rows:
-            for what, floor in PAIRS:
+            for what, floor, target in PAIRS:
                 ratio = row[what + suffix] / row[floor + suffix]
-                text = f"{what} at {row['models']} models{label}: ratio {ratio:.2f}"
-                found.append((ratio <= RATIO_TARGET, f"{text} (target <= {RATIO_TARGET})"))
+                text = f"{what} at {row['models']} models{label}: {ratio:.2f}x {floor}"
+                found.append((ratio <= target, f"{text} (target <= {target})"))
+                if what == "diff":  # what a user waits for: the base render runs beside it
+                    ratio = row[f"{what}{suffix} wall"] / row[f"{floor}{suffix} wall"]
+                    text = f"{what} at {row['models']} models{label}, wall: {ratio:.2f}x {floor}"
+                    found.append((ratio <= target, f"{text} (target <= {target})"))
         if 100 not in by_size or 300 not in by_size:
             continue
-        for what, floor in PAIRS:
+        for what, floor, _ in PAIRS[:2]:
             for measured in (what, floor):
                 growth = by_size[300][measured + suffix] / by_size[100][measured + suffix]
                 text = f"{measured} growth 100 -> 300 models{label}: x{growth:.2f}"
@@ -252,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, nargs="+", default=[10, 100, 300])
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
-    parser.add_argument("--one", choices=list(LABELS), help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=MEASURED, help=argparse.SUPPRESS)
     parser.add_argument("--gc-off", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:  # a child process: one measurement, JSON on stdout

@@ -20,7 +20,7 @@ from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_j
 from mesh.plan import build_plan
 from mesh.promql import DEFAULT_WINDOW, promql_report
 from mesh.reference import reference_markdown
-from mesh.render import render_objects, to_yaml, traffic_table
+from mesh.render import masked, to_yaml, traffic_table
 from mesh.routing import routing_from_objects
 from mesh.schema import stack_file_schema
 from mesh.stackfile import (
@@ -44,9 +44,10 @@ def _findings(stack: LoadedStack) -> tuple[int, list[Finding]]:
 
 def _render(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
+    planned = build_plan(stack.config).objects()  # built once: checked, then masked and shown
     # Refuse what `pulumi preview` would refuse, so render never shows an undeployable stack.
-    findings = gate(stack.name, _findings(stack)[1])
-    objects = render_objects(stack.config, stack.secrets)
+    findings = gate(stack.name, check(stack.config, planned))
+    objects = masked(planned, stack.secrets)
     if args.graph:
         routing = routing_from_objects(objects, stack.config)
         sys.stdout.write(mermaid(routing, gateway_name(objects)))
@@ -121,13 +122,14 @@ def _diff(args: argparse.Namespace) -> int:
     label = f"base `{args.base}` ({base.commit[:12]})"
     if not base.exists:
         label += ", where the stack does not exist yet"
+    planned = build_plan(head.config).objects()  # built once: checked, then masked and compared
     markdown, refusals = report(
         name,
         label,
         side(base.objects, base.config, base.raw, base.exists),
-        side(normalized(render_objects(head.config, head.secrets)), head.config, head_raw),
+        side(normalized(masked(planned, head.secrets)), head.config, head_raw),
         set(args.allow),
-        head_findings=_findings(head)[1],
+        head_findings=check(head.config, planned),
         base_error=base.error,
     )
     sys.stdout.write(markdown)

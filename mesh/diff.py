@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ import yaml
 
 from mesh.checks import Finding, errors
 from mesh.config import StackConfig
+from mesh.gitbase import SAFE_LOADER
 from mesh.graph import gateway_name, mermaid
 from mesh.journeys import Journey, journeys, mesh_settings
 from mesh.protections import Protections, loosened, of_side
@@ -89,9 +91,31 @@ def side(
     return Side(objects, routing, config, raw, of_side(config, raw), exists)
 
 
+PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` is made of dicts, lists, strings, numbers, booleans and None only, of
+    exactly those types: what YAML reads back unchanged (render quotes every string that would
+    read back as something else; tests/test_render.py pins that)."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) in PLAIN and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(item) for item in value)
+    return kind in PLAIN
+
+
 def normalized(objects: list[dict]) -> list[dict]:
-    """Objects as their YAML reads back, so both sides compare with the same types."""
-    return [doc for doc in yaml.safe_load_all(to_yaml(objects)) if doc]
+    """Objects as their YAML reads back, so both sides compare with the same types. A plan's
+    objects are plain data, which reads back as it is, so only other objects (tuples, string
+    subclasses) take the round trip through YAML."""
+    return [
+        doc
+        for obj in objects
+        for doc in ([obj] if _plain(obj) else yaml.load_all(to_yaml([obj]), Loader=SAFE_LOADER))
+        if doc
+    ]
 
 
 @dataclass(frozen=True)
@@ -358,43 +382,171 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _around_difference(before: Any, after: Any, limit: int = 60) -> tuple[str, str]:
+    """Both values cut to the same window around where they first differ, with `…` where text
+    is left out on either side: two long strings that differ at character 200 show that part,
+    not twice the same first 60 characters."""
+    old, new = _text(before), _text(after)
+    if len(old) <= limit and len(new) <= limit:
+        return old, new
+    first = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), None)
+    if first is None:
+        first = min(len(old), len(new))  # one is the other's prefix
+    start = max(0, first - limit // 3)
+
+    def cut(text: str) -> str:
+        window = text[start : start + limit]
+        return ("…" if start else "") + window + ("…" if start + limit < len(text) else "")
+
+    return cut(old), cut(new)
+
+
 def _named(items: list) -> bool:
     names = [i.get("name") for i in items if isinstance(i, dict)]
     return len(names) == len(items) and None not in names and len(set(names)) == len(names)
 
 
-def changed_fields(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+class PromQL(str):
+    """A PromQL expression: compared whole and shown whole, never line by line or cut."""
+
+
+# Lists whose order means nothing to Istio: compared by value (`added: x`, `removed: y`), so a
+# host inserted at the front is one change, not every index after it. Paths as changed_fields
+# writes them, with list positions as `[]`.
+ANY_OF = (
+    "an AuthorizationPolicy rule field matches when any of its values does: istiod turns each "
+    "into one OR of Envoy matchers (pilot/pkg/security/authz/model/model.go, "
+    "`rule.principal`/`rule.permission` and `principalOr`/`permissionOr`)"
+)
+EXPORT_TO = (
+    "exportTo is the set of namespaces that see the object (pilot/pkg/model/push_context.go, "
+    "the exportTo indexes; mesh/trace/objects.py `exported_to`)"
+)
+SET_FIELDS: dict[tuple[str, str], str] = {
+    ("Gateway", "spec.servers[].hosts"): (
+        "a server admits a VirtualService when any entry matches its host; the virtual host "
+        "is then picked by domain, exact before the longest wildcard, not by position "
+        "(pilot/pkg/networking/core/gateway.go `buildGatewayHTTPRouteConfig`; envoy "
+        "source/common/router/config_impl.cc `findVirtualHost`)"
+    ),
+    ("VirtualService", "spec.hosts"): (
+        "each host becomes a domain of the route's virtual host; Envoy matches a request's "
+        "authority by domain, not by position (config_impl.cc `findVirtualHost`)"
+    ),
+    ("VirtualService", "spec.gateways"): (
+        "the set of gateways the routes bind to (pilot/pkg/model/push_context.go "
+        "`getGatewayNames`); a route's own `match[].gateways` narrows it"
+    ),
+    ("VirtualService", "spec.exportTo"): EXPORT_TO,
+    ("DestinationRule", "spec.exportTo"): EXPORT_TO,
+    ("ServiceEntry", "spec.exportTo"): EXPORT_TO,
+    ("ServiceEntry", "spec.hosts"): (
+        "each host is one service in the registry (pilot/pkg/serviceregistry/serviceentry/"
+        "conversion.go `convertServices`, one model.Service per host)"
+    ),
+    ("Sidecar", "spec.egress[].hosts"): (
+        "a listener's egress hosts are a set a service or VirtualService must match one of "
+        "(pilot/pkg/model/sidecar.go, `hostClassification.Matches`/`VSMatches`)"
+    ),
+    **{
+        ("AuthorizationPolicy", f"spec.rules[].from[].source.{field}"): ANY_OF
+        for field in (
+            "principals",
+            "notPrincipals",
+            "requestPrincipals",
+            "notRequestPrincipals",
+            "namespaces",
+            "notNamespaces",
+            "ipBlocks",
+            "notIpBlocks",
+            "remoteIpBlocks",
+            "notRemoteIpBlocks",
+        )
+    },
+    **{
+        ("AuthorizationPolicy", f"spec.rules[].to[].operation.{field}"): ANY_OF
+        for field in ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths")
+    },
+    ("AuthorizationPolicy", "spec.rules[].to[].operation.notPaths"): ANY_OF,
+    ("AuthorizationPolicy", "spec.rules[].when[].values"): ANY_OF,
+    ("AuthorizationPolicy", "spec.rules[].when[].notValues"): ANY_OF,
+}
+
+
+def _generic(path: str) -> str:
+    """`spec.servers[0].hosts` -> `spec.servers[].hosts`: the path with list positions and
+    item names left out, as SET_FIELDS names it."""
+    return re.sub(r"\[[^\]]*\]", "[]", path)
+
+
+def _is_promql(kind: str, path: str) -> bool:
+    """PrometheusRule `spec.groups[].rules[].expr`, a Grafana panel's `targets[].expr` (in a
+    dashboard ConfigMap), and a Flagger MetricTemplate's `spec.query`: what mesh/promql.py
+    builds."""
+    return path.endswith(".expr") or (kind == "MetricTemplate" and path == "spec.query")
+
+
+def _set_changes(before: list, after: list, path: str) -> list[tuple[str, Any, Any]]:
+    """What left the set and what joined it; a new order alone is still a change to the object
+    (`pulumi up` updates it), said as such, though Istio does nothing differently."""
+    removed = [(path, item, None) for item in before if item not in after]
+    added = [(path, None, item) for item in after if item not in before]
+    if not (removed or added) and before != after:
+        return [(f"{path} (reordered, same values)", before, after)]
+    return removed + added
+
+
+def changed_fields(
+    before: Any, after: Any, path: str = "", kind: str = ""
+) -> list[tuple[str, Any, Any]]:
     """(path, before, after) of every leaf that differs; lists of named items are aligned by
-    name (`http[http-rest]`), other lists by index. A missing side is None."""
+    name (`http[http-rest]`), lists that are sets in meaning (SET_FIELDS, for `kind`) by value,
+    other lists by index. A missing side is None. PromQL comes back whole, as `PromQL`."""
     if isinstance(before, dict) and isinstance(after, dict):
         keys = list(before) + [k for k in after if k not in before]
         return [
             change
             for k in keys
-            for change in changed_fields(before.get(k), after.get(k), f"{path}.{k}" if path else k)
+            for change in changed_fields(
+                before.get(k), after.get(k), f"{path}.{k}" if path else k, kind
+            )
         ]
     if isinstance(before, list) and isinstance(after, list):
+        if (kind, _generic(path)) in SET_FIELDS:
+            return _set_changes(before, after, path)
         if _named(before) and _named(after):
             old = {i["name"]: i for i in before}
             new = {i["name"]: i for i in after}
             names = list(old) + [n for n in new if n not in old]
             return [
-                c for n in names for c in changed_fields(old.get(n), new.get(n), f"{path}[{n}]")
+                c
+                for n in names
+                for c in changed_fields(old.get(n), new.get(n), f"{path}[{n}]", kind)
             ]
         size = max(len(before), len(after))
         pad = lambda items, i: items[i] if i < len(items) else None  # noqa: E731
         return [
             c
             for i in range(size)
-            for c in changed_fields(pad(before, i), pad(after, i), f"{path}[{i}]")
+            for c in changed_fields(pad(before, i), pad(after, i), f"{path}[{i}]", kind)
         ]
-    if isinstance(before, str) and isinstance(after, str) and before != after:
+    if before == after:
+        return []
+    if _is_promql(kind, path) and isinstance(before or after, str):
+        whole = [PromQL(v) if isinstance(v, str) else v for v in (before, after)]
+        return [(path, *whole)]
+    if isinstance(before, str) and isinstance(after, str):
         parsed = _json_container(before), _json_container(after)
         if parsed[0] is not None and parsed[1] is not None:
-            return changed_fields(parsed[0], parsed[1], path)  # e.g. a dashboard in a ConfigMap
+            # e.g. a dashboard in a ConfigMap
+            return changed_fields(parsed[0], parsed[1], path, kind)
         if "\n" in before or "\n" in after:
             return _changed_lines(before, after, path)
-    return [] if before == after else [(path, before, after)]
+    return [(path, before, after)]
 
 
 def _json_container(text: str) -> dict | list | None:
@@ -434,7 +586,9 @@ class ObjectChanges:
 def object_changes(base: list[dict], head: list[dict]) -> ObjectChanges:
     old = {_key(o): o for o in base}
     new = {_key(o): o for o in head}
-    changed = {k: changed_fields(old[k], new[k]) for k in new if k in old and old[k] != new[k]}
+    changed = {
+        k: changed_fields(old[k], new[k], kind=k[0]) for k in new if k in old and old[k] != new[k]
+    }
     return ObjectChanges(
         added=[k for k in new if k not in old],
         removed=[k for k in old if k not in new],
@@ -508,12 +662,34 @@ def _code(text: str) -> str:
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
+def _fenced(text: str, indent: str = "    ") -> list[str]:
+    """A PromQL block, indented under its list item; the fence outgrows any backticks inside."""
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return [
+        f"{indent}{fence}promql",
+        *(f"{indent}{line}" for line in text.splitlines()),
+        f"{indent}{fence}",
+    ]
+
+
 def field_line(path: str, before: Any, after: Any) -> str:
+    """One changed field as Markdown. Long values are cut around where they differ; PromQL is
+    shown whole, before and after, as fenced blocks under the field (continuation lines are
+    indented for a list item)."""
+    if isinstance(before, PromQL) or isinstance(after, PromQL):
+        if before is None:
+            return "\n".join([f"{_code(path)} added:", *_fenced(after)])
+        if after is None:
+            return "\n".join([f"{_code(path)} removed, was:", *_fenced(before)])
+        return "\n".join(
+            [f"{_code(path)} changed, before:", *_fenced(before), "    after:", *_fenced(after)]
+        )
     if before is None:
         return f"{_code(path)} added: {_code(_short(after))}"
     if after is None:
         return f"{_code(path)} removed (was {_code(_short(before))})"
-    return f"{_code(path)}: {_code(_short(before))} → {_code(_short(after))}"
+    shown = _around_difference(before, after)
+    return f"{_code(path)}: {_code(shown[0])} → {_code(shown[1])}"
 
 
 def objects_section(changes: ObjectChanges) -> list[str]:

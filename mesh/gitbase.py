@@ -23,6 +23,10 @@ import yaml
 from mesh.config import ConfigError, StackConfig
 from mesh.stackfile import PROJECT_DIR, load_stack, raw_project_config, read_stack_document
 
+# libyaml's parser where PyYAML has it (its wheels do): the same documents, several times faster
+# than the pure-Python one on a large stack's render.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class GitBaseError(Exception):
     """The base cannot be read (unknown ref, not a git checkout)."""
@@ -90,7 +94,7 @@ def render_tree(tree: Path, stack: str) -> list[dict]:
         raise BaseRenderError(
             "\n".join(lines) if lines else f"exit {result.returncode}, no error output"
         )
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in yaml.load_all(result.stdout, Loader=SAFE_LOADER) if doc]
 
 
 def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any]]:

@@ -3,40 +3,179 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import yaml
 
 from mesh.config import SECRET_PLACEHOLDER, Model, StackConfig
 from mesh.plan import build_plan
 from mesh.secrets import replace_secrets
 
+STR, MAP, SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+BOOL, INT, NULL = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:null"
+WIDTH = 100
 
-class _Dumper(yaml.SafeDumper):
-    """Block style, and no YAML anchors/aliases for repeated sub-objects."""
 
-    def ignore_aliases(self, data):
+class _Representer:
+    """Block style, no YAML anchors/aliases for repeated sub-objects, and multi-line strings (the
+    dashboard JSON) as literal blocks, readable line by line.
+
+    `represent_data` builds the same node tree as PyYAML's `SafeRepresenter` with
+    `default_flow_style=False` and `sort_keys=False` (`yaml/representer.py`: `represent_str`,
+    `represent_bool`, `represent_int`, `represent_none`, `represent_mapping`,
+    `represent_sequence`), for the plain types a plan is made of, without its per-node alias
+    bookkeeping and type dispatch: with the C emitter, that bookkeeping was most of the time
+    left. Any other type (floats, subclasses) goes through PyYAML's own dispatch."""
+
+    _tags: dict[str, str]
+
+    def ignore_aliases(self, data: Any) -> bool:
         return True
 
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        """The tag a plain scalar would read back as, once per distinct string: the serializer
+        asks for every scalar, and a plan repeats the same keys and values thousands of times.
+        Without path resolvers (none are registered) the answer depends on the string alone."""
+        if kind is not yaml.ScalarNode or not implicit[0] or self.yaml_path_resolvers:
+            return super().resolve(kind, value, implicit)  # type: ignore[misc]
+        tags = self.__dict__.setdefault("_tags", {})
+        tag = tags.get(value)
+        if tag is None:
+            tag = tags[value] = super().resolve(kind, value, implicit)  # type: ignore[misc]
+        return tag
 
-def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    """Multi-line strings (the dashboard JSON) as literal blocks, readable line by line."""
-    return dumper.represent_scalar(
-        "tag:yaml.org,2002:str", data, style="|" if "\n" in data else None
-    )
+    def represent_data(self, data: Any) -> yaml.Node:
+        kind = type(data)
+        if kind is str:
+            return yaml.ScalarNode(STR, data, style="|" if "\n" in data else None)
+        if kind is dict:
+            node = self.represent_data
+            pairs = [(node(k), node(v)) for k, v in data.items()]
+            return yaml.MappingNode(MAP, pairs, flow_style=False)
+        if kind is list:
+            return yaml.SequenceNode(SEQ, [self.represent_data(i) for i in data], flow_style=False)
+        if kind is bool:
+            return yaml.ScalarNode(BOOL, "true" if data else "false")
+        if kind is int:
+            return yaml.ScalarNode(INT, str(data))
+        if data is None:
+            return yaml.ScalarNode(NULL, "null")
+        return super().represent_data(data)  # type: ignore[misc]
 
 
-_Dumper.add_representer(str, _str)
+class PyDumper(_Representer, yaml.SafeDumper):
+    """The pure-Python emitter, for a PyYAML built without libyaml. It writes what libyaml
+    writes (see `write_double_quoted`), so output does not depend on how PyYAML was built."""
+
+    def check_simple_key(self) -> bool:
+        """Whether a key is written inline (`key: value`) or as `? key`, as libyaml decides
+        (`yaml_emitter_check_simple_key` in `src/emitter.c`): a one-line scalar (the empty
+        string too) or an empty collection, at most 128 bytes of UTF-8 with its anchor and any
+        tag that is written. PyYAML counts characters plus the implicit `!!str` tag, refuses
+        the empty string, and stops at 127, so keys of 123 to 128 characters, non-ASCII keys
+        and `''` came out differently."""
+        event = self.event
+        length = len(event.anchor or "") if isinstance(event, yaml.NodeEvent) else 0
+        if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)) and event.tag:
+            implicit = event.implicit
+            if self.canonical or not (implicit if isinstance(implicit, bool) else any(implicit)):
+                if self.prepared_tag is None:
+                    self.prepared_tag = self.prepare_tag(event.tag)
+                length += len(self.prepared_tag)
+        if isinstance(event, yaml.ScalarEvent):
+            if self.analysis is None:
+                self.analysis = self.analyze_scalar(event.value)
+            if self.analysis.multiline:
+                return False
+            length += len(event.value.encode("utf-8"))
+        elif isinstance(event, yaml.SequenceStartEvent):
+            if not self.check_empty_sequence():
+                return False
+        elif isinstance(event, yaml.MappingStartEvent):
+            if not self.check_empty_mapping():
+                return False
+        elif not isinstance(event, yaml.AliasEvent):
+            return False
+        return length <= 128
+
+    def write_double_quoted(self, text: str, split: bool = True) -> None:
+        """A double-quoted scalar, folded as libyaml folds it.
+
+        PyYAML breaks a long line before it passes the width and escapes the space it breaks
+        at (`\\` newline `\\ `); libyaml (`yaml_emitter_write_double_quoted` in
+        `src/emitter.c`) breaks at the first single space past the width (not the first or
+        last character) and drops it, since a line break folds to a space when read back, and
+        escapes a following space with `\\`. Both read back as the same string; this is
+        libyaml's way, character for character. Escapes are PyYAML's, which are libyaml's
+        (`\\xXX`, `\\uXXXX`, `\\UXXXXXXXX`, the named ones; no allow_unicode here)."""
+        self.write_indicator('"', True)
+        out: list[str] = []
+        column = self.column
+        spaces = False
+        last = len(text) - 1
+        for index, ch in enumerate(text):
+            if ch in '"\\\x85\u2028\u2029\ufeff' or not "\x20" <= ch <= "\x7e":
+                if ch in self.ESCAPE_REPLACEMENTS:
+                    data = "\\" + self.ESCAPE_REPLACEMENTS[ch]
+                else:
+                    code = ord(ch)
+                    size, letter = (
+                        (2, "x") if code <= 0xFF else (4, "u") if code <= 0xFFFF else (8, "U")
+                    )
+                    data = f"\\{letter}{code:0{size}X}"
+                out.append(data)
+                column += len(data)
+                spaces = False
+            elif ch == " ":
+                if split and not spaces and column > self.best_width and 0 < index < last:
+                    self.stream.write("".join(out))
+                    out = []
+                    self.column = column
+                    self.write_indent()
+                    column = self.column
+                    if text[index + 1] == " ":
+                        out.append("\\")
+                        column += 1
+                else:
+                    out.append(ch)
+                    column += 1
+                spaces = True
+            else:
+                out.append(ch)
+                column += 1
+                spaces = False
+        self.stream.write("".join(out))
+        self.column = column
+        self.write_indicator('"', False)
 
 
-def to_yaml(objects: list[dict]) -> str:
+CDumper: type | None = None
+if getattr(yaml, "__with_libyaml__", False):
+
+    class CDumper(_Representer, yaml.CSafeDumper):  # type: ignore[no-redef]
+        """libyaml's emitter (PyYAML's wheels ship it): the same output, several times faster."""
+
+
+def to_yaml(objects: list[dict], dumper: type | None = None) -> str:
+    """Multi-document YAML of `objects`, with libyaml when PyYAML has it."""
     return yaml.dump_all(
-        objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
+        objects,
+        Dumper=dumper or CDumper or PyDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=WIDTH,
     )
+
+
+def masked(objects: list[dict], secrets: set[str]) -> list[dict]:
+    """Copies of `objects` with every secret value masked (the objects themselves unchanged)."""
+    mask = lambda _: SECRET_PLACEHOLDER  # noqa: E731
+    return [replace_secrets(obj, secrets, mask) for obj in objects]
 
 
 def render_objects(config: StackConfig, secrets: set[str]) -> list[dict]:
     """What the stack creates, with every secret value masked."""
-    mask = lambda _: SECRET_PLACEHOLDER  # noqa: E731
-    return [replace_secrets(obj, secrets, mask) for obj in build_plan(config).objects()]
+    return masked(build_plan(config).objects(), secrets)
 
 
 def version_role(model: Model, version: str) -> str:

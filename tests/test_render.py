@@ -8,7 +8,8 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_DIR, run_mesh
+from mesh.render import CDumper, PyDumper, render_objects, to_yaml
+from tests.conftest import PROJECT_DIR, STACK_SOURCES, run_mesh, source_id
 
 
 def _render(*args: str) -> subprocess.CompletedProcess:
@@ -110,3 +111,145 @@ def test_a_reader_that_stops_early_gets_no_traceback(command):
     _, stderr = reader.communicate()
     assert b"Traceback" not in stderr
     assert reader.returncode == 0
+
+
+# --- the C emitter and the pure-Python one write the same bytes ----------------------------
+
+
+class _StockDumper(yaml.SafeDumper):
+    """The dumper render used before libyaml: PyYAML's own representer and emitter, with the
+    same settings (block style, no aliases, literal blocks for multi-line strings)."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+_StockDumper.add_representer(
+    str,
+    lambda dumper, data: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", data, style="|" if "\n" in data else None
+    ),
+)
+
+needs_libyaml = pytest.mark.skipif(CDumper is None, reason="PyYAML built without libyaml")
+
+TRICKY_STRINGS = {
+    "non-ASCII": "modèle 日本語 😀",
+    "line and paragraph separators": "a\u2028b\u2029c\x85d",
+    "control characters": "\x00\x07\x1b\x7f\ufeff\t",
+    "long plain line": "word " * 60,
+    "long line without spaces": "x" * 300,
+    "long line needing quotes": "é " * 80,
+    "long double-quoted line with runs of spaces": ("a  b   " * 30) + "é",
+    "looks like an int": "8080",
+    "looks like a float": "1.0",
+    "looks like an exponent": "1e3",
+    "looks like octal": "0o17",
+    "looks like hex": "0x1F",
+    "looks like a bool": "true",
+    "YAML 1.1 bool": "yes",
+    "looks like null": "null",
+    "tilde": "~",
+    "empty": "",
+    "spaces only": "   ",
+    "leading and trailing spaces": "  padded  ",
+    "colon space": "key: value",
+    "comment marker": "a #b",
+    "indicators": "- * & ! | > ' \" % @ `",
+    "flow characters": "{a: [b]}",
+    "date": "2026-12-02",
+    "sexagesimal": "12:30",
+    "document markers": "--- ...",
+    "multi-line": "line one\nline two\n",
+    "multi-line with trailing spaces": "line one  \nline two \n",
+    "multi-line with leading blank line": "\n  indented\n",
+    "multi-line kept blank lines": "a\n\n\n",
+    "multi-line with tabs": "a\tb\n\tc",
+    "multi-line with CRLF": "a\r\nb\r\n",
+    "multi-line long line": ("y" * 150) + "\n" + ("z " * 70),
+    "PromQL": 'sum(rate(istio_requests_total{destination_service_name="m",response_code=~"5.."}'
+    "[5m])) / sum(rate(istio_requests_total[5m])) > 0.05 " * 2,
+}
+
+
+def _documents_with(value: str) -> list[dict]:
+    """`value` where render can put a string: a value, a list item, a nested key."""
+    return [
+        {"value": value, "list": [value, {"nested": value}]},
+        {"data": {"key": value}, "deep": {"a": {"b": [[value]]}}},
+    ]
+
+
+def _shipped_objects(source: str) -> list[dict]:
+    from mesh.stackfile import load_stack
+
+    stack = load_stack(source)
+    return render_objects(stack.config, stack.secrets)
+
+
+@needs_libyaml
+@pytest.mark.parametrize("source", STACK_SOURCES, ids=source_id)
+def test_every_shipped_stack_renders_the_same_bytes_with_libyaml_pure_python_and_stock_pyyaml(
+    source,
+):
+    objects = _shipped_objects(source)
+    c_output = to_yaml(objects, CDumper)
+    assert c_output == to_yaml(objects, PyDumper)
+    assert c_output == yaml.dump_all(
+        objects, Dumper=_StockDumper, sort_keys=False, default_flow_style=False, width=100
+    )
+
+
+def test_render_uses_libyaml_when_pyyaml_has_it():
+    assert to_yaml([{"a": 1}]) == "a: 1\n"
+    assert (CDumper is not None) == bool(yaml.__with_libyaml__)
+
+
+@needs_libyaml
+@pytest.mark.parametrize("value", TRICKY_STRINGS.values(), ids=TRICKY_STRINGS.keys())
+def test_tricky_strings_render_the_same_bytes_with_libyaml_and_pure_python_and_read_back(value):
+    documents = _documents_with(value)
+    c_output = to_yaml(documents, CDumper)
+    assert c_output == to_yaml(documents, PyDumper)
+    assert list(yaml.safe_load_all(c_output)) == documents
+
+
+@needs_libyaml
+@pytest.mark.parametrize("value", TRICKY_STRINGS.values(), ids=TRICKY_STRINGS.keys())
+def test_tricky_strings_as_keys_render_the_same_bytes_with_libyaml_and_pure_python(value):
+    documents = [{value: "v", "nested": {value: [value]}}]
+    assert to_yaml(documents, CDumper) == to_yaml(documents, PyDumper)
+
+
+def test_a_long_double_quoted_string_is_folded_as_libyaml_folds_it():
+    """Stock PyYAML escapes the space it breaks at; libyaml breaks after the width and drops
+    the space (a line break folds to one when read back). The pure-Python dumper folds as
+    libyaml does, so output does not depend on how PyYAML was built."""
+    value = "é " + "word " * 30
+    output = to_yaml([{"k": value}], PyDumper)
+    assert output.splitlines()[0].endswith(" word")  # past the width, then the break
+    assert "\\\n" not in output  # no escaped break, as stock PyYAML writes
+    stock = yaml.dump({"k": value}, Dumper=_StockDumper, width=100)
+    assert "\\\n" in stock and stock != output
+    assert yaml.safe_load(output) == yaml.safe_load(stock) == {"k": value}
+
+
+@needs_libyaml
+def test_the_one_known_difference_is_a_key_ending_in_blank_lines():
+    """libyaml ends the document with `...` after a key in `|+` style (a key ending in two
+    line breaks); PyYAML does not. Kubernetes keys cannot hold line breaks (field names,
+    label, annotation and ConfigMap keys are validated), so no rendered object has one. Both
+    read back the same."""
+    documents = [{"a\n\n": 1}]
+    c_output, py_output = to_yaml(documents, CDumper), to_yaml(documents, PyDumper)
+    assert c_output == py_output + "...\n"
+    assert list(yaml.safe_load_all(c_output)) == list(yaml.safe_load_all(py_output)) == documents
+
+
+def test_the_fast_representer_leaves_other_types_to_pyyaml():
+    """Floats (`.inf`, `1.0e+17`) keep PyYAML's representation; a type it cannot represent is
+    still refused, not written as text."""
+    output = to_yaml([{"float": 1.5, "exponent": 1e17, "inf": float("inf")}], PyDumper)
+    assert output == "float: 1.5\nexponent: 1.0e+17\ninf: .inf\n"
+    with pytest.raises(yaml.representer.RepresenterError):
+        to_yaml([{"object": object()}], PyDumper)

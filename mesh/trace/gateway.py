@@ -135,11 +135,11 @@ def ingress(objects: Objects, source: Workload, request: Request):
     listener = Listener(gateway=key, port=request.port, source=source)
 
     def admitted(vs: dict[str, Any]) -> bool:
-        return any(
+        return any(  # the VirtualService's hosts for this request first: few match it
             hosts.server_host_admits(str(entry), namespace_of(gateway), namespace_of(vs), str(h))
-            for entry in items(server.get("hosts"))
             for h in items(spec_of(vs).get("hosts"))
             if hosts.matches(str(h), host) or hosts.matches(host, str(h))
+            for entry in items(server.get("hosts"))
         )
 
     if str(port.get("protocol", "")).upper() == "TLS":

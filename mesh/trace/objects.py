@@ -174,6 +174,10 @@ class Objects:
         self.services = {
             svc_fqdn(name_of(s), namespace_of(s)): s for s in self.by_kind["Service"] if name_of(s)
         }
+        # Answers that depend on the objects alone, kept for the next trace that asks (a
+        # stack's journeys ask the same lookups thousands of times). The objects are read,
+        # never changed, once indexed.
+        self.memo: dict[Any, Any] = {}
 
     def kind(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         found = self.by_kind.get(kind, [])
@@ -183,12 +187,15 @@ class Objects:
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         """A namespace's labels; Kubernetes 1.21+ always sets kubernetes.io/metadata.name."""
-        labels = {
-            str(k): str(v)
-            for k, v in d(meta(self.namespaces.get(namespace, {})).get("labels")).items()
-        }
-        labels["kubernetes.io/metadata.name"] = namespace
-        return labels
+        key = ("namespace_labels", namespace)
+        if key not in self.memo:
+            labels = {
+                str(k): str(v)
+                for k, v in d(meta(self.namespaces.get(namespace, {})).get("labels")).items()
+            }
+            labels["kubernetes.io/metadata.name"] = namespace
+            self.memo[key] = labels
+        return dict(self.memo[key])
 
     def injected(
         self,
@@ -232,7 +239,12 @@ class Objects:
         return "native" if self.settings.native_sidecars_default else "classic"
 
     def pods_for(self, namespace: str, selector: Mapping[str, Any] | None) -> list[Pod]:
-        return [p for p in self.pods if p.namespace == namespace and selects(selector, p.labels)]
+        key = ("pods_for", namespace, repr(selector))  # equal reprs: equal selectors
+        if key not in self.memo:
+            self.memo[key] = [
+                p for p in self.pods if p.namespace == namespace and selects(selector, p.labels)
+            ]
+        return list(self.memo[key])
 
     def endpoints(self, service: Mapping[str, Any]) -> list[Pod]:
         """The pods a Service selects; a Service without a selector gets no endpoints from

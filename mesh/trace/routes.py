@@ -96,20 +96,52 @@ def bound_gateways(vs: dict[str, Any]) -> list[str]:
     return [gateway_key(g, namespace) for g in names]
 
 
+def _bound_hosts(objects: Objects, label: str) -> tuple[dict[str, list], list]:
+    """The host patterns of every VirtualService bound to `label`, each as (position in object
+    order, pattern qualified in the VirtualService's namespace, VirtualService): exact ones by
+    lower-cased name, wildcards in a list. Built once per set of objects: every trace through
+    the same listener asks again, and a host's exact patterns are then one lookup."""
+    key = ("bound_hosts", label)
+    if key not in objects.memo:
+        exact: dict[str, list] = {}
+        wildcards: list = []
+        bound = (vs for vs in objects.kind("VirtualService") if label in bound_gateways(vs))
+        patterns = (
+            (qualify(str(p), namespace_of(vs)), vs)
+            for vs in bound
+            for p in items(spec_of(vs).get("hosts"))
+        )
+        for position, (pattern, vs) in enumerate(patterns):
+            entry = (position, pattern, vs)
+            if pattern.startswith("*"):
+                wildcards.append(entry)
+            else:
+                exact.setdefault(pattern.lower(), []).append(entry)
+        objects.memo[key] = exact, wildcards
+    return objects.memo[key]
+
+
 def virtual_services_for(
     objects: Objects, listener: Listener, host: str, visible=None
 ) -> tuple[dict[str, Any], str] | None:
     """The VirtualService whose host Envoy picks for `host` on this listener (exact before
     wildcard), and the host pattern that matched. Several VirtualServices for one host are
-    merged by istiod on gateways only; this trace takes the first (documented limit)."""
+    merged by istiod on gateways only; this trace takes the first (documented limit).
+
+    Only patterns that match `host` can be picked, so only their VirtualServices are asked
+    whether they are `visible`: the same answer as asking all of them, without the cost."""
+    exact, wildcards = _bound_hosts(objects, listener.label)
+    matching = sorted(
+        [*exact.get(host.lower(), []), *(w for w in wildcards if hosts.matches(w[1], host))],
+        key=lambda entry: entry[0],
+    )
+    seen: dict[int, bool] = {}
     candidates: list[tuple[str, dict[str, Any]]] = []
-    for vs in objects.kind("VirtualService"):
-        if listener.label not in bound_gateways(vs):
-            continue
-        if visible is not None and not visible(vs):
-            continue
-        for pattern in items(spec_of(vs).get("hosts")):
-            candidates.append((qualify(str(pattern), namespace_of(vs)), vs))
+    for _, pattern, vs in matching:
+        if id(vs) not in seen:
+            seen[id(vs)] = visible is None or bool(visible(vs))
+        if seen[id(vs)]:
+            candidates.append((pattern, vs))
     chosen = hosts.best([p for p, _ in candidates], host)
     if chosen is None:
         return None

@@ -50,7 +50,17 @@ from mesh.trace.upstream import deliver, to_destination
 
 
 def trace(objects: Objects, source: Workload, request: Request) -> Trace:
-    """Where `request` from `source` goes."""
+    """Where `request` from `source` goes. The answer depends on the objects, the source and
+    the request alone (all three immutable), so it is kept with the objects: `mesh diff` asks
+    the head's and the base's questions of each side, mostly the same ones."""
+    key = ("trace", source, request)
+    found = objects.memo.get(key)
+    if found is None:
+        found = objects.memo[key] = _trace(objects, source, request)
+    return found
+
+
+def _trace(objects: Objects, source: Workload, request: Request) -> Trace:
     if source.gateway:
         from mesh.trace.gateway import ingress
 

@@ -71,6 +71,13 @@ def destination_rule(objects: Objects, host: str, client_namespace: str) -> dict
     wildcard (`*.ns.svc.cluster.local`, `*.local`) included (push_context.go `destinationRule`,
     `MostSpecificHostMatch`). Not modelled: merging several rules of one host, and the
     root namespace's private rules taking precedence for a proxy in the root namespace."""
+    key = ("destination_rule", host, client_namespace)
+    if key not in objects.memo:
+        objects.memo[key] = _destination_rule(objects, host, client_namespace)
+    return objects.memo[key]
+
+
+def _destination_rule(objects: Objects, host: str, client_namespace: str) -> dict[str, Any] | None:
     service_ns = host.split(".")[1] if host.endswith(".svc.cluster.local") else None
     order = [client_namespace, service_ns, objects.settings.root_namespace]
     for namespace in [n for n in order if n]:
