@@ -4,11 +4,14 @@ The base's objects must come from the base's code: the working tree's code may r
 config differently, and the diff would then show changes that the pull request does not make.
 The ref's tree is exported with `git archive` (committed files only, nothing of the working
 tree) and `python -m mesh render <stack> -q` runs there in a subprocess, with this interpreter.
+A base whose code can print JSON (`render --format json`) is asked for JSON, which parses many
+times faster than YAML into the same objects; an older base is read as YAML.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -77,12 +80,28 @@ def export_tree(commit: str, into: Path) -> None:
         tar.extractall(into, filter="data")
 
 
+# What the base's code has when its render can print JSON: the function that prints it.
+JSON_MARKER = "def to_json_documents("
+
+
+def renders_json(tree: Path) -> bool:
+    """Whether the code in `tree` has `render --format json`: read from its source, so that an
+    older base costs no failed run. A base where this cannot tell is read as YAML (slower,
+    the same objects)."""
+    try:
+        return JSON_MARKER in (tree / "mesh" / "render.py").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def render_tree(tree: Path, stack: str) -> list[dict]:
-    """`python -m mesh render <stack> -q` run by the code in `tree`, parsed."""
+    """`python -m mesh render <stack> -q` run by the code in `tree`, parsed: as JSON where
+    that code can print it (`renders_json`), else as YAML."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    as_json = renders_json(tree)
     result = subprocess.run(
-        [sys.executable, "-m", "mesh", "render", stack, "-q"],
+        [sys.executable, "-m", "mesh", "render", stack, "-q", *(["-o", "json"] if as_json else [])],
         cwd=tree,
         env=env,
         capture_output=True,
@@ -94,6 +113,8 @@ def render_tree(tree: Path, stack: str) -> list[dict]:
         raise BaseRenderError(
             "\n".join(lines) if lines else f"exit {result.returncode}, no error output"
         )
+    if as_json:
+        return [doc for doc in json.loads(result.stdout) if doc]
     return [doc for doc in yaml.load_all(result.stdout, Loader=SAFE_LOADER) if doc]
 
 

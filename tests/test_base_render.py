@@ -1,0 +1,87 @@
+"""The base of `mesh diff` read as JSON where its code prints JSON, as YAML where it cannot:
+the same objects either way, for every shipped stack."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+import yaml
+
+from mesh.gitbase import JSON_MARKER, render_tree, renders_json
+from tests.conftest import PROJECT_DIR, STACK_SOURCES, run_mesh, source_id
+
+IGNORED = shutil.ignore_patterns(
+    ".git", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "bench"
+)
+
+
+@pytest.mark.parametrize("source", STACK_SOURCES, ids=source_id)
+def test_json_and_yaml_renders_read_back_as_equal_objects_for_every_shipped_stack(source):
+    as_yaml = run_mesh("render", source, "-q")
+    as_json = run_mesh("render", source, "-q", "--format", "json")
+    assert as_yaml.returncode == 0 and as_json.returncode == 0, as_json.stderr
+    from_yaml = [doc for doc in yaml.safe_load_all(as_yaml.stdout) if doc]
+    from_json = json.loads(as_json.stdout)
+    assert len(from_json) > 10
+    assert from_json == from_yaml
+
+
+def test_the_json_render_prints_only_the_json_list_and_the_traffic_table_on_stderr():
+    result = run_mesh("render", "prod", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), list)
+    assert "sentiment" in result.stderr  # the traffic table, as for YAML
+
+
+def test_an_unknown_render_format_is_a_usage_error_naming_the_choices():
+    result = run_mesh("render", "prod", "-q", "--format", "toml")
+    assert result.returncode == 2
+    assert "invalid choice: 'toml' (choose from 'yaml', 'json')" in result.stderr
+
+
+@pytest.fixture
+def tree(tmp_path):
+    path = tmp_path / "base"
+    shutil.copytree(PROJECT_DIR, path, ignore=IGNORED, symlinks=True)
+    return path
+
+
+def _without_json_option(tree) -> None:
+    """Make `tree` the code as it was before `render --format json`: no option, no function."""
+    cli = tree / "mesh" / "cli.py"
+    source, count = re.subn(
+        r"\n    render\.add_argument\(\n        \"-o\",\n        \"--format\",.*?\n    \)\n",
+        "\n",
+        cli.read_text(),
+        flags=re.S,
+    )
+    assert count == 1, "the --format option moved: update this test's edit"
+    source = source.replace('args.format == "json"', "False")
+    cli.write_text(source.replace("to_json_documents", "_unused_json"))
+    render = tree / "mesh" / "render.py"
+    assert JSON_MARKER in render.read_text()
+    render.write_text(render.read_text().replace("to_json_documents", "_unused_json"))
+
+
+def test_a_base_of_todays_code_is_read_as_json_and_gives_the_yaml_objects(tree):
+    assert renders_json(tree)
+    objects = render_tree(tree, "prod")
+    expected = [d for d in yaml.safe_load_all(run_mesh("render", "prod", "-q").stdout) if d]
+    assert objects == expected
+
+
+def test_a_base_without_the_json_option_is_read_as_yaml_and_gives_the_same_objects(tree):
+    _without_json_option(tree)
+    assert not renders_json(tree)
+    refused = run_mesh("render", "prod", "-q", "-o", "json", cwd=tree)
+    assert refused.returncode == 2 and "unrecognized arguments: -o json" in refused.stderr
+    expected = [d for d in yaml.safe_load_all(run_mesh("render", "prod", "-q").stdout) if d]
+    assert render_tree(tree, "prod") == expected
+
+
+def test_a_base_whose_render_module_cannot_be_read_is_read_as_yaml(tree):
+    (tree / "mesh" / "render.py").write_bytes(b"\xff\xfe not utf-8")
+    assert not renders_json(tree)
