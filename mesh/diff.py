@@ -309,11 +309,121 @@ def check(
 # --- journeys ------------------------------------------------------------------------------
 
 
-def journey_pairs(base: Side, head: Side) -> dict[tuple[str, str], JourneyPair]:
+# Kinds the trace never reads (mesh/trace/objects.py `Objects` reads workloads, Namespaces,
+# Services and the Istio and NetworkPolicy kinds; mesh/trace/flagger.py `expand` Canaries and
+# Deployments): their changes reach no journey.
+UNTRACED_KINDS = frozenset(
+    {"ConfigMap", "PrometheusRule", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+)
+# Kinds whose change, in an object owned by one model, reaches only that model's journeys, when
+# the conditions of `touched_models` hold; any other changed kind may reach every journey.
+OWN_KINDS = frozenset({"VirtualService", "DestinationRule", "Deployment"})
+
+
+def _hosts(value: Any) -> set[str]:
+    """Every string under a `host` or `hosts` key, at any depth (route destinations, mirrors,
+    the scope of a VirtualService or DestinationRule)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("host", "hosts"):
+                found.update(v for v in (item if isinstance(item, list) else [item]) if v)
+            found |= _hosts(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _hosts(item)
+    return found
+
+
+def _owner(obj: dict, models: set[str]) -> str | None:
+    """The model an object belongs to (its `app` label names a model), else None (shared)."""
+    app = ((obj.get("metadata") or {}).get("labels") or {}).get("app")
+    return app if app in models else None
+
+
+def _scope(obj: dict) -> tuple:
+    """What decides which requests a VirtualService or DestinationRule applies to."""
+    spec = obj.get("spec") or {}
+    return spec.get("hosts"), spec.get("host"), spec.get("gateways"), spec.get("exportTo")
+
+
+def _own_hosts(config: StackConfig, name: str) -> set[str]:
+    return (
+        {*config.model_hosts(name), config.service_host(name)} if name in config.models else set()
+    )
+
+
+def touched_models(base: Side, head: Side) -> set[str] | None:
+    """The models whose journeys a change can reach, or None for all of them. Conservative:
+    anything this cannot prove confined to its models reaches every journey.
+
+    A journey depends on the config (its model's section, and everything outside `models`:
+    gateway, namespace, security, egress, telemetry, platform, through `mesh_settings` too) and
+    on the objects. So every model is touched when the config outside `models` differs, or an
+    object changes (added, removed, modified; not of a kind the trace never reads,
+    UNTRACED_KINDS) that is not owned by exactly one model, or is not of a kind in OWN_KINDS, or is not in the models' namespace (or that namespace is the
+    gateway's, whose pods are the ingress source). A model is touched when its section differs
+    or it owns a changed object. A changed VirtualService or DestinationRule must keep its
+    scope (hosts, host, gateways, exportTo), all of them the owner's own hosts (its external
+    hosts and its service host); a changed Deployment's pods must carry the owner's `app`
+    label. The owner's hosts must not be named by any object the owner does not own (except
+    the Gateway, which only admits hosts): another model routing or mirroring to them, a
+    ServiceEntry or a policy naming them, would carry the change into that model's journeys."""
+    if base.config is None or head.config is None:
+        return None
+    if base.config.model_dump(exclude={"models"}) != head.config.model_dump(exclude={"models"}):
+        return None
+    names = set(base.config.models) | set(head.config.models)
+    touched = {m for m in names if base.config.models.get(m) != head.config.models.get(m)}
+    before, after = ({_key(o): o for o in s.objects} for s in (base, head))
+    if len(before) != len(base.objects) or len(after) != len(head.objects):
+        return None
+    namespace = head.config.namespace
+    if namespace == head.config.gateway.namespace:
+        return None
+    by_objects: set[str] = set()
+    for key in before.keys() | after.keys():
+        if key[0] in UNTRACED_KINDS or before.get(key) == after.get(key):
+            continue
+        changed = [o for o in (before.get(key), after.get(key)) if o is not None]
+        owners = {_owner(o, names) for o in changed}
+        if len(owners) != 1 or None in owners or key[0] not in OWN_KINDS or key[1] != namespace:
+            return None
+        owner = next(iter(owners))
+        own = _own_hosts(base.config, owner) | _own_hosts(head.config, owner)
+        if key[0] in ("VirtualService", "DestinationRule"):
+            if len(changed) != 2 or _scope(changed[0]) != _scope(changed[1]):
+                return None
+            spec = changed[0].get("spec") or {}
+            if not set(spec.get("hosts") or [spec.get("host")]) <= own:
+                return None
+        if key[0] == "Deployment":
+            for obj in changed:
+                template = (obj.get("spec") or {}).get("template") or {}
+                if ((template.get("metadata") or {}).get("labels") or {}).get("app") != owner:
+                    return None
+        by_objects.add(owner)
+    for owner in by_objects:
+        own = _own_hosts(base.config, owner) | _own_hosts(head.config, owner)
+        for obj in (*base.objects, *head.objects):
+            foreign = obj.get("kind") != "Gateway" and _owner(obj, names) != owner
+            if foreign and _hosts(obj.get("spec")) & own:
+                return None
+    return touched | by_objects
+
+
+def journey_pairs(base: Side, head: Side, prune: bool = True) -> dict[tuple[str, str], JourneyPair]:
     """The same questions asked of both sides: every journey either side's config promises,
     traced through the base's objects and through the head's (mesh.journeys). A side whose
     config cannot be read asks nothing, but still answers the other side's questions. The
-    head's questions come first, so a pair's journeys are the head's wherever it asks."""
+    head's questions come first, so a pair's journeys are the head's wherever it asks.
+
+    With `prune`, only the journeys of the models a change can reach (`touched_models`) are
+    traced on both sides; every other model's journeys are asked once, of the head, their
+    traces deferred, and paired with themselves (the same answer on both sides: they count,
+    and cannot change). `prune=False` traces everything (tests/test_diff_pruning.py pins that
+    both give the same report)."""
+    touched = touched_models(base, head) if prune else None
     sides = tuple(
         Objects(expand(side.objects), mesh_settings(side.config)) for side in (base, head)
     )
@@ -322,12 +432,17 @@ def journey_pairs(base: Side, head: Side) -> dict[tuple[str, str], JourneyPair]:
         if config is None:
             continue
         before, after = (
-            {(j.model, j.name): j for j in journeys(config, objects=objects)} for objects in sides
+            {(j.model, j.name): j for j in journeys(config, objects=objects, models=touched)}
+            for objects in sides
         )
         # A pod journey exists on a side only where the pod does (a version added or removed).
         for key in before.keys() & after.keys():
             if key not in pairs:
                 pairs[key] = JourneyPair(before[key], after[key], config is head.config)
+    if touched is not None and head.config is not None:
+        untouched = set(head.config.models) - touched
+        for journey in journeys(head.config, objects=sides[1], models=untouched, traced=False):
+            pairs[(journey.model, journey.name)] = JourneyPair(journey, journey, True)
     return dict(sorted(pairs.items()))
 
 
@@ -344,14 +459,20 @@ def broken_journeys(pairs: dict[tuple[str, str], JourneyPair]) -> list[Refusal]:
     return [
         Refusal(JOURNEY_BROKEN, f"{model}: {pair.after.problem()}")
         for (model, _), pair in pairs.items()
-        if pair.promised and pair.after.expect and pair.before.passed and not pair.after.passed
+        if pair.before is not pair.after  # one journey on both sides: unchanged
+        and pair.promised
+        and pair.after.expect
+        and pair.before.passed
+        and not pair.after.passed
     ]
 
 
 def journeys_section(pairs: dict[tuple[str, str], JourneyPair]) -> list[str]:
     lines = ["### Journeys", ""]
     changed = [
-        (key, pair) for key, pair in pairs.items() if _summary(pair.before) != _summary(pair.after)
+        (key, pair)
+        for key, pair in pairs.items()
+        if pair.before is not pair.after and _summary(pair.before) != _summary(pair.after)
     ]
     if not changed:
         return [*lines, f"No journey changes ({len(pairs)} journeys traced on both sides).", ""]
@@ -802,6 +923,7 @@ def report(
     allowed: set[str],
     head_findings: list[Finding] | None = None,
     base_error: str | None = None,
+    prune: bool = True,
 ) -> tuple[str, list[Refusal]]:
     """The Markdown report and the refusals that `allowed` does not override. With
     `base_error` (the base does not render), the head alone and the gates that need no base
@@ -818,7 +940,7 @@ def report(
         lines += objects_section(object_changes([], head.objects))
         lines += ["### Routing (head)", "", mermaid(head.routing, gateway_name(head.objects))]
         return "\n".join(lines), [r for r in refusals if r.gate not in allowed]
-    pairs = journey_pairs(base, head)
+    pairs = journey_pairs(base, head, prune)
     refusals = check(base, head, pairs, head_findings)
     lines += verdict_section(refusals, allowed)
     lines += unreadable_section(base)

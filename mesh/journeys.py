@@ -18,6 +18,8 @@ the answers come only from the objects, so a builder that breaks a promise fails
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -79,6 +81,40 @@ class Journey:
         live = [b for b in self.trace.branches if b.kind == "route" and b.share > 0]
         reached = ", ".join(f"{b.subset}:{b.container_port}" for b in live)
         return f"{self.name}: reaches {reached}, expected {self.subset or ''}:{self.port or ''}"
+
+
+# --- tracing now or when asked -------------------------------------------------------------
+
+# Set while `journeys(..., traced=False)` asks its questions: each trace is taken only when a
+# reader first looks at it (see `DeferredTrace`).
+_DEFERRED: ContextVar[bool] = ContextVar("deferred_traces", default=False)
+
+
+class DeferredTrace:
+    """A trace taken on first use: every attribute of the Trace, computed once. `mesh diff`
+    counts the journeys of a model that no change can reach without tracing them (their
+    answer is the same on both sides); anything that reads one still gets the real trace."""
+
+    __slots__ = ("_call", "_result")
+
+    def __init__(self, call: Callable[[], Trace]):
+        self._call = call
+        self._result: Trace | None = None
+
+    def resolved(self) -> Trace:
+        if self._result is None:
+            self._result = self._call()
+        return self._result
+
+    def __getattr__(self, name: str):
+        return getattr(self.resolved(), name)
+
+
+def _run(function: Callable[..., Trace], *args) -> Trace:
+    """`function(*args)` now, or deferred while `journeys(..., traced=False)` runs."""
+    if _DEFERRED.get():
+        return DeferredTrace(lambda: function(*args))  # type: ignore[return-value]
+    return function(*args)
 
 
 # --- sources -------------------------------------------------------------------------------
@@ -187,7 +223,7 @@ def ingress_journeys(config: StackConfig, objects: Objects, name: str) -> list[J
 
     def add(label: str, request: Request, expect: Expect, **extra) -> None:
         found.append(
-            Journey("ingress", name, label, expect, trace(objects, gateway, request), **extra)
+            Journey("ingress", name, label, expect, _run(trace, objects, gateway, request), **extra)
         )
 
     hosts = config.model_hosts(name)
@@ -292,7 +328,7 @@ def mesh_journeys(config: StackConfig, objects: Objects, name: str) -> list[Jour
                     name,
                     f"{kind} from {caller}",
                     "ok",
-                    trace(objects, source, request),
+                    _run(trace, objects, source, request),
                     port=port.number,
                 )
             )
@@ -305,7 +341,7 @@ def mesh_journeys(config: StackConfig, objects: Objects, name: str) -> list[Jour
                 name,
                 f"REST from {caller} without sidecar",
                 expect,
-                trace(objects, bare, request),
+                _run(trace, objects, bare, request),
             )
         )
     stranger = Workload(*UNKNOWN_CALLER, name="unknown caller")
@@ -316,7 +352,7 @@ def mesh_journeys(config: StackConfig, objects: Objects, name: str) -> list[Jour
             name,
             f"REST from {'/'.join(UNKNOWN_CALLER)} (not a caller)",
             "refused" if secured else "ok",
-            trace(objects, stranger, request),
+            _run(trace, objects, stranger, request),
         )
     )
     return found
@@ -372,32 +408,36 @@ def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journ
             found.append(Journey("pod", name, f"{_label} {what}", expect, result))
 
         what, request = _store_request(config, store_reader, model)
-        add(f"{store_reader} → {what}", "ok", trace_process(objects, pod, store_reader, request))
+        add(
+            f"{store_reader} → {what}",
+            "ok",
+            _run(trace_process, objects, pod, store_reader, request),
+        )
         for style, host in _other_s3_hosts(config, request.host):
             other = Request(port=443, host=host, tls=True)
             add(
                 f"{store_reader} → S3 {style} {host}",
                 None,
-                trace_process(objects, pod, store_reader, other),
+                _run(trace_process, objects, pod, store_reader, other),
             )
         if model.role_arn is not None:
             sts = Request(port=443, host=f"sts.{config.storage.region}.amazonaws.com", tls=True)
             add(
                 f"{store_reader} → STS (IAM role)",
                 "ok",
-                trace_process(objects, pod, store_reader, sts),
+                _run(trace_process, objects, pod, store_reader, sts),
             )
         imds = Request(port=80, host=IMDS, method="PUT", path="/latest/api/token")
         add(
             f"{store_reader} → IMDS {IMDS}",
             None if credentials else "ok",
-            trace_process(objects, pod, store_reader, imds),
+            _run(trace_process, objects, pod, store_reader, imds),
         )
         outside = Request(port=443, host=UNREGISTERED, tls=True)
         add(
             f"{SERVER_CONTAINER} → {UNREGISTERED} (not registered)",
             "refused" if restricted else None,
-            trace_process(objects, pod, SERVER_CONTAINER, outside),
+            _run(trace_process, objects, pod, SERVER_CONTAINER, outside),
         )
         for what, collector in (
             ("tracing", config.telemetry.tracing.collector),
@@ -407,7 +447,7 @@ def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journ
                 add(
                     f"istio-proxy → {what} collector {collector.host}",
                     "ok",
-                    proxy_cluster(objects, pod, collector.host, collector.port),
+                    _run(proxy_cluster, objects, pod, collector.host, collector.port),
                 )
         for namespace in config.security.metrics_namespaces[:1]:
             found.append(
@@ -416,11 +456,13 @@ def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journ
                     name,
                     f"{label} Prometheus ({namespace}) scrape :15020",
                     "ok",
-                    scrape(objects, pod, namespace, METRICS_PORTS[0]),
+                    _run(scrape, objects, pod, namespace, METRICS_PORTS[0]),
                 )
             )
         found.append(
-            Journey("pod", name, f"{label} kubelet readiness probe", "ok", probe(objects, pod))
+            Journey(
+                "pod", name, f"{label} kubelet readiness probe", "ok", _run(probe, objects, pod)
+            )
         )
     return found
 
@@ -520,7 +562,11 @@ def flagger_journeys(config: StackConfig, objects: Objects, name: str) -> list[J
     request = rest_request(name, model, host, server_ports(model)[0].number, False)
     return [
         Journey(
-            "flagger", name, f"loadtester {caller} → {host}", "ok", trace(objects, source, request)
+            "flagger",
+            name,
+            f"loadtester {caller} → {host}",
+            "ok",
+            _run(trace, objects, source, request),
         )
     ]
 
@@ -546,17 +592,29 @@ def stack_objects(config: StackConfig, extra: list[dict] | None = None) -> Objec
 
 
 def journeys(
-    config: StackConfig, extra: list[dict] | None = None, objects: Objects | None = None
+    config: StackConfig,
+    extra: list[dict] | None = None,
+    objects: Objects | None = None,
+    models: Collection[str] | None = None,
+    traced: bool = True,
 ) -> list[Journey]:
     """Every journey `config` promises, traced through `objects` (default: the stack's own
-    plan, plus `extra`). `mesh diff` asks the same questions of the base's objects."""
+    plan, plus `extra`). `mesh diff` asks the same questions of the base's objects. `models`
+    limits the journeys to those models' own; `traced=False` asks the questions and takes each
+    trace only when it is first read (`DeferredTrace`)."""
     objects = objects if objects is not None else stack_objects(config, extra)
     found: list[Journey] = []
-    for name in sorted(config.models):
-        found += ingress_journeys(config, objects, name)
-        found += mesh_journeys(config, objects, name)
-        found += flagger_journeys(config, objects, name)
-        found += pod_journeys(config, objects, name)
+    token = _DEFERRED.set(not traced)
+    try:
+        for name in sorted(config.models):
+            if models is not None and name not in models:
+                continue
+            found += ingress_journeys(config, objects, name)
+            found += mesh_journeys(config, objects, name)
+            found += flagger_journeys(config, objects, name)
+            found += pod_journeys(config, objects, name)
+    finally:
+        _DEFERRED.reset(token)
     return found
 
 
