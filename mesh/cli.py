@@ -27,7 +27,6 @@ from mesh.stackfile import (
     DEFAULT_STACK,
     LoadedStack,
     load_stack,
-    raw_project_config,
     read_stack_document,
     stack_file,
 )
@@ -113,14 +112,14 @@ DIFF_OK, DIFF_REFUSED, DIFF_USAGE, DIFF_BASE_DOES_NOT_RENDER = 0, 1, 2, 3
 
 
 def _diff(args: argparse.Namespace) -> int:
-    name, path = stack_file(args.stack)
+    name = stack_file(args.stack)[0]
     head = load_stack(args.stack)
     try:
         base = render_base(args.base, name)
     except GitBaseError as exc:
         print(f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}", file=sys.stderr)
         return DIFF_USAGE
-    head_raw = raw_project_config(_yaml_document(path))
+    head_raw = head.raw  # the file as read by load_stack, not read again
     label = f"base `{args.base}` ({base.commit[:12]})"
     if not base.exists:
         label += ", where the stack does not exist yet"

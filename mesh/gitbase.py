@@ -119,14 +119,19 @@ def render_tree(tree: Path, stack: str) -> list[dict]:
 
 
 def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any]]:
+    """The base config as this code reads it and its raw `ml-mesh:*` keys, the file read once
+    when this code can read it; key by key (config None) for an older schema."""
     try:
-        raw = raw_project_config(read_stack_document(path, path.stem.removeprefix("Pulumi.")))
+        loaded = load_stack(str(path))
+        return loaded.config, loaded.raw
+    except ConfigError:  # an older schema: the objects still tell the routing, minus roles
+        pass
+    try:
+        return None, raw_project_config(
+            read_stack_document(path, path.stem.removeprefix("Pulumi."))
+        )
     except (ConfigError, ValueError, AttributeError):
         return None, {}
-    try:
-        return load_stack(str(path)).config, raw
-    except ConfigError:  # an older schema: the objects still tell the routing, minus roles
-        return None, raw
 
 
 def render_base(ref: str, stack: str) -> BaseRender:

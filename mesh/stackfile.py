@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class LoadedStack:
     name: str
     config: StackConfig
     secrets: set[str]
+    # `ml-mesh:*` as the file gives them (secure values still `{secure: ...}`), for readers of
+    # the raw settings (`mesh diff`'s policy), so that nothing reads the file twice.
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def stack_file(stack_or_path: str) -> tuple[str, Path]:
@@ -248,10 +251,10 @@ def load_stack(stack_or_path: str = DEFAULT_STACK) -> LoadedStack:
         raise ConfigError(
             name, "", f"{_shown(path)} is not a valid stack file: {problem}"
         ) from None
-    raw, secure_paths = unwrap_secure(raw)
+    unwrapped, secure_paths = unwrap_secure(raw)
     for secure in secure_paths:
         if not is_secret_capable(secure):
             raise ConfigError(name, dotted_path(secure), SECRET_REFUSED)
-    config = parse_config(raw, name)
+    config = parse_config(unwrapped, name)
     secrets = secret_values(config, name, secure_paths)
-    return LoadedStack(name, config, secrets)
+    return LoadedStack(name, config, secrets, raw)
