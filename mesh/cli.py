@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -114,23 +115,28 @@ DIFF_OK, DIFF_REFUSED, DIFF_USAGE, DIFF_BASE_DOES_NOT_RENDER = 0, 1, 2, 3
 def _diff(args: argparse.Namespace) -> int:
     name = stack_file(args.stack)[0]
     head = load_stack(args.stack)
-    try:
-        base = render_base(args.base, name)
-    except GitBaseError as exc:
-        print(f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}", file=sys.stderr)
-        return DIFF_USAGE
-    head_raw = head.raw  # the file as read by load_stack, not read again
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The base renders in a process of its own (mesh/gitbase.py): the head's plan and
+        # checks run meanwhile, so a user waits for the longer of the two, not for both.
+        pending = pool.submit(render_base, args.base, name)
+        planned = build_plan(head.config).objects()  # built once: checked, masked, compared
+        head_side = side(normalized(masked(planned, head.secrets)), head.config, head.raw)
+        head_findings = check(head.config, planned)
+        try:
+            base = pending.result()
+        except GitBaseError as exc:
+            print(f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}", file=sys.stderr)
+            return DIFF_USAGE
     label = f"base `{args.base}` ({base.commit[:12]})"
     if not base.exists:
         label += ", where the stack does not exist yet"
-    planned = build_plan(head.config).objects()  # built once: checked, then masked and compared
     markdown, refusals = report(
         name,
         label,
         side(base.objects, base.config, base.raw, base.exists),
-        side(normalized(masked(planned, head.secrets)), head.config, head_raw),
+        head_side,
         set(args.allow),
-        head_findings=check(head.config, planned),
+        head_findings=head_findings,
         base_error=base.error,
     )
     sys.stdout.write(markdown)

@@ -403,12 +403,20 @@ def touched_models(base: Side, head: Side) -> set[str] | None:
                 if ((template.get("metadata") or {}).get("labels") or {}).get("app") != owner:
                     return None
         by_objects.add(owner)
+    if not by_objects:
+        return touched
+    # Each object once: the head's, and the base's where it differs (the rest are equal).
+    changed_in_base = [o for k, o in before.items() if after.get(k) != o]
+    named = [
+        (_owner(obj, names), hosts)
+        for obj in (*head.objects, *changed_in_base)
+        if obj.get("kind") not in ("Gateway", *UNTRACED_KINDS)
+        and (hosts := _hosts(obj.get("spec")))
+    ]
     for owner in by_objects:
         own = _own_hosts(base.config, owner) | _own_hosts(head.config, owner)
-        for obj in (*base.objects, *head.objects):
-            foreign = obj.get("kind") != "Gateway" and _owner(obj, names) != owner
-            if foreign and _hosts(obj.get("spec")) & own:
-                return None
+        if any(holder != owner and hosts & own for holder, hosts in named):
+            return None
     return touched | by_objects
 
 
