@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from mesh.config import parse_config
-from mesh.diff import normalized, report, side, touched_models
+from mesh.diff import journey_pairs, normalized, report, side, touched_models
+from mesh.journeys import DeferredTrace, journeys
 from mesh.plan import build_plan
 from tests.conftest import stack_raw, with_value
 
@@ -167,8 +168,6 @@ def test_the_pruned_report_equals_the_report_that_traces_every_journey(name):
 
 
 def test_an_untouched_model_s_journeys_still_count_and_trace_when_read():
-    from mesh.diff import journey_pairs
-
     base = _side(_base())
     head = _side(with_value(_base(), "models.sentiment.canary.weight", 15))
     pruned, full = journey_pairs(base, head), journey_pairs(base, head, prune=False)
@@ -177,3 +176,16 @@ def test_an_untouched_model_s_journeys_still_count_and_trace_when_read():
     assert pruned[key].before is pruned[key].after  # asked once, answered alike
     assert pruned[key].after.passed == full[key].after.passed
     assert pruned[key].after.trace.final() == full[key].after.trace.final()
+
+
+def test_deferred_journeys_ask_the_same_questions_and_give_the_same_answers_when_read():
+    config = parse_config(_base(), "prod")
+    now, later = journeys(config), journeys(config, traced=False)
+    assert all(isinstance(j.trace, DeferredTrace) for j in later)
+    assert [(j.group, j.model, j.name, j.expect) for j in later] == [
+        (j.group, j.model, j.name, j.expect) for j in now
+    ]
+    assert [j.passed for j in later] == [j.passed for j in now]
+    assert [j.trace.final() for j in later] == [j.trace.final() for j in now]
+    assert all(not isinstance(j.trace, DeferredTrace) for j in journeys(config, models={"fraud"}))
+    assert {j.model for j in journeys(config, models={"fraud"})} == {"fraud"}
