@@ -283,7 +283,7 @@ def ownership_switches(base: Side, head: Side) -> list[Refusal]:
                     OWNERSHIP_SWITCH,
                     f"{name}: routing moves from {before.owner} to {after.owner}; the two hand "
                     "over Service/VirtualService/DestinationRule and requests fail until the new "
-                    "owner's objects are ready (see README, 'Switching a model between modes')",
+                    "owner's objects are ready (see docs/flagger.md#switching-a-model-between-modes)",
                 )
             )
     return found

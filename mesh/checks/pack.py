@@ -6,7 +6,7 @@ by policy name exactly as policy/policies.py calls them; their config is the pac
 (policy/config.json), the one the workflows pass as `--policy-pack-config`. So mesh check and
 the pack can never disagree, and a protected stack run without `--policy-pack` still holds.
 
-The pack applies to protected stacks (README, Policy pack), so these findings appear only where
+The pack applies to protected stacks (docs/policy-pack.md), so these findings appear only where
 `protected` is true. Each object is handed to a rule as the pack sees it: the Pulumi type token
 pulumi-kubernetes registers it as (`rules.resource_type`) and its properties. A violation is an
 error, or a warning where the pack config makes the policy advisory, and is not reported where
