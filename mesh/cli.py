@@ -66,10 +66,8 @@ def _check(args: argparse.Namespace) -> int:
     count, findings = _findings(stack)
     for finding in findings:
         print(finding)
-    totals = ", ".join(
-        f"{sum(f.severity == s for f in findings)} {s}{'s' if s != 'info' else ''}"
-        for s in SEVERITIES
-    )
+    counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
+    totals = ", ".join(f"{n} {s}{'s' if n != 1 and s != 'info' else ''}" for s, n in counts.items())
     print(f"# stack {stack.name}: {count} objects checked: {totals}")
     return 1 if any(f.severity == "error" for f in findings) else 0
 

@@ -471,6 +471,19 @@ SET_FIELDS: dict[tuple[str, str], str] = {
         ("AuthorizationPolicy", f"spec.rules[].to[].operation.{field}"): ANY_OF
         for field in ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths")
     },
+    **{
+        ("NetworkPolicy", path): (
+            "a rule admits traffic that matches at least one peer and one port of its lists "
+            "(kubernetes staging/src/k8s.io/api/networking/v1/types.go, "
+            "`NetworkPolicyIngressRule`/`NetworkPolicyEgressRule`: 'matches at least one item')"
+        )
+        for path in (
+            "spec.ingress[].from",
+            "spec.ingress[].ports",
+            "spec.egress[].to",
+            "spec.egress[].ports",
+        )
+    },
     ("AuthorizationPolicy", "spec.rules[].to[].operation.notPaths"): ANY_OF,
     ("AuthorizationPolicy", "spec.rules[].when[].values"): ANY_OF,
     ("AuthorizationPolicy", "spec.rules[].when[].notValues"): ANY_OF,
