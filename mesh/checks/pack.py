@@ -24,6 +24,7 @@ from mesh.checks.images import _image_path
 from mesh.checks.index import _Index
 from mesh.checks.objects import _dict, _labels
 from mesh.checks.paths import _finding, _model, _model_path
+from mesh.config import ConfigError, Problem
 from models.workloads import SERVER_CONTAINER
 from policy import rules
 
@@ -40,7 +41,7 @@ def pack_rules(index: _Index) -> Iterator[Finding]:
     """Every violation the pack would report for this plan, on protected stacks."""
     if not index.config.protected:
         return
-    config = rules.pack_config()
+    config = index.pack_config if index.pack_config is not None else read_pack_config()
     resources = [
         (rules.resource_type(str(obj.get("apiVersion", "")), str(obj.get("kind", ""))), obj)
         for objects in index.by_kind.values()
@@ -61,6 +62,16 @@ def pack_rules(index: _Index) -> Iterator[Finding]:
             continue
         for problem in stack_rule(resources, rules.policy_config(config, policy)):
             yield Finding(severity, code(policy), _STACK_PATHS.get(policy), "stack", problem)
+
+
+def read_pack_config() -> dict[str, Any]:
+    """The working tree's pack config; a file that does not read is a ConfigError (one line
+    naming policy/config.json, exit 2 from `python -m mesh`, a RunError in the program)."""
+    try:
+        return rules.pack_config()
+    except rules.PackConfigError as exc:
+        message = f"ml-mesh: invalid policy pack config: {exc}"
+        raise ConfigError.of("", [Problem("", str(exc), text=message)]) from None
 
 
 _STACK_PATHS = {rules.MTLS_STRICT: "security.mtls"}
