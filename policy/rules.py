@@ -95,7 +95,7 @@ def parse_pack_config(text: str, label: str = "policy/config.json") -> dict[str,
             raise PackConfigError(f"{label}: {key}: {level!r} is not one of {levels}")
         if isinstance(entry, dict) and policy == CANARY_WEIGHT and "maxWeight" in entry:
             cap = entry["maxWeight"]
-            if isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 100:
+            if not _is_whole_number(cap) or not 0 <= cap <= 100:
                 raise PackConfigError(
                     f"{label}: {policy}.maxWeight: {cap!r} is not an integer from 0 to 100"
                 )
@@ -328,7 +328,14 @@ def canary_weight_problems(resource_type: str, props: Mapping, maximum: int) -> 
 def max_canary_weight(config: Mapping[str, Any]) -> int:
     """The canary cap of a policy config: `maxWeight`, else the policy's default."""
     cap = config.get("maxWeight")
-    return cap if isinstance(cap, int) and not isinstance(cap, bool) else DEFAULT_MAX_CANARY_WEIGHT
+    # The analyzer receives config as a protobuf Struct, whose numbers are doubles (10.0).
+    return int(cap) if _is_whole_number(cap) else DEFAULT_MAX_CANARY_WEIGHT
+
+
+def _is_whole_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return float(value).is_integer()
 
 
 def mtls_problems(resources: Iterable[tuple[str, Mapping]]) -> list[str]:
