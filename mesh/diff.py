@@ -41,9 +41,11 @@ from mesh.routing import (
 )
 from mesh.trace import Objects
 from mesh.trace.flagger import expand
+from policy.rules import REQUEST_CONDITIONS, is_weighted_route
 
 REMOVE_ROUTED_VERSION = "remove-routed-version"
 WEIGHT_STEP = "weight-step"
+MATCH_CHANGE = "match-change"
 SELECTOR_CHANGE = "selector-change"
 OWNERSHIP_SWITCH = "ownership-switch"
 JOURNEY_BROKEN = "journey-broken"
@@ -53,6 +55,8 @@ HEAD_CHECKS = "checks"
 GATES = {
     REMOVE_ROUTED_VERSION: "a version that receives traffic at the base is removed",
     WEIGHT_STEP: "protected stack: a canary weight step above maxWeightStep, or 0 -> 100",
+    MATCH_CHANGE: "protected stack: a match rule is added, or its version, conditions or order "
+    "change (the share of requests it takes cannot be known offline)",
     SELECTOR_CHANGE: "a Deployment's selector changes (Kubernetes replaces it: downtime)",
     OWNERSHIP_SWITCH: "a model's routing moves between ml-mesh and Flagger",
     JOURNEY_BROKEN: "a journey the config promises (mesh trace) works at the base and fails after",
@@ -64,6 +68,7 @@ GATES = {
 OBJECT_GATES = (
     REMOVE_ROUTED_VERSION,
     WEIGHT_STEP,
+    MATCH_CHANGE,
     SELECTOR_CHANGE,
     OWNERSHIP_SWITCH,
     JOURNEY_BROKEN,
@@ -240,6 +245,106 @@ def weight_steps(base: Side, head: Side, rules: Protections) -> list[Refusal]:
     return found
 
 
+@dataclass(frozen=True)
+class MatchRoute:
+    """One match rule as a side renders it: the versions it sends to and its conditions."""
+
+    versions: tuple[str, ...]
+    conditions: str  # the match entries as canonical JSON, for comparing
+    shown: str  # the conditions as a reviewer reads them
+
+
+def _conditions_text(entries: list[dict]) -> str:
+    parts = []
+    for entry in entries:
+        for header, match in sorted((entry.get("headers") or {}).items()):
+            parts += [f"{header} {kind} {value!r}" for kind, value in sorted(match.items())]
+        parts += [
+            f"{k} {json.dumps(entry[k], sort_keys=True)}"
+            for k in sorted(entry)
+            if k in REQUEST_CONDITIONS and k != "headers"
+        ]
+    return " and ".join(parts) or "no condition"
+
+
+def match_routes(objects: list[dict]) -> dict[str, dict[str, MatchRoute]]:
+    """Per VirtualService, its match rules in the order Istio tries them, read from the routes
+    every request can reach whatever its port (no `port` in a match: the REST port's, where
+    mesh/traffic.py puts every rule; the gateway's gRPC blocks repeat the same rules). A match
+    route is one whose every entry carries a request condition (`rules.is_weighted_route`),
+    whatever its name."""
+    found: dict[str, dict[str, MatchRoute]] = {}
+    for obj in objects:
+        if obj.get("kind") != "VirtualService":
+            continue
+        rules: dict[str, MatchRoute] = {}
+        for route in obj.get("spec", {}).get("http", []):
+            entries = [m for m in route.get("match") or [] if isinstance(m, dict)]
+            if is_weighted_route(route) or any("port" in m for m in entries):
+                continue
+            name = entries[0].get("name") or route.get("name") or f"route {len(rules)}"
+            versions = tuple(
+                sorted({d.get("destination", {}).get("subset", "") for d in route.get("route", [])})
+            )
+            plain = [{k: v for k, v in m.items() if k != "name"} for m in entries]
+            rules[name] = MatchRoute(
+                versions, json.dumps(plain, sort_keys=True), _conditions_text(entries)
+            )
+        found[obj["metadata"]["name"]] = rules
+    return found
+
+
+_UNKNOWN_SHARE = (
+    "what share of the traffic that is cannot be known offline, so no weight step bounds it; "
+    "check the share the clients send (the model's dashboard, request rate by header) and "
+    "allow it on purpose"
+)
+
+
+def match_changes(base: Side, head: Side, rules: Protections) -> list[Refusal]:
+    """Protected stacks: a match rule takes every request its conditions select, before the
+    weighted split, so adding one (`user-agent` regex `.+` would be all traffic) or changing
+    its version or conditions moves an unknown share of the traffic in one change. Removing a
+    rule is not gated: its requests return to the weighted split, bounded by `weight-step`
+    (and a version left without traffic and removed with it is `remove-routed-version`)."""
+    if not rules.protected:
+        return []
+    before_all, after_all = match_routes(base.objects), match_routes(head.objects)
+    found = []
+    for name, after in after_all.items():
+        was, now = base.routing.get(name), head.routing.get(name)
+        if name not in before_all or was is None or now is None or was.owner != now.owner:
+            continue
+        before = before_all[name]
+        for rule, route in after.items():
+            old = before.get(rule)
+            to = ", ".join(route.versions)
+            if old is None:
+                what = f"match rule {rule!r} is added: requests with {route.shown} go to {to}"
+            elif old.versions != route.versions:
+                what = (
+                    f"match rule {rule!r} sends its requests ({route.shown}) to {to} instead "
+                    f"of {', '.join(old.versions)}"
+                )
+            elif old.conditions != route.conditions:
+                what = f"match rule {rule!r} now takes {route.shown} (was {old.shown}), to {to}"
+            else:
+                continue
+            found.append(Refusal(MATCH_CHANGE, f"{name}: {what}; {_UNKNOWN_SHARE}"))
+        kept = [rule for rule in before if rule in after]
+        order = [rule for rule in after if rule in before]
+        if kept != order:
+            found.append(
+                Refusal(
+                    MATCH_CHANGE,
+                    f"{name}: match rules are tried in a new order ({', '.join(kept)} -> "
+                    f"{', '.join(order)}): a request that several match goes to another "
+                    f"version; {_UNKNOWN_SHARE}",
+                )
+            )
+    return found
+
+
 def _flagger_steps(name: str, before: ModelRouting, after: ModelRouting, rules: Protections):
     step = largest_flagger_step(after.analysis)
     if before.analysis == after.analysis or step <= rules.max_weight_step:
@@ -300,6 +405,7 @@ def check(
         *policy_changes(base, head),
         *removed_routed_versions(base, head),
         *weight_steps(base, head, policy(base, head)),
+        *match_changes(base, head, policy(base, head)),
         *selector_changes(base, head),
         *ownership_switches(base, head),
         *broken_journeys(pairs),

@@ -702,3 +702,95 @@ def test_a_broken_base_s_protections_still_hold(repo):
 
 def repo_config(repo: Repo, stack: str):
     return load_stack(str(repo.path / f"Pulumi.{stack}.yaml")).config
+
+
+# --- match rules on protected stacks -------------------------------------------------------
+
+V5 = {"image": "tensorflow/serving:2.16.1", "modelPath": "sentiment/5"}
+BROWSERS = {"user-agent": {"regex": "Mozilla/.*"}}
+
+
+def test_issue_repro_a_match_that_catches_every_request_is_refused_by_the_config(repo):
+    repo.edit("prod", "models.sentiment.versions.v5", V5)
+    everyone = {"version": "v5", "headers": {"user-agent": {"regex": ".*"}}}
+    repo.edit("prod", "models.sentiment.matches", {"everyone": everyone})
+    result = repo.diff("prod")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "ml-mesh: invalid config for stack 'prod': "
+        "models.sentiment.matches.everyone.headers.user-agent.regex: regex '.*' full-matches "
+        "the empty value"
+    )
+
+
+def test_a_match_rule_added_to_a_new_version_is_refused_in_a_protected_stack(repo):
+    """Most of the traffic (every browser) to a brand-new version, the weights untouched."""
+    repo.edit("prod", "models.sentiment.versions.v5", V5)
+    repo.edit(
+        "prod", "models.sentiment.matches", {"browsers": {"version": "v5", "headers": BROWSERS}}
+    )
+    result = repo.diff("prod")
+    assert result.returncode == 1, result.stdout
+    assert _refused(result, "match-change") == [
+        "sentiment: match rule 'browsers' is added: requests with user-agent regex 'Mozilla/.*' "
+        "go to v5; what share of the traffic that is cannot be known offline, so no weight "
+        "step bounds it; check the share the clients send (the model's dashboard, request "
+        "rate by header) and allow it on purpose"
+    ]
+    assert _refused(result, "weight-step") == []
+    allowed = repo.diff("prod", "main", "match-change")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "allowed on purpose, `match-change`: sentiment: match rule 'browsers'" in allowed.stdout
+
+
+TESTERS = {"version": "v4", "headers": {"x-tester": {"exact": "1"}}}
+BETA = {"version": "v4", "cookie": "^(.*?;)?(beta=1)(;.*)?$"}
+
+
+@pytest.mark.parametrize(
+    ("edit", "refused"),
+    [
+        (
+            ("models.sentiment.matches.testers.version", "v3"),
+            "sentiment: match rule 'testers' sends its requests (x-tester exact '1') to v3 "
+            "instead of v4",
+        ),
+        (
+            ("models.sentiment.matches.testers.headers", BROWSERS),
+            "sentiment: match rule 'testers' now takes user-agent regex 'Mozilla/.*' (was "
+            "x-tester exact '1'), to v4",
+        ),
+        (
+            ("models.sentiment.matches.beta.priority", 1),
+            "sentiment: match rules are tried in a new order (testers, beta -> beta, testers): "
+            "a request that several match goes to another version",
+        ),
+        (("models.sentiment.matches.testers", None), None),
+        (("models.sentiment.matches.testers.headers.x-tester.exact", "1"), None),
+    ],
+    ids=["version", "conditions", "order", "removed", "unchanged"],
+)
+def test_a_changed_match_rule_is_refused_and_a_removed_one_is_not(repo, edit, refused):
+    """A removed rule's requests return to the weighted split, which weight-step bounds."""
+    repo.edit(
+        "prod", "models.sentiment.matches", {"testers": TESTERS, "beta": {**BETA, "priority": 50}}
+    )
+    repo.edit("prod", "models.sentiment.matches.beta.priority", 200)
+    repo.commit("two A/B rules on prod")
+    repo.edit("prod", *edit)
+    result = repo.diff("prod", "HEAD")
+    found = _refused(result, "match-change")
+    if refused is None:
+        assert (result.returncode, found) == (0, []), result.stderr
+    else:
+        assert result.returncode == 1
+        assert [r.split("; what share")[0] for r in found] == [refused]
+
+
+def test_match_rules_of_an_unprotected_stack_are_not_gated(repo):
+    repo.edit(
+        "dev", "models.sentiment.matches", {"browsers": {"version": "v2", "headers": BROWSERS}}
+    )
+    result = repo.diff("dev")
+    assert result.returncode == 0, result.stderr
+    assert _refused(result, "match-change") == []
