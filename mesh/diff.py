@@ -84,13 +84,16 @@ class Side:
     objects: list[dict]
     routing: dict[str, ModelRouting]
     config: StackConfig | None
-    raw: dict[str, Any]
+    raw: dict[str, Any] | None  # None: the stack file does not read (strictest protections)
     protections: Protections
     exists: bool = True
 
 
 def side(
-    objects: list[dict], config: StackConfig | None, raw: dict[str, Any], exists: bool = True
+    objects: list[dict],
+    config: StackConfig | None,
+    raw: dict[str, Any] | None,
+    exists: bool = True,
 ) -> Side:
     routing = routing_from_objects(objects, config)
     return Side(objects, routing, config, raw, of_side(config, raw), exists)
@@ -149,12 +152,17 @@ def policy_changes(base: Side, head: Side) -> list[Refusal]:
     """Each protection of the base the head loosens, before -> after (tightening is free)."""
     if not base.exists:
         return []
+    unreadable = set(base.protections.unreadable)
     return [
         Refusal(
             POLICY_CHANGE,
             f"{change.path}: {change.before} -> {change.after} loosens a protection of the "
             "base (this change is still checked by the stricter value); loosen it in a change "
-            "of its own, on purpose",
+            "of its own, on purpose"
+            if change.path not in unreadable
+            else f"{change.path}: the base's value cannot be read and counts as its strictest, "
+            f"{change.before}; the head's {change.after} may loosen it: allow it on purpose "
+            "once you know the base's value (`git show <base>:<stack file>`)",
         )
         for change in loosened(base.protections, head.protections)
     ]
@@ -851,6 +859,14 @@ def unreadable_section(base: Side) -> list[str]:
     if not keys:
         return []
     named = ", ".join(f"`{k}`" for k in keys)
+    if base.raw is None:
+        return [
+            "> [!WARNING]\n> The base's stack file cannot be read (a YAML error, a duplicate key "
+            f"or not a mapping), so none of its protections could be read: {named} count as "
+            "their strictest value (protected, maxWeightStep 1, requireDigests, mTLS STRICT, "
+            "every security switch on).",
+            "",
+        ]
     return [
         f"> [!WARNING]\n> The base's stack file does not parse with this code; its {named} "
         "could not be read and count as their strictest value (protected, maxWeightStep 1, "

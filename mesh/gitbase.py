@@ -48,7 +48,9 @@ class BaseRender:
     objects: list[dict]
     exists: bool  # False: the base has no such stack (a new stack): everything is added
     config: StackConfig | None  # the base config as this code reads it, for roles; None if not
-    raw: dict[str, Any]  # `ml-mesh:*` of the base stack file, for the policy settings
+    # `ml-mesh:*` of the base stack file, for the policy settings; None when the file does not
+    # read at all (a YAML error, a duplicate key, not a mapping): every protection strictest.
+    raw: dict[str, Any] | None
     error: str | None = None  # the base does not render: its error output (objects empty)
 
 
@@ -97,11 +99,16 @@ def render_tree(tree: Path, stack: str) -> list[dict]:
     return [doc for doc in yaml.load_all(result.stdout, Loader=SAFE_LOADER) if doc]
 
 
-def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any]]:
+def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any] | None]:
+    """The base's config as this code reads it, and its `ml-mesh:*` keys; (None, None) when
+    the file does not read at all, which `mesh.protections.of_side` counts as strictest (an
+    unreadable base never loosens a gate)."""
     try:
         raw = raw_project_config(read_stack_document(path, path.stem.removeprefix("Pulumi.")))
-    except (ConfigError, ValueError, AttributeError):
-        return None, {}
+    except (ConfigError, ValueError, AttributeError, OSError):
+        return None, None
+    if not isinstance(raw, dict):
+        return None, None
     try:
         return load_stack(str(path)).config, raw
     except ConfigError:  # an older schema: the objects still tell the routing, minus roles

@@ -794,3 +794,56 @@ def test_match_rules_of_an_unprotected_stack_are_not_gated(repo):
     result = repo.diff("dev")
     assert result.returncode == 0, result.stderr
     assert _refused(result, "match-change") == []
+
+
+# --- a base stack file that does not read ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda text: text + "  ml-mesh:namespace: ml-serving\n",  # a duplicate key
+        lambda text: text + "  ml-mesh:gateway: {domain: [\n",  # a YAML syntax error
+        lambda text: "- " + text.replace("\n", "\n  "),  # a list, not a mapping
+    ],
+    ids=["duplicate-key", "yaml-error", "list"],
+)
+def test_issue_repro_an_unreadable_base_file_counts_as_strictest(repo, broken):
+    """A broken prod on main, repaired in the pull request that also unprotects it: the base's
+    protections used to read as the defaults (unprotected) and the diff passed, exit 3."""
+    path = repo.path / "Pulumi.prod.yaml"
+    good = path.read_text()
+    path.write_text(broken(good))
+    repo.commit("a broken prod file on main")
+    path.write_text(good)
+    repo.edit("prod", "protected", False)
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 1, result.stdout
+    refused = _refused(result, "policy-change")
+    assert refused[0] == (
+        "protected: the base's value cannot be read and counts as its strictest, true; the "
+        "head's false may loosen it: allow it on purpose once you know the base's value "
+        "(`git show <base>:<stack file>`)"
+    )
+    assert [r.split(":")[0] for r in refused] == [
+        "protected",
+        "maxWeightStep",
+        "images.requireDigests",
+        "security.mtls",
+        "security.authorization",
+        "security.restrictEgress",
+        "security.networkPolicy",
+    ]
+    out = _flat(result.stdout)
+    assert "The base does not render" in out
+    assert "The base's stack file cannot be read" in out
+    assert "`protected`, `maxWeightStep`, `images.requireDigests`, `security.mtls`" in out
+    # The repair alone still cannot know the base's maxWeightStep or requireDigests: it is
+    # allowed on purpose, and then shows the head with the base's error (exit 3).
+    path.write_text(good)
+    repaired = repo.diff("prod", "HEAD")
+    assert [r.split(":")[0] for r in _refused(repaired, "policy-change")] == [
+        "maxWeightStep",
+        "images.requireDigests",
+    ]
+    assert repo.diff("prod", "HEAD", "policy-change").returncode == 3
