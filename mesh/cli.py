@@ -12,8 +12,9 @@ from pathlib import Path
 import yaml
 
 from mesh.checks import SEVERITIES, Finding, MeshCheckError, check, gate
+from mesh.checks.pack import read_pack_config
 from mesh.config import ConfigError, prom_duration
-from mesh.diff import GATES, normalized, report, side
+from mesh.diff import GATES, normalized, pack_policy, report, side
 from mesh.gitbase import GitBaseError, render_base
 from mesh.graph import gateway_name, mermaid
 from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_json
@@ -121,13 +122,20 @@ def _diff(args: argparse.Namespace) -> int:
     if not base.exists:
         label += ", where the stack does not exist yet"
     planned = build_plan(head.config).objects()  # built once: checked, then masked and compared
+    before = side(
+        base.objects, base.config, base.raw, base.exists, base.pack_config, base.pack_error
+    )
+    after = side(
+        normalized(masked(planned, head.secrets)), head.config, head_raw, pack=read_pack_config()
+    )
     markdown, refusals = report(
         name,
         label,
-        side(base.objects, base.config, base.raw, base.exists),
-        side(normalized(masked(planned, head.secrets)), head.config, head_raw),
+        before,
+        after,
         set(args.allow),
-        head_findings=check(head.config, planned),
+        # Checked with the stricter of the base's and the head's policy pack config.
+        head_findings=check(head.config, planned, pack_policy(before, after)),
         base_error=base.error,
     )
     sys.stdout.write(markdown)

@@ -41,7 +41,12 @@ from mesh.routing import (
 )
 from mesh.trace import Objects
 from mesh.trace.flagger import expand
-from policy.rules import REQUEST_CONDITIONS, is_weighted_route
+from policy.rules import (
+    REQUEST_CONDITIONS,
+    is_weighted_route,
+    pack_loosenings,
+    stricter_pack_config,
+)
 
 REMOVE_ROUTED_VERSION = "remove-routed-version"
 WEIGHT_STEP = "weight-step"
@@ -61,7 +66,8 @@ GATES = {
     OWNERSHIP_SWITCH: "a model's routing moves between ml-mesh and Flagger",
     JOURNEY_BROKEN: "a journey the config promises (mesh trace) works at the base and fails after",
     POLICY_CHANGE: "the change loosens a protection of the base (protected, maxWeightStep, "
-    "images.requireDigests, security.*)",
+    "images.requireDigests, security.*) or its policy pack config (policy/config.json: an "
+    "enforcement level lowered, maxWeight raised)",
 }
 # The gates that compare the base's objects with the head's: they cannot run when the base
 # does not render.
@@ -87,6 +93,10 @@ class Side:
     raw: dict[str, Any] | None  # None: the stack file does not read (strictest protections)
     protections: Protections
     exists: bool = True
+    # The policy pack's config (policy/config.json) of this side; None: not known (not read,
+    # or `pack_error` says why it does not read).
+    pack: dict[str, Any] | None = None
+    pack_error: str | None = None
 
 
 def side(
@@ -94,9 +104,11 @@ def side(
     config: StackConfig | None,
     raw: dict[str, Any] | None,
     exists: bool = True,
+    pack: dict[str, Any] | None = None,
+    pack_error: str | None = None,
 ) -> Side:
     routing = routing_from_objects(objects, config)
-    return Side(objects, routing, config, raw, of_side(config, raw), exists)
+    return Side(objects, routing, config, raw, of_side(config, raw), exists, pack, pack_error)
 
 
 PLAIN = (str, int, float, bool, type(None))
@@ -148,10 +160,47 @@ def policy(base: Side, head: Side) -> Protections:
     return base.protections.stricter(head.protections) if base.exists else head.protections
 
 
-def policy_changes(base: Side, head: Side) -> list[Refusal]:
-    """Each protection of the base the head loosens, before -> after (tightening is free)."""
-    if not base.exists:
+def _base_pack(base: Side) -> dict[str, Any] | None:
+    """The base's pack config to hold a change to: its own, or where it does not read the
+    pack's defaults (every policy mandatory, maxWeight 50: no config loosens a policy
+    further, and a cap of 0 would refuse every canary without a way to override it)."""
+    if base.pack is not None:
+        return base.pack
+    return {} if base.pack_error is not None else None
+
+
+def pack_policy(base: Side, head: Side) -> dict[str, Any] | None:
+    """The pack config the head's plan is checked with: the stricter of the base's and the
+    head's (`rules.stricter_pack_config`), so a change cannot loosen the pack it is checked by;
+    None (the working tree's file) where the head's is not known."""
+    before = _base_pack(base)
+    if head.pack is None or before is None:
+        return head.pack
+    return stricter_pack_config(before, head.pack)
+
+
+def pack_changes(base: Side, head: Side) -> list[Refusal]:
+    """Each setting of the base's policy pack config that the head loosens (the pack config is
+    the repository's, so this holds for a new stack too)."""
+    before = _base_pack(base)
+    if head.pack is None or before is None:
         return []
+    return [
+        Refusal(
+            POLICY_CHANGE,
+            f"policy/config.json: {key}: {was} -> {now} loosens the policy pack of the base "
+            "(this change is still checked by the stricter value); loosen it in a change of "
+            "its own, on purpose",
+        )
+        for key, was, now in pack_loosenings(before, head.pack)
+    ]
+
+
+def policy_changes(base: Side, head: Side) -> list[Refusal]:
+    """Each protection of the base the head loosens, before -> after (tightening is free), the
+    policy pack's config included."""
+    if not base.exists:
+        return pack_changes(base, head)
     unreadable = set(base.protections.unreadable)
     return [
         Refusal(
@@ -165,7 +214,7 @@ def policy_changes(base: Side, head: Side) -> list[Refusal]:
             "once you know the base's value (`git show <base>:<stack file>`)",
         )
         for change in loosened(base.protections, head.protections)
-    ]
+    ] + pack_changes(base, head)
 
 
 def check_refusals(findings: list[Finding]) -> list[Refusal]:
@@ -875,6 +924,18 @@ def unreadable_section(base: Side) -> list[str]:
     ]
 
 
+def pack_error_section(base: Side) -> list[str]:
+    """The base's policy/config.json that does not read, and what it counts as."""
+    if base.pack_error is None:
+        return []
+    return [
+        f"> [!WARNING]\n> {base.pack_error}. The change is checked with the pack's defaults "
+        "as the base's config (every policy mandatory, canary maxWeight 50), or the head's "
+        "where stricter.",
+        "",
+    ]
+
+
 def base_error_section(base_label: str, error: str) -> list[str]:
     quoted = "\n".join(f"> {line}" if line else ">" for line in error.splitlines())
     skipped = ", ".join(f"`{gate}`" for gate in OBJECT_GATES)
@@ -947,6 +1008,7 @@ def report(
         lines += base_error_section(base_label, base_error)
         lines += verdict_section(refusals, allowed)
         lines += unreadable_section(base)
+        lines += pack_error_section(base)
         lines += head_traffic_section(head)
         lines += head_journeys_section(head)
         lines += checks_section(head_findings or [])
@@ -957,6 +1019,7 @@ def report(
     refusals = check(base, head, pairs, head_findings)
     lines += verdict_section(refusals, allowed)
     lines += unreadable_section(base)
+    lines += pack_error_section(base)
     lines += traffic_section(base, head)
     lines += journeys_section(pairs)
     lines += objects_section(object_changes(base.objects, head.objects))

@@ -394,3 +394,60 @@ RESOURCE_RULES: dict[str, ResourceRule] = {
 STACK_RULES: dict[str, StackRule] = {
     MTLS_STRICT: lambda resources, config: mtls_problems(resources),
 }
+
+# How strictly each enforcement level holds a plan: `mesh diff` checks a change with the
+# stricter of the base's and the head's pack config (remediate, which fixes the resource,
+# counts as mandatory: both stop a violating plan from going out unfixed).
+STRICTNESS = {"disabled": 0, "advisory": 1, "mandatory": 2, "remediate": 2}
+
+
+def pack_policies() -> list[str]:
+    """Every policy of the pack, in the order the pack lists them."""
+    return [*RESOURCE_RULES, *STACK_RULES]
+
+
+def effective_pack_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A pack config with every policy spelled out: its enforcement level (`all` and the
+    default applied, as the engine resolves them) and its properties (`maxWeight` defaulted)."""
+    effective = {}
+    for policy in pack_policies():
+        entry: dict[str, Any] = {"enforcementLevel": enforcement(config, policy)}
+        entry.update(policy_config(config, policy))
+        if policy == CANARY_WEIGHT:
+            entry["maxWeight"] = max_canary_weight(entry)
+        effective[policy] = entry
+    return effective
+
+
+def stricter_pack_config(
+    base: Mapping[str, Any], head: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Each policy at the stricter level of the two configs, the canary cap at the lower
+    `maxWeight`: a change is checked by the pack it cannot loosen (the head's other properties
+    are kept; on a tie the head's level)."""
+    old, new = effective_pack_config(base), effective_pack_config(head)
+    stricter = {}
+    for policy in pack_policies():
+        entry = dict(new[policy])
+        if STRICTNESS[old[policy]["enforcementLevel"]] > STRICTNESS[entry["enforcementLevel"]]:
+            entry["enforcementLevel"] = old[policy]["enforcementLevel"]
+        if policy == CANARY_WEIGHT:
+            entry["maxWeight"] = min(old[policy]["maxWeight"], entry["maxWeight"])
+        stricter[policy] = entry
+    return stricter
+
+
+def pack_loosenings(base: Mapping[str, Any], head: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, base value, head value) of each setting the head's pack config loosens: a
+    policy's enforcement level lowered, the canary's `maxWeight` raised."""
+    old, new = effective_pack_config(base), effective_pack_config(head)
+    found: list[tuple[str, Any, Any]] = []
+    for policy in pack_policies():
+        before, after = old[policy]["enforcementLevel"], new[policy]["enforcementLevel"]
+        if STRICTNESS[after] < STRICTNESS[before]:
+            found.append((policy, before, after))
+        if policy == CANARY_WEIGHT and new[policy]["maxWeight"] > old[policy]["maxWeight"]:
+            found.append(
+                (f"{policy}.maxWeight", old[policy]["maxWeight"], new[policy]["maxWeight"])
+            )
+    return found

@@ -847,3 +847,105 @@ def test_issue_repro_an_unreadable_base_file_counts_as_strictest(repo, broken):
         "images.requireDigests",
     ]
     assert repo.diff("prod", "HEAD", "policy-change").returncode == 3
+
+
+# --- the policy pack's config in the same change --------------------------------------------
+
+
+def _pack(repo: Repo, config: Any) -> None:
+    text = config if isinstance(config, str) else json.dumps(config)
+    (repo.path / "policy" / "config.json").write_text(text)
+
+
+def _canary_at_45(repo: Repo) -> None:
+    for weight in (25, 45):
+        repo.edit("prod", "models.sentiment.canary.weight", weight)
+        repo.commit(f"{weight}%")
+
+
+CAP_MESSAGE = (
+    "the head fails mesh checks: error POLICY/canary-weight-within-maximum "
+    "models.sentiment.canary.weight: VirtualService ml-serving/sentiment: route {route!r} sends "
+    "55% to canary 'v4', above the maximum of 50%; promote by making it the stable version"
+)
+
+
+@pytest.mark.parametrize(
+    ("pack", "loosened"),
+    [
+        (
+            {"canary-weight-within-maximum": {"maxWeight": 100}},
+            ["canary-weight-within-maximum.maxWeight: 50 -> 100"],
+        ),
+        (
+            {"all": "advisory", "canary-weight-within-maximum": {"maxWeight": 50}},
+            [
+                f"{policy}: mandatory -> advisory"
+                for policy in (
+                    "image-pinned",
+                    "resources-limited",
+                    "hardened-security-context",
+                    "no-fault-injection",
+                    "canary-weight-within-maximum",
+                    "mtls-strict",
+                )
+            ],
+        ),
+        (
+            {"canary-weight-within-maximum": "disabled"},
+            ["canary-weight-within-maximum: mandatory -> disabled"],
+        ),
+    ],
+    ids=["max-weight-100", "all-advisory", "cap-disabled"],
+)
+def test_issue_repro_loosening_the_pack_config_with_the_change_is_refused(repo, pack, loosened):
+    """The canary to 55% (over the pack's 50%) with a looser policy/config.json in the same
+    change: checked by the base's pack, and the loosening itself is a policy-change."""
+    _canary_at_45(repo)
+    repo.edit("prod", "models.sentiment.canary.weight", 55)
+    _pack(repo, pack)
+    result = repo.diff("prod", "HEAD", "policy-change")
+    assert result.returncode == 1
+    assert _refused(result, "checks") == [
+        CAP_MESSAGE.format(route=r) for r in ("grpc", "http-rest")
+    ]
+    refused = [r.split(" loosens")[0] for r in _refused(repo.diff("prod", "HEAD"), "policy-change")]
+    assert refused == [f"policy/config.json: {change}" for change in loosened]
+
+
+def test_tightening_the_pack_config_is_not_gated_and_checks_with_the_head_s(repo):
+    _canary_at_45(repo)
+    _pack(repo, {"canary-weight-within-maximum": {"maxWeight": 40}})
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 1
+    assert _refused(result, "policy-change") == []
+    assert [r.split(" above")[1] for r in _refused(result, "checks")] == [
+        " the maximum of 40%; promote by making it the stable version"
+    ] * 2
+
+
+def test_a_base_pack_config_that_does_not_read_counts_as_the_pack_s_defaults(repo):
+    _pack(repo, '{"canary-weight-within-maximum": {"maxWeight": 50}')
+    repo.commit("a broken pack config on main")
+    _pack(repo, {"canary-weight-within-maximum": {"maxWeight": 60}})
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 1
+    assert "> the base's policy/config.json: not valid JSON at line 1, column 51" in result.stdout
+    assert [r.split(" loosens")[0] for r in _refused(result, "policy-change")] == [
+        "policy/config.json: canary-weight-within-maximum.maxWeight: 50 -> 60"
+    ]
+    _pack(repo, {"canary-weight-within-maximum": {"maxWeight": 50}})
+    repaired = repo.diff("prod", "HEAD")
+    assert repaired.returncode == 3, "the repair passes every gate; the base does not render"
+    assert "No unsafe change found." in repaired.stdout
+
+
+def test_a_head_pack_config_that_does_not_read_is_one_line(repo):
+    _pack(repo, "[]")
+    result = repo.diff("prod")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "ml-mesh: invalid policy pack config: policy/config.json: the policy pack config must "
+        'be a JSON object such as {"canary-weight-within-maximum": {"maxWeight": 50}}, not a '
+        "list\n",
+    )

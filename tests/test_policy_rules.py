@@ -429,3 +429,50 @@ def test_the_pack_refuses_the_same_object_with_the_same_message(prod):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == expected
+
+
+# --- the stricter of two pack configs (mesh diff: the base's and the head's) ---------------
+
+CAP = rules.CANARY_WEIGHT
+
+
+@pytest.mark.parametrize(
+    ("base", "head", "level", "cap", "loosened"),
+    [
+        (
+            {CAP: {"maxWeight": 50}},
+            {CAP: {"maxWeight": 100}},
+            "mandatory",
+            50,
+            [(f"{CAP}.maxWeight", 50, 100)],
+        ),
+        ({CAP: {"maxWeight": 50}}, {CAP: {"maxWeight": 30}}, "mandatory", 30, []),
+        ({}, {CAP: "advisory"}, "mandatory", 50, [(CAP, "mandatory", "advisory")]),
+        ({CAP: "advisory"}, {CAP: "disabled"}, "advisory", 50, [(CAP, "advisory", "disabled")]),
+        ({"all": "disabled"}, {}, "mandatory", 50, []),
+        ({CAP: "remediate"}, {CAP: "mandatory"}, "mandatory", 50, []),
+        (
+            {CAP: {"enforcementLevel": "advisory", "maxWeight": 20}},
+            {"all": "advisory"},
+            "advisory",
+            20,
+            [(f"{CAP}.maxWeight", 20, 50)],
+        ),
+    ],
+    ids=[
+        "cap-raised",
+        "cap-lowered",
+        "level-lowered",
+        "advisory-to-disabled",
+        "tightened",
+        "remediate-is-mandatory",
+        "cap-defaulted",
+    ],
+)
+def test_the_stricter_pack_config_wins_and_each_loosening_is_named(
+    base, head, level, cap, loosened
+):
+    stricter = rules.stricter_pack_config(base, head)
+    assert (stricter[CAP]["enforcementLevel"], stricter[CAP]["maxWeight"]) == (level, cap)
+    assert [c for c in rules.pack_loosenings(base, head) if c[0].startswith(CAP)] == loosened
+    assert rules.stricter_pack_config(stricter, head) == stricter, "holds the stricter already"
