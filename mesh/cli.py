@@ -13,8 +13,9 @@ from pathlib import Path
 import yaml
 
 from mesh.checks import SEVERITIES, Finding, MeshCheckError, check, gate
+from mesh.checks.pack import read_pack_config
 from mesh.config import ConfigError, prom_duration
-from mesh.diff import GATES, normalized, report, side
+from mesh.diff import GATES, normalized, pack_policy, report, side
 from mesh.gitbase import GitBaseError, render_base
 from mesh.graph import gateway_name, mermaid
 from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_json
@@ -68,10 +69,8 @@ def _check(args: argparse.Namespace) -> int:
     count, findings = _findings(stack)
     for finding in findings:
         print(finding)
-    totals = ", ".join(
-        f"{sum(f.severity == s for f in findings)} {s}{'s' if s != 'info' else ''}"
-        for s in SEVERITIES
-    )
+    counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
+    totals = ", ".join(f"{n} {s}{'s' if n != 1 and s != 'info' else ''}" for s, n in counts.items())
     print(f"# stack {stack.name}: {count} objects checked: {totals}")
     return 1 if any(f.severity == "error" for f in findings) else 0
 
@@ -116,12 +115,11 @@ def _diff(args: argparse.Namespace) -> int:
     name = stack_file(args.stack)[0]
     head = load_stack(args.stack)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # The base renders in a process of its own (mesh/gitbase.py): the head's plan and
-        # checks run meanwhile, so a user waits for the longer of the two, not for both.
+        # The base renders in a process of its own (mesh/gitbase.py): the head's plan is built
+        # meanwhile, so a user waits for the longer of the two, not for both.
         pending = pool.submit(render_base, args.base, name)
         planned = build_plan(head.config).objects()  # built once: checked, masked, compared
-        head_side = side(normalized(masked(planned, head.secrets)), head.config, head.raw)
-        head_findings = check(head.config, planned)
+        head_objects = normalized(masked(planned, head.secrets))
         try:
             base = pending.result()
         except GitBaseError as exc:
@@ -130,13 +128,18 @@ def _diff(args: argparse.Namespace) -> int:
     label = f"base `{args.base}` ({base.commit[:12]})"
     if not base.exists:
         label += ", where the stack does not exist yet"
+    before = side(
+        base.objects, base.config, base.raw, base.exists, base.pack_config, base.pack_error
+    )
+    after = side(head_objects, head.config, head.raw, pack=read_pack_config())
     markdown, refusals = report(
         name,
         label,
-        side(base.objects, base.config, base.raw, base.exists),
-        head_side,
+        before,
+        after,
         set(args.allow),
-        head_findings=head_findings,
+        # Checked with the stricter of the base's and the head's policy pack config.
+        head_findings=check(head.config, planned, pack_policy(before, after)),
         base_error=base.error,
     )
     sys.stdout.write(markdown)

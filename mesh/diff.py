@@ -41,9 +41,16 @@ from mesh.routing import (
 )
 from mesh.trace import Objects
 from mesh.trace.flagger import expand
+from policy.rules import (
+    REQUEST_CONDITIONS,
+    is_weighted_route,
+    pack_loosenings,
+    stricter_pack_config,
+)
 
 REMOVE_ROUTED_VERSION = "remove-routed-version"
 WEIGHT_STEP = "weight-step"
+MATCH_CHANGE = "match-change"
 SELECTOR_CHANGE = "selector-change"
 OWNERSHIP_SWITCH = "ownership-switch"
 JOURNEY_BROKEN = "journey-broken"
@@ -53,17 +60,21 @@ HEAD_CHECKS = "checks"
 GATES = {
     REMOVE_ROUTED_VERSION: "a version that receives traffic at the base is removed",
     WEIGHT_STEP: "protected stack: a canary weight step above maxWeightStep, or 0 -> 100",
+    MATCH_CHANGE: "protected stack: a match rule is added, or its version, conditions or order "
+    "change (the share of requests it takes cannot be known offline)",
     SELECTOR_CHANGE: "a Deployment's selector changes (Kubernetes replaces it: downtime)",
     OWNERSHIP_SWITCH: "a model's routing moves between ml-mesh and Flagger",
     JOURNEY_BROKEN: "a journey the config promises (mesh trace) works at the base and fails after",
     POLICY_CHANGE: "the change loosens a protection of the base (protected, maxWeightStep, "
-    "images.requireDigests, security.*)",
+    "images.requireDigests, security.*) or its policy pack config (policy/config.json: an "
+    "enforcement level lowered, maxWeight raised)",
 }
 # The gates that compare the base's objects with the head's: they cannot run when the base
 # does not render.
 OBJECT_GATES = (
     REMOVE_ROUTED_VERSION,
     WEIGHT_STEP,
+    MATCH_CHANGE,
     SELECTOR_CHANGE,
     OWNERSHIP_SWITCH,
     JOURNEY_BROKEN,
@@ -79,16 +90,25 @@ class Side:
     objects: list[dict]
     routing: dict[str, ModelRouting]
     config: StackConfig | None
-    raw: dict[str, Any]
+    raw: dict[str, Any] | None  # None: the stack file does not read (strictest protections)
     protections: Protections
     exists: bool = True
+    # The policy pack's config (policy/config.json) of this side; None: not known (not read,
+    # or `pack_error` says why it does not read).
+    pack: dict[str, Any] | None = None
+    pack_error: str | None = None
 
 
 def side(
-    objects: list[dict], config: StackConfig | None, raw: dict[str, Any], exists: bool = True
+    objects: list[dict],
+    config: StackConfig | None,
+    raw: dict[str, Any] | None,
+    exists: bool = True,
+    pack: dict[str, Any] | None = None,
+    pack_error: str | None = None,
 ) -> Side:
     routing = routing_from_objects(objects, config)
-    return Side(objects, routing, config, raw, of_side(config, raw), exists)
+    return Side(objects, routing, config, raw, of_side(config, raw), exists, pack, pack_error)
 
 
 PLAIN = (str, int, float, bool, type(None))
@@ -140,19 +160,61 @@ def policy(base: Side, head: Side) -> Protections:
     return base.protections.stricter(head.protections) if base.exists else head.protections
 
 
-def policy_changes(base: Side, head: Side) -> list[Refusal]:
-    """Each protection of the base the head loosens, before -> after (tightening is free)."""
-    if not base.exists:
+def _base_pack(base: Side) -> dict[str, Any] | None:
+    """The base's pack config to hold a change to: its own, or where it does not read the
+    pack's defaults (every policy mandatory, maxWeight 50: no config loosens a policy
+    further, and a cap of 0 would refuse every canary without a way to override it)."""
+    if base.pack is not None:
+        return base.pack
+    return {} if base.pack_error is not None else None
+
+
+def pack_policy(base: Side, head: Side) -> dict[str, Any] | None:
+    """The pack config the head's plan is checked with: the stricter of the base's and the
+    head's (`rules.stricter_pack_config`), so a change cannot loosen the pack it is checked by;
+    None (the working tree's file) where the head's is not known."""
+    before = _base_pack(base)
+    if head.pack is None or before is None:
+        return head.pack
+    return stricter_pack_config(before, head.pack)
+
+
+def pack_changes(base: Side, head: Side) -> list[Refusal]:
+    """Each setting of the base's policy pack config that the head loosens (the pack config is
+    the repository's, so this holds for a new stack too)."""
+    before = _base_pack(base)
+    if head.pack is None or before is None:
         return []
+    return [
+        Refusal(
+            POLICY_CHANGE,
+            f"policy/config.json: {key}: {was} -> {now} loosens the policy pack of the base "
+            "(this change is still checked by the stricter value); loosen it in a change of "
+            "its own, on purpose",
+        )
+        for key, was, now in pack_loosenings(before, head.pack)
+    ]
+
+
+def policy_changes(base: Side, head: Side) -> list[Refusal]:
+    """Each protection of the base the head loosens, before -> after (tightening is free), the
+    policy pack's config included."""
+    if not base.exists:
+        return pack_changes(base, head)
+    unreadable = set(base.protections.unreadable)
     return [
         Refusal(
             POLICY_CHANGE,
             f"{change.path}: {change.before} -> {change.after} loosens a protection of the "
             "base (this change is still checked by the stricter value); loosen it in a change "
-            "of its own, on purpose",
+            "of its own, on purpose"
+            if change.path not in unreadable
+            else f"{change.path}: the base's value cannot be read and counts as its strictest, "
+            f"{change.before}; the head's {change.after} may loosen it: allow it on purpose "
+            "once you know the base's value (`git show <base>:<stack file>`)",
         )
         for change in loosened(base.protections, head.protections)
-    ]
+    ] + pack_changes(base, head)
 
 
 def check_refusals(findings: list[Finding]) -> list[Refusal]:
@@ -240,6 +302,106 @@ def weight_steps(base: Side, head: Side, rules: Protections) -> list[Refusal]:
     return found
 
 
+@dataclass(frozen=True)
+class MatchRoute:
+    """One match rule as a side renders it: the versions it sends to and its conditions."""
+
+    versions: tuple[str, ...]
+    conditions: str  # the match entries as canonical JSON, for comparing
+    shown: str  # the conditions as a reviewer reads them
+
+
+def _conditions_text(entries: list[dict]) -> str:
+    parts = []
+    for entry in entries:
+        for header, match in sorted((entry.get("headers") or {}).items()):
+            parts += [f"{header} {kind} {value!r}" for kind, value in sorted(match.items())]
+        parts += [
+            f"{k} {json.dumps(entry[k], sort_keys=True)}"
+            for k in sorted(entry)
+            if k in REQUEST_CONDITIONS and k != "headers"
+        ]
+    return " and ".join(parts) or "no condition"
+
+
+def match_routes(objects: list[dict]) -> dict[str, dict[str, MatchRoute]]:
+    """Per VirtualService, its match rules in the order Istio tries them, read from the routes
+    every request can reach whatever its port (no `port` in a match: the REST port's, where
+    mesh/traffic.py puts every rule; the gateway's gRPC blocks repeat the same rules). A match
+    route is one whose every entry carries a request condition (`rules.is_weighted_route`),
+    whatever its name."""
+    found: dict[str, dict[str, MatchRoute]] = {}
+    for obj in objects:
+        if obj.get("kind") != "VirtualService":
+            continue
+        rules: dict[str, MatchRoute] = {}
+        for route in obj.get("spec", {}).get("http", []):
+            entries = [m for m in route.get("match") or [] if isinstance(m, dict)]
+            if is_weighted_route(route) or any("port" in m for m in entries):
+                continue
+            name = entries[0].get("name") or route.get("name") or f"route {len(rules)}"
+            versions = tuple(
+                sorted({d.get("destination", {}).get("subset", "") for d in route.get("route", [])})
+            )
+            plain = [{k: v for k, v in m.items() if k != "name"} for m in entries]
+            rules[name] = MatchRoute(
+                versions, json.dumps(plain, sort_keys=True), _conditions_text(entries)
+            )
+        found[obj["metadata"]["name"]] = rules
+    return found
+
+
+_UNKNOWN_SHARE = (
+    "what share of the traffic that is cannot be known offline, so no weight step bounds it; "
+    "check the share the clients send (the model's dashboard, request rate by header) and "
+    "allow it on purpose"
+)
+
+
+def match_changes(base: Side, head: Side, rules: Protections) -> list[Refusal]:
+    """Protected stacks: a match rule takes every request its conditions select, before the
+    weighted split, so adding one (`user-agent` regex `.+` would be all traffic) or changing
+    its version or conditions moves an unknown share of the traffic in one change. Removing a
+    rule is not gated: its requests return to the weighted split, bounded by `weight-step`
+    (and a version left without traffic and removed with it is `remove-routed-version`)."""
+    if not rules.protected:
+        return []
+    before_all, after_all = match_routes(base.objects), match_routes(head.objects)
+    found = []
+    for name, after in after_all.items():
+        was, now = base.routing.get(name), head.routing.get(name)
+        if name not in before_all or was is None or now is None or was.owner != now.owner:
+            continue
+        before = before_all[name]
+        for rule, route in after.items():
+            old = before.get(rule)
+            to = ", ".join(route.versions)
+            if old is None:
+                what = f"match rule {rule!r} is added: requests with {route.shown} go to {to}"
+            elif old.versions != route.versions:
+                what = (
+                    f"match rule {rule!r} sends its requests ({route.shown}) to {to} instead "
+                    f"of {', '.join(old.versions)}"
+                )
+            elif old.conditions != route.conditions:
+                what = f"match rule {rule!r} now takes {route.shown} (was {old.shown}), to {to}"
+            else:
+                continue
+            found.append(Refusal(MATCH_CHANGE, f"{name}: {what}; {_UNKNOWN_SHARE}"))
+        kept = [rule for rule in before if rule in after]
+        order = [rule for rule in after if rule in before]
+        if kept != order:
+            found.append(
+                Refusal(
+                    MATCH_CHANGE,
+                    f"{name}: match rules are tried in a new order ({', '.join(kept)} -> "
+                    f"{', '.join(order)}): a request that several match goes to another "
+                    f"version; {_UNKNOWN_SHARE}",
+                )
+            )
+    return found
+
+
 def _flagger_steps(name: str, before: ModelRouting, after: ModelRouting, rules: Protections):
     step = largest_flagger_step(after.analysis)
     if before.analysis == after.analysis or step <= rules.max_weight_step:
@@ -283,7 +445,7 @@ def ownership_switches(base: Side, head: Side) -> list[Refusal]:
                     OWNERSHIP_SWITCH,
                     f"{name}: routing moves from {before.owner} to {after.owner}; the two hand "
                     "over Service/VirtualService/DestinationRule and requests fail until the new "
-                    "owner's objects are ready (see README, 'Switching a model between modes')",
+                    "owner's objects are ready (see docs/flagger.md#switching-a-model-between-modes)",
                 )
             )
     return found
@@ -300,6 +462,7 @@ def check(
         *policy_changes(base, head),
         *removed_routed_versions(base, head),
         *weight_steps(base, head, policy(base, head)),
+        *match_changes(base, head, policy(base, head)),
         *selector_changes(base, head),
         *ownership_switches(base, head),
         *broken_journeys(pairs),
@@ -600,6 +763,19 @@ SET_FIELDS: dict[tuple[str, str], str] = {
         ("AuthorizationPolicy", f"spec.rules[].to[].operation.{field}"): ANY_OF
         for field in ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths")
     },
+    **{
+        ("NetworkPolicy", path): (
+            "a rule admits traffic that matches at least one peer and one port of its lists "
+            "(kubernetes staging/src/k8s.io/api/networking/v1/types.go, "
+            "`NetworkPolicyIngressRule`/`NetworkPolicyEgressRule`: 'matches at least one item')"
+        )
+        for path in (
+            "spec.ingress[].from",
+            "spec.ingress[].ports",
+            "spec.egress[].to",
+            "spec.egress[].ports",
+        )
+    },
     ("AuthorizationPolicy", "spec.rules[].to[].operation.notPaths"): ANY_OF,
     ("AuthorizationPolicy", "spec.rules[].when[].values"): ANY_OF,
     ("AuthorizationPolicy", "spec.rules[].when[].notValues"): ANY_OF,
@@ -861,10 +1037,30 @@ def unreadable_section(base: Side) -> list[str]:
     if not keys:
         return []
     named = ", ".join(f"`{k}`" for k in keys)
+    if base.raw is None:
+        return [
+            "> [!WARNING]\n> The base's stack file cannot be read (a YAML error, a duplicate key "
+            f"or not a mapping), so none of its protections could be read: {named} count as "
+            "their strictest value (protected, maxWeightStep 1, requireDigests, mTLS STRICT, "
+            "every security switch on).",
+            "",
+        ]
     return [
         f"> [!WARNING]\n> The base's stack file does not parse with this code; its {named} "
         "could not be read and count as their strictest value (protected, maxWeightStep 1, "
         "requireDigests, mTLS STRICT, every security switch on).",
+        "",
+    ]
+
+
+def pack_error_section(base: Side) -> list[str]:
+    """The base's policy/config.json that does not read, and what it counts as."""
+    if base.pack_error is None:
+        return []
+    return [
+        f"> [!WARNING]\n> {base.pack_error}. The change is checked with the pack's defaults "
+        "as the base's config (every policy mandatory, canary maxWeight 50), or the head's "
+        "where stricter.",
         "",
     ]
 
@@ -942,6 +1138,7 @@ def report(
         lines += base_error_section(base_label, base_error)
         lines += verdict_section(refusals, allowed)
         lines += unreadable_section(base)
+        lines += pack_error_section(base)
         lines += head_traffic_section(head)
         lines += head_journeys_section(head)
         lines += checks_section(head_findings or [])
@@ -952,6 +1149,7 @@ def report(
     refusals = check(base, head, pairs, head_findings)
     lines += verdict_section(refusals, allowed)
     lines += unreadable_section(base)
+    lines += pack_error_section(base)
     lines += traffic_section(base, head)
     lines += journeys_section(pairs)
     lines += objects_section(object_changes(base.objects, head.objects))

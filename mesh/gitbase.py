@@ -25,6 +25,7 @@ import yaml
 
 from mesh.config import ConfigError, StackConfig
 from mesh.stackfile import PROJECT_DIR, load_stack, raw_project_config, read_stack_document
+from policy import rules
 
 # libyaml's parser where PyYAML has it (its wheels do): the same documents, several times faster
 # than the pure-Python one on a large stack's render.
@@ -51,8 +52,27 @@ class BaseRender:
     objects: list[dict]
     exists: bool  # False: the base has no such stack (a new stack): everything is added
     config: StackConfig | None  # the base config as this code reads it, for roles; None if not
-    raw: dict[str, Any]  # `ml-mesh:*` of the base stack file, for the policy settings
+    # `ml-mesh:*` of the base stack file, for the policy settings; None when the file does not
+    # read at all (a YAML error, a duplicate key, not a mapping): every protection strictest.
+    raw: dict[str, Any] | None
     error: str | None = None  # the base does not render: its error output (objects empty)
+    # The base's policy pack config (policy/config.json; {} where the base has none, the
+    # pack's defaults); None with `pack_error` when it does not read.
+    pack_config: dict[str, Any] | None = None
+    pack_error: str | None = None
+
+
+def read_pack_config(tree: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The pack config of an exported tree, read and checked by the pack's own
+    `rules.pack_config` (the working tree's copy: the file's format is Pulumi's, not the
+    code's); ({}, None) where the tree has none, (None, problem) where it does not read."""
+    path = tree / "policy" / "config.json"
+    if not path.is_file():
+        return {}, None
+    try:
+        return rules.pack_config(path, "the base's policy/config.json"), None
+    except rules.PackConfigError as exc:
+        return None, str(exc)
 
 
 def _git(*args: str, cwd: Path = PROJECT_DIR) -> bytes:
@@ -118,20 +138,23 @@ def render_tree(tree: Path, stack: str) -> list[dict]:
     return [doc for doc in yaml.load_all(result.stdout, Loader=SAFE_LOADER) if doc]
 
 
-def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any]]:
-    """The base config as this code reads it and its raw `ml-mesh:*` keys, the file read once
-    when this code can read it; key by key (config None) for an older schema."""
+def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any] | None]:
+    """The base's config as this code reads it, and its `ml-mesh:*` keys, the file read once
+    where this code reads it; key by key (config None) for an older schema; (None, None) when
+    the file does not read at all, which `mesh.protections.of_side` counts as strictest (an
+    unreadable base never loosens a gate)."""
     try:
         loaded = load_stack(str(path))
         return loaded.config, loaded.raw
-    except ConfigError:  # an older schema: the objects still tell the routing, minus roles
+    except ConfigError:  # an older schema, or unreadable: read key by key below
         pass
     try:
-        return None, raw_project_config(
-            read_stack_document(path, path.stem.removeprefix("Pulumi."))
-        )
-    except (ConfigError, ValueError, AttributeError):
-        return None, {}
+        raw = raw_project_config(read_stack_document(path, path.stem.removeprefix("Pulumi.")))
+    except (ConfigError, ValueError, AttributeError, OSError):
+        return None, None
+    if not isinstance(raw, dict):
+        return None, None
+    return None, raw  # the objects still tell the routing, minus roles
 
 
 def render_base(ref: str, stack: str) -> BaseRender:
@@ -140,11 +163,12 @@ def render_base(ref: str, stack: str) -> BaseRender:
         tree = Path(tmp)
         export_tree(commit, tree)
         stack_file = tree / f"Pulumi.{stack}.yaml"
+        pack, pack_error = read_pack_config(tree)
         if not stack_file.is_file() or not (tree / "mesh" / "__main__.py").is_file():
-            return BaseRender(ref, commit, [], False, None, {})
+            return BaseRender(ref, commit, [], False, None, {}, None, pack, pack_error)
         config, raw = _read_config(stack_file)
         try:
             objects = render_tree(tree, stack)
         except BaseRenderError as exc:
-            return BaseRender(ref, commit, [], True, config, raw, str(exc))
-        return BaseRender(ref, commit, objects, True, config, raw)
+            return BaseRender(ref, commit, [], True, config, raw, str(exc), pack, pack_error)
+        return BaseRender(ref, commit, objects, True, config, raw, None, pack, pack_error)

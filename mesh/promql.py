@@ -282,6 +282,7 @@ class ModelQueries:
     def caller_views(self) -> list[tuple[str, str]]:
         """(what it measures, query) as the callers' proxies saw the requests."""
         return [
+            (f"observed traffic split (0..1), per {BY_CALLER_VERSION}", self.traffic_split),
             (
                 f"caller-side error ratio, the proxies' own 503s included (0..1), per "
                 f"{BY_CALLER_VERSION}",

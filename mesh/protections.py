@@ -8,7 +8,8 @@ reads them: `StackConfig` and its properties that apply the protected defaults
 
 A base whose config as a whole does not parse with this code (an older schema) is read key by
 key with the same field types; a key that does not read counts as its strictest value (and is
-named in the report), so an unreadable base never loosens a gate.
+named in the report), and so does every key of a base file that does not read at all (a YAML
+error, a duplicate key, not a mapping): an unreadable base never loosens a gate.
 """
 
 from __future__ import annotations
@@ -135,9 +136,28 @@ def of_raw(raw: Mapping[str, Any]) -> Protections:
     return of_config(config, tuple(unreadable))
 
 
-def of_side(config: StackConfig | None, raw: Mapping[str, Any]) -> Protections:
-    """A side's protections: from its parsed config, else from its stack file key by key."""
-    return of_config(config) if config is not None else of_raw(raw)
+def strictest() -> Protections:
+    """The protections of a stack file that does not read at all (a YAML error, a duplicate
+    key, a list): every key at its strictest, every key named unreadable."""
+    values = {field: value for _, _, field, value in _KEYS}
+    return Protections(
+        protected=values["protected"],
+        max_weight_step=values["max_weight_step"],
+        require_digests=values["require_digests"],
+        mtls=values["mtls"],
+        authorization=values["authorization"],
+        restrict_egress=values["restrict_egress"],
+        network_policy=values["network_policy"],
+        unreadable=tuple(path for path, *_ in _KEYS),
+    )
+
+
+def of_side(config: StackConfig | None, raw: Mapping[str, Any] | None) -> Protections:
+    """A side's protections: from its parsed config, else from its stack file key by key, else
+    (`raw` None: the file does not read) the strictest."""
+    if config is not None:
+        return of_config(config)
+    return strictest() if raw is None else of_raw(raw)
 
 
 @dataclass(frozen=True)

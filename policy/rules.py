@@ -39,12 +39,66 @@ ENFORCEMENT_LEVELS = ("advisory", "mandatory", "remediate", "disabled")
 DEFAULT_ENFORCEMENT = "mandatory"
 
 
-def pack_config(path: Path | None = None) -> dict[str, Any]:
-    """The pack's config file (default `CONFIG_FILE`), as `--policy-pack-config` reads it."""
+class PackConfigError(ValueError):
+    """The pack's config file cannot be read or is not a pack config; `str()` names the file,
+    what is wrong and what would be valid (one line: never a traceback)."""
+
+
+# The cap a canary gets when the pack config sets none: the default of the policy's config
+# schema (policies.py) and of `mesh check`. A constant, so nothing reads a file at import.
+DEFAULT_MAX_CANARY_WEIGHT = 50
+CONFIG_EXAMPLE = '{"canary-weight-within-maximum": {"maxWeight": 50}}'
+
+
+def pack_config(path: Path | None = None, label: str = "policy/config.json") -> dict[str, Any]:
+    """The pack's config file (default `CONFIG_FILE`), as `--policy-pack-config` reads it,
+    checked by `parse_pack_config`; PackConfigError names `label` when it does not read."""
     path = CONFIG_FILE if path is None else path
-    config = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PackConfigError(f"{label}: cannot be read ({reason})") from None
+    return parse_pack_config(text, label)
+
+
+def parse_pack_config(text: str, label: str = "policy/config.json") -> dict[str, Any]:
+    """A pack config from its JSON text, with the shape Pulumi accepts: an object of policy
+    names (or `all`) to an enforcement level or to `{"enforcementLevel"?: level, property:
+    value}`, `maxWeight` an integer 0..100. Anything else is a PackConfigError naming `label`."""
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        where = (
+            f" at line {exc.lineno}, column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise PackConfigError(
+            f"{label}: not valid JSON{where}: {problem}; write an object such as {CONFIG_EXAMPLE}"
+        ) from None
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: the policy pack config must be a JSON object")
+        raise PackConfigError(
+            f"{label}: the policy pack config must be a JSON object such as {CONFIG_EXAMPLE}, "
+            f"not a {type(config).__name__}"
+        )
+    levels = ", ".join(ENFORCEMENT_LEVELS)
+    for policy, entry in config.items():
+        if isinstance(entry, dict):
+            key, level = f"{policy}.enforcementLevel", entry.get("enforcementLevel")
+            readable = level is None or level in ENFORCEMENT_LEVELS
+        else:
+            key, level = policy, entry
+            readable = level in ENFORCEMENT_LEVELS
+        if not readable:
+            raise PackConfigError(f"{label}: {key}: {level!r} is not one of {levels}")
+        if isinstance(entry, dict) and policy == CANARY_WEIGHT and "maxWeight" in entry:
+            cap = entry["maxWeight"]
+            if not _is_whole_number(cap) or not 0 <= cap <= 100:
+                raise PackConfigError(
+                    f"{label}: {policy}.maxWeight: {cap!r} is not an integer from 0 to 100"
+                )
     return config
 
 
@@ -228,7 +282,31 @@ def canary_share(route: Mapping, canary: str) -> float:
     return 100.0 * sum(w for subset, w in weights if subset == canary) / total
 
 
+# The fields of an Istio HTTPMatchRequest that select requests by what they carry; the others
+# (port, gateways, sourceLabels, sourceNamespace, name, ignoreUriCase, statPrefix) only say
+# which listener or client a route applies to, so every request there takes the route.
+REQUEST_CONDITIONS = ("uri", "scheme", "method", "authority", "headers", "queryParams")
+REQUEST_CONDITIONS += ("withoutHeaders",)
+
+
+def is_weighted_route(route: Mapping) -> bool:
+    """A route that takes every request of its port: no match, or a match entry without a
+    request condition (ml-mesh's per-port default routes, mesh/traffic.py `default_route`:
+    none on the REST port, `port` and `gateways` on the others). A route all of whose entries
+    carry a condition (a header or the cookie: ml-mesh's match rules, `match_route`) receives
+    only the requests that ask for it: an A/B route, whose share of the traffic is the
+    clients' to choose, not a weight. Told apart by content, not by name."""
+    entries = [m for m in _items(route.get("match")) if isinstance(m, Mapping)]
+    if not entries:
+        return True
+    return any(not any(m.get(field) for field in REQUEST_CONDITIONS) for m in entries)
+
+
 def canary_weight_problems(resource_type: str, props: Mapping, maximum: int) -> list[str]:
+    """The canary's share of each weighted route (`is_weighted_route`) within `maximum`. The
+    cap bounds the weighted split of the model's traffic; a match rule's route to the canary
+    (an A/B test) is not capped here: `mesh diff` gates adding or changing one on protected
+    stacks (`match-change`), as its share of requests cannot be known offline."""
     if kind_of(resource_type) != "VirtualService":
         return []
     canary = _get(props, "metadata", "annotations", CANARY_ANNOTATION)
@@ -236,7 +314,7 @@ def canary_weight_problems(resource_type: str, props: Mapping, maximum: int) -> 
         return []
     problems = []
     for index, route in enumerate(_items(_get(props, "spec", "http"))):
-        if not isinstance(route, Mapping):
+        if not isinstance(route, Mapping) or not is_weighted_route(route):
             continue
         share = canary_share(route, canary)
         if share > maximum:
@@ -248,8 +326,16 @@ def canary_weight_problems(resource_type: str, props: Mapping, maximum: int) -> 
 
 
 def max_canary_weight(config: Mapping[str, Any]) -> int:
-    """The canary cap of a policy config: `maxWeight`, else the shipped config's."""
-    return int(config.get("maxWeight", DEFAULT_MAX_CANARY_WEIGHT))
+    """The canary cap of a policy config: `maxWeight`, else the policy's default."""
+    cap = config.get("maxWeight")
+    # The analyzer receives config as a protobuf Struct, whose numbers are doubles (10.0).
+    return int(cap) if _is_whole_number(cap) else DEFAULT_MAX_CANARY_WEIGHT
+
+
+def _is_whole_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return float(value).is_integer()
 
 
 def mtls_problems(resources: Iterable[tuple[str, Mapping]]) -> list[str]:
@@ -309,5 +395,59 @@ STACK_RULES: dict[str, StackRule] = {
     MTLS_STRICT: lambda resources, config: mtls_problems(resources),
 }
 
-# The shipped default cap: the one in the config file the workflows pass to the pack.
-DEFAULT_MAX_CANARY_WEIGHT = int(policy_config(pack_config(), CANARY_WEIGHT)["maxWeight"])
+# How strictly each enforcement level holds a plan: `mesh diff` checks a change with the
+# stricter of the base's and the head's pack config (remediate, which fixes the resource,
+# counts as mandatory: both stop a violating plan from going out unfixed).
+STRICTNESS = {"disabled": 0, "advisory": 1, "mandatory": 2, "remediate": 2}
+
+
+def pack_policies() -> list[str]:
+    """Every policy of the pack, in the order the pack lists them."""
+    return [*RESOURCE_RULES, *STACK_RULES]
+
+
+def effective_pack_config(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A pack config with every policy spelled out: its enforcement level (`all` and the
+    default applied, as the engine resolves them) and its properties (`maxWeight` defaulted)."""
+    effective = {}
+    for policy in pack_policies():
+        entry: dict[str, Any] = {"enforcementLevel": enforcement(config, policy)}
+        entry.update(policy_config(config, policy))
+        if policy == CANARY_WEIGHT:
+            entry["maxWeight"] = max_canary_weight(entry)
+        effective[policy] = entry
+    return effective
+
+
+def stricter_pack_config(
+    base: Mapping[str, Any], head: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Each policy at the stricter level of the two configs, the canary cap at the lower
+    `maxWeight`: a change is checked by the pack it cannot loosen (the head's other properties
+    are kept; on a tie the head's level)."""
+    old, new = effective_pack_config(base), effective_pack_config(head)
+    stricter = {}
+    for policy in pack_policies():
+        entry = dict(new[policy])
+        if STRICTNESS[old[policy]["enforcementLevel"]] > STRICTNESS[entry["enforcementLevel"]]:
+            entry["enforcementLevel"] = old[policy]["enforcementLevel"]
+        if policy == CANARY_WEIGHT:
+            entry["maxWeight"] = min(old[policy]["maxWeight"], entry["maxWeight"])
+        stricter[policy] = entry
+    return stricter
+
+
+def pack_loosenings(base: Mapping[str, Any], head: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, base value, head value) of each setting the head's pack config loosens: a
+    policy's enforcement level lowered, the canary's `maxWeight` raised."""
+    old, new = effective_pack_config(base), effective_pack_config(head)
+    found: list[tuple[str, Any, Any]] = []
+    for policy in pack_policies():
+        before, after = old[policy]["enforcementLevel"], new[policy]["enforcementLevel"]
+        if STRICTNESS[after] < STRICTNESS[before]:
+            found.append((policy, before, after))
+        if policy == CANARY_WEIGHT and new[policy]["maxWeight"] > old[policy]["maxWeight"]:
+            found.append(
+                (f"{policy}.maxWeight", old[policy]["maxWeight"], new[policy]["maxWeight"])
+            )
+    return found

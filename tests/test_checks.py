@@ -28,7 +28,7 @@ Objects = list[dict[str, Any]]
 
 
 # The images of the shipped protected stacks that still have no digest: none could be read from
-# a registry when they were pinned, and a digest not read from one would be a fake (README
+# a registry when they were pinned, and a digest not read from one would be a fake (docs/security.md
 # "Images pinned by digest"). Their MESH0003 warnings are expected; pinning one empties its entry.
 TAG_ONLY_IMAGES = {
     "prod": {

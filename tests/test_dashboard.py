@@ -208,9 +208,12 @@ def test_every_board_shows_rate_errors_and_latency_of_every_version(stack_boards
         queries = model_queries(config, name, "$__rate_interval")
         assert queries.versions == tuple(sorted(config.models[name].versions))
         exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+        # the split panel comes first; `mesh promql` lists the same query with the caller views
+        callers = [q for _, q in queries.caller_views() if q != queries.traffic_split]
         assert exprs == [
             queries.traffic_split,
-            *(q for _, q in [*queries.comparisons(), *queries.caller_views()]),
+            *(q for _, q in queries.comparisons()),
+            *callers,
         ]
         units = [
             p["fieldConfig"]["defaults"]["unit"]

@@ -702,3 +702,250 @@ def test_a_broken_base_s_protections_still_hold(repo):
 
 def repo_config(repo: Repo, stack: str):
     return load_stack(str(repo.path / f"Pulumi.{stack}.yaml")).config
+
+
+# --- match rules on protected stacks -------------------------------------------------------
+
+V5 = {"image": "tensorflow/serving:2.16.1", "modelPath": "sentiment/5"}
+BROWSERS = {"user-agent": {"regex": "Mozilla/.*"}}
+
+
+def test_issue_repro_a_match_that_catches_every_request_is_refused_by_the_config(repo):
+    repo.edit("prod", "models.sentiment.versions.v5", V5)
+    everyone = {"version": "v5", "headers": {"user-agent": {"regex": ".*"}}}
+    repo.edit("prod", "models.sentiment.matches", {"everyone": everyone})
+    result = repo.diff("prod")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "ml-mesh: invalid config for stack 'prod': "
+        "models.sentiment.matches.everyone.headers.user-agent.regex: regex '.*' full-matches "
+        "the empty value"
+    )
+
+
+def test_a_match_rule_added_to_a_new_version_is_refused_in_a_protected_stack(repo):
+    """Most of the traffic (every browser) to a brand-new version, the weights untouched."""
+    repo.edit("prod", "models.sentiment.versions.v5", V5)
+    repo.edit(
+        "prod", "models.sentiment.matches", {"browsers": {"version": "v5", "headers": BROWSERS}}
+    )
+    result = repo.diff("prod")
+    assert result.returncode == 1, result.stdout
+    assert _refused(result, "match-change") == [
+        "sentiment: match rule 'browsers' is added: requests with user-agent regex 'Mozilla/.*' "
+        "go to v5; what share of the traffic that is cannot be known offline, so no weight "
+        "step bounds it; check the share the clients send (the model's dashboard, request "
+        "rate by header) and allow it on purpose"
+    ]
+    assert _refused(result, "weight-step") == []
+    allowed = repo.diff("prod", "main", "match-change")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "allowed on purpose, `match-change`: sentiment: match rule 'browsers'" in allowed.stdout
+
+
+TESTERS = {"version": "v4", "headers": {"x-tester": {"exact": "1"}}}
+BETA = {"version": "v4", "cookie": "^(.*?;)?(beta=1)(;.*)?$"}
+
+
+@pytest.mark.parametrize(
+    ("edit", "refused"),
+    [
+        (
+            ("models.sentiment.matches.testers.version", "v3"),
+            "sentiment: match rule 'testers' sends its requests (x-tester exact '1') to v3 "
+            "instead of v4",
+        ),
+        (
+            ("models.sentiment.matches.testers.headers", BROWSERS),
+            "sentiment: match rule 'testers' now takes user-agent regex 'Mozilla/.*' (was "
+            "x-tester exact '1'), to v4",
+        ),
+        (
+            ("models.sentiment.matches.beta.priority", 1),
+            "sentiment: match rules are tried in a new order (testers, beta -> beta, testers): "
+            "a request that several match goes to another version",
+        ),
+        (("models.sentiment.matches.testers", None), None),
+        (("models.sentiment.matches.testers.headers.x-tester.exact", "1"), None),
+    ],
+    ids=["version", "conditions", "order", "removed", "unchanged"],
+)
+def test_a_changed_match_rule_is_refused_and_a_removed_one_is_not(repo, edit, refused):
+    """A removed rule's requests return to the weighted split, which weight-step bounds."""
+    repo.edit(
+        "prod", "models.sentiment.matches", {"testers": TESTERS, "beta": {**BETA, "priority": 50}}
+    )
+    repo.edit("prod", "models.sentiment.matches.beta.priority", 200)
+    repo.commit("two A/B rules on prod")
+    repo.edit("prod", *edit)
+    result = repo.diff("prod", "HEAD")
+    found = _refused(result, "match-change")
+    if refused is None:
+        assert (result.returncode, found) == (0, []), result.stderr
+    else:
+        assert result.returncode == 1
+        assert [r.split("; what share")[0] for r in found] == [refused]
+
+
+def test_match_rules_of_an_unprotected_stack_are_not_gated(repo):
+    repo.edit(
+        "dev", "models.sentiment.matches", {"browsers": {"version": "v2", "headers": BROWSERS}}
+    )
+    result = repo.diff("dev")
+    assert result.returncode == 0, result.stderr
+    assert _refused(result, "match-change") == []
+
+
+# --- a base stack file that does not read ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda text: text + "  ml-mesh:namespace: ml-serving\n",  # a duplicate key
+        lambda text: text + "  ml-mesh:gateway: {domain: [\n",  # a YAML syntax error
+        lambda text: "- " + text.replace("\n", "\n  "),  # a list, not a mapping
+    ],
+    ids=["duplicate-key", "yaml-error", "list"],
+)
+def test_issue_repro_an_unreadable_base_file_counts_as_strictest(repo, broken):
+    """A broken prod on main, repaired in the pull request that also unprotects it: the base's
+    protections used to read as the defaults (unprotected) and the diff passed, exit 3."""
+    path = repo.path / "Pulumi.prod.yaml"
+    good = path.read_text()
+    path.write_text(broken(good))
+    repo.commit("a broken prod file on main")
+    path.write_text(good)
+    repo.edit("prod", "protected", False)
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 1, result.stdout
+    refused = _refused(result, "policy-change")
+    assert refused[0] == (
+        "protected: the base's value cannot be read and counts as its strictest, true; the "
+        "head's false may loosen it: allow it on purpose once you know the base's value "
+        "(`git show <base>:<stack file>`)"
+    )
+    assert [r.split(":")[0] for r in refused] == [
+        "protected",
+        "maxWeightStep",
+        "images.requireDigests",
+        "security.mtls",
+        "security.authorization",
+        "security.restrictEgress",
+        "security.networkPolicy",
+    ]
+    out = _flat(result.stdout)
+    assert "The base does not render" in out
+    assert "The base's stack file cannot be read" in out
+    assert "`protected`, `maxWeightStep`, `images.requireDigests`, `security.mtls`" in out
+    # The repair alone still cannot know the base's maxWeightStep or requireDigests: it is
+    # allowed on purpose, and then shows the head with the base's error (exit 3).
+    path.write_text(good)
+    repaired = repo.diff("prod", "HEAD")
+    assert [r.split(":")[0] for r in _refused(repaired, "policy-change")] == [
+        "maxWeightStep",
+        "images.requireDigests",
+    ]
+    assert repo.diff("prod", "HEAD", "policy-change").returncode == 3
+
+
+# --- the policy pack's config in the same change --------------------------------------------
+
+
+def _pack(repo: Repo, config: Any) -> None:
+    text = config if isinstance(config, str) else json.dumps(config)
+    (repo.path / "policy" / "config.json").write_text(text)
+
+
+def _canary_at_45(repo: Repo) -> None:
+    for weight in (25, 45):
+        repo.edit("prod", "models.sentiment.canary.weight", weight)
+        repo.commit(f"{weight}%")
+
+
+CAP_MESSAGE = (
+    "the head fails mesh checks: error POLICY/canary-weight-within-maximum "
+    "models.sentiment.canary.weight: VirtualService ml-serving/sentiment: route {route!r} sends "
+    "55% to canary 'v4', above the maximum of 50%; promote by making it the stable version"
+)
+
+
+@pytest.mark.parametrize(
+    ("pack", "loosened"),
+    [
+        (
+            {"canary-weight-within-maximum": {"maxWeight": 100}},
+            ["canary-weight-within-maximum.maxWeight: 50 -> 100"],
+        ),
+        (
+            {"all": "advisory", "canary-weight-within-maximum": {"maxWeight": 50}},
+            [
+                f"{policy}: mandatory -> advisory"
+                for policy in (
+                    "image-pinned",
+                    "resources-limited",
+                    "hardened-security-context",
+                    "no-fault-injection",
+                    "canary-weight-within-maximum",
+                    "mtls-strict",
+                )
+            ],
+        ),
+        (
+            {"canary-weight-within-maximum": "disabled"},
+            ["canary-weight-within-maximum: mandatory -> disabled"],
+        ),
+    ],
+    ids=["max-weight-100", "all-advisory", "cap-disabled"],
+)
+def test_issue_repro_loosening_the_pack_config_with_the_change_is_refused(repo, pack, loosened):
+    """The canary to 55% (over the pack's 50%) with a looser policy/config.json in the same
+    change: checked by the base's pack, and the loosening itself is a policy-change."""
+    _canary_at_45(repo)
+    repo.edit("prod", "models.sentiment.canary.weight", 55)
+    _pack(repo, pack)
+    result = repo.diff("prod", "HEAD", "policy-change")
+    assert result.returncode == 1
+    assert _refused(result, "checks") == [
+        CAP_MESSAGE.format(route=r) for r in ("grpc", "http-rest")
+    ]
+    refused = [r.split(" loosens")[0] for r in _refused(repo.diff("prod", "HEAD"), "policy-change")]
+    assert refused == [f"policy/config.json: {change}" for change in loosened]
+
+
+def test_tightening_the_pack_config_is_not_gated_and_checks_with_the_head_s(repo):
+    _canary_at_45(repo)
+    _pack(repo, {"canary-weight-within-maximum": {"maxWeight": 40}})
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 1
+    assert _refused(result, "policy-change") == []
+    assert [r.split(" above")[1] for r in _refused(result, "checks")] == [
+        " the maximum of 40%; promote by making it the stable version"
+    ] * 2
+
+
+def test_a_base_pack_config_that_does_not_read_counts_as_the_pack_s_defaults(repo):
+    _pack(repo, '{"canary-weight-within-maximum": {"maxWeight": 50}')
+    repo.commit("a broken pack config on main")
+    _pack(repo, {"canary-weight-within-maximum": {"maxWeight": 60}})
+    result = repo.diff("prod", "HEAD")
+    assert result.returncode == 1
+    assert "> the base's policy/config.json: not valid JSON at line 1, column 51" in result.stdout
+    assert [r.split(" loosens")[0] for r in _refused(result, "policy-change")] == [
+        "policy/config.json: canary-weight-within-maximum.maxWeight: 50 -> 60"
+    ]
+    _pack(repo, {"canary-weight-within-maximum": {"maxWeight": 50}})
+    repaired = repo.diff("prod", "HEAD")
+    assert repaired.returncode == 3, "the repair passes every gate; the base does not render"
+    assert "No unsafe change found." in repaired.stdout
+
+
+def test_a_head_pack_config_that_does_not_read_is_one_line(repo):
+    _pack(repo, "[]")
+    result = repo.diff("prod")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "ml-mesh: invalid policy pack config: policy/config.json: the policy pack config must "
+        'be a JSON object such as {"canary-weight-within-maximum": {"maxWeight": 50}}, not a '
+        "list\n",
+    )

@@ -185,6 +185,10 @@ def _authz(principals: list[str]) -> dict:
     )
 
 
+def _ns(name: str) -> dict:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+
 SET_CASES = [
     # (before, after, expected (path, before, after) entries)
     pytest.param(
@@ -228,6 +232,15 @@ SET_CASES = [
         _authz(["cluster.local/ns/b/sa/y"]),
         [("spec.rules[0].from[0].source.principals", "cluster.local/ns/a/sa/x", None)],
         id="AuthorizationPolicy principals",
+    ),
+    pytest.param(
+        _obj("NetworkPolicy", {"ingress": [{"from": [_ns("istio-system"), _ns("payments")]}]}),
+        _obj(
+            "NetworkPolicy",
+            {"ingress": [{"from": [_ns("istio-system"), _ns("billing"), _ns("payments")]}]},
+        ),
+        [("spec.ingress[0].from", None, _ns("billing"))],
+        id="a NetworkPolicy peer inserted in the middle is one addition",
     ),
 ]
 

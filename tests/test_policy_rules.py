@@ -178,10 +178,173 @@ def test_the_pack_config_file_sets_the_cap_and_the_levels(
         assert "above the maximum of 20%" in found[0].message
 
 
-def test_the_shipped_pack_config_is_the_one_source_of_the_cap():
+def test_the_shipped_pack_config_sets_the_default_cap():
+    """The workflows pass the file; without it (or without maxWeight) the policy's default
+    is the same 50, a constant that no file can break at import."""
     config = json.loads((PROJECT_DIR / "policy" / "config.json").read_text())
     assert config == {"canary-weight-within-maximum": {"maxWeight": 50}}
     assert rules.DEFAULT_MAX_CANARY_WEIGHT == 50
+    assert rules.max_canary_weight({}) == 50
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '{"all": "disabled"',
+            "policy/config.json: not valid JSON at line 1, column 19: Expecting ',' delimiter; "
+            'write an object such as {"canary-weight-within-maximum": {"maxWeight": 50}}',
+        ),
+        (
+            "[50]",
+            "policy/config.json: the policy pack config must be a JSON object such as "
+            '{"canary-weight-within-maximum": {"maxWeight": 50}}, not a list',
+        ),
+        (
+            '{"all": "off"}',
+            "policy/config.json: all: 'off' is not one of advisory, mandatory, remediate, disabled",
+        ),
+        (
+            '{"image-pinned": {"enforcementLevel": "warn"}}',
+            "policy/config.json: image-pinned.enforcementLevel: 'warn' is not one of advisory, "
+            "mandatory, remediate, disabled",
+        ),
+        (
+            '{"canary-weight-within-maximum": {"maxWeight": "60"}}',
+            "policy/config.json: canary-weight-within-maximum.maxWeight: '60' is not an integer "
+            "from 0 to 100",
+        ),
+        (
+            '{"canary-weight-within-maximum": {"maxWeight": 101}}',
+            "policy/config.json: canary-weight-within-maximum.maxWeight: 101 is not an integer "
+            "from 0 to 100",
+        ),
+    ],
+    ids=["json", "list", "level", "policy-level", "cap-text", "cap-range"],
+)
+def test_a_pack_config_that_does_not_read_is_one_message_naming_the_file(text, message):
+    with pytest.raises(rules.PackConfigError) as raised:
+        rules.parse_pack_config(text)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"all": "disabled"},
+        {"canary-weight-within-maximum": "advisory"},
+        {"canary-weight-within-maximum": {"enforcementLevel": "advisory"}},
+        {},
+    ],
+    ids=["all-disabled", "bare-level", "level-only", "empty"],
+)
+def test_a_pack_config_pulumi_accepts_reads_without_a_cap(config):
+    assert rules.parse_pack_config(json.dumps(config)) == config
+    cap = rules.max_canary_weight(rules.policy_config(config, rules.CANARY_WEIGHT))
+    assert cap == rules.DEFAULT_MAX_CANARY_WEIGHT
+
+
+def _project_with_pack_config(tmp_path, text: str):
+    """A copy of the project whose policy/config.json is `text` (the file is read lazily)."""
+    import shutil
+
+    path = tmp_path / "ml-mesh"
+    ignored = shutil.ignore_patterns(".git", "venv", "__pycache__", "*_cache", "bench", "docs")
+    shutil.copytree(PROJECT_DIR, path, ignore=ignored, symlinks=True)
+    (path / "policy" / "config.json").write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "returncode", "stderr"),
+    [
+        ('{"all": "disabled"}', 0, ""),
+        ('{"canary-weight-within-maximum": "advisory"}', 0, ""),
+        (
+            "{maxWeight: 50}",
+            2,
+            "ml-mesh: invalid policy pack config: policy/config.json: not valid JSON at line 1, "
+            "column 2: Expecting property name enclosed in double quotes; write an object such "
+            'as {"canary-weight-within-maximum": {"maxWeight": 50}}\n',
+        ),
+    ],
+    ids=["all-disabled", "bare-level", "malformed"],
+)
+def test_every_command_survives_any_pack_config(tmp_path, text, returncode, stderr):
+    """The file used to be read at import (KeyError, JSONDecodeError before any command)."""
+    project = _project_with_pack_config(tmp_path, text)
+    result = run_mesh("check", "prod", cwd=project)
+    assert (result.returncode, result.stderr) == (returncode, stderr)
+    assert "Traceback" not in result.stderr
+    # Unprotected stacks never read the pack's config: dev renders whatever the file says.
+    assert run_mesh("render", "dev", "-q", cwd=project).returncode == 0
+
+
+# --- the cap applies to the weighted split, not to a match rule's route --------------------
+
+TESTERS = {"testers": {"version": "v4", "headers": {"x-tester": {"exact": "1"}}}}
+
+
+def _routes(raw: dict) -> dict[str, dict]:
+    (service,) = [
+        o
+        for o in plan_objects(raw, "prod")
+        if o["kind"] == "VirtualService" and o["metadata"]["name"] == "sentiment"
+    ]
+    return {route["name"]: route for route in service["spec"]["http"]}
+
+
+def test_the_routes_traffic_builds_are_told_apart_by_their_conditions(prod):
+    """Match routes (every entry carries a header or cookie condition) against the per-port
+    default routes (no match, or entries selecting only port/gateway), from mesh/traffic.py's
+    real output, names ignored."""
+    raw = with_value(prod, "models.sentiment.matches", TESTERS)
+    raw = with_value(
+        raw, "models.sentiment.matches.cookie-beta", {"version": "v4", "cookie": "b=1"}
+    )
+    routes = _routes(raw)
+    weighted = {name: rules.is_weighted_route(route) for name, route in routes.items()}
+    assert weighted == {
+        "cookie-beta-grpc": False,
+        "testers-grpc": False,
+        "grpc": True,
+        "cookie-beta-http-rest": False,
+        "testers-http-rest": False,
+        "http-rest": True,
+    }
+    renamed = {**routes["testers-grpc"], "name": "grpc"}
+    assert rules.is_weighted_route(renamed) is False, "told apart by content, not by name"
+
+
+@pytest.mark.parametrize(
+    ("route", "weighted"),
+    [
+        ({"route": []}, True),
+        ({"match": [{"port": 8500}]}, True),
+        (
+            {"match": [{"gateways": ["mesh"], "port": 8500}, {"headers": {"a": {"exact": "1"}}}]},
+            True,
+        ),
+        ({"match": [{"headers": {"a": {"exact": "1"}}}]}, False),
+        ({"match": [{"uri": {"prefix": "/beta"}}, {"queryParams": {"b": {"exact": "1"}}}]}, False),
+        ({"match": [{"sourceLabels": {"app": "x"}}]}, True),
+    ],
+    ids=["no-match", "port-only", "one-unconditioned-entry", "header", "uri-query", "source"],
+)
+def test_a_route_is_weighted_when_some_request_takes_it_unconditionally(route, weighted):
+    assert rules.is_weighted_route(route) is weighted
+
+
+def test_a_header_match_to_the_canary_passes_the_cap(prod):
+    """Issue repro: `matches: {testers: {version: v4, ...}}` on prod was refused twice
+    ("route 'testers-grpc' sends 100% to canary 'v4'")."""
+    raw = with_value(prod, "models.sentiment.matches", TESTERS)
+    assert _pack_findings(raw, "prod") == []
+    over = with_value(raw, "models.sentiment.canary.weight", 55)
+    assert [f.message.split(" sends")[0] for f in _pack_findings(over, "prod")] == [
+        "route 'grpc'",
+        "route 'http-rest'",
+    ], "the weighted routes are still capped, the match routes are not"
 
 
 def test_each_object_gets_the_type_token_pulumi_kubernetes_registers(prod):
@@ -266,3 +429,50 @@ def test_the_pack_refuses_the_same_object_with_the_same_message(prod):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == expected
+
+
+# --- the stricter of two pack configs (mesh diff: the base's and the head's) ---------------
+
+CAP = rules.CANARY_WEIGHT
+
+
+@pytest.mark.parametrize(
+    ("base", "head", "level", "cap", "loosened"),
+    [
+        (
+            {CAP: {"maxWeight": 50}},
+            {CAP: {"maxWeight": 100}},
+            "mandatory",
+            50,
+            [(f"{CAP}.maxWeight", 50, 100)],
+        ),
+        ({CAP: {"maxWeight": 50}}, {CAP: {"maxWeight": 30}}, "mandatory", 30, []),
+        ({}, {CAP: "advisory"}, "mandatory", 50, [(CAP, "mandatory", "advisory")]),
+        ({CAP: "advisory"}, {CAP: "disabled"}, "advisory", 50, [(CAP, "advisory", "disabled")]),
+        ({"all": "disabled"}, {}, "mandatory", 50, []),
+        ({CAP: "remediate"}, {CAP: "mandatory"}, "mandatory", 50, []),
+        (
+            {CAP: {"enforcementLevel": "advisory", "maxWeight": 20}},
+            {"all": "advisory"},
+            "advisory",
+            20,
+            [(f"{CAP}.maxWeight", 20, 50)],
+        ),
+    ],
+    ids=[
+        "cap-raised",
+        "cap-lowered",
+        "level-lowered",
+        "advisory-to-disabled",
+        "tightened",
+        "remediate-is-mandatory",
+        "cap-defaulted",
+    ],
+)
+def test_the_stricter_pack_config_wins_and_each_loosening_is_named(
+    base, head, level, cap, loosened
+):
+    stricter = rules.stricter_pack_config(base, head)
+    assert (stricter[CAP]["enforcementLevel"], stricter[CAP]["maxWeight"]) == (level, cap)
+    assert [c for c in rules.pack_loosenings(base, head) if c[0].startswith(CAP)] == loosened
+    assert rules.stricter_pack_config(stricter, head) == stricter, "holds the stricter already"

@@ -28,9 +28,8 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mesh import program
 from mesh.checks import check, errors
-from mesh.config import ConfigError, parse_config
+from mesh.config import ConfigError, engine_value, parse_config
 from mesh.plan import build_plan
 from mesh.render import render_objects, to_yaml
 from mesh.schema import stack_file_schema
@@ -416,7 +415,7 @@ def test_the_program_turns_any_bad_config_into_one_run_error(raw):
     # program reads is the decoded text: a string spelling JSON reads as that structure, and a
     # null as the string "null" (the program cannot tell them apart).
     as_read = {
-        key.removeprefix("ml-mesh:"): program._decode(key.removeprefix("ml-mesh:"), text)
+        key.removeprefix("ml-mesh:"): engine_value(key.removeprefix("ml-mesh:"), text)
         for key, text in stack_config_text(raw).items()
     }
     try:

@@ -221,7 +221,32 @@ MISTAKES = [
         "models.sentiment.matches.beta",
         {"version": "v2", "headers": {"x-b": {"prefix": ""}}},
         "models.sentiment.matches.beta.headers.x-b.prefix",
-        "at least 1 character",
+        "an empty prefix (it must have at least 1 character) matches every value",
+    ),
+    *[
+        (
+            f"header regex {regex!r} that matches every request",
+            "models.sentiment.matches.everyone",
+            {"version": "v2", "headers": {"user-agent": {"regex": regex}}},
+            "models.sentiment.matches.everyone.headers.user-agent.regex",
+            f"regex {regex!r} full-matches {reason} (Envoy's safe_regex matches the whole "
+            "value), so it is no condition",
+        )
+        for regex, reason in (
+            (".*", "the empty value"),
+            ("^.*$", "the empty value"),
+            ("(|x)", "the empty value"),
+            ("x*", "the empty value"),
+            (".+", "any value"),
+            (r"\S.*", "any value"),
+        )
+    ],
+    (
+        "cookie regex that matches every cookie",
+        "models.sentiment.matches.everyone",
+        {"version": "v2", "cookie": "^(.*)$"},
+        "models.sentiment.matches.everyone.cookie",
+        "write a regex that requires the cookie, e.g. ^(.*?;)?(beta=1)(;.*)?$",
     ),
     (
         "two kinds in one header match",
@@ -317,6 +342,17 @@ def test_routing_mistake_is_refused_naming_its_path(dev, edit, value, path, hint
     assert hint in message
     assert "\n" not in message
     assert run.resources == []
+
+
+@pytest.mark.parametrize(
+    "regex", ["^beta$", "^(.*?;)?(beta=1)(;.*)?$", "^Mozilla/.*Firefox/.*$", "1|2", "[0-9]+"]
+)
+def test_a_regex_that_selects_some_requests_is_a_condition(dev, regex):
+    from mesh.config.routing import catches_everything
+
+    assert not catches_everything(regex)
+    rule = {"version": "v2", "headers": {"x-b": {"regex": regex}}, "cookie": regex}
+    parse_config(with_value(dev, "models.sentiment.matches.beta", rule), "dev")
 
 
 def test_retries_that_outlast_the_timeout_are_refused(dev):

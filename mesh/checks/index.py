@@ -17,8 +17,15 @@ from mesh.config import StackConfig
 class _Index:
     """The objects by kind, with the lookups every rule needs, each built in one pass."""
 
-    def __init__(self, config: StackConfig, objects: list[dict[str, Any]]):
+    def __init__(
+        self,
+        config: StackConfig,
+        objects: list[dict[str, Any]],
+        pack_config: dict[str, Any] | None = None,
+    ):
         self.config = config
+        # The policy pack's config to check with; None: the working tree's policy/config.json.
+        self.pack_config = pack_config
         self.default_namespace = config.namespace
         self.by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for obj in objects:

@@ -6,7 +6,7 @@ by policy name exactly as policy/policies.py calls them; their config is the pac
 (policy/config.json), the one the workflows pass as `--policy-pack-config`. So mesh check and
 the pack can never disagree, and a protected stack run without `--policy-pack` still holds.
 
-The pack applies to protected stacks (README, Policy pack), so these findings appear only where
+The pack applies to protected stacks (docs/policy-pack.md), so these findings appear only where
 `protected` is true. Each object is handed to a rule as the pack sees it: the Pulumi type token
 pulumi-kubernetes registers it as (`rules.resource_type`) and its properties. A violation is an
 error, or a warning where the pack config makes the policy advisory, and is not reported where
@@ -24,6 +24,7 @@ from mesh.checks.images import _image_path
 from mesh.checks.index import _Index
 from mesh.checks.objects import _dict, _labels
 from mesh.checks.paths import _finding, _model, _model_path
+from mesh.config import ConfigError, Problem
 from models.workloads import SERVER_CONTAINER
 from policy import rules
 
@@ -40,7 +41,7 @@ def pack_rules(index: _Index) -> Iterator[Finding]:
     """Every violation the pack would report for this plan, on protected stacks."""
     if not index.config.protected:
         return
-    config = rules.pack_config()
+    config = index.pack_config if index.pack_config is not None else read_pack_config()
     resources = [
         (rules.resource_type(str(obj.get("apiVersion", "")), str(obj.get("kind", ""))), obj)
         for objects in index.by_kind.values()
@@ -61,6 +62,16 @@ def pack_rules(index: _Index) -> Iterator[Finding]:
             continue
         for problem in stack_rule(resources, rules.policy_config(config, policy)):
             yield Finding(severity, code(policy), _STACK_PATHS.get(policy), "stack", problem)
+
+
+def read_pack_config() -> dict[str, Any]:
+    """The working tree's pack config; a file that does not read is a ConfigError (one line
+    naming policy/config.json, exit 2 from `python -m mesh`, a RunError in the program)."""
+    try:
+        return rules.pack_config()
+    except rules.PackConfigError as exc:
+        message = f"ml-mesh: invalid policy pack config: {exc}"
+        raise ConfigError.of("", [Problem("", str(exc), text=message)]) from None
 
 
 _STACK_PATHS = {rules.MTLS_STRICT: "security.mtls"}

@@ -70,9 +70,15 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
 )
 
 
-def check(config: StackConfig, objects: Iterable[dict[str, Any]]) -> list[Finding]:
-    """Every finding of every rule: errors, then warnings, then info."""
-    index = _Index(config, list(objects))
+def check(
+    config: StackConfig,
+    objects: Iterable[dict[str, Any]],
+    pack_config: dict[str, Any] | None = None,
+) -> list[Finding]:
+    """Every finding of every rule: errors, then warnings, then info. `pack_config`: the policy
+    pack's config to apply (`mesh diff` passes the stricter of the base's and the head's),
+    default the working tree's policy/config.json."""
+    index = _Index(config, list(objects), pack_config)
     return sorted((finding for rule in RULES for finding in rule(index)), key=_order)
 
 

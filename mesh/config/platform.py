@@ -3,7 +3,7 @@
 The stack's objects depend on facts about the cluster that its objects cannot show: which
 Kubernetes and Istio run there, whether Istio CNI sets up the pods' iptables, how the GPU nodes
 are labelled, and which kube-prometheus-stack release loads PrometheusRules. Each setting has
-the default that works on the widest part of the supported matrix (README, "Supported
+the default that works on the widest part of the supported matrix (docs/platform.md, "Supported
 platforms"), and `StackConfig` derives behaviour from them (native sidecars, the model download's
 UID, GPU placement, rule labels) and refuses combinations that cannot work.
 
@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from mesh.config.base import _Config
 from mesh.config.formats import Flag, LabelValue
 
-# The supported matrix (README, "Supported platforms"), as minor versions. Kubernetes: 1.28 is
+# The supported matrix (docs/platform.md, "Supported platforms"), as minor versions. Kubernetes: 1.28 is
 # the oldest ml-mesh supports, the newest is the newest whose schemas the conformance tests have
 # (kubernetes-validate 1.37). Istio: 1.22 is the first to serve networking.istio.io/v1.
 KUBERNETES_MINORS = range(28, 38)

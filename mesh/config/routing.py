@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
+import re2
+from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from mesh.config.base import _Config
 from mesh.config.errors import ConfigPathError
 from mesh.config.formats import (
     _DNS1123_LABEL,
+    _RE2_OPTIONS,
     DnsLabel,
     Duration,
     HeaderName,
@@ -37,6 +39,48 @@ class Canary(_Config):
     )
 
 
+# Header values of every shape a client sends: a regex that full-matches all of them (or the
+# empty value) is not a condition (`.+`, `\\S*`, `[^;]*` besides the empty-matching `.*`).
+_PROBE_VALUES = ("a", "Z9", "1", "curl/8.5.0", "Mozilla/5.0 (X11; Linux x86_64)", "b=1; s=x")
+
+
+def catches_everything(regex: str) -> bool:
+    """Whether a header or cookie regex selects (nearly) every request that carries the header.
+
+    Envoy's `safe_regex` is a full match of the value with RE2 (envoy
+    source/common/common/regex.cc `CompiledGoogleReMatcher::match`: `re2::RE2::FullMatch`), so
+    a regex that full-matches the empty string (`.*`, `^.*$`, `(|x)`, `x*`) accepts an empty
+    value, and one that full-matches a set of unrelated values accepts any. Such a "condition"
+    takes the model's traffic away from the weighted split (and from the canary cap) while
+    looking like an A/B rule. A heuristic, refused where sure; `mesh diff` gates every added or
+    changed match rule on protected stacks (`match-change`) for the rest.
+    """
+    compiled = re2.compile(regex, _RE2_OPTIONS)
+    if compiled.fullmatch("") is not None:
+        return True
+    return all(compiled.fullmatch(value) is not None for value in _PROBE_VALUES)
+
+
+def _catch_all_message(regex: str, what: str, fix: str) -> str:
+    empty = re2.compile(regex, _RE2_OPTIONS).fullmatch("") is not None
+    reason = "full-matches the empty value" if empty else "full-matches any value"
+    return (
+        f"regex {regex!r} {reason} (Envoy's safe_regex matches the whole value), so it is no "
+        f"condition: the rule would catch every request {what} and take it from the weighted "
+        f"split; {fix}"
+    )
+
+
+def _no_empty_prefix(value: Any) -> Any:
+    if value == "":
+        raise ValueError(
+            "an empty prefix (it must have at least 1 character) matches every value of the "
+            "header, so the rule would catch every request carrying it; give the prefix the "
+            "rule is for, e.g. prefix: 'beta', or exact: '1'"
+        )
+    return value
+
+
 class HeaderMatch(_Config):
     """One header condition; exactly one of exact, prefix, regex (an Istio StringMatch).
 
@@ -47,7 +91,7 @@ class HeaderMatch(_Config):
     model_config = ConfigDict(**_Config.model_config, coerce_numbers_to_str=True)
 
     exact: str | None = None
-    prefix: Annotated[str, Field(min_length=1)] | None = None
+    prefix: Annotated[str, BeforeValidator(_no_empty_prefix), Field(min_length=1)] | None = None
     regex: Regex | None = None
 
     @model_validator(mode="after")
@@ -55,6 +99,16 @@ class HeaderMatch(_Config):
         given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ConfigPathError((), "give exactly one of exact, prefix, regex")
+        if self.regex is not None and catches_everything(self.regex):
+            raise ConfigPathError(
+                ("regex",),
+                _catch_all_message(
+                    self.regex,
+                    "that carries the header",
+                    "give the value the rule is for, e.g. exact: '1', or a regex that requires "
+                    "one, e.g. ^beta-.+$",
+                ),
+            )
         return self
 
     def istio(self) -> dict[str, str]:
@@ -85,6 +139,15 @@ class MatchRule(_Config):
                 (),
                 "needs at least one condition (headers or cookie); a rule without one would "
                 "catch every request and make the weighted route unreachable",
+            )
+        if self.cookie is not None and catches_everything(self.cookie):
+            raise ConfigPathError(
+                ("cookie",),
+                _catch_all_message(
+                    self.cookie,
+                    "with a cookie",
+                    "write a regex that requires the cookie, e.g. ^(.*?;)?(beta=1)(;.*)?$",
+                ),
             )
         return self
 

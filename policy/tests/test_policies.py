@@ -332,3 +332,21 @@ def test_a_canary_at_55_percent_is_over_the_shipped_cap():
 )
 def test_enforcement_levels_resolve_as_the_engine_does(config, policy, level):
     assert rules.enforcement(config, policy) == level
+
+
+def test_a_header_match_route_to_the_canary_is_not_capped_by_the_pack():
+    """A/B: the route all of whose entries carry a header condition sends 100% of the requests
+    that ask for it to the canary; only the weighted route is held to the cap."""
+    vs = _virtual_service({"v1": 95, "v2": 5}, "v2")
+    to_canary = {"destination": {"host": "sentiment.ml-serving.svc.cluster.local", "subset": "v2"}}
+    testers = {
+        "name": "testers-http-rest",
+        "match": [{"name": "testers", "headers": {"x-tester": {"exact": "1"}}}],
+        "route": [to_canary],
+    }
+    vs["spec"]["http"].insert(0, testers)
+    assert _violations(policies.CANARY_WEIGHT, VIRTUAL_SERVICE, vs, {"maxWeight": 50}) == []
+    port_only = {**testers, "match": [{"port": 8500}]}  # every request of the port: weighted
+    vs["spec"]["http"][0] = port_only
+    (found,) = _violations(policies.CANARY_WEIGHT, VIRTUAL_SERVICE, vs, {"maxWeight": 50})
+    assert found.startswith("route 'testers-http-rest' sends 100% to canary 'v2'")
