@@ -50,6 +50,7 @@ from mesh.checks.index import _Index
 from mesh.checks.objects import _dict, _labels, _list, _name, _spec
 from mesh.checks.paths import _finding, _model, _model_path
 from mesh.checks.quantity import format_quantity, parse_quantity
+from mesh.trace.objects import selects  # metav1 LabelSelectorAsSelector(...).Matches
 from models.workloads import SERVER_CONTAINER
 
 GPU = "nvidia.com/gpu"
@@ -102,27 +103,6 @@ def _containers(pod: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for field in ("initContainers", "containers"):
         for i, container in enumerate(_list(pod.get(field))):
             yield f"{field}[{i}]", _dict(container)
-
-
-def _selector_matches(selector: dict[str, Any], labels: dict[str, Any]) -> bool:
-    """metav1.LabelSelectorAsSelector(...).Matches: matchLabels and matchExpressions, ANDed."""
-    wanted = _dict(selector.get("matchLabels"))
-    if not all(k in labels and str(labels[k]) == str(v) for k, v in wanted.items()):
-        return False
-    for expression in _list(selector.get("matchExpressions")):
-        key = _dict(expression).get("key")
-        operator = _dict(expression).get("operator")
-        values = [str(v) for v in _list(_dict(expression).get("values"))]
-        present = key in labels
-        if operator == "In" and not (present and str(labels[key]) in values):
-            return False
-        if operator == "NotIn" and present and str(labels[key]) in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return True
 
 
 def _selector_problems(selector: dict[str, Any]) -> Iterator[str]:
@@ -227,7 +207,7 @@ class _Pods:
             candidates = self.by_label.get((namespace, str(key), str(value)), [])
         else:
             candidates = self.by_namespace.get(namespace, [])
-        return [t for t in candidates if _selector_matches(selector, t.labels)]
+        return [t for t in candidates if selects(selector, t.labels)]
 
 
 # --- metadata --------------------------------------------------------------------------------
@@ -705,7 +685,7 @@ def deployment_specs(index: _Index) -> Iterator[Finding]:
                 yield _refused(
                     index, deployment, path, f"spec.selector.{problem}", "ValidateLabelSelector"
                 )
-            if not _selector_matches(selector, labels):
+            if not selects(selector, labels):
                 yield _refused(
                     index,
                     deployment,
