@@ -14,6 +14,7 @@ import yaml
 
 from mesh.checks import SEVERITIES, Finding, MeshCheckError, check, gate
 from mesh.checks.pack import read_pack_config
+from mesh.checks.snapshot import SnapshotError, load_snapshot
 from mesh.config import ConfigError, prom_duration
 from mesh.diff import GATES, normalized, pack_policy, report, side
 from mesh.gitbase import GitBaseError, render_base
@@ -66,13 +67,18 @@ def _render(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
-    count, findings = _findings(stack)
+    if args.with_:
+        objects = build_plan(stack.config).objects()
+        cluster = load_snapshot(args.with_)
+        count, findings = len(objects), check(stack.config, objects, cluster=cluster)
+    else:
+        count, findings = _findings(stack)
     for finding in findings:
-        print(finding)
+        print(finding if finding.origin == "stack" else f"{finding} [{finding.origin}]")
     counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
     totals = ", ".join(f"{n} {s}{'s' if n != 1 and s != 'info' else ''}" for s, n in counts.items())
     print(f"# stack {stack.name}: {count} objects checked: {totals}")
-    return 1 if any(f.severity == "error" for f in findings) else 0
+    return 1 if any(f.fails for f in findings) else 0
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -394,6 +400,15 @@ def parser() -> argparse.ArgumentParser:
         "finding is an error, 2 on invalid config.",
     )
     _stack_argument(check_)
+    check_.add_argument(
+        "--with",
+        dest="with_",
+        nargs="+",
+        metavar="FILE",
+        default=[],
+        help="analyse the stack together with a snapshot of the cluster (kubectl get ... -o "
+        "yaml|json; - reads standard input): the cluster as it will be after `pulumi up`",
+    )
     check_.set_defaults(run=_check)
     schema = commands.add_parser(
         "schema",
@@ -535,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ConfigError, MeshCheckError) as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except SnapshotError as exc:
+        for problem in exc.problems:
+            print(f"ml-mesh: check --with: {problem}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader left early (`python -m mesh render | head`): not an error of ours. Point

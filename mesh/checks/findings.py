@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 Severity = Literal["error", "warning", "info"]
+# Whose problem a finding is (`mesh check --with`): the stack's own object, an object of the
+# cluster that the stack breaks (absent from the snapshot's own findings), or one that is
+# already so in the cluster. Only the first two fail a run.
+Origin = Literal["stack", "introduced", "cluster"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 
 REFERENCED_RESOURCE_NOT_FOUND = "IST0101"
@@ -51,6 +55,12 @@ class Finding:
     path: str | None  # config path (`models.sentiment.canary.version`), None if no key caused it
     resource: str  # `VirtualService ml-serving/sentiment`
     message: str
+    origin: Origin = "stack"
+
+    @property
+    def fails(self) -> bool:
+        """An error the stack is answerable for: on its own objects, or one it introduces."""
+        return self.severity == "error" and self.origin != "cluster"
 
     def __str__(self) -> str:
         where = f" {self.path}" if self.path else ""
@@ -68,7 +78,8 @@ class MeshCheckError(Exception):
 
 
 def errors(findings: Iterable[Finding]) -> list[Finding]:
-    return [f for f in findings if f.severity == "error"]
+    """The errors that fail a run (not those already in the cluster before the stack)."""
+    return [f for f in findings if f.fails]
 
 
 def gate(stack: str, findings: list[Finding]) -> list[Finding]:

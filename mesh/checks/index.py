@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from mesh.checks.objects import _dict, _list, _name, _namespace, _spec, fqdn, host_matches
+from mesh.checks.kinds import kind_key
+from mesh.checks.objects import _dict, _labels, _list, _name, _namespace, _spec, fqdn, host_matches
 from mesh.config import StackConfig
 
 
@@ -22,14 +23,18 @@ class _Index:
         config: StackConfig,
         objects: list[dict[str, Any]],
         pack_config: dict[str, Any] | None = None,
+        stack_ids: frozenset[int] | None = None,
     ):
         self.config = config
+        # id() of the stack's objects among `objects`; None: every object is the stack's (no
+        # snapshot of the cluster). Findings on other objects are reported as the cluster's.
+        self.stack_ids = stack_ids
         # The policy pack's config to check with; None: the working tree's policy/config.json.
         self.pack_config = pack_config
         self.default_namespace = config.namespace
         self.by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for obj in objects:
-            self.by_kind[str(obj.get("kind"))].append(obj)
+        for obj in objects:  # by kind and API group (mesh.checks.kinds)
+            self.by_kind[kind_key(obj)].append(obj)
         self.services = {fqdn(_name(s), self.ns(s)): s for s in self.by_kind["Service"] if _name(s)}
         self.entry_hosts: dict[str, dict[str, Any]] = {}
         self.entry_wildcards: list[tuple[str, dict[str, Any]]] = []
@@ -57,6 +62,15 @@ class _Index:
             self.templates[self.ns(deployment)].append(template)
             for key, value in labels.items():
                 self.pods[(self.ns(deployment), str(key), str(value))].append(template)
+        for pod in self.by_kind["Pod"]:  # live pods of a snapshot: one replica each
+            template = (_labels(pod), 1)
+            self.templates[self.ns(pod)].append(template)
+            for key, value in template[0].items():
+                self.pods[(self.ns(pod), str(key), str(value))].append(template)
+
+    def is_stack(self, obj: dict[str, Any]) -> bool:
+        """Whether `obj` is one of the stack's objects (not one of a cluster snapshot's)."""
+        return self.stack_ids is None or id(obj) in self.stack_ids
 
     def ns(self, obj: dict[str, Any]) -> str:
         return _namespace(obj, self.default_namespace)

@@ -15,6 +15,9 @@ from mesh.checks.objects import _labels, _name
 
 
 def _model(index: _Index, obj: dict[str, Any]) -> str | None:
+    """The model of a stack object (none for a cluster object, whatever its `app` label)."""
+    if not index.is_stack(obj):
+        return None
     app = _labels(obj).get("app")
     return app if isinstance(app, str) and app in index.config.models else None
 
@@ -47,7 +50,8 @@ def _finding(
     path: str | None,
     message: str,
 ) -> Finding:
-    return Finding(severity, code, path, _ref(index, obj), message)
+    origin = "stack" if index.is_stack(obj) else "cluster"
+    return Finding(severity, code, path, _ref(index, obj), message, origin)
 
 
 def _webhook(

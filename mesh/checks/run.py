@@ -7,7 +7,8 @@ code, config path, resource and message, so `python -m mesh check` prints a stab
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from mesh.checks.alerting import rule_labels
@@ -29,6 +30,7 @@ from mesh.checks.kubernetes import (
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
 from mesh.checks.pack import pack_rules
 from mesh.checks.rollouts import rollouts
+from mesh.checks.snapshot import merge
 from mesh.checks.values import (
     durations,
     export_to,
@@ -74,12 +76,50 @@ def check(
     config: StackConfig,
     objects: Iterable[dict[str, Any]],
     pack_config: dict[str, Any] | None = None,
+    cluster: Sequence[dict[str, Any]] | None = None,
 ) -> list[Finding]:
     """Every finding of every rule: errors, then warnings, then info. `pack_config`: the policy
     pack's config to apply (`mesh diff` passes the stricter of the base's and the head's),
-    default the working tree's policy/config.json."""
-    index = _Index(config, list(objects), pack_config)
-    return sorted((finding for rule in RULES for finding in rule(index)), key=_order)
+    default the working tree's policy/config.json.
+
+    `cluster`: a snapshot of the cluster (mesh.checks.snapshot). The rules then run over the
+    cluster as it will be after `pulumi up` (the stack laid over the snapshot), as `istioctl
+    analyze` runs over files and a live cluster together. A finding on an object of the
+    cluster is `introduced` when the snapshot alone does not have it (the stack causes it; it
+    fails the run like the stack's own), `cluster` when it does (reported, not failing). Only
+    Istio's analyzers (IST codes) report on the cluster's objects: ml-mesh's own rules and the
+    policy pack judge the stack's objects alone."""
+    if cluster is None:
+        index = _Index(config, list(objects), pack_config)
+        return sorted((finding for rule in RULES for finding in rule(index)), key=_order)
+    world = merge(objects, cluster, config.namespace)
+    after = _findings(_Index(config, world.objects, pack_config, world.stack_ids))
+    before = {
+        _identity(f) for f in _findings(_Index(config, world.cluster, pack_config, frozenset()))
+    }
+    return sorted(
+        (
+            f
+            if f.origin == "stack" or _identity(f) in before
+            else dataclasses.replace(f, origin="introduced")
+            for f in after
+        ),
+        key=_order,
+    )
+
+
+def _findings(index: _Index) -> list[Finding]:
+    """Every rule's findings; on the cluster's objects, only Istio's analyzers'."""
+    return [
+        finding
+        for rule in RULES
+        for finding in rule(index)
+        if finding.origin == "stack" or finding.code.startswith("IST")
+    ]
+
+
+def _identity(finding: Finding) -> tuple[str, str, str, str]:
+    return (finding.severity, finding.code, finding.resource, finding.message)
 
 
 def _order(finding: Finding) -> tuple[int, str, str, str, str]:
