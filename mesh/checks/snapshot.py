@@ -115,7 +115,10 @@ def _objects(document: Any, where: str, problems: list[str]) -> Iterator[dict[st
             yield from _objects(item, f"{where} [{i}]", problems)
         return
     if not isinstance(document, dict):
-        problems.append(f"{where}: is a {type(document).__name__}, not a Kubernetes object")
+        what = "a string" if isinstance(document, str) else "a number"
+        if isinstance(document, bool):
+            what = "a boolean"
+        problems.append(f"{where}: is {what}, not a Kubernetes object")
         return
     kind = document.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and "items" in document:
