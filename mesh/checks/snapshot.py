@@ -15,7 +15,9 @@ holds a Secret's value, so no output can print one.
 group, kind, namespace and name, as the API server keys them, whatever the version), and the
 live Pods of a Deployment the stack replaces are dropped (their Deployment's new template stands
 for them, as its pods will after the rollout), so the result is the cluster as it will be after
-`pulumi up`.
+`pulumi up`. `istioctl analyze` does the same with files and a live cluster: "File source takes
+the highest precedence, since files are resources to be configured to in-cluster resources"
+(istio pkg/config/analysis/local/istiod_analyze.go, `IstiodAnalyzer.Analyze`).
 """
 
 from __future__ import annotations
