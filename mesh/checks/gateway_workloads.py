@@ -142,7 +142,7 @@ def _no_workload(index: _Index, gateway: dict[str, Any], selector: str) -> Findi
         "error",
         _path(index, gateway, "gateway.selector"),
         _istio(
-            f"Referenced selector not found: {selector!r}".replace("'", '"'),
+            f'Referenced selector not found: "{selector}"',
             "no pod in the cluster carries these labels, so no gateway workload serves this "
             f"Gateway's servers and its hosts are unreachable; {fix}",
         ),
@@ -202,8 +202,8 @@ def gateway_ports(index: _Index) -> Iterator[Finding]:
                     f"selector {selector_string(selector)}). If you need to access the gateway "
                     "port through the gateway Service, it will not be available.",
                     f"No TCP port of a Service selecting the gateway pods (namespace "
-                    f"{', '.join(namespaces)}) has targetPort {number}: add one to the gateway "
-                    "Service, or serve this Gateway on a port the Service exposes.",
+                    f"{', '.join(namespaces)}) has port or targetPort {number}: add one to the "
+                    "gateway Service, or serve this Gateway on a port the Service exposes.",
                 ),
             )
 
