@@ -575,3 +575,34 @@ def test_the_gateway_pods_namespace_is_not_judged_by_the_stacks_policy_pack():
     config, objects = _prod()
     findings = check(config, objects, cluster=_healthy())
     assert [f for f in findings if f.fails] == []
+
+
+def test_a_gateway_without_pods_is_reported_once_not_by_each_analyzer():
+    # testdata/gateway-secrets.yaml `bogusgateway`: IngressGatewayPortAnalyzer and
+    # SecretAnalyzer both report the selector; istioctl prints it once, its credential not at all.
+    tls = {"mode": "SIMPLE", "credentialName": "missing"}
+    bogus = _gateway("team-b", "bogus", [_server(443, ["b.example.com"], tls)], {"istio": "typo"})
+    findings = [f for f in _gateway_findings([*_healthy(), bogus]) if f.resource != STACK_GATEWAY]
+    assert [(f.code, f.message.split(":")[0]) for f in findings] == [
+        ("IST0101", "Referenced selector not found")
+    ]
+
+
+def test_an_empty_gateway_selector_selects_every_pod():
+    # klabels.SelectorFromSet of an empty map matches everything.
+    anywhere = _gateway("team-b", "any", [_server(80, ["b.example.com"])], {})
+    assert _gateway_findings([*_healthy(), anywhere]) == []
+    (finding,) = [f for f in _gateway_findings([anywhere]) if f.resource == "Gateway team-b/any"]
+    assert finding.message.startswith('Referenced selector not found: "": ')
+
+
+def test_a_foreign_gateway_on_an_unexposed_port_is_the_clusters_warning():
+    foreign = _gateway("team-b", "web", [_server(8081, ["web.example.com"])])
+    (finding,) = _gateway_findings([*_healthy(), foreign])
+    assert (finding.code, finding.severity, finding.origin, finding.path) == (
+        "IST0162",
+        "warning",
+        "cluster",
+        None,
+    )
+    assert "(port 8081)" in finding.message
