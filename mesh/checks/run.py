@@ -14,6 +14,12 @@ from typing import Any
 from mesh.checks.alerting import rule_labels
 from mesh.checks.destinations import destination_rule_subsets, virtual_service_destinations
 from mesh.checks.findings import SEVERITIES, Finding
+from mesh.checks.gateway_workloads import (
+    conflicting_gateways,
+    duplicate_certificates,
+    gateway_credentials,
+    gateway_ports,
+)
 from mesh.checks.gateways import gateway_references, gateway_servers
 from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
@@ -75,6 +81,10 @@ STACK_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     autoscalers,
     disruption_budgets,
     gpu_images,
+    gateway_ports,
+    gateway_credentials,
+    conflicting_gateways,
+    duplicate_certificates,
 )
 RULES = ISTIO_RULES + STACK_RULES
 
