@@ -65,6 +65,10 @@ ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     export_to,
     ports,
     gateway_servers,
+    gateway_ports,
+    gateway_credentials,
+    conflicting_gateways,
+    duplicate_certificates,
 )
 # ml-mesh's own rules and the policy pack: they judge the stack's objects alone, with or
 # without a snapshot (the pack never sees other teams' objects, as `pulumi preview` does not).
@@ -81,10 +85,6 @@ STACK_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     autoscalers,
     disruption_budgets,
     gpu_images,
-    gateway_ports,
-    gateway_credentials,
-    conflicting_gateways,
-    duplicate_certificates,
 )
 RULES = ISTIO_RULES + STACK_RULES
 
