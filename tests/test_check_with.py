@@ -4,10 +4,17 @@ line: findings marked by whose they are, exit codes, unreadable snapshots, Secre
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -320,3 +327,334 @@ def test_no_secret_value_reaches_the_output_even_from_a_finding_on_the_secret(
         assert value not in shown
     assert "last-applied-configuration" not in shown
     assert "tls.key" in shown  # key names stay: the credential analyzer needs them
+
+
+# Taking the snapshot: examples/cluster/ (the read-only roles, the script, the Secret template).
+
+CLUSTER_DIR = PROJECT_DIR / "examples" / "cluster"
+SNAPSHOT_SCRIPT = CLUSTER_DIR / "snapshot.sh"
+SECRET_TEMPLATE = CLUSTER_DIR / "secret-metadata.tmpl"
+# (group, version, resource, kind, namespaced): what the snapshot reads, as the API serves it.
+SNAPSHOT_RESOURCES = (
+    ("networking.istio.io", "v1", "gateways", "Gateway", True),
+    ("networking.istio.io", "v1", "virtualservices", "VirtualService", True),
+    ("networking.istio.io", "v1", "destinationrules", "DestinationRule", True),
+    ("networking.istio.io", "v1", "serviceentries", "ServiceEntry", True),
+    ("networking.istio.io", "v1", "sidecars", "Sidecar", True),
+    ("security.istio.io", "v1", "authorizationpolicies", "AuthorizationPolicy", True),
+    ("security.istio.io", "v1", "peerauthentications", "PeerAuthentication", True),
+    ("telemetry.istio.io", "v1", "telemetries", "Telemetry", True),
+    ("", "v1", "services", "Service", True),
+    ("apps", "v1", "deployments", "Deployment", True),
+    ("", "v1", "pods", "Pod", True),
+    ("", "v1", "namespaces", "Namespace", False),
+    ("", "v1", "nodes", "Node", False),
+)
+
+SERVED = (*SNAPSHOT_RESOURCES, ("", "v1", "secrets", "Secret", True))
+
+
+def _script_kinds() -> list[tuple[str, str]]:
+    """The (group, resource) pairs snapshot.sh passes to `kubectl get`."""
+    text = SNAPSHOT_SCRIPT.read_text()
+    names = "".join(
+        part.split("=", 1)[1] if part.startswith("kinds=") else part.split("+=", 1)[1]
+        for part in text.splitlines()
+        if part.startswith(("kinds=", "kinds+="))
+    )
+    return [(n.partition(".")[2], n.partition(".")[0]) for n in names.split(",")]
+
+
+def _reader_roles() -> dict[str, dict]:
+    return {
+        d["kind"]: d for d in yaml.safe_load_all((CLUSTER_DIR / "snapshot-reader.yaml").read_text())
+    }
+
+
+def test_the_snapshot_reads_exactly_what_the_read_only_cluster_role_grants():
+    granted = sorted(
+        (group, resource)
+        for rule in _reader_roles()["ClusterRole"]["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    )
+    assert sorted(_script_kinds()) == granted
+    assert sorted(_script_kinds()) == sorted((g, r) for g, _, r, _, _ in SNAPSHOT_RESOURCES)
+    # Every Istio kind is named with its group: `gateways` alone may be Gateway API's.
+    assert all(group for group, resource in _script_kinds() if resource == "gateways")
+
+
+def test_the_roles_only_read_and_secrets_are_listed_in_the_gateway_namespace_only():
+    roles = _reader_roles()
+    for rule in roles["ClusterRole"]["rules"]:
+        assert set(rule["verbs"]) <= {"get", "list"}, rule
+        assert "secrets" not in rule["resources"]
+    (secrets,) = roles["Role"]["rules"]
+    assert (roles["Role"]["metadata"]["namespace"], secrets) == (
+        "istio-system",
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]},
+    )
+    subject = {
+        "kind": "ServiceAccount",
+        "name": "ml-mesh-snapshot",
+        "namespace": "ml-mesh-snapshot",
+    }
+    assert roles["ClusterRoleBinding"]["subjects"] == [subject]
+    assert roles["RoleBinding"]["subjects"] == [subject]
+    assert roles["RoleBinding"]["roleRef"]["name"] == roles["Role"]["metadata"]["name"]
+    assert (
+        roles["ClusterRoleBinding"]["roleRef"]["name"] == roles["ClusterRole"]["metadata"]["name"]
+    )
+
+
+def _template_actions() -> list[str]:
+    """Every `{{ ... }}` action of the template, comments left out, trim markers removed."""
+    text = SECRET_TEMPLATE.read_text()
+    actions = [a.strip("-").strip() for a in re.findall(r"\{\{(.*?)\}\}", text, re.DOTALL)]
+    return [a for a in actions if not a.startswith("/*")]
+
+
+def test_the_secret_template_reads_no_value_and_its_actions_are_balanced():
+    """Read as Go's text/template parser would (text/template/parse): `if` and `range` each
+    closed by an `end`; the only fields read are the names, the namespace, the type and the
+    items and data maps, whose values are never printed ($value is bound, never used; no
+    `index`, no `base64decode`, no `.data.<key>`)."""
+    actions = _template_actions()
+    depth = 0
+    for action in actions:
+        depth += action.split()[0] in ("if", "range")
+        depth -= action == "end"
+        assert depth >= 0, actions
+    assert depth == 0
+    fields = sorted({f for a in actions for f in re.findall(r"(?<![\w$])\.[\w.]+", a)})
+    assert fields == [".data", ".items", ".metadata.name", ".metadata.namespace", ".type"]
+    assert not [a for a in actions if "$value" in a and not a.startswith("range")]
+    assert not [a for a in actions if re.search(r"\b(index|base64decode|toJson|json)\b", a)]
+
+
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+
+
+class _FakeApiServer(BaseHTTPRequestHandler):
+    """Just enough of the Kubernetes API for `kubectl get`: legacy discovery (/api, /apis,
+    /api/v1, /apis/<group>/<version>) and lists, namespaced or across all namespaces, of the
+    objects in `store` (resource -> items, as the API server returns them: built-in kinds'
+    items without kind and apiVersion, custom resources' with)."""
+
+    store: ClassVar[dict[str, list[dict]]] = {}
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, body: dict, status: int = 200) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        parts = urlparse(self.path).path.strip("/").split("/")
+        if parts == ["api"]:
+            return self._send({"kind": "APIVersions", "versions": ["v1"]})
+        if parts == ["apis"]:
+            groups = sorted({(g, v) for g, v, *_ in SNAPSHOT_RESOURCES if g})
+            return self._send(
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [
+                        {
+                            "name": g,
+                            "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+                            "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v},
+                        }
+                        for g, v in groups
+                    ],
+                }
+            )
+        if parts[0] == "api" and len(parts) > 1:
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[0] == "apis" and len(parts) > 2:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return self._send({"kind": "Status", "code": 404}, 404)
+        served = [r for r in SERVED if r[:2] == (group, version)]
+        group_version = f"{group}/{version}" if group else version
+        if not rest:
+            resources = [
+                {
+                    "name": r,
+                    "singularName": k.lower(),
+                    "namespaced": n,
+                    "kind": k,
+                    "verbs": ["get", "list"],
+                }
+                for _, _, r, k, n in served
+            ]
+            return self._send(
+                {"kind": "APIResourceList", "groupVersion": group_version, "resources": resources}
+            )
+        namespace = rest[1] if rest[0] == "namespaces" and len(rest) > 2 else None
+        resource = rest[2] if namespace else rest[0]
+        (kind,) = [k for _, _, r, k, _ in served if r == resource]
+        items = [
+            o
+            for o in self.store.get(resource, [])
+            if namespace is None or o["metadata"].get("namespace") == namespace
+        ]
+        self._send(
+            {
+                "kind": f"{kind}List",
+                "apiVersion": group_version,
+                "metadata": {"resourceVersion": "1"},
+                "items": items,
+            }
+        )
+
+
+@pytest.fixture
+def api_server(tmp_path: Path) -> Iterator[tuple[dict[str, list[dict]], dict[str, str]]]:
+    """A fake API server, its store, and the environment that points kubectl at it."""
+    handler = type("Handler", (_FakeApiServer,), {"store": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "fake",
+                        "cluster": {"server": f"http://127.0.0.1:{server.server_port}"},
+                    }
+                ],
+                "users": [{"name": "reader", "user": {}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "reader"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}
+    try:
+        yield handler.store, env
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _snapshot_sh(env: dict[str, str], *namespaces: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SNAPSHOT_SCRIPT), *namespaces],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@needs_kubectl
+def test_kubectl_prints_secrets_through_the_template_as_names_and_key_names_only(api_server):
+    store, env = api_server
+    store["secrets"] = [
+        {
+            "metadata": {
+                "name": "models-example-com-tls",
+                "namespace": "istio-system",
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": SECRET_VALUES[4]
+                },
+            },
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "Q0VSVA==", "tls.key": SECRET_VALUES[0]},
+        },
+        {"metadata": {"name": "empty", "namespace": "istio-system"}, "type": "Opaque"},
+        {
+            "metadata": {"name": "elsewhere", "namespace": "team-b"},
+            "type": "Opaque",
+            "data": {"k": "dg=="},
+        },
+    ]
+    result = subprocess.run(
+        [
+            KUBECTL,
+            "get",
+            "secrets",
+            "-n",
+            "istio-system",
+            f"--output=go-template-file={SECRET_TEMPLATE}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for value in (*SECRET_VALUES, "Q0VSVA==", "last-applied"):
+        assert value not in result.stdout
+    (document,) = yaml.safe_load_all(result.stdout)
+    assert document == {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "models-example-com-tls", "namespace": "istio-system"},
+                "type": "kubernetes.io/tls",
+                "data": {"tls.crt": "", "tls.key": ""},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "empty", "namespace": "istio-system"},
+                "type": "Opaque",
+                "data": {},
+            },
+        ],
+    }
+
+
+@needs_kubectl
+def test_the_snapshot_script_output_is_what_check_with_reads(api_server, tmp_path):
+    """examples/cluster/snapshot.sh against a cluster holding another team's VirtualService:
+    `mesh check prod --with` reads its output and reports the conflict."""
+    store, env = api_server
+    conflicting = yaml.safe_load(CONFLICTING_VS)
+    store["virtualservices"] = [conflicting]  # custom resources' items keep their kind
+    store["namespaces"] = [{"metadata": {"name": "team-b"}}]
+    result = _snapshot_sh(env)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "cluster.yaml"
+    path.write_text(result.stdout)
+    checked = run_mesh("check", "prod", "--with", str(path))
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "Error [IST0109] (VirtualService ml-serving/sentiment models.sentiment.hosts)" in (
+        checked.stdout
+    )
+    assert "with a snapshot of 2 cluster objects" in checked.stdout  # the VS and the namespace
+
+
+@needs_kubectl
+def test_the_snapshot_script_reads_the_secrets_of_each_gateway_namespace_given(api_server):
+    store, env = api_server
+    store["secrets"] = [
+        {"metadata": {"name": n, "namespace": n}, "type": "Opaque", "data": {"k": "dg=="}}
+        for n in ("istio-system", "public-ingress", "team-b")
+    ]
+    names = {
+        (o["metadata"]["namespace"], o["metadata"]["name"])
+        for d in yaml.safe_load_all(_snapshot_sh(env, "public-ingress", "team-b").stdout)
+        for o in d["items"]
+        if o["kind"] == "Secret"
+    }
+    assert names == {("public-ingress", "public-ingress"), ("team-b", "team-b")}
+    default = _snapshot_sh(env).stdout
+    assert 'name: "istio-system"' in default and "public-ingress" not in default
