@@ -525,3 +525,17 @@ def test_the_snapshot_script_reads_the_secrets_of_each_gateway_namespace_given(a
     assert names == {("public-ingress", "public-ingress"), ("team-b", "team-b")}
     default = _snapshot_sh(env).stdout
     assert 'name: "istio-system"' in default and "public-ingress" not in default
+
+
+def test_the_readmes_one_line_snapshot_reads_what_the_script_and_the_roles_do():
+    readme = (PROJECT_DIR / "README.md").read_text()
+    (command,) = [x for x in readme.splitlines() if x.startswith("kubectl get gateways.")]
+    first, second = command.split(" && ")
+    kinds = first.split()[2].split(",")
+    assert [(k.partition(".")[2], k.partition(".")[0]) for k in kinds] == _script_kinds()
+    assert first.endswith(" -A -o yaml >cluster.yaml")
+    assert second == (
+        "kubectl get secrets -n istio-system "
+        "-o go-template-file=examples/cluster/secret-metadata.tmpl >>cluster.yaml"
+    )
+    assert "python -m mesh check prod --with cluster.yaml" in readme
