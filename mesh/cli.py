@@ -12,8 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from mesh.checks import SEVERITIES, Finding, MeshCheckError, check, gate
+from mesh.checks import MeshCheckError, check, gate
 from mesh.checks.pack import read_pack_config
+from mesh.checks.report import FORMATS, summary, unique
+from mesh.checks.report import render as render_findings
 from mesh.checks.snapshot import SnapshotError, load_snapshot
 from mesh.config import ConfigError, prom_duration
 from mesh.diff import GATES, normalized, pack_policy, report, side
@@ -28,7 +30,6 @@ from mesh.routing import routing_from_objects
 from mesh.schema import stack_file_schema
 from mesh.stackfile import (
     DEFAULT_STACK,
-    LoadedStack,
     load_stack,
     read_stack_document,
     stack_file,
@@ -36,12 +37,6 @@ from mesh.stackfile import (
 from mesh.stacks import KUBECONFIG_PREFIX, find_stacks, matrices
 from mesh.trace import Objects, Request, Trace, Workload, load_files, trace, trace_process
 from mesh.trace.flagger import expand
-
-
-def _findings(stack: LoadedStack) -> tuple[int, list[Finding]]:
-    """The mesh checks on exactly the objects the program registers (before secret masking)."""
-    objects = build_plan(stack.config).objects()
-    return len(objects), check(stack.config, objects)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -67,17 +62,13 @@ def _render(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
-    if args.with_:
-        objects = build_plan(stack.config).objects()
-        cluster = load_snapshot(args.with_)
-        count, findings = len(objects), check(stack.config, objects, cluster=cluster)
-    else:
-        count, findings = _findings(stack)
-    for finding in findings:
-        print(finding if finding.origin == "stack" else f"{finding} [{finding.origin}]")
-    counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
-    totals = ", ".join(f"{n} {s}{'s' if n != 1 and s != 'info' else ''}" for s, n in counts.items())
-    print(f"# stack {stack.name}: {count} objects checked: {totals}")
+    cluster = load_snapshot(args.with_) if args.with_ else None
+    objects = build_plan(stack.config).objects()
+    findings = unique(check(stack.config, objects, cluster=cluster))
+    sys.stdout.write(render_findings(findings, args.output))
+    closing = summary(stack.name, len(objects), findings, None if cluster is None else len(cluster))
+    # Machine-readable output is the findings alone, as istioctl's: the summary goes to stderr.
+    print(closing, file=sys.stdout if args.output == "text" else sys.stderr)
     return 1 if any(f.fails for f in findings) else 0
 
 
@@ -394,10 +385,14 @@ def parser() -> argparse.ArgumentParser:
         "check",
         help="run the mesh analyzers (istioctl analyze rules) on a stack, offline",
         description="Print every finding of the mesh checks the program runs before `pulumi "
-        "preview` registers anything: IST codes as istioctl analyze reports them, MESH codes "
-        "for ml-mesh's own rules, and on protected stacks POLICY/<policy> for the rules of the "
-        "policy pack (policy/rules.py, with the config policy/config.json). Exit 1 when any "
-        "finding is an error, 2 on invalid config.",
+        "preview` registers anything, one line each as `istioctl analyze` prints them "
+        "(`Error [IST0101] (VirtualService ml-serving/sentiment models.sentiment.canary.version) "
+        "...`: the config key that caused it after the resource): IST codes as istioctl "
+        "analyze reports them, MESH codes for ml-mesh's own rules, and on protected stacks "
+        "POLICY/<policy> for the rules of the policy pack (policy/rules.py, with the config "
+        "policy/config.json). Exit 1 when any finding is an error of the stack's (with --with: "
+        "on its own objects or introduced on the cluster's; errors already in the cluster are "
+        "reported, not failing), 2 on invalid config or an unreadable snapshot.",
     )
     _stack_argument(check_)
     check_.add_argument(
@@ -406,8 +401,20 @@ def parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="FILE",
         default=[],
-        help="analyse the stack together with a snapshot of the cluster (kubectl get ... -o "
-        "yaml|json; - reads standard input): the cluster as it will be after `pulumi up`",
+        help="analyse the stack together with a snapshot of the cluster (what kubectl get "
+        "... -A -o yaml|json prints: a List, multi-document YAML or JSON; - reads standard "
+        "input): the cluster as it will be after `pulumi up`. Secrets are read as metadata "
+        "and key names only; no Secret value is ever kept or printed",
+    )
+    check_.add_argument(
+        "-o",
+        "--output",
+        choices=FORMATS,
+        default="text",
+        help="text (default): one line per finding, as istioctl analyze's default (log) "
+        "output, then a summary; json, yaml: the findings as istioctl analyze -o json|yaml "
+        "prints them (code, level, message, origin, documentationUrl) plus path, attribution "
+        "(stack, introduced, cluster) and fails; the summary goes to stderr",
     )
     check_.set_defaults(run=_check)
     schema = commands.add_parser(

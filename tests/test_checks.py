@@ -717,7 +717,9 @@ def test_program_logs_warnings_and_still_deploys(dev, caplog):
 def test_check_command_prints_findings_and_fails_on_errors(capsys, lost_canary_subset):
     assert cli.main(["check", "dev"]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("error IST0101 models.sentiment.canary.version: VirtualService")
+    assert out[0].startswith(
+        "Error [IST0101] (VirtualService ml-serving/sentiment models.sentiment.canary.version) "
+    )
     objects = len(build_plan(load_stack("dev").config).objects())
     assert out[-1] == f"# stack dev: {objects} objects checked: 2 errors, 0 warnings, 0 info"
 

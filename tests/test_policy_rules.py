@@ -120,7 +120,10 @@ def test_mesh_check_exits_1_on_a_pack_violation(tmp_path):
     path.write_text(yaml.safe_dump(document))
     result = run_mesh("check", str(path))
     assert result.returncode == 1
-    assert f"error {CANARY_CODE} models.sentiment.canary.weight:" in result.stdout
+    assert (
+        f"Error [{CANARY_CODE}] (VirtualService ml-serving/sentiment models.sentiment.canary.weight) "
+        in result.stdout
+    )
     rendered = run_mesh("render", str(path))
     assert rendered.returncode == 2, "render refuses what the pack refuses"
     assert f"fails mesh checks: error {CANARY_CODE}" in rendered.stderr

@@ -13,6 +13,7 @@ import yaml
 
 from mesh.stacks import find_stacks
 from tests.conftest import PROJECT_DIR, run_mesh
+from tests.fake_apiserver import fake_api_server, needs_kubectl
 
 WORKFLOWS = PROJECT_DIR / ".github" / "workflows"
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
@@ -82,7 +83,8 @@ def test_preview_tests_first_with_the_ci_entry_point(preview):
     test = preview["jobs"]["test"]
     assert any(s.get("run") == "bash .ci/run" for s in test["steps"])
     assert preview["jobs"]["mesh-diff"]["needs"] == ["test", "stacks"]
-    assert preview["jobs"]["pulumi-preview"]["needs"] == ["test", "stacks"]
+    assert preview["jobs"]["mesh-check"]["needs"] == ["test", "stacks"]
+    assert preview["jobs"]["pulumi-preview"]["needs"] == ["test", "stacks", "mesh-check"]
 
 
 @pytest.mark.parametrize("name", ["preview.yml", "deploy.yml"])
@@ -240,3 +242,149 @@ def test_deploy_updates_unprotected_stacks_then_protected_ones_behind_their_envi
     )
     assert "policyPacks" not in _steps(jobs["up-unprotected"], "pulumi/actions")[0]["with"]
     assert "policy/requirements.txt" in _pack_venv_step(jobs["up-protected"])["run"]
+
+
+def _named(job: dict, prefix: str) -> dict:
+    (step,) = [s for s in job["steps"] if s.get("name", "").startswith(prefix)]
+    return step
+
+
+def test_preview_checks_each_stack_against_a_snapshot_of_its_cluster_before_pulumi_preview(
+    preview,
+):
+    job = preview["jobs"]["mesh-check"]
+    assert job["strategy"]["matrix"] == "${{ fromJSON(needs.stacks.outputs.all) }}"
+    assert "permissions" not in job  # the workflow's: contents: read
+    assert "if" not in job, "forks too: they are checked without the snapshot"
+    snapshot = _named(job, "Snapshot of the cluster")
+    assert snapshot["env"]["KUBECONFIG_DATA"] == "${{ secrets[matrix.kubeconfig] }}"
+    assert (
+        'bash examples/cluster/snapshot.sh "$namespace" >"$RUNNER_TEMP/cluster.yaml"'
+        in (snapshot["run"])
+    )
+    check = _named(job, "mesh check")
+    assert check["env"]["TAKEN"] == "${{ steps.snapshot.outputs.taken }}"
+    assert 'python -m mesh check "$STACK" "${snapshot[@]}"' in check["run"]
+    assert '>>"$GITHUB_STEP_SUMMARY"' in check["run"]
+
+
+def test_the_cluster_snapshot_and_its_credentials_are_never_uploaded(preview):
+    """No artifact upload anywhere in the workflow; the snapshot and the kubeconfig live in
+    the runner's temporary directory, readable by the runner's user only, and are removed."""
+    for job in preview["jobs"].values():
+        assert not _steps(job, "actions/upload-artifact"), job
+        for step in job["steps"]:
+            assert "cluster.yaml" not in json.dumps(step.get("with", {}))
+    script = _named(preview["jobs"]["mesh-check"], "Snapshot of the cluster")["run"]
+    assert 'install -m 600 /dev/null "$RUNNER_TEMP/cluster.yaml"' in script
+    assert 'rm -f "$RUNNER_TEMP/kubeconfig"' in script
+    assert (
+        'rm -f "$RUNNER_TEMP/cluster.yaml"'
+        in _named(preview["jobs"]["mesh-check"], "mesh check")["run"]
+    )
+
+
+def _run_mesh_check_job(preview: dict, tmp_path: Path, stack: str, kubeconfig: str) -> dict:
+    """The mesh-check job's two scripts, in order, as the runner runs them (bash -e), with
+    GitHub's files: what the check exited with, printed, and wrote to the summary."""
+    job = preview["jobs"]["mesh-check"]
+    temp = tmp_path / "runner-temp"
+    temp.mkdir()
+    output, summary = tmp_path / "output", tmp_path / "summary"
+    output.touch()
+    summary.touch()
+    path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    base = {
+        "PATH": path,
+        "HOME": str(tmp_path),
+        "RUNNER_TEMP": str(temp),
+        "GITHUB_OUTPUT": str(output),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "STACK": stack,
+    }
+    results = []
+    for step, extra in (
+        (_named(job, "Snapshot of the cluster"), {"KUBECONFIG_DATA": kubeconfig}),
+        (
+            _named(job, "mesh check"),
+            {"SECRET_NAME": f"KUBECONFIG_{stack.upper()}", "TAKEN": ""},
+        ),
+    ):
+        if "TAKEN" in extra:
+            outputs = dict(x.split("=", 1) for x in output.read_text().splitlines())
+            extra["TAKEN"] = outputs.get("taken", "")
+        results.append(
+            subprocess.run(
+                ["bash", "-e", "-c", step["run"]],
+                cwd=PROJECT_DIR,
+                env={**base, **extra},
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=180,
+            )
+        )
+        if results[-1].returncode != 0:
+            break
+    return {
+        "steps": results,
+        "summary": summary.read_text(),
+        "outputs": output.read_text(),
+        "left": sorted(p.name for p in temp.iterdir()),
+    }
+
+
+def test_without_credentials_the_stack_is_checked_alone_and_the_run_says_so(preview, tmp_path):
+    ran = _run_mesh_check_job(preview, tmp_path, "dev", kubeconfig="")
+    snapshot, check = ran["steps"]
+    assert snapshot.returncode == 0 and ran["outputs"] == "taken=false\n"
+    assert check.returncode == 0, check.stdout + check.stderr
+    notice = (
+        "::notice::mesh check of stack dev ran alone: no cluster credentials (the secret "
+        "KUBECONFIG_DEV is not available, as in pull requests from forks), so nothing in the "
+        "cluster was checked"
+    )
+    assert notice in check.stdout
+    assert ran["summary"].startswith("## ml-mesh check: stack `dev`, alone: no cluster credentials")
+    assert "# stack dev: 13 objects checked: 0 errors, 0 warnings, 0 info" in ran["summary"]
+    assert "snapshot of" not in ran["summary"]
+
+
+@needs_kubectl
+def test_with_credentials_the_snapshot_is_taken_and_a_conflict_fails_the_check(preview, tmp_path):
+    conflicting = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "search", "namespace": "team-b"},
+        "spec": {
+            "hosts": ["sentiment.ml-serving.svc.cluster.local"],
+            "http": [
+                {"route": [{"destination": {"host": "sentiment.ml-serving.svc.cluster.local"}}]}
+            ],
+        },
+    }
+    with fake_api_server(tmp_path) as (store, env):
+        store["virtualservices"] = [conflicting]
+        store["secrets"] = [
+            {
+                "metadata": {"name": "models-example-com-tls", "namespace": "istio-system"},
+                "type": "kubernetes.io/tls",
+                "data": {"tls.crt": "Q0VSVA==", "tls.key": "U0VDUkVU"},
+            }
+        ]
+        kubeconfig = Path(env["KUBECONFIG"]).read_text()
+        ran = _run_mesh_check_job(preview, tmp_path, "prod", kubeconfig=kubeconfig)
+    snapshot, check = ran["steps"]
+    assert snapshot.returncode == 0, snapshot.stdout + snapshot.stderr
+    assert ran["outputs"] == "taken=true\n"
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "::notice::" not in check.stdout
+    assert ran["summary"].startswith(
+        "## ml-mesh check: stack `prod`, against a snapshot of its cluster"
+    )
+    assert (
+        "Error [IST0109] (VirtualService ml-serving/sentiment models.sentiment.hosts)"
+        in (ran["summary"])
+    )
+    assert "U0VDUkVU" not in ran["summary"] + check.stdout
+    assert ran["left"] == [], "neither the kubeconfig nor the snapshot is left behind"
