@@ -20,7 +20,7 @@ from mesh.checks.index import _Index
 from mesh.checks.paths import _finding
 from mesh.checks.report import line, render, summary, unique, unstructured
 from tests.conftest import PROJECT_DIR, run_mesh
-from tests.fake_apiserver import KUBECTL, SNAPSHOT_RESOURCES, fake_api_server, needs_kubectl
+from tests.local_apiserver import KUBECTL, SNAPSHOT_RESOURCES, local_api_server, needs_kubectl
 
 # Another team's VirtualService binding the prod stack's mesh host (IST0109 on the stack's own
 # VirtualService; its destination names no port of the two-port Service: IST0112, introduced).
@@ -44,6 +44,26 @@ spec:
   http:
   - route:
     - destination: {host: nowhere.team-b.svc.cluster.local}
+"""
+# The ingress gateway as istioctl's default profile installs it: pods and their Service.
+GATEWAY_WORKLOAD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: istio-ingressgateway-7c9d6b5f4-k2x8p
+  namespace: istio-system
+  labels: {app: istio-ingressgateway, istio: ingressgateway}
+spec:
+  containers: [{name: istio-proxy, image: docker.io/istio/proxyv2:1.30.3}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  ports:
+  - {name: http2, port: 80, targetPort: 8080}
+  - {name: https, port: 443, targetPort: 8443}
 """
 SECRET_VALUES = ("U0VDUkVULUtFWQ==", "SECRET-KEY", "c3RyaW5nLXZhbHVl", "string-value", "hunter2")
 SECRET = f"""\
@@ -200,7 +220,7 @@ def test_check_with_marks_introduced_and_cluster_findings_and_fails_on_the_stack
 
 
 def test_errors_already_in_the_cluster_alone_do_not_fail_the_run(snapshot):
-    result = run_mesh("check", "dev", "--with", snapshot(BROKEN_VS))
+    result = run_mesh("check", "dev", "--with", snapshot(BROKEN_VS, GATEWAY_WORKLOAD))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Error [IST0101] [already in cluster] (VirtualService team-b/broken)" in result.stdout
 
@@ -244,7 +264,7 @@ def test_check_reads_the_snapshot_from_stdin_with_a_dash():
     result = subprocess.run(
         [sys.executable, "-m", "mesh", "check", "dev", "--with", "-", "-o", "json"],
         cwd=PROJECT_DIR,
-        input=BROKEN_VS,
+        input=BROKEN_VS + "---\n" + GATEWAY_WORKLOAD,
         capture_output=True,
         text=True,
         check=False,
@@ -265,7 +285,7 @@ def test_check_reads_the_snapshot_from_stdin_with_a_dash():
         (
             "scalar.yaml",
             "just text\n",
-            "scalar.yaml: document 1: is a str, not a Kubernetes object",
+            "scalar.yaml: document 1: is a string, not a Kubernetes object",
         ),
         (
             "nokind.yaml",
@@ -312,8 +332,8 @@ def test_no_secret_value_reaches_the_output_even_from_a_finding_on_the_secret(
     snapshot, monkeypatch, capsys, output
 ):
     """data, stringData and the last-applied-configuration annotation never leave the loader."""
-    monkeypatch.setattr(checks_run, "RULES", (*checks_run.RULES, _secret_tattler))
-    status = cli.main(["check", "dev", "--with", snapshot(SECRET), "-o", output])
+    monkeypatch.setattr(checks_run, "ISTIO_RULES", (*checks_run.ISTIO_RULES, _secret_tattler))
+    status = cli.main(["check", "dev", "--with", snapshot(SECRET, GATEWAY_WORKLOAD), "-o", output])
     captured = capsys.readouterr()
     shown = captured.out + captured.err
     assert status == 0  # the Secret's finding is the cluster's own: found before the stack too
@@ -411,7 +431,7 @@ def test_the_secret_template_reads_no_value_and_its_actions_are_balanced():
 
 @pytest.fixture
 def api_server(tmp_path: Path) -> Iterator[tuple[dict[str, list[dict]], dict[str, str]]]:
-    with fake_api_server(tmp_path) as served:
+    with local_api_server(tmp_path) as served:
         yield served
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from mesh.stacks import find_stacks
 from tests.conftest import PROJECT_DIR, run_mesh
-from tests.fake_apiserver import fake_api_server, needs_kubectl
+from tests.local_apiserver import local_api_server, needs_kubectl
 
 WORKFLOWS = PROJECT_DIR / ".github" / "workflows"
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
@@ -363,7 +363,7 @@ def test_with_credentials_the_snapshot_is_taken_and_a_conflict_fails_the_check(p
             ],
         },
     }
-    with fake_api_server(tmp_path) as (store, env):
+    with local_api_server(tmp_path) as (store, env):
         store["virtualservices"] = [conflicting]
         store["secrets"] = [
             {
