@@ -903,6 +903,33 @@ def test_namespace_injection_judges_foreign_namespaces_as_istio(prod_stack, obj,
             )
 
 
+def _injector(values: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta("istio-sidecar-injector", "istio-system"),
+        "data": {"values": values if isinstance(values, str) else json.dumps(values)},
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "code"),
+    [
+        ({"sidecarInjectorWebhook": {"enableNamespacesByDefault": True}}, "IST0148"),
+        ({"sidecarInjectorWebhook": {"enableNamespacesByDefault": False}}, "IST0102"),
+        ("not json", "IST0102"),
+    ],
+)
+def test_injection_enabled_by_default_is_ist0148_not_ist0102(prod_stack, values, code):
+    findings = with_cluster(prod_stack, [namespace("team-b"), _injector(values)])
+    (finding,) = [f for f in findings if f.code in ("IST0102", "IST0148")]
+    assert finding.code == code and finding.resource.endswith("/team-b")
+    if code == "IST0148":
+        assert finding.message == (
+            "is enabled for Istio injection, as Istio is installed with enableNamespacesByDefault as true."
+        )
+
+
 def test_objects_of_ignored_namespaces_never_reach_a_rule(prod_stack):
     lost = vs("lost", "kube-system", route("nothing.kube-system.svc.cluster.local"))
     assert with_cluster(prod_stack, [lost]) == with_cluster(prod_stack, [])

@@ -4,12 +4,14 @@ knows for every Service port (IST0118), sidecar injection of namespaces (IST0102
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 from mesh.checks.findings import (
     CONFLICTING_MESH_GATEWAY_HOSTS,
+    NAMESPACE_INJECTION_ENABLED_BY_DEFAULT,
     NAMESPACE_MULTIPLE_INJECTION_LABELS,
     NAMESPACE_NOT_INJECTED,
     PORT_NAME_NOT_UNDER_CONVENTION,
@@ -197,11 +199,31 @@ INJECTION_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
 DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
 ISTIO_SYSTEM = "istio-system"
+INJECTOR_CONFIG_MAP = "istio-sidecar-injector"
 
 
 def _stack_path(index: _Index, obj: dict[str, Any], path: str) -> str | None:
     """`path` for the stack's own object; a cluster object has no config key."""
     return path if index.is_stack(obj) else None
+
+
+def _injects_by_default(index: _Index) -> dict[str, bool]:
+    """By injector ConfigMap name (`istio-sidecar-injector`, `-<revision>`: any namespace, as
+    Istio finds it by name), whether Istio was
+    installed with `sidecarInjectorWebhook.enableNamespacesByDefault`
+    (`GetEnableNamespacesByDefaultFromInjectedConfigMap`: the `values` key, JSON)."""
+    found: dict[str, bool] = {}
+    for config_map in index.by_kind["ConfigMap"]:
+        name = _name(config_map)
+        if name != INJECTOR_CONFIG_MAP and not name.startswith(f"{INJECTOR_CONFIG_MAP}-"):
+            continue
+        try:
+            values = json.loads(str(_dict(config_map.get("data")).get("values", "")))
+        except ValueError:
+            continue
+        webhook = _dict(_dict(values).get("sidecarInjectorWebhook"))
+        found[name] = webhook.get("enableNamespacesByDefault") is True
+    return found
 
 
 def namespace_injection(index: _Index) -> Iterator[Finding]:
@@ -210,7 +232,9 @@ def namespace_injection(index: _Index) -> Iterator[Finding]:
     labels counted: `istio-injection`, and `istio.io/rev` and `istio.io/dataplane-mode` unless
     `istio-injection` is set to something other than `enabled`; an ambient namespace needs no
     sidecar; only a namespace with neither an `istio-injection` value nor `istio.io/rev` is not
-    injected (`istio-injection=disabled` opts out on purpose)."""
+    injected (`istio-injection=disabled` opts out on purpose), or IST0148 instead when Istio's
+    injector ConfigMap (in a snapshot) says it injects every namespace by default."""
+    by_default = _injects_by_default(index)
     for namespace in index.by_kind["Namespace"]:
         name = _name(namespace)
         if name == ISTIO_SYSTEM:
@@ -235,7 +259,18 @@ def namespace_injection(index: _Index) -> Iterator[Finding]:
             )
         if labels.get(DATAPLANE_MODE_LABEL) == "ambient":
             continue
-        if not injection and REVISION_LABEL not in labels:
+        # without istio.io/rev the injector is the default revision's ConfigMap
+        if not injection and REVISION_LABEL not in labels and by_default.get(INJECTOR_CONFIG_MAP):
+            yield _finding(
+                index,
+                namespace,
+                NAMESPACE_INJECTION_ENABLED_BY_DEFAULT,
+                "info",
+                _stack_path(index, namespace, "namespace"),
+                "is enabled for Istio injection, as Istio is installed with "
+                "enableNamespacesByDefault as true.",
+            )
+        elif not injection and REVISION_LABEL not in labels:
             yield _finding(
                 index,
                 namespace,
