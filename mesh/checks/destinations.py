@@ -192,8 +192,8 @@ def destination_rule_subsets(index: _Index) -> Iterator[Finding]:
                     SUBSET_SELECTS_NO_PODS,
                     "error",
                     version_path,
-                    f"{istio} spec.subsets[{i}] {name!r} selects no pods of any Deployment "
-                    f"(labels {wanted}): routes to it would fail with 503",
+                    f"{istio} spec.subsets[{i}] {name!r} selects no pods (labels {wanted}, in "
+                    "any namespace): routes to it would fail with 503",
                 )
             elif selected == "scaled-to-0":
                 yield _finding(

@@ -169,6 +169,10 @@ def _target_port(port: dict[str, Any]) -> str:
     return "0" if target is None else str(target)
 
 
+def _app_protocol(port: dict[str, Any]) -> str:
+    return f" (appProtocol {port['appProtocol']!r})" if "appProtocol" in port else ""
+
+
 def service_port_names(index: _Index) -> Iterator[Finding]:
     """IST0118, Istio's `service.PortNameAnalyzer` (service/portname.go): every port of every
     Service whose protocol Istio cannot tell, except the control plane's and the Services a
@@ -189,9 +193,9 @@ def service_port_names(index: _Index) -> Iterator[Finding]:
                     _model_path(index, service, "server"),
                     f"Port name {port.get('name', '')} (port: {port.get('port')}, targetPort: "
                     f"{_target_port(port)}) doesn't follow the naming convention of Istio port. "
-                    f"spec.ports[{i}] (appProtocol {port.get('appProtocol')!r}) names no "
-                    "protocol Istio knows: it falls back to protocol sniffing; name it http-..., "
-                    "grpc-... or set appProtocol",
+                    f"spec.ports[{i}]{_app_protocol(port)} names no protocol Istio knows: it "
+                    "falls back to protocol sniffing; name it http-..., grpc-... or set "
+                    "appProtocol",
                 )
 
 
