@@ -16,14 +16,14 @@ works as it did when this was one module:
 - `findings`: Finding, the severities and IST codes, MeshCheckError, `errors` and `gate`
 - `run`: `check`, every rule of RULES in a fixed order over one index, findings sorted
 - `objects`: defensive accessors of plan objects, VirtualService routes and destinations,
-  `fqdn` and `host_matches`
+  `fqdn`, `host_matches`, `hosts_overlap` (Istio's `host.Name.Matches`) and `resource_name`
 - `index`: `_Index`, the objects by kind with the lookups the rules need, built once per check
 - `paths`: the config path and resource a finding names
 - `formats`: value formats istiod checks (Go durations, DNS labels, label keys and values,
   port numbers, protocols)
 - `destinations`: routes resolve to hosts, ports and subsets (IST0101, IST0112); subsets select
   pods, DestinationRule hosts exist (IST0173, IST0174)
-- `gateways`: gateway references and hosts (IST0101, IST0132); Gateway servers and TLS
+- `gateways`: gateway references and hosts (IST0101, IST0132, IST0165); Gateway servers and TLS
 - `gateway_workloads` (`--with` only): the Gateway's pods and their Service ports (IST0101,
   IST0162), its credential Secrets in the pods' namespace (IST0101, IST0161), conflicting
   Gateways on one workload (IST0145), certificates shared between Gateways (IST0138)
@@ -59,6 +59,7 @@ from mesh.checks.findings import (
     NAMESPACE_MULTIPLE_INJECTION_LABELS,
     NAMESPACE_NOT_INJECTED,
     PORT_NAME_NOT_UNDER_CONVENTION,
+    REFERENCED_INTERNAL_GATEWAY,
     REFERENCED_RESOURCE_NOT_FOUND,
     ROLLOUT_TAKES_VERSION_DOWN,
     SCHEMA_VALIDATION_ERROR,
@@ -102,7 +103,7 @@ from mesh.checks.mesh_wide import (
     port_protocol,
     service_port_names,
 )
-from mesh.checks.objects import fqdn, host_matches
+from mesh.checks.objects import fqdn, host_matches, hosts_overlap
 from mesh.checks.quantity import parse_quantity
 from mesh.checks.rollouts import rollouts
 from mesh.checks.run import RULES, check
@@ -133,6 +134,7 @@ __all__ = [
     "NAMESPACE_NOT_INJECTED",
     "PORT_NAME_NOT_UNDER_CONVENTION",
     "PROTOCOLS",
+    "REFERENCED_INTERNAL_GATEWAY",
     "REFERENCED_RESOURCE_NOT_FOUND",
     "RETRY_ON",
     "REVISION_LABEL",
@@ -168,6 +170,7 @@ __all__ = [
     "gateway_servers",
     "gpu_images",
     "host_matches",
+    "hosts_overlap",
     "image_digests",
     "is_dns_label",
     "mesh_host_conflicts",

@@ -11,8 +11,80 @@ from collections import defaultdict
 from typing import Any
 
 from mesh.checks.kinds import kind_key
-from mesh.checks.objects import _dict, _labels, _list, _name, _namespace, _spec, fqdn, host_matches
+from mesh.checks.objects import (
+    _dict,
+    _labels,
+    _list,
+    _name,
+    _namespace,
+    _spec,
+    fqdn,
+    resource_name,
+)
 from mesh.config import StackConfig
+
+# The Service annotation that exports its host to some namespaces only (Istio's
+# `annotation.NetworkingExportTo`).
+EXPORT_TO = "networking.istio.io/exportTo"
+# The namespaces `istioctl analyze` never reads objects from (pkg/kube/inject/initializer.go
+# `IgnoredNamespaces`, applied by pkg/config/analysis/local/istiod_analyze.go's namespace filter).
+IGNORED_NAMESPACES = frozenset(
+    {"kube-system", "kube-public", "kube-node-lease", "local-path-storage"}
+)
+# Node labels a pod's endpoint inherits (pilot/pkg/serviceregistry/util/label/label.go).
+REGION = "topology.kubernetes.io/region"
+ZONE = "topology.kubernetes.io/zone"
+SUBZONE = "topology.istio.io/subzone"
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def _entry_scopes(export_to: Any, namespace: str) -> list[str]:
+    """Where a ServiceEntry's hosts are visible (InitServiceEntryHostMap): `*` when exported
+    to all (or nothing), else each namespace named, `.` its own."""
+    entries = [str(e) for e in _list(export_to)]
+    if not entries or "*" in entries:
+        return ["*"]
+    return [namespace if e == "." else e for e in entries]
+
+
+def _annotation_scopes(annotation: Any, namespace: str) -> list[str]:
+    """Where a Service is visible: its `networking.istio.io/exportTo` annotation, a comma list
+    (`getVisibleNamespacesFromExportToAnno`); none: everywhere."""
+    if not isinstance(annotation, str) or annotation == "":
+        return ["*"]
+    scopes = [part.strip() for part in annotation.split(",")]
+    return [namespace if scope == "." else scope for scope in scopes]
+
+
+def augment_labels(
+    labels: dict[str, Any], node_labels: dict[str, Any], node: str
+) -> dict[str, Any]:
+    """A pod's labels as a subset selects them: its own, plus its node's locality and name.
+    Istio's `label.AugmentLabels` with the locality `networkingutil.LocalityToString` builds
+    from the node (destinationrule/subset.go): region, then zone only after a region slot,
+    subzone only after a zone; empty parts are not set."""
+    locality = str(node_labels.get(REGION, ""))
+    if zone := str(node_labels.get(ZONE, "")):
+        locality += f"/{zone}"
+        if subzone := str(node_labels.get(SUBZONE, "")):
+            locality += f"/{subzone}"
+    parts = [*locality.split("/"), "", ""]
+    out = dict(labels)
+    for key, value in zip((REGION, ZONE, SUBZONE), parts[:3], strict=True):
+        if value:
+            out[key] = value
+    if node:
+        out[HOSTNAME] = node
+    return out
+
+
+def _ignored(obj: dict[str, Any]) -> bool:
+    """An object of a namespace `istioctl analyze` skips (a Namespace by its own name)."""
+    metadata = _dict(obj.get("metadata"))
+    namespace = (
+        metadata.get("name") if obj.get("kind") == "Namespace" else metadata.get("namespace")
+    )
+    return namespace in IGNORED_NAMESPACES
 
 
 class _Index:
@@ -34,39 +106,61 @@ class _Index:
         self.default_namespace = config.namespace
         self.by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for obj in objects:  # by kind and API group (mesh.checks.kinds)
+            if stack_ids is not None and id(obj) not in stack_ids and _ignored(obj):
+                continue  # kube-system and friends: istioctl analyze never sees them
             self.by_kind[kind_key(obj)].append(obj)
         self.services = {fqdn(_name(s), self.ns(s)): s for s in self.by_kind["Service"] if _name(s)}
-        self.entry_hosts: dict[str, dict[str, Any]] = {}
-        self.entry_wildcards: list[tuple[str, dict[str, Any]]] = []
+        # Every host a route or DestinationRule may name, by `scope/fqdn` as Istio keys them
+        # (InitServiceEntryHostMap): the scope is a namespace the host is exported to, or `*`.
+        self.visible_hosts: dict[str, dict[str, Any]] = {}
+        self.wildcard_hosts: list[tuple[str, str, dict[str, Any]]] = []  # (scope, host, entry)
         for entry in self.by_kind["ServiceEntry"]:
-            for host in _list(_spec(entry).get("hosts")):
-                if str(host).startswith("*"):
-                    self.entry_wildcards.append((str(host), entry))
-                else:
-                    self.entry_hosts[fqdn(str(host), self.ns(entry))] = entry
-        self.subsets: dict[str, set[str]] = defaultdict(set)
+            namespace = self.ns(entry)
+            scopes = _entry_scopes(_spec(entry).get("exportTo"), namespace)
+            for host in map(str, _list(_spec(entry).get("hosts"))):
+                for scope in scopes:
+                    self.visible_hosts[f"{scope}/{fqdn(host, namespace)}"] = entry
+                    if host.startswith("*"):
+                        self.wildcard_hosts.append((scope, host, entry))
+        for service in self.by_kind["Service"]:  # a Service is a ServiceEntry of its one host
+            namespace = self.ns(service)
+            annotation = _dict(_dict(service.get("metadata")).get("annotations")).get(EXPORT_TO)
+            for scope in _annotation_scopes(annotation, namespace):
+                self.visible_hosts[f"{scope}/{fqdn(_name(service), namespace)}"] = service
+        # The subsets DestinationRules define, by the (namespace, name) of their host.
+        self.subsets: dict[tuple[str, str], set[str]] = defaultdict(set)
         for rule in self.by_kind["DestinationRule"]:
-            host = fqdn(str(_spec(rule).get("host", "")), self.ns(rule))
+            host = resource_name(str(_spec(rule).get("host", "")), self.ns(rule))
             self.subsets[host].update(
                 str(_dict(s).get("name")) for s in _list(_spec(rule).get("subsets"))
             )
         self.gateways = {f"{self.ns(g)}/{_name(g)}": g for g in self.by_kind["Gateway"]}
         # Pod templates (labels, replicas) per namespace, and per (namespace, label, value), so
-        # matching a subset looks only at the templates that carry one of its labels.
+        # matching a subset looks only at the templates that carry one of its labels; and per
+        # (label, value) in every namespace, as Istio's subset analyzer reads pods.
         self.templates: dict[str, list[tuple[dict[str, Any], Any]]] = defaultdict(list)
         self.pods: dict[tuple[str, str, str], list[tuple[dict[str, Any], Any]]] = defaultdict(list)
+        self.pods_anywhere: dict[tuple[str, str], list[tuple[dict[str, Any], Any]]] = defaultdict(
+            list
+        )
+        self.all_templates: list[tuple[dict[str, Any], Any]] = []
         for deployment in self.by_kind["Deployment"]:
             spec = _spec(deployment)
             labels = _dict(_dict(_dict(spec.get("template")).get("metadata")).get("labels"))
             template = (labels, spec.get("replicas", 1))  # unset: an autoscaler, or 1
-            self.templates[self.ns(deployment)].append(template)
-            for key, value in labels.items():
-                self.pods[(self.ns(deployment), str(key), str(value))].append(template)
+            self._add_template(self.ns(deployment), template)
+        nodes = {_name(n): _labels(n) for n in self.by_kind["Node"]}
         for pod in self.by_kind["Pod"]:  # live pods of a snapshot: one replica each
-            template = (_labels(pod), 1)
-            self.templates[self.ns(pod)].append(template)
-            for key, value in template[0].items():
-                self.pods[(self.ns(pod), str(key), str(value))].append(template)
+            node = str(_spec(pod).get("nodeName") or "")
+            labels = augment_labels(_labels(pod), nodes.get(node, {}), node)
+            self._add_template(self.ns(pod), (labels, 1))
+
+    def _add_template(self, namespace: str, template: tuple[dict[str, Any], Any]) -> None:
+        self.templates[namespace].append(template)
+        self.all_templates.append(template)
+        for key, value in template[0].items():
+            self.pods[(namespace, str(key), str(value))].append(template)
+            self.pods_anywhere[(str(key), str(value))].append(template)
 
     def is_stack(self, obj: dict[str, Any]) -> bool:
         """Whether `obj` is one of the stack's objects (not one of a cluster snapshot's)."""
@@ -76,10 +170,47 @@ class _Index:
         return _namespace(obj, self.default_namespace)
 
     def resolves(self, host: str) -> dict[str, Any] | None:
-        """The Service or ServiceEntry that serves `host` (already an FQDN), if any."""
-        found = self.services.get(host) or self.entry_hosts.get(host)
-        if found is None:
-            found = next((e for p, e in self.entry_wildcards if host_matches(p, host)), None)
+        """The Service or ServiceEntry exported to every namespace that serves `host` (already
+        an FQDN), if any."""
+        return self.destination(host, "", [])
+
+    def destination(
+        self, host: str, namespace: str, export_to: Any = None
+    ) -> dict[str, Any] | None:
+        """The Service or ServiceEntry that `host`, named by an object in `namespace` exported
+        to `export_to`, resolves to; None if no such host is visible there. Istio's
+        `GetDestinationHost` (analyzers/util/service_lookup.go): hosts exported to all, then
+        to the namespace (or to each namespace of `export_to`), then wildcard ServiceEntry
+        hosts exported to all or to the namespace."""
+        name = fqdn(host, namespace)
+        found = self.visible_hosts.get(f"*/{name}")
+        if found is not None:
+            return found
+        scopes = [namespace if str(e) == "." else str(e) for e in _list(export_to)] or [namespace]
+        for scope in scopes:
+            if (found := self.visible_hosts.get(f"{scope}/{name}")) is not None:
+                return found
+        bare = host.removeprefix("*")
+        for scope, pattern, entry in self.wildcard_hosts:
+            if scope in ("*", namespace) and bare.endswith(pattern.removeprefix("*")):
+                return entry
+        return None
+
+    def pods_selected(self, wanted: dict[str, str]) -> str:
+        """Whether pods of any namespace carry all `wanted` labels: `none`, `scaled-to-0` (only
+        Deployments scaled to 0 replicas do) or `some`. Istio's PodNotSelectedAnalyzer matches
+        a subset against every pod of the cluster; it stops at the first replica found."""
+        if wanted:
+            key, value = next(iter(wanted.items()))
+            candidates = self.pods_anywhere.get((key, value), [])
+        else:
+            candidates = self.all_templates
+        found = "none"
+        for labels, replicas in candidates:
+            if all(k in labels and str(labels[k]) == v for k, v in wanted.items()):
+                if replicas != 0:
+                    return "some"
+                found = "scaled-to-0"
         return found
 
     def pods_matching(self, namespace: str, wanted: dict[str, str]) -> list[int]:
