@@ -2,6 +2,7 @@
 
     python bench/bench.py                 # 10, 100, 300 models x 3 versions, best of 3 runs
     python bench/bench.py --models 10 50 --repeat 5
+    python bench/bench.py --only render  # one pair (render and its YAML floor), targets of it
 
 For each size it times:
 - program: `mesh.program.main` under the test harness's Pulumi mocks (config parsing, plan,
@@ -262,15 +263,16 @@ def measure_in_child(
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def measure(models: int, repeat: int) -> dict[str, Any]:
-    """Best CPU seconds (and best wall seconds) of each measurement, collector on and off."""
+def measure(models: int, repeat: int, pairs: tuple = PAIRS) -> dict[str, Any]:
+    """Best CPU seconds (and best wall seconds) of each measurement of `pairs`, collector on and
+    off. The diff is relative to one render, so `pairs` holding the diff's holds the render's."""
     objects = len(build_plan(parse_config(stack_config(models), "bench")).objects())
     runs: dict[tuple[str, bool], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="ml-mesh-bench-") as directory:
-        repo = diff_repo(models, Path(directory))
+        repo = diff_repo(models, Path(directory)) if "diff" in measured(pairs) else None
         for attempt in range(repeat):
             for collector in COLLECTOR:
-                order = [w for what, floor, _ in PAIRS for w in (what, floor)]
+                order = [w for what, floor, _ in pairs for w in (what, floor)]
                 for what in dict.fromkeys(order if attempt % 2 else reversed(order)):
                     timing = measure_in_child(what, models, collector, repo)
                     runs.setdefault((what, collector), []).append(timing)
@@ -282,36 +284,50 @@ def measure(models: int, repeat: int) -> dict[str, Any]:
     return row
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def selected(only: list[str] | None) -> tuple:
+    """The pairs `--only` names (all by default), with the render when the diff is named: the
+    diff's target is relative to one render."""
+    if not only:
+        return PAIRS
+    names = set(only) | ({"render"} if "diff" in only else set())
+    return tuple(pair for pair in PAIRS if pair[0] in names)
+
+
+def measured(pairs: tuple) -> tuple[str, ...]:
+    """What `pairs` measure, in the table's order."""
+    return tuple(dict.fromkeys(name for pair in pairs for name in pair[:2]))
+
+
+def table(rows: list[dict[str, Any]], pairs: tuple = PAIRS) -> str:
     lines = [
         "| models x versions | objects | what | CPU s | wall s | CPU per object | ratio to floor "
         "| CPU s, GC off | ratio, GC off |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    compared = {what: floor for what, floor, _ in PAIRS}
+    compared = {what: floor for what, floor, _ in pairs}
     for row in rows:
         size = f"{row['models']} x {len(VERSIONS)}"
-        for measured in MEASURED:
-            seconds, off = row[measured], row[f"{measured} gc off"]
-            floor = compared.get(measured)
+        for name in measured(pairs):
+            seconds, off = row[name], row[f"{name} gc off"]
+            floor = compared.get(name)
             ratio = f"{seconds / row[floor]:.2f}" if floor else "-"
             ratio_off = f"{off / row[f'{floor} gc off']:.2f}" if floor else "-"
             lines.append(
-                f"| {size} | {row['objects']} | {LABELS[measured]} | {seconds:.3f} | "
-                f"{row[f'{measured} wall']:.3f} | "
+                f"| {size} | {row['objects']} | {LABELS[name]} | {seconds:.3f} | "
+                f"{row[f'{name} wall']:.3f} | "
                 f"{seconds / row['objects'] * 1000:.3f} ms | {ratio} | {off:.3f} | {ratio_off} |"
             )
     return "\n".join(lines)
 
 
-def verdicts(rows: list[dict[str, Any]]) -> list[tuple[bool, str]]:
-    """Both targets, with the collector on (as Pulumi runs) and off (the work alone)."""
+def verdicts(rows: list[dict[str, Any]], pairs: tuple = PAIRS) -> list[tuple[bool, str]]:
+    """The targets of `pairs`, with the collector on (as Pulumi runs) and off (the work alone)."""
     found = []
     by_size = {row["models"]: row for row in rows}
     low, high = 3 * (1 - GROWTH_TOLERANCE), 3 * (1 + GROWTH_TOLERANCE)
     for suffix, label in COLLECTOR.values():
         for row in rows:
-            for what, floor, target in PAIRS:
+            for what, floor, target in pairs:
                 ratio = row[what + suffix] / row[floor + suffix]
                 text = f"{what} at {row['models']} models{label}: {ratio:.2f}x {floor}"
                 found.append((ratio <= target, f"{text} (target <= {target})"))
@@ -321,11 +337,13 @@ def verdicts(rows: list[dict[str, Any]]) -> list[tuple[bool, str]]:
                     found.append((ratio <= target, f"{text} (target <= {target})"))
         if 100 not in by_size or 300 not in by_size:
             continue
-        for what, floor, _ in PAIRS[:2]:
-            for measured in (what, floor):
-                growth = by_size[300][measured + suffix] / by_size[100][measured + suffix]
-                text = f"{measured} growth 100 -> 300 models{label}: x{growth:.2f}"
-                if measured == floor:  # Pulumi's or PyYAML's growth: shown, not judged
+        for what, floor, _ in pairs:
+            if what == "diff":  # relative to a render, not a size: no growth target
+                continue
+            for name in (what, floor):
+                growth = by_size[300][name + suffix] / by_size[100][name + suffix]
+                text = f"{name} growth 100 -> 300 models{label}: x{growth:.2f}"
+                if name == floor:  # Pulumi's or PyYAML's growth: shown, not judged
                     found.append((True, f"{text} (for comparison)"))
                 else:
                     found.append((low <= growth <= high, f"{text} (target {low:.2f}..{high:.2f})"))
@@ -338,14 +356,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
     parser.add_argument("--one", choices=MEASURED, help=argparse.SUPPRESS)
     parser.add_argument("--gc-off", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[what for what, _, _ in PAIRS],
+        help="measure only these, each with what it is compared with (diff: with the render), "
+        "and check only their targets (default: all)",
+    )
     args = parser.parse_args(argv)
     if args.one:  # a child process: one measurement, JSON on stdout
         print(json.dumps(measure_once(args.one, args.models[0], not args.gc_off)))
         return 0
     load = os.getloadavg()[0]
+    pairs = selected(args.only)
     rows = []
     for models in args.models:
-        rows.append(measure(models, args.repeat))
+        rows.append(measure(models, args.repeat, pairs))
         print(f"# measured {models} models", file=sys.stderr)
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("pulumi", "pulumi-kubernetes"))
     print(
@@ -353,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
         f"best of {args.repeat} runs, each in a fresh process"
     )
-    print(table(rows))
-    results = verdicts(rows)
+    print(table(rows, pairs))
+    results = verdicts(rows, pairs)
     for ok, text in results:
         print(f"{'ok  ' if ok else 'MISS'} {text}")
     return 0 if all(ok for ok, _ in results) else 1

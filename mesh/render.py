@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import operator
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -17,6 +19,30 @@ BOOL, INT, NULL = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.o
 WIDTH = 100
 
 
+def _plain_resolver(resolve: Callable[[type, Any, Any], str]) -> Callable[[type, Any, Any], str]:
+    """`resolve` (PyYAML's `BaseResolver.resolve`) for a dumper without path resolvers, where
+    the answer depends on the node kind and the string alone: the tag a plain scalar would
+    read back as, looked up once per distinct string (the serializer asks twice for every
+    scalar, and a plan repeats the same keys and values thousands of times); for a quoted
+    scalar (`implicit[0]` false) `DEFAULT_SCALAR_TAG`, for a sequence or mapping its default
+    tag, exactly what `BaseResolver.resolve` returns there."""
+    tags: dict[str, str] = {}
+    known = tags.get
+    scalar, sequence = yaml.ScalarNode, yaml.SequenceNode
+
+    def plain(kind: type, value: Any, implicit: Any) -> str:
+        if kind is scalar:
+            if not implicit[0]:
+                return STR
+            tag = known(value)
+            if tag is None:
+                tag = tags[value] = resolve(kind, value, implicit)
+            return tag
+        return SEQ if kind is sequence else MAP
+
+    return plain
+
+
 class _Representer:
     """Block style, no YAML anchors/aliases for repeated sub-objects, and multi-line strings (the
     dashboard JSON) as literal blocks, readable line by line.
@@ -28,40 +54,60 @@ class _Representer:
     bookkeeping and type dispatch: with the C emitter, that bookkeeping was most of the time
     left. Any other type (floats, subclasses) goes through PyYAML's own dispatch."""
 
-    _tags: dict[str, str]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._build = _node_builder(super().represent_data)  # type: ignore[misc]
+        if not self.yaml_path_resolvers:  # none are registered: see `_plain_resolver`
+            self.resolve = _plain_resolver(super().resolve)  # type: ignore[method-assign]
+            # descend_resolver(parent, index) and ascend_resolver() only track the path for
+            # path resolvers and return nothing used (yaml/resolver.py: they return at once
+            # when there are none). The serializer calls both for every node; any builtin
+            # that takes as many arguments and has no effect does the same work in C without
+            # two Python frames per node.
+            self.descend_resolver = operator.is_  # type: ignore[method-assign]
+            self.ascend_resolver = tuple  # type: ignore[method-assign]
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
-    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        """The tag a plain scalar would read back as, once per distinct string: the serializer
-        asks for every scalar, and a plan repeats the same keys and values thousands of times.
-        Without path resolvers (none are registered) the answer depends on the string alone."""
-        if kind is not yaml.ScalarNode or not implicit[0] or self.yaml_path_resolvers:
-            return super().resolve(kind, value, implicit)  # type: ignore[misc]
-        tags = self.__dict__.setdefault("_tags", {})
-        tag = tags.get(value)
-        if tag is None:
-            tag = tags[value] = super().resolve(kind, value, implicit)  # type: ignore[misc]
-        return tag
-
     def represent_data(self, data: Any) -> yaml.Node:
+        return self._build(data)
+
+
+def _node_builder(other: Callable[[Any], yaml.Node]) -> Callable[[Any], yaml.Node]:
+    """`_Representer.represent_data` as one closure: a plan has about 120 nodes per object, and
+    a recursive local function with the node classes at hand, string keys built in place and
+    the node constructors called positionally (`yaml/nodes.py`: tag, value, start_mark,
+    end_mark, style / flow_style) saves a third of the time a method per node takes. `other`:
+    PyYAML's own dispatch, for any other type."""
+    scalar, mapping, sequence = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+
+    def build(data: Any) -> yaml.Node:
         kind = type(data)
         if kind is str:
-            return yaml.ScalarNode(STR, data, style="|" if "\n" in data else None)
+            return scalar(STR, data, None, None, "|" if "\n" in data else None)
         if kind is dict:
-            node = self.represent_data
-            pairs = [(node(k), node(v)) for k, v in data.items()]
-            return yaml.MappingNode(MAP, pairs, flow_style=False)
+            pairs = [
+                (
+                    scalar(STR, k, None, None, "|" if "\n" in k else None)
+                    if type(k) is str
+                    else build(k),
+                    build(v),
+                )
+                for k, v in data.items()
+            ]
+            return mapping(MAP, pairs, None, None, False)
         if kind is list:
-            return yaml.SequenceNode(SEQ, [self.represent_data(i) for i in data], flow_style=False)
+            return sequence(SEQ, [build(i) for i in data], None, None, False)
         if kind is bool:
-            return yaml.ScalarNode(BOOL, "true" if data else "false")
+            return scalar(BOOL, "true" if data else "false")
         if kind is int:
-            return yaml.ScalarNode(INT, str(data))
+            return scalar(INT, str(data))
         if data is None:
-            return yaml.ScalarNode(NULL, "null")
-        return super().represent_data(data)  # type: ignore[misc]
+            return scalar(NULL, "null")
+        return other(data)
+
+    return build
 
 
 class PyDumper(_Representer, yaml.SafeDumper):

@@ -4,7 +4,9 @@ measures and prints the numbers.)"""
 
 from __future__ import annotations
 
-from bench.bench import floor_program, stack_config
+import pytest
+
+from bench.bench import floor_program, measured, selected, stack_config
 from mesh.config import parse_config
 from mesh.plan import build_plan
 from tests.harness import run_program, try_program
@@ -24,3 +26,16 @@ def test_the_floor_registers_exactly_the_programs_kubernetes_resources():
     assert len(floor_run.resources) == len(objects)  # bare: no components, nothing else
     extra = [r for r in program_run.resources if not r.custom]
     assert len(extra) == len(program_run.resources) - len(objects)  # the components alone
+
+
+@pytest.mark.parametrize(
+    ("only", "measured_names"),
+    [
+        (None, ("program", "floor", "render", "yaml", "diff")),
+        (["render"], ("render", "yaml")),
+        (["program"], ("program", "floor")),
+        (["diff"], ("render", "yaml", "diff")),  # the diff's target is relative to a render
+    ],
+)
+def test_only_selects_the_named_measurements_and_what_they_are_compared_with(only, measured_names):
+    assert measured(selected(only)) == measured_names

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 
 from mesh.config import parse_config
+from mesh.dashboard import dashboard, indented_json
 from mesh.plan import MODEL, build_plan
 from mesh.promql import model_queries
 from tests.conftest import STACKS, stack_raw, with_value
@@ -296,3 +297,29 @@ def test_every_config_map_of_a_large_stack_stays_far_below_the_size_limit(dev):
     assert alone["model-7"] == config_maps["model-7"]
     text = _versions_text(_board(alone["model-7"]))
     assert all(f"| v{i} |" in text for i in range(1, 4))
+
+
+INDENTED_JSON_CASES = {
+    "empty containers": {"a": {}, "b": [], "c": [{}, []]},
+    "nesting": {"a": [1, [2, {"b": None}], {"c": {"d": [True, False]}}]},
+    "scalars at the top": ["text", 0, -7, 1.5, 1e17, 1e-7, True, None],
+    "a lone string": 'é \u2028 \x00 " \\ / 日本語 😀',
+    "escapes in keys": {'é\n\t"\\': "v", "": ""},
+    "big ints": {"n": 2**70, "m": -(2**70)},
+    "NaN and infinities (left to json.dumps)": {"x": [float("nan"), float("inf"), -float("inf")]},
+    "non-string keys (left to json.dumps)": {1: "a", 2.5: "b", False: "c", None: "d"},
+    "a bool where an int could be": {"x": [1, True, 0, False]},
+    "a tuple (left to json.dumps)": {"t": (1, 2)},
+}
+
+
+@pytest.mark.parametrize("value", INDENTED_JSON_CASES.values(), ids=INDENTED_JSON_CASES.keys())
+def test_indented_json_writes_what_json_dumps_with_indent_2_writes(value):
+    assert indented_json(value) == json.dumps(value, indent=2)
+
+
+def test_every_shipped_board_is_the_text_json_dumps_with_indent_2_writes(stack_boards):
+    config, boards = stack_boards
+    for name in boards:
+        board = dashboard(config, name)
+        assert indented_json(board) == json.dumps(board, indent=2)

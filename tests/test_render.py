@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
@@ -253,3 +254,20 @@ def test_the_fast_representer_leaves_other_types_to_pyyaml():
     assert output == "float: 1.5\nexponent: 1.0e+17\ninf: .inf\n"
     with pytest.raises(yaml.representer.RepresenterError):
         to_yaml([{"object": object()}], PyDumper)
+
+
+@pytest.mark.parametrize("dumper", [d for d in (CDumper, PyDumper) if d], ids=lambda d: d.__name__)
+def test_the_memoised_resolver_answers_as_pyyaml_for_every_node_kind(dumper):
+    """The serializer asks `resolve` twice per scalar and once per collection; the memoised one
+    must give PyYAML's answer every time, also when asked again for the same string."""
+    stock = yaml.resolver.Resolver()
+    fast = dumper(io.StringIO())
+    questions = [
+        (yaml.ScalarNode, value, implicit)
+        for value in TRICKY_STRINGS.values()
+        for implicit in ((True, False), (False, True), (False, False), (True, True))
+    ]
+    questions += [(yaml.SequenceNode, [], True), (yaml.MappingNode, [], True)]
+    for _ in range(2):
+        for question in questions:
+            assert fast.resolve(*question) == stock.resolve(*question), question

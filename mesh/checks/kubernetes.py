@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from mesh.checks import k8s_formats as fmt
 from mesh.checks.findings import (
@@ -53,6 +53,7 @@ from mesh.checks.quantity import format_quantity, parse_quantity
 from mesh.trace.objects import selects  # metav1 LabelSelectorAsSelector(...).Matches
 from models.workloads import SERVER_CONTAINER
 
+_T = TypeVar("_T")
 GPU = "nvidia.com/gpu"
 CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding"})
 # metadata.name per kind: the nameFn ValidateObjectMeta gets; every other kind (ConfigMap,
@@ -92,6 +93,30 @@ def _version_path(index: _Index, obj: dict[str, Any], *rest: str) -> str | None:
     if model is None or version not in index.config.models[model].versions:
         return _model_path(index, obj, *rest) if model and not rest else None
     return ".".join(("models", model, "versions", str(version), *rest))
+
+
+def _once(compute: Callable[[], _T]) -> Callable[[], _T]:
+    """`compute()`, worked out the first time it is asked for and only then: most objects
+    have no finding, and the config key a finding would name costs more to find than the
+    check itself (a plan of 300 models has about 7,000 of them)."""
+    done: list[_T] = []
+
+    def value() -> _T:
+        if not done:
+            done.append(compute())
+        return done[0]
+
+    return value
+
+
+def _server_path(
+    index: _Index, deployment: dict[str, Any], container: str
+) -> Callable[[], str | None]:
+    """The version's config path (when asked) for a finding on the server container, None for
+    any other container (the mesh's sidecars, a user's init container)."""
+    if container != SERVER_CONTAINER:
+        return lambda: None
+    return _once(lambda: _version_path(index, deployment))
 
 
 def _pod(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -222,18 +247,18 @@ def object_metadata(index: _Index) -> Iterator[Finding]:
         name_rule, name_fn = NAME_RULES.get(kind, SUBDOMAIN_NAME)
         for obj in objects:
             meta = _dict(obj.get("metadata"))
-            path = _version_path(index, obj)
+            path = _once(lambda obj=obj: _version_path(index, obj))
             name = meta.get("name")
             if not isinstance(name, str) or not name:
                 yield _refused(
-                    index, obj, path, "metadata.name: Required value", "ValidateObjectMeta"
+                    index, obj, path(), "metadata.name: Required value", "ValidateObjectMeta"
                 )
             else:
                 for problem in name_fn(name):
                     yield _refused(
                         index,
                         obj,
-                        path,
+                        path(),
                         f"metadata.name {name!r}: {problem}",
                         f"ValidateObjectMeta, {name_rule}",
                     )
@@ -257,11 +282,11 @@ def object_metadata(index: _Index) -> Iterator[Finding]:
                 )
             for field, block in where:
                 for problem in _label_problems(_dict(block.get("labels")), f"{field}.labels"):
-                    yield _refused(index, obj, path, problem, "ValidateLabels")
+                    yield _refused(index, obj, path(), problem, "ValidateLabels")
                 for problem in _annotation_problems(
                     _dict(block.get("annotations")), f"{field}.annotations"
                 ):
-                    yield _refused(index, obj, path, problem, "ValidateAnnotations")
+                    yield _refused(index, obj, path(), problem, "ValidateAnnotations")
 
 
 MAX_CONFIG_MAP_SIZE = 1024 * 1024  # core.MaxSecretSize, also the ConfigMap limit
@@ -308,12 +333,12 @@ def pod_templates(index: _Index) -> Iterator[Finding]:
         for where, container in _containers(pod):
             name = str(container.get("name", ""))
             field = f"spec.template.spec.{where}"
-            path = _version_path(index, deployment) if name == SERVER_CONTAINER else None
+            path = _server_path(index, deployment, name)
             for problem in fmt.dns1123_label(name):
                 yield _refused(
                     index,
                     deployment,
-                    path,
+                    path(),
                     f"{field}.name {name!r}: {problem}",
                     "validateContainers",
                 )
@@ -321,7 +346,7 @@ def pod_templates(index: _Index) -> Iterator[Finding]:
                 yield _refused(
                     index,
                     deployment,
-                    path,
+                    path(),
                     f"{field}.name: Duplicate value {name!r}",
                     "validateContainers",
                 )
@@ -344,7 +369,7 @@ def _ports(
     but a Service targetPort or probe naming it resolves to the first container's port
     (podutil.FindPort walks the containers in order): a warning."""
     name = str(container.get("name", ""))
-    path = _version_path(index, deployment) if name == SERVER_CONTAINER else None
+    path = _server_path(index, deployment, name)
     own: set[str] = set()
     for i, port in enumerate(_list(container.get("ports"))):
         port = _dict(port)
@@ -356,7 +381,7 @@ def _ports(
                 yield _refused(
                     index,
                     deployment,
-                    path,
+                    path(),
                     f"{at}.name {port_name!r}: {problem}",
                     "validateContainerPorts, IsValidPortName",
                 )
@@ -364,7 +389,7 @@ def _ports(
                 yield _refused(
                     index,
                     deployment,
-                    path,
+                    path(),
                     f"{at}.name: Duplicate value {port_name!r}",
                     "validateContainerPorts",
                 )
@@ -374,7 +399,7 @@ def _ports(
                     deployment,
                     KUBERNETES_WARNS,
                     "warning",
-                    path,
+                    path(),
                     f"{at}.name {port_name!r} is also a port of container {owner[port_name]!r}: a "
                     "Service targetPort or probe that names it resolves to that container's port "
                     "(podutil.FindPort takes the first); give each port its own name",
@@ -385,7 +410,7 @@ def _ports(
             yield _refused(
                 index,
                 deployment,
-                path,
+                path(),
                 f"{at}.containerPort {port.get('containerPort')!r}: {problem}",
                 "validateContainerPorts, IsValidPortNum",
             )
@@ -394,7 +419,7 @@ def _ports(
             yield _refused(
                 index,
                 deployment,
-                path,
+                path(),
                 f"{at}.protocol: Unsupported value {protocol!r}: supported values: TCP, UDP, SCTP",
                 "validateContainerPorts",
             )
@@ -408,7 +433,7 @@ def _probes(
     the kubelet cannot resolve it and the probe fails on every try (the container never
     turns ready, or is restarted by its liveness probe): a warning."""
     name = str(container.get("name", ""))
-    path = _version_path(index, deployment) if name == SERVER_CONTAINER else None
+    path = _server_path(index, deployment, name)
     own = {_dict(p).get("name") for p in _list(container.get("ports"))}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         for action in ("httpGet", "tcpSocket"):
@@ -419,7 +444,7 @@ def _probes(
             problems = fmt.port_number_or_name(port)
             for problem in problems:
                 yield _refused(
-                    index, deployment, path, f"{at} {port!r}: {problem}", "ValidatePortNumOrName"
+                    index, deployment, path(), f"{at} {port!r}: {problem}", "ValidatePortNumOrName"
                 )
             if not problems and isinstance(port, str) and port not in own:
                 yield _finding(
@@ -427,7 +452,7 @@ def _probes(
                     deployment,
                     SELECTS_NOTHING,
                     "warning",
-                    path,
+                    path(),
                     f"{at} {port!r} names no port of container {name!r}: the kubelet cannot "
                     "resolve it and the probe fails on every try",
                 )
@@ -453,12 +478,13 @@ def _env(
     may be dropped when using apply")."""
     seen: set[str] = set()
     rule = "ValidateEnv, " + ("IsRelaxedEnvVarName" if relaxed else "IsEnvVarName")
+    container_name = str(container.get("name"))
     for i, var in enumerate(_list(container.get("env"))):
         name = str(_dict(var).get("name", ""))
-        path = _env_path(index, deployment, str(container.get("name")), name)
+        path = _once(lambda name=name: _env_path(index, deployment, container_name, name))
         for problem in fmt.env_var_name(name, relaxed):
             yield _refused(
-                index, deployment, path, f"{field}.env[{i}].name {name!r}: {problem}", rule
+                index, deployment, path(), f"{field}.env[{i}].name {name!r}: {problem}", rule
             )
         if name in seen:
             yield _finding(
@@ -466,7 +492,7 @@ def _env(
                 deployment,
                 KUBERNETES_WARNS,
                 "warning",
-                path,
+                path(),
                 f"{field}.env[{i}]: hides previous definition of {name!r}, which may be dropped "
                 "when using apply; set each variable once",
             )
@@ -540,24 +566,31 @@ def _resources(
     name = str(container.get("name", ""))
     resources = _dict(container.get("resources"))
     values: dict[str, dict[str, tuple[str, Decimal]]] = {"limits": {}, "requests": {}}
-    fallback = _version_path(index, deployment, "resources") if name == SERVER_CONTAINER else None
+    fallback = _once(
+        lambda: _version_path(index, deployment, "resources") if name == SERVER_CONTAINER else None
+    )
+
+    def set_by(side: str, resource: str) -> str | None:
+        """The key that set this container's `side`.`resource` (see `_resource_key`)."""
+        return _resource_key(index, deployment, name, side, resource)
+
     rule = "validateResourceRequirements"
     for side in ("limits", "requests"):
         for resource, raw in _dict(resources.get(side)).items():
-            key = _resource_key(index, deployment, name, side, resource) or fallback
+            key = _once(lambda side=side, resource=resource: set_by(side, resource) or fallback())
             at = f"{field}.resources.{side}.{resource}"
             if problem := _resource_name_problem(str(resource)):
-                yield _refused(index, deployment, key, f"{at}: {problem}", rule)
+                yield _refused(index, deployment, key(), f"{at}: {problem}", rule)
             try:
                 value = parse_quantity(raw)
             except ValueError as error:
-                yield _refused(index, deployment, key, f"{at}: {error}", rule)
+                yield _refused(index, deployment, key(), f"{at}: {error}", rule)
                 continue
             if value < 0:
                 yield _refused(
                     index,
                     deployment,
-                    key,
+                    key(),
                     f"{at} {raw}: must be greater than or equal to 0",
                     "ValidateResourceQuantityValue",
                 )
@@ -565,22 +598,25 @@ def _resources(
                 yield _refused(
                     index,
                     deployment,
-                    key,
+                    key(),
                     f"{at} {raw}: must be an integer",
                     "ValidateResourceQuantityValue",
                 )
             values[side][str(resource)] = (str(raw), value)
+
+    def keys(resource: str) -> tuple[str | None, str | None, str | None]:
+        """(the request's key, the limit's, the one a finding names), for findings only."""
+        request_key, limit_key = set_by("requests", resource), set_by("limits", resource)
+        return request_key, limit_key, request_key or limit_key or fallback()
+
     for resource, (raw, request) in values["requests"].items():
         limit = values["limits"].get(resource)
-        request_key = _resource_key(index, deployment, name, "requests", resource)
-        limit_key = _resource_key(index, deployment, name, "limits", resource)
-        key = request_key or limit_key or fallback
         if limit is None:
             if not _overcommit_allowed(resource):
                 yield _refused(
                     index,
                     deployment,
-                    key,
+                    keys(resource)[2],
                     f"container {name!r} requests {resource} {raw} without a limit: Limit must "
                     f"be set for non overcommitable resources; set limits.{resource} to {raw}",
                     rule,
@@ -591,7 +627,7 @@ def _resources(
             yield _refused(
                 index,
                 deployment,
-                key,
+                keys(resource)[2],
                 f"container {name!r} requests {resource} {raw} but its limit is {limit_raw}: "
                 f"must be equal to {resource} limit of {limit_raw} ({resource} cannot be "
                 "overcommitted, a device is allocated whole); set both to the same count "
@@ -599,6 +635,7 @@ def _resources(
                 rule,
             )
         elif request > limit_value:
+            request_key, limit_key, key = keys(resource)
             yield _refused(
                 index,
                 deployment,
