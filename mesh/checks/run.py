@@ -27,6 +27,7 @@ from mesh.checks.kubernetes import (
     pod_templates,
     services,
 )
+from mesh.checks.matches import unreachable_routes
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
 from mesh.checks.pack import pack_rules
 from mesh.checks.rollouts import rollouts
@@ -69,6 +70,7 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     autoscalers,
     disruption_budgets,
     gpu_images,
+    unreachable_routes,
 )
 
 
