@@ -41,6 +41,13 @@ from mesh.checks.values import (
     route_weights,
     subset_labels,
 )
+from mesh.checks.workload_policies import (
+    authorization_policies,
+    service_entry_addresses,
+    service_entry_protocols,
+    sidecar_selectors,
+    telemetry_selectors,
+)
 from mesh.config import StackConfig
 
 RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
@@ -71,6 +78,11 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     disruption_budgets,
     gpu_images,
     unreachable_routes,
+    authorization_policies,
+    sidecar_selectors,
+    telemetry_selectors,
+    service_entry_addresses,
+    service_entry_protocols,
 )
 
 
