@@ -20,7 +20,13 @@ import yaml
 from mesh.checks import check
 from mesh.checks.index import _Index
 from mesh.checks.matches import as_json, unreachable_routes
-from mesh.checks.workload_policies import namespace_match, selector_string
+from mesh.checks.workload_policies import (
+    authorization_policies,
+    namespace_match,
+    selector_string,
+    sidecar_selectors,
+    telemetry_selectors,
+)
 from mesh.config import parse_config
 from mesh.plan import build_plan
 from tests.conftest import PROJECT_DIR, stack_raw, with_value
@@ -739,3 +745,131 @@ def test_an_older_service_entry_with_another_protocol_for_the_stacks_host_fails_
 )
 def test_service_entry_protocols_conflict_only_where_a_proxy_sees_both(prod, entry, expected):
     assert _live(prod, entry) == expected
+
+
+# --- Istio testdata, ported (analyzers_test.go expectations) -------------------------------
+
+SELECTOR_PODS = """
+- {apiVersion: v1, kind: Pod, metadata: {name: productpage, namespace: default, labels: {app: productpage}}}
+- {apiVersion: v1, kind: Pod, metadata: {name: productpage-other, namespace: other, labels: {app: productpage}}}
+- {apiVersion: v1, kind: Pod, metadata: {name: reviews, namespace: default, labels: {app: reviews}}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: ratings, namespace: default, labels: {app: ratings-app, myapp: ratings-myapp}}
+"""
+
+# testdata/sidecar-selector.yaml and telemetry-selector.yaml: the same pods and selectors.
+SELECTORS = {
+    "maps-correctly-no-conflicts": ("default", {"app": "productpage"}),
+    "maps-to-nonexistent": ("default", {"app": "bogus"}),
+    "maps-to-different-ns": ("other", {"app": "reviews"}),
+    "dupe-1": ("default", {"app": "reviews"}),
+    "dupe-2": ("default", {"app": "reviews"}),
+    "overlap-1": ("default", {"app": "ratings-app"}),
+    "overlap-2": ("default", {"myapp": "ratings-myapp"}),
+}
+SELECTOR_EXPECTED = [
+    ("IST0101", "default/maps-to-nonexistent"),
+    ("IST0101", "other/maps-to-different-ns"),
+    ("conflict", "default/dupe-1"),
+    ("conflict", "default/dupe-2"),
+    ("conflict", "default/overlap-1"),
+    ("conflict", "default/overlap-2"),
+]
+
+
+def _istio(objects: list[dict[str, Any]], rule) -> list[tuple[str, str]]:
+    """Every object a cluster's (no stack): findings as (code, namespace/name)."""
+    index = _Index(_config("dev"), copy.deepcopy(objects), None, frozenset())
+    return sorted((f.code, f.resource.split(" ", 1)[1]) for f in rule(index))
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "rule", "conflict"),
+    [
+        ("Sidecar", "workloadSelector", sidecar_selectors, "IST0110"),
+        ("Telemetry", "selector", telemetry_selectors, "IST0159"),
+    ],
+)
+def test_selector_analyzers_report_what_istio_reports_on_its_testdata(kind, field, rule, conflict):
+    key = "labels" if kind == "Sidecar" else "matchLabels"
+    policies = [
+        _obj(kind, name, namespace, {field: {key: labels}})
+        for name, (namespace, labels) in SELECTORS.items()
+    ]
+    found = _istio([*yaml.safe_load(SELECTOR_PODS), *policies], rule)
+    expected = [(conflict if c == "conflict" else c, r) for c, r in SELECTOR_EXPECTED]
+    assert found == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "rule", "code"),
+    [
+        ("Sidecar", "workloadSelector", sidecar_selectors, "IST0111"),
+        ("Telemetry", "selector", telemetry_selectors, "IST0160"),
+    ],
+)
+def test_default_selector_analyzers_report_what_istio_reports_on_its_testdata(
+    kind, field, rule, code
+):
+    """testdata/sidecar-default-selector.yaml and telemetry-default-selector.yaml."""
+    key = "labels" if kind == "Sidecar" else "matchLabels"
+    objects = [
+        _obj(kind, "no-selector", "ns1", {}),
+        _obj(kind, "has-selector", "ns1", {field: {key: {"app": "foo"}}}),
+        _obj(kind, "has-conflict-1", "ns2", {}),
+        _obj(kind, "has-conflict-2", "ns2", {}),
+        _namespace("ns1", injected=False),
+        _namespace("ns2", injected=False),
+        _pod("random-pod", "ns1", {"app": "foo"}, proxy=False),
+    ]
+    assert [f for f in _istio(objects, rule) if f[0] == code] == [
+        (code, "ns2/has-conflict-1"),
+        (code, "ns2/has-conflict-2"),
+    ]
+
+
+def test_authorization_policy_analyzer_reports_what_istio_reports_on_its_testdata():
+    """testdata/authorizationpolicies.yaml (the rules' `to` and `when` left out: unread)."""
+    sleep = {"principals": ["cluster.local/ns/default/sa/sleep"]}
+    patterns = ["prod-*", "*-test", "*-bogus", "bogus-*", "*", "httpbin"]
+
+    def policy(name, namespace, selector=None, **source):
+        found = _policy(name, namespace, selector)
+        found["spec"]["rules"] = [{"from": [{"source": sleep}, {"source": source}]}]
+        return found
+
+    httpbin = {"app": "httpbin", "version": "v1"}
+    pod = _pod("httpbin-55bf89f8c9-wzfrh", "httpbin", httpbin, proxy=False)
+    ambient = _pod("sleep-55bf89f8c9-wzfrh", "test-ambient", {"app": "sleep", "version": "v1"})
+    ambient["spec"]["containers"].pop()
+    ambient["metadata"]["annotations"] = {"ambient.istio.io/redirection": "enabled"}
+    objects = [
+        _namespace("httpbin"),
+        _namespace("prod-httpbin"),
+        _namespace("httpbin-test"),
+        pod,
+        ambient,
+        policy("httpbin", "httpbin", httpbin, namespaces=["httpbin"]),
+        _obj("AuthorizationPolicy", "meshwide-httpbin", "istio-system", {}),
+        _policy("meshwide-httpbin-v1", "istio-system", {"version": "bogus-version"}),
+        policy("httpbin-empty-namespace-wide", "httpbin-empty", namespaces=["httpbin"]),
+        policy("httpbin-namespace-wide", "httpbin", namespaces=["httpbin"]),
+        policy("httpbin-nopods", "httpbin", {"app": "bogus-label", "version": "v1"}),
+        policy("httpbin-bogus-not-ns", "httpbin", httpbin, notNamespaces=patterns),
+        policy("httpbin-bogus-ns", "httpbin", httpbin, namespaces=patterns),
+        policy("no-workload", "test-ambient", httpbin, namespaces=["httpbin"]),
+        policy("valid-policy", "test-ambient", {"app": "sleep", "version": "v1"}),
+    ]
+    assert _istio(objects, authorization_policies) == sorted(
+        [
+            ("IST0127", "istio-system/meshwide-httpbin-v1"),
+            ("IST0127", "httpbin-empty/httpbin-empty-namespace-wide"),
+            ("IST0127", "httpbin/httpbin-nopods"),
+            ("IST0101", "httpbin/httpbin-bogus-ns"),
+            ("IST0101", "httpbin/httpbin-bogus-ns"),
+            ("IST0101", "httpbin/httpbin-bogus-not-ns"),
+            ("IST0101", "httpbin/httpbin-bogus-not-ns"),
+            ("IST0127", "test-ambient/no-workload"),
+        ]
+    )
