@@ -133,7 +133,9 @@ def workloads(index: _Index) -> list[Workload]:
                 str(_dict(metadata.get("annotations")).get(AMBIENT_REDIRECTION)) == "enabled",
             )
         )
-    live = list(found)
+    live: dict[str, list[Workload]] = defaultdict(list)
+    for pod in found:
+        live[pod.namespace].append(pod)
     for deployment in index.by_kind["Deployment"]:
         spec = _spec(deployment)
         if spec.get("replicas", 1) == 0:
@@ -143,7 +145,7 @@ def workloads(index: _Index) -> list[Workload]:
         labels = {str(k): str(v) for k, v in _dict(metadata.get("labels")).items()}
         namespace = index.ns(deployment)
         if not index.is_stack(deployment) and any(
-            p.namespace == namespace and selects(labels, p.labels) for p in live
+            selects(labels, p.labels) for p in live.get(namespace, [])
         ):
             continue  # its live pods stand for it
         pod_spec = _dict(template.get("spec"))
@@ -283,10 +285,6 @@ def _namespaces_not_found(
                 )
 
 
-def _selected(index: _Index, pods: list[Workload], obj: dict[str, Any], labels: dict) -> list:
-    return [p for p in pods if p.namespace == index.ns(obj) and selects(labels, p.labels)]
-
-
 def _selector_analyzer(
     index: _Index,
     policies: list[tuple[dict[str, Any], dict[str, Any]]],
@@ -296,10 +294,14 @@ def _selector_analyzer(
     """The loop sidecar/selector.go and telemetry/selector.go `SelectorAnalyzer` share: a
     selector that matches no pod of its namespace is IST0101; a pod two of them select is
     reported on each (IST0110 / IST0159)."""
-    pods = workloads(index)
+    pods: dict[str, list[Workload]] = defaultdict(list)
+    for pod in workloads(index):
+        pods[pod.namespace].append(pod)
     by_pod: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for obj, labels in policies:
-        matched = _selected(index, pods, obj, labels)
+        # only pods of the policy's namespace (selector.go: "Only attempt to match in the
+        # same namespace")
+        matched = [p for p in pods.get(index.ns(obj), []) if selects(labels, p.labels)]
         if not matched:
             yield _finding(
                 index,
