@@ -873,3 +873,26 @@ def test_authorization_policy_analyzer_reports_what_istio_reports_on_its_testdat
             ("IST0127", "test-ambient/no-workload"),
         ]
     )
+
+
+def test_the_policy_of_flaggers_primary_selects_the_pods_flagger_will_make():
+    """Progressive mode: the `<m>-primary` AuthorizationPolicy selects pods no Deployment of
+    the stack has; Flagger copies the Canary's target to them (as mesh.checks.kubernetes
+    models it), so neither the stack alone nor a cluster with the live primary pods warns."""
+    raw = with_value(stack_raw("prod"), "models.sentiment.canary", {"version": "v4"})
+    raw = with_value(raw, "models.sentiment.progressive", {"stepWeight": 5, "maxWeight": 30})
+    config = _config(raw=raw)
+    objects = build_plan(config).objects()
+    assert any(o["metadata"]["name"] == "sentiment-primary" for o in objects)
+    assert [f for f in check(config, objects) if f.code in CODES] == []
+    live = _pod("sentiment-primary-5d9f", NS, {"app": "sentiment-primary"})
+    two = [
+        _obj("Sidecar", n, NS, {"workloadSelector": {"labels": {"app": "sentiment-primary"}}})
+        for n in ("one", "two")
+    ]
+    findings = check(config, objects, cluster=copy.deepcopy([*BASE, live, *two]))
+    # one conflict per pod and Sidecar: the live primary pod, not also Flagger's template
+    assert (
+        sorted(f.message.rsplit(" pod ", 1)[1] for f in findings if f.code == "IST0110")
+        == ['"sentiment-primary-5d9f", which can lead to undefined behavior.'] * 2
+    )

@@ -14,8 +14,9 @@ judge them over the stack and (with `mesh check --with`) the cluster it lands in
 
 Workloads are the pods Istio's analyzers iterate (`gvk.Pod`): the snapshot's live Pods, and the
 pods the stack's Deployments will run (one per template, named `<deployment>-*`; a template
-scaled to 0 has none). A cluster Deployment stands for its pods only when the snapshot holds
-none of them. Labels are matched with the one selector matcher of mesh.checks.kubernetes
+scaled to 0 has none; a Flagger Canary's target also stands for the primary Flagger makes of
+it, `<deployment>-primary-*`). A cluster Deployment, or a primary, stands for its pods only when
+the snapshot holds none of them. Labels are matched with the one selector matcher of mesh.checks.kubernetes
 (mesh.trace.objects `selects`), as `klabels.SelectorFromSet(...).Matches` does.
 
 Without a snapshot the stack's Deployments are all the pods there are, so selectors are checked
@@ -136,6 +137,10 @@ def workloads(index: _Index) -> list[Workload]:
     live: dict[str, list[Workload]] = defaultdict(list)
     for pod in found:
         live[pod.namespace].append(pod)
+    targets = {
+        (index.ns(c), str(_dict(_spec(c).get("targetRef")).get("name")))
+        for c in index.by_kind["Canary"]
+    }
     for deployment in index.by_kind["Deployment"]:
         spec = _spec(deployment)
         if spec.get("replicas", 1) == 0:
@@ -144,25 +149,28 @@ def workloads(index: _Index) -> list[Workload]:
         metadata = _dict(template.get("metadata"))
         labels = {str(k): str(v) for k, v in _dict(metadata.get("labels")).items()}
         namespace = index.ns(deployment)
-        if not index.is_stack(deployment) and any(
-            selects(labels, p.labels) for p in live.get(namespace, [])
-        ):
-            continue  # its live pods stand for it
         pod_spec = _dict(template.get("spec"))
-        found.append(
-            Workload(
-                namespace,
-                f"{_name(deployment)}-*",
-                labels,
-                _in_mesh(
-                    metadata,
-                    _list(pod_spec.get("containers")) + _list(pod_spec.get("initContainers")),
-                    namespaces.get(namespace),
-                    template=True,
-                ),
-                str(_dict(metadata.get("annotations")).get(AMBIENT_REDIRECTION)) == "enabled",
-            )
+        in_mesh = _in_mesh(
+            metadata,
+            _list(pod_spec.get("containers")) + _list(pod_spec.get("initContainers")),
+            namespaces.get(namespace),
+            template=True,
         )
+        ambient = str(_dict(metadata.get("annotations")).get(AMBIENT_REDIRECTION)) == "enabled"
+        # a Deployment's pods are those its selector picks (without one: its template's labels)
+        matched = _dict(_dict(spec.get("selector")).get("matchLabels"))
+        selected = {str(k): str(v) for k, v in matched.items()} or labels
+        pods = [(f"{_name(deployment)}-*", labels, selected, not index.is_stack(deployment))]
+        if (namespace, _name(deployment)) in targets:
+            # Flagger's primary copy of a Canary's target: its selector labels get `-primary`
+            # (pkg/canary/util.go makePrimaryLabels), as mesh.checks.kubernetes models it
+            primary = {k: f"{v}-primary" if k in selected else v for k, v in labels.items()}
+            chosen = {k: primary[k] for k in selected if k in primary}
+            pods.append((f"{_name(deployment)}-primary-*", primary, chosen, True))
+        for name, pod_labels, selector, unless_live in pods:
+            if unless_live and any(selects(selector, p.labels) for p in live.get(namespace, [])):
+                continue  # its live pods stand for it
+            found.append(Workload(namespace, name, pod_labels, in_mesh, ambient))
     return found
 
 
