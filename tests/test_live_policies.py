@@ -896,3 +896,19 @@ def test_the_policy_of_flaggers_primary_selects_the_pods_flagger_will_make():
         sorted(f.message.rsplit(" pod ", 1)[1] for f in findings if f.code == "IST0110")
         == ['"sentiment-primary-5d9f", which can lead to undefined behavior.'] * 2
     )
+
+
+def test_pods_of_a_namespace_without_injection_select_no_policy_only_against_the_cluster():
+    """Without a snapshot the missing injection is IST0102's, once; against the cluster the
+    policies' pods get no sidecar, so Istio's IST0127 reports each policy too."""
+    config = _config()
+    objects = copy.deepcopy(build_plan(config).objects())
+    (namespace,) = [o for o in objects if o["kind"] == "Namespace"]
+    namespace["metadata"]["labels"].pop("istio-injection")
+    alone = {f.code for f in check(config, objects)}
+    assert "IST0102" in alone and "IST0127" not in alone
+    live = [f for f in check(config, objects, cluster=copy.deepcopy(BASE)) if f.code == "IST0127"]
+    assert {(f.resource, f.origin) for f in live} == {
+        (f"AuthorizationPolicy {NS}/fraud", "stack"),
+        (f"AuthorizationPolicy {NS}/sentiment", "stack"),
+    }

@@ -20,8 +20,9 @@ the snapshot holds none of them. Labels are matched with the one selector matche
 (mesh.trace.objects `selects`), as `klabels.SelectorFromSet(...).Matches` does.
 
 Without a snapshot the stack's Deployments are all the pods there are, so selectors are checked
-against them (every policy ml-mesh builds selects its own pods); what needs the cluster (the
-namespaces that exist) stays silent.
+against them (every policy ml-mesh builds selects its own pods), counted as meshed (a namespace
+without injection is IST0102's, once); what needs the cluster (the namespaces that exist) stays
+silent.
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ def workloads(index: _Index) -> list[Workload]:
         labels = {str(k): str(v) for k, v in _dict(metadata.get("labels")).items()}
         namespace = index.ns(deployment)
         pod_spec = _dict(template.get("spec"))
-        in_mesh = _in_mesh(
+        # The stack alone: its pods count as meshed; a namespace without injection is
+        # reported once, as IST0102 (mesh.checks.mesh_wide), not again on every policy.
+        in_mesh = index.stack_ids is None or _in_mesh(
             metadata,
             _list(pod_spec.get("containers")) + _list(pod_spec.get("initContainers")),
             namespaces.get(namespace),
