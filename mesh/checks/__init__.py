@@ -24,6 +24,9 @@ works as it did when this was one module:
 - `destinations`: routes resolve to hosts, ports and subsets (IST0101, IST0112); subsets select
   pods, DestinationRule hosts exist (IST0173, IST0174)
 - `gateways`: gateway references and hosts (IST0101, IST0132); Gateway servers and TLS
+- `gateway_workloads` (`--with` only): the Gateway's pods and their Service ports (IST0101,
+  IST0162), its credential Secrets in the pods' namespace (IST0101, IST0161), conflicting
+  Gateways on one workload (IST0145), certificates shared between Gateways (IST0138)
 - `mesh_wide`: one mesh-bound VirtualService per host (IST0109), Service port protocols
   (IST0118), namespace injection (IST0102, IST0123)
 - `images`: container images pinned by digest in protected stacks (MESH0003, ml-mesh's own)
@@ -77,6 +80,12 @@ from mesh.checks.findings import (
     gate,
 )
 from mesh.checks.formats import MILLISECOND, PROTOCOLS, is_dns_label, parse_duration
+from mesh.checks.gateway_workloads import (
+    conflicting_gateways,
+    duplicate_certificates,
+    gateway_credentials,
+    gateway_ports,
+)
 from mesh.checks.gateways import gateway_references, gateway_servers
 from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
@@ -157,15 +166,19 @@ __all__ = [
     "autoscalers",
     "check",
     "config_maps",
+    "conflicting_gateways",
     "cpu_only_image",
     "deployment_specs",
     "destination_rule_subsets",
     "disruption_budgets",
+    "duplicate_certificates",
     "durations",
     "errors",
     "export_to",
     "fqdn",
     "gate",
+    "gateway_credentials",
+    "gateway_ports",
     "gateway_references",
     "gateway_servers",
     "gpu_images",

@@ -31,6 +31,11 @@ HOST_NOT_FOUND_IN_GATEWAY = "IST0132"
 SCHEMA_WARNING = "IST0133"
 SUBSET_SELECTS_NO_PODS = "IST0173"
 UNKNOWN_DESTINATION_RULE_HOST = "IST0174"
+# Istio's gateway analyzers over the gateway workload (mesh.checks.gateway_workloads).
+GATEWAY_DUPLICATE_CERTIFICATE = "IST0138"
+CONFLICTING_GATEWAYS = "IST0145"
+INVALID_GATEWAY_CREDENTIAL = "IST0161"
+GATEWAY_PORT_NOT_DEFINED_ON_SERVICE = "IST0162"
 # ml-mesh's own rules, about rollouts and images rather than Istio config
 # (mesh.checks.rollouts, mesh.checks.images, mesh.checks.alerting).
 GPU_ROLLOUT_NEEDS_SPARE = "MESH0001"

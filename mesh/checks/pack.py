@@ -60,7 +60,10 @@ def pack_rules(index: _Index) -> Iterator[Finding]:
         severity = _SEVERITY.get(rules.enforcement(config, policy))
         if severity is None:
             continue
-        for problem in stack_rule(resources, rules.policy_config(config, policy)):
+        # The pack judges the stack's objects alone (mesh.checks.run.check): a snapshot's
+        # gateway pods in istio-system are not workloads of the stack.
+        own = [(kind, obj) for kind, obj in resources if index.is_stack(obj)]
+        for problem in stack_rule(own, rules.policy_config(config, policy)):
             yield Finding(severity, code(policy), _STACK_PATHS.get(policy), "stack", problem)
 
 

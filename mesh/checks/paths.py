@@ -11,6 +11,7 @@ from typing import Any
 
 from mesh.checks.findings import SCHEMA_VALIDATION_ERROR, SCHEMA_WARNING, Finding, Severity
 from mesh.checks.index import _Index
+from mesh.checks.kinds import CLUSTER_SCOPED
 from mesh.checks.objects import _labels, _name
 
 
@@ -39,6 +40,9 @@ def _subset_path(index: _Index, obj: dict[str, Any], subset: str) -> str | None:
 
 
 def _ref(index: _Index, obj: dict[str, Any]) -> str:
+    """`Kind namespace/name`, or `Kind name` for a cluster-scoped kind (as istioctl names it)."""
+    if obj.get("kind") in CLUSTER_SCOPED:
+        return f"{obj.get('kind')} {_name(obj)}"
     return f"{obj.get('kind')} {index.ns(obj)}/{_name(obj)}"
 
 
@@ -50,8 +54,9 @@ def _finding(
     path: str | None,
     message: str,
 ) -> Finding:
-    origin = "stack" if index.is_stack(obj) else "cluster"
-    return Finding(severity, code, path, _ref(index, obj), message, origin)
+    if not index.is_stack(obj):  # a cluster object: no key of the stack's config made it
+        return Finding(severity, code, None, _ref(index, obj), message, "cluster")
+    return Finding(severity, code, path, _ref(index, obj), message)
 
 
 def _webhook(

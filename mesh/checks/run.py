@@ -14,6 +14,12 @@ from typing import Any
 from mesh.checks.alerting import rule_labels
 from mesh.checks.destinations import destination_rule_subsets, virtual_service_destinations
 from mesh.checks.findings import SEVERITIES, Finding
+from mesh.checks.gateway_workloads import (
+    conflicting_gateways,
+    duplicate_certificates,
+    gateway_credentials,
+    gateway_ports,
+)
 from mesh.checks.gateways import gateway_references, gateway_servers
 from mesh.checks.images import image_digests
 from mesh.checks.index import _Index
@@ -50,7 +56,9 @@ from mesh.checks.workload_policies import (
 )
 from mesh.config import StackConfig
 
-RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
+# Istio's analyzers and istiod's webhook rules: with a cluster snapshot they run over the
+# cluster as it will be after `pulumi up` (IST codes).
+ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     virtual_service_destinations,
     destination_rule_subsets,
     gateway_references,
@@ -65,6 +73,14 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     export_to,
     ports,
     gateway_servers,
+    gateway_ports,
+    gateway_credentials,
+    conflicting_gateways,
+    duplicate_certificates,
+)
+# ml-mesh's own rules and the policy pack: they judge the stack's objects alone, with or
+# without a snapshot (the pack never sees other teams' objects, as `pulumi preview` does not).
+STACK_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     image_digests,
     rollouts,
     rule_labels,
@@ -84,6 +100,7 @@ RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     service_entry_addresses,
     service_entry_protocols,
 )
+RULES = ISTIO_RULES + STACK_RULES
 
 
 def check(
@@ -103,33 +120,24 @@ def check(
     fails the run like the stack's own), `cluster` when it does (reported, not failing). Only
     Istio's analyzers (IST codes) report on the cluster's objects: ml-mesh's own rules and the
     policy pack judge the stack's objects alone."""
+    objects = list(objects)
+    index = _Index(config, objects, pack_config)
+    own = [finding for rule in STACK_RULES for finding in rule(index)]
     if cluster is None:
-        index = _Index(config, list(objects), pack_config)
-        return sorted((finding for rule in RULES for finding in rule(index)), key=_order)
+        return sorted(own + [f for rule in ISTIO_RULES for f in rule(index)], key=_order)
     world = merge(objects, cluster, config.namespace)
-    after = _findings(_Index(config, world.objects, pack_config, world.stack_ids))
-    before = {
-        _identity(f) for f in _findings(_Index(config, world.cluster, pack_config, frozenset()))
-    }
-    return sorted(
-        (
-            f
-            if f.origin == "stack" or _identity(f) in before
-            else dataclasses.replace(f, origin="introduced")
-            for f in after
-        ),
-        key=_order,
-    )
+    after = _Index(config, world.objects, pack_config, world.stack_ids)
+    before = _Index(config, world.cluster, pack_config, frozenset())
+    already = {_identity(f) for rule in ISTIO_RULES for f in rule(before)}
+    mesh = [_introduced(f, already) for rule in ISTIO_RULES for f in rule(after)]
+    return sorted(own + mesh, key=_order)
 
 
-def _findings(index: _Index) -> list[Finding]:
-    """Every rule's findings; on the cluster's objects, only Istio's analyzers'."""
-    return [
-        finding
-        for rule in RULES
-        for finding in rule(index)
-        if finding.origin == "stack" or finding.code.startswith("IST")
-    ]
+def _introduced(finding: Finding, already: set[tuple[str, str, str, str]]) -> Finding:
+    """A finding on a cluster object that the snapshot alone does not have: the stack's doing."""
+    if finding.origin == "stack" or _identity(finding) in already:
+        return finding
+    return dataclasses.replace(finding, origin="introduced")
 
 
 def _identity(finding: Finding) -> tuple[str, str, str, str]:

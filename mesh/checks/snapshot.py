@@ -15,7 +15,9 @@ holds a Secret's value, so no output can print one.
 group, kind, namespace and name, as the API server keys them, whatever the version), and the
 live Pods of a Deployment the stack replaces are dropped (their Deployment's new template stands
 for them, as its pods will after the rollout), so the result is the cluster as it will be after
-`pulumi up`.
+`pulumi up`. `istioctl analyze` does the same with files and a live cluster: "File source takes
+the highest precedence, since files are resources to be configured to in-cluster resources"
+(istio pkg/config/analysis/local/istiod_analyze.go, `IstiodAnalyzer.Analyze`).
 """
 
 from __future__ import annotations
@@ -115,7 +117,10 @@ def _objects(document: Any, where: str, problems: list[str]) -> Iterator[dict[st
             yield from _objects(item, f"{where} [{i}]", problems)
         return
     if not isinstance(document, dict):
-        problems.append(f"{where}: is a {type(document).__name__}, not a Kubernetes object")
+        what = "a string" if isinstance(document, str) else "a number"
+        if isinstance(document, bool):
+            what = "a boolean"
+        problems.append(f"{where}: is {what}, not a Kubernetes object")
         return
     kind = document.get("kind")
     if isinstance(kind, str) and kind.endswith("List") and "items" in document:
