@@ -76,12 +76,34 @@ def _obj(kind: str, name: str, namespace: str, spec: dict[str, Any], **meta: Any
     return {"apiVersion": group, "kind": kind, "metadata": metadata, "spec": spec}
 
 
-# A cluster ml-mesh lands in: its namespaces, the gateway, a workload of another team.
+GATEWAY = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
+# A cluster ml-mesh lands in: its namespaces, the ingress gateway (pods, Service, TLS Secret's
+# metadata, so the gateway analyzers have nothing to say), a workload of another team.
 BASE = [
     _namespace(NS),
     _namespace("istio-system", injected=False),
     _namespace("team-b"),
     _namespace("payments"),
+    _pod("istio-ingressgateway-1", "istio-system", GATEWAY),
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+        "spec": {
+            "selector": GATEWAY,
+            "ports": [
+                {"name": "http2", "port": 80, "targetPort": 8080},
+                {"name": "https", "port": 443, "targetPort": 8443},
+            ],
+        },
+    },
+    {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "models-example-com-tls", "namespace": "istio-system"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": "", "tls.key": ""},
+    },
     _pod("web-1", "team-b", {"app": "web"}),
 ]
 
@@ -658,9 +680,11 @@ def test_namespace_existence_is_not_judged_without_the_clusters_namespaces(prod)
     config, objects = prod
     policy = _policy("callers", "team-b", {"app": "web"}, namespaces=["nowhere"])
     pod = _pod("web-1", "team-b", {"app": "web"})
-    for cluster in ([pod, policy], None):
+    gateway = [o for o in BASE if o["kind"] != "Namespace"]
+    for cluster in ([*gateway, pod, policy], None):
         findings = check(config, objects, cluster=copy.deepcopy(cluster))
-        assert {f.code for f in findings} & {"IST0101", "MESH0006"} == set()
+        on_policies = {f.code for f in findings if f.resource.startswith("AuthorizationPolicy")}
+        assert on_policies & {"IST0101", "MESH0006"} == set()
 
 
 def test_a_stack_policy_whose_pods_are_scaled_to_zero_selects_no_workload(prod):
