@@ -43,6 +43,12 @@ works as it did when this was one module:
 - `k8s_formats`, `quantity`: the apimachinery formats and `resource.ParseQuantity`, exactly
 - `values`: webhook rules on values: durations, route weights, retries, percentages, subset
   names and labels, exportTo, ports (IST0106)
+- `matches`: VirtualService rules no request reaches (IST0130) and matches an earlier rule
+  takes (IST0131), istiod's validation `analyzeUnreachable*Rules` ported
+- `workload_policies`: policies that select workloads, over the stack and a cluster snapshot:
+  AuthorizationPolicy selectors and namespaces (IST0127, IST0101; principals of missing
+  namespaces MESH0006), Sidecar and Telemetry selectors (IST0101, IST0110, IST0111, IST0159,
+  IST0160), ServiceEntry addresses (IST0134) and one host and port with two protocols (MESH0005)
 """
 
 from mesh.checks.destinations import destination_rule_subsets, virtual_service_destinations
@@ -95,6 +101,7 @@ from mesh.checks.kubernetes import (
     pod_templates,
     services,
 )
+from mesh.checks.matches import unreachable_routes
 from mesh.checks.mesh_wide import (
     INJECTION_LABEL,
     REVISION_LABEL,
@@ -116,6 +123,13 @@ from mesh.checks.values import (
     retries,
     route_weights,
     subset_labels,
+)
+from mesh.checks.workload_policies import (
+    authorization_policies,
+    service_entry_addresses,
+    service_entry_protocols,
+    sidecar_selectors,
+    telemetry_selectors,
 )
 
 __all__ = [
@@ -150,6 +164,7 @@ __all__ = [
     "MeshCheckError",
     "Severity",
     "_Index",
+    "authorization_policies",
     "autoscalers",
     "check",
     "config_maps",
@@ -185,8 +200,13 @@ __all__ = [
     "retries",
     "rollouts",
     "route_weights",
+    "service_entry_addresses",
+    "service_entry_protocols",
     "service_port_names",
     "services",
+    "sidecar_selectors",
     "subset_labels",
+    "telemetry_selectors",
+    "unreachable_routes",
     "virtual_service_destinations",
 ]

@@ -45,12 +45,26 @@ ROLLOUT_TAKES_VERSION_DOWN = "MESH0002"
 IMAGE_NOT_PINNED_BY_DIGEST = "MESH0003"
 ALERTS_WITHOUT_RELEASE_LABEL = "MESH0004"
 # What the Kubernetes API server validates and a JSON Schema cannot express
-# (mesh.checks.kubernetes). MESH0005..MESH0009 are left to other rules of ml-mesh's own.
+# (mesh.checks.kubernetes). MESH0007..MESH0009 are left to other rules of ml-mesh's own.
 KUBERNETES_REFUSES = "MESH0010"  # error: the API server rejects the object (`pulumi up` fails)
 KUBERNETES_WARNS = "MESH0011"  # warning: the API server accepts it with a `Warning:` header
 SELECTS_NOTHING = "MESH0012"  # warning: a selector or reference that finds nothing in the stack
 BUDGET_BLOCKS_DRAINS = "MESH0013"  # warning: a PodDisruptionBudget no eviction can satisfy
 GPU_ON_CPU_IMAGE = "MESH0014"  # warning: a GPU requested for an image built without CUDA
+# Workload policies and route matches (mesh.checks.matches, mesh.checks.workload_policies).
+CONFLICTING_SIDECAR_WORKLOAD_SELECTORS = "IST0110"
+MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS = "IST0111"
+NO_MATCHING_WORKLOADS_FOUND = "IST0127"
+VIRTUAL_SERVICE_UNREACHABLE_RULE = "IST0130"
+VIRTUAL_SERVICE_INEFFECTIVE_MATCH = "IST0131"
+SERVICE_ENTRY_ADDRESSES_REQUIRED = "IST0134"
+CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS = "IST0159"
+MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS = "IST0160"
+# ml-mesh's own: two ServiceEntries (or a Service) declare one host and port with different
+# protocols; istiod keeps one of them (pilot/pkg/model/push_context.go initServiceRegistry).
+SERVICE_ENTRY_PROTOCOL_CONFLICT = "MESH0005"
+# ml-mesh's own: an AuthorizationPolicy principal names a namespace the cluster does not have.
+PRINCIPAL_NAMESPACE_NOT_FOUND = "MESH0006"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from mesh.checks.kubernetes import (
     pod_templates,
     services,
 )
+from mesh.checks.matches import unreachable_routes
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
 from mesh.checks.pack import pack_rules
 from mesh.checks.rollouts import rollouts
@@ -46,10 +47,19 @@ from mesh.checks.values import (
     route_weights,
     subset_labels,
 )
+from mesh.checks.workload_policies import (
+    authorization_policies,
+    service_entry_addresses,
+    service_entry_protocols,
+    sidecar_selectors,
+    telemetry_selectors,
+)
 from mesh.config import StackConfig
 
 # Istio's analyzers and istiod's webhook rules: with a cluster snapshot they run over the
-# cluster as it will be after `pulumi up` (IST codes).
+# cluster as it will be after `pulumi up` (IST codes; also MESH0005 and MESH0006, ml-mesh's
+# own findings on the stack's ServiceEntries and AuthorizationPolicies that need the cluster's
+# ServiceEntries and namespaces to be judged: mesh.checks.workload_policies).
 ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     virtual_service_destinations,
     destination_rule_subsets,
@@ -69,6 +79,12 @@ ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     gateway_credentials,
     conflicting_gateways,
     duplicate_certificates,
+    unreachable_routes,
+    authorization_policies,
+    sidecar_selectors,
+    telemetry_selectors,
+    service_entry_addresses,
+    service_entry_protocols,
 )
 # ml-mesh's own rules and the policy pack: they judge the stack's objects alone, with or
 # without a snapshot (the pack never sees other teams' objects, as `pulumi preview` does not).
