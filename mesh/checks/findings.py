@@ -48,7 +48,7 @@ ALERTS_WITHOUT_RELEASE_LABEL = "MESH0004"
 # (mesh.checks.kubernetes). MESH0007..MESH0009 are left to other rules of ml-mesh's own.
 KUBERNETES_REFUSES = "MESH0010"  # error: the API server rejects the object (`pulumi up` fails)
 KUBERNETES_WARNS = "MESH0011"  # warning: the API server accepts it with a `Warning:` header
-SELECTS_NOTHING = "MESH0012"  # warning: a selector or reference that finds nothing in the stack
+SELECTS_NOTHING = "MESH0012"  # a selector or reference that finds nothing in the stack (warning; error for a subset none of whose pods its Service selects)
 BUDGET_BLOCKS_DRAINS = "MESH0013"  # warning: a PodDisruptionBudget no eviction can satisfy
 GPU_ON_CPU_IMAGE = "MESH0014"  # warning: a GPU requested for an image built without CUDA
 # Workload policies and route matches (mesh.checks.matches, mesh.checks.workload_policies).

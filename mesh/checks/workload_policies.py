@@ -292,7 +292,7 @@ def _namespaces_not_found(
                     "gateway.namespace" if gateway else _model_path(index, policy, "callers"),
                     f"principal {_quoted(principal)} names namespace "
                     f"{_quoted(found.group(1))}, which the cluster does not have: no workload "
-                    "has that identity, so the policy lets nobody in as it",
+                    "has that identity yet, so this rule admits nobody until the namespace exists",
                 )
 
 
