@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mesh.checks import check, gateway_workloads
 from mesh.config import parse_config
 from mesh.plan import build_plan
@@ -88,3 +90,36 @@ def test_shared_certificates_and_conflicts_are_still_found_among_many_gateways()
         ("Gateway team-7/public", "Conflict with gateways team-x/twin"),
         ("Gateway team-x/twin", "Conflict with gateways team-7/public"),
     ]
+
+
+def _external_name(name: str, ports: list[dict[str, Any]], type_: str = "ExternalName"):
+    spec: dict[str, Any] = {"type": type_, "ports": ports}
+    if type_ == "ExternalName":
+        spec["externalName"] = "db.example.com"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "team-b"},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize(
+    ("type_", "port", "codes"),
+    [
+        # service/portname.go: `instance.IsUnsupported() || port.Name == "tcp" && ExternalName`,
+        # then NewExternalNameServiceTypeInvalidPortName for an ExternalName Service
+        ("ExternalName", {"name": "postgres", "port": 5432}, [("IST0150", "warning")]),
+        ("ExternalName", {"name": "tcp", "port": 5432}, [("IST0150", "warning")]),
+        ("ExternalName", {"name": "tcp-postgres", "port": 5432}, []),
+        ("ExternalName", {"name": "https", "port": 443}, []),
+        ("ClusterIP", {"name": "postgres", "port": 5432}, [("IST0118", "info")]),
+        ("ClusterIP", {"name": "tcp", "port": 5432}, []),
+    ],
+)
+def test_an_external_name_services_port_is_ist0150_as_istio_reports_it(type_, port, codes):
+    """ml-mesh skipped ExternalName Services: istioctl reports IST0150 on them."""
+    findings = _prod_findings([*_healthy(), _external_name("db", [port], type_)])
+    found = [(f.code, f.severity) for f in findings if f.resource == "Service team-b/db"]
+    assert found == codes
+    assert all(f.origin == "cluster" for f in findings if f.resource == "Service team-b/db")

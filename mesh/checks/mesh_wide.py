@@ -11,6 +11,7 @@ from typing import Any
 
 from mesh.checks.findings import (
     CONFLICTING_MESH_GATEWAY_HOSTS,
+    EXTERNAL_NAME_INVALID_PORT_NAME,
     NAMESPACE_INJECTION_ENABLED_BY_DEFAULT,
     NAMESPACE_MULTIPLE_INJECTION_LABELS,
     NAMESPACE_NOT_INJECTED,
@@ -176,15 +177,27 @@ def _app_protocol(port: dict[str, Any]) -> str:
 def service_port_names(index: _Index) -> Iterator[Finding]:
     """IST0118, Istio's `service.PortNameAnalyzer` (service/portname.go): every port of every
     Service whose protocol Istio cannot tell, except the control plane's and the Services a
-    gateway controller manages; an ExternalName Service gets another code (IST0150), not
-    this one."""
+    gateway controller manages. An ExternalName Service gets IST0150 (a warning) instead, for
+    such a port and for a port named exactly `tcp` (`NewExternalNameServiceTypeInvalidPortName`)."""
     for service in index.by_kind["Service"]:
         if istio_control_plane(service) or gateway_managed(service):
             continue
-        if _spec(service).get("type") == "ExternalName":
-            continue
+        external = _spec(service).get("type") == "ExternalName"
         for i, port in enumerate(map(_dict, _list(_spec(service).get("ports")))):
-            if port_protocol(port) is None:
+            if external and (port_protocol(port) is None or port.get("name") == "tcp"):
+                yield _finding(
+                    index,
+                    service,
+                    EXTERNAL_NAME_INVALID_PORT_NAME,
+                    "warning",
+                    _model_path(index, service, "server"),
+                    "Port name for ExternalName service is invalid. Proxy may prevent tcp named "
+                    "ports and unmatched traffic for ports serving TCP protocol from being "
+                    f"forwarded correctly. spec.ports[{i}] {port.get('name', '')!r}: name it "
+                    "after its protocol (http-..., https-..., tls-...), or reach a plain TCP "
+                    "host through a ServiceEntry",
+                )
+            elif not external and port_protocol(port) is None:
                 yield _finding(
                     index,
                     service,
