@@ -123,3 +123,41 @@ def test_an_external_name_services_port_is_ist0150_as_istio_reports_it(type_, po
     found = [(f.code, f.severity) for f in findings if f.resource == "Service team-b/db"]
     assert found == codes
     assert all(f.origin == "cluster" for f in findings if f.resource == "Service team-b/db")
+
+
+def _cluster_gateway(protocol: str, tls: dict[str, Any]) -> dict[str, Any]:
+    server = {
+        "port": {"number": 8080, "name": "web", "protocol": protocol},
+        "hosts": ["web.team-b.example.com"],
+        "tls": tls,
+    }
+    return _gateway("team-b", "web", [server])
+
+
+@pytest.mark.parametrize(
+    ("protocol", "tls", "refused"),
+    [
+        # validation.go validateServer: a plain-text HTTP-family port with a tls block is
+        # refused unless `gateway.IsPassThroughServer` and no certificate file is set
+        ("HTTP", {"httpsRedirect": True}, False),
+        ("HTTP2", {"httpsRedirect": True}, False),
+        ("GRPC", {"httpsRedirect": True}, False),
+        ("HTTP", {"httpsRedirect": True, "minProtocolVersion": "TLSV1_2"}, False),
+        ("HTTP", {"httpsRedirect": True, "mode": "AUTO_PASSTHROUGH"}, False),
+        ("HTTP", {"httpsRedirect": True, "mode": "SIMPLE"}, True),
+        ("HTTP", {"httpsRedirect": True, "privateKey": "/etc/key.pem"}, True),
+        ("TCP", {"httpsRedirect": True}, True),
+    ],
+)
+def test_a_plain_text_servers_tls_block_is_refused_as_istiods_webhook_refuses_it(
+    protocol, tls, refused
+):
+    """ml-mesh refused any tls field but httpsRedirect and any protocol but HTTP: a foreign
+    Gateway istiod admitted was reported as IST0106."""
+    findings = _prod_findings([*_healthy(), _cluster_gateway(protocol, tls)])
+    schema = [
+        f.message
+        for f in findings
+        if f.resource == "Gateway team-b/web" and f.code == "IST0106" and ".tls" in f.message
+    ]
+    assert bool(schema) == refused, schema
