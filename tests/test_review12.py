@@ -161,3 +161,21 @@ def test_a_plain_text_servers_tls_block_is_refused_as_istiods_webhook_refuses_it
         if f.resource == "Gateway team-b/web" and f.code == "IST0106" and ".tls" in f.message
     ]
     assert bool(schema) == refused, schema
+
+
+@pytest.mark.parametrize("api_version", ["example.com/v1", "v1beta1", "core/v1"])
+def test_a_secret_of_any_api_version_is_read_as_key_names_only(tmp_path, api_version):
+    """Only `v1` Secrets were redacted: a `kind: Secret` under any other apiVersion kept its
+    values in memory (not printed by any rule, but held against the snapshot's promise)."""
+    from mesh.checks.snapshot import load_snapshot
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        f"apiVersion: {api_version}\nkind: Secret\nmetadata:\n  name: s\n  namespace: team-b\n"
+        "  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: VALUE-1\n"
+        "data: {token: VALUE-2}\nstringData: {password: VALUE-3}\n"
+    )
+    (secret,) = load_snapshot([str(path)])
+    assert "VALUE" not in repr(secret)
+    assert secret["apiVersion"] == api_version
+    assert secret["data"] == {"token": "", "password": ""}
