@@ -12,7 +12,7 @@ from mesh.checks import check, gateway_workloads
 from mesh.config import parse_config
 from mesh.plan import build_plan
 from tests.conftest import stack_raw
-from tests.test_live_gateways import _gateway, _healthy, _pod, _server
+from tests.test_live_gateways import _gateway, _healthy, _pod, _server, _service
 
 
 def _prod_findings(cluster: list[dict[str, Any]]):
@@ -179,3 +179,56 @@ def test_a_secret_of_any_api_version_is_read_as_key_names_only(tmp_path, api_ver
     assert "VALUE" not in repr(secret)
     assert secret["apiVersion"] == api_version
     assert secret["data"] == {"token": "", "password": ""}
+
+
+def _team_b_subset_target(replicas: int, pods: int) -> list[dict[str, Any]]:
+    """team-b's api: a Service, a DestinationRule subset v1, its Deployment with `replicas`
+    and `pods` live Pods of it."""
+    labels = {"app": "api", "version": "v1"}
+    return [
+        _service(
+            "team-b", {"app": "api"}, [{"name": "http", "port": 80, "protocol": "TCP"}], "api"
+        ),
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "api", "namespace": "team-b"},
+            "spec": {"host": "api", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "api-v1", "namespace": "team-b"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}},
+            },
+        },
+        *[_pod("team-b", labels, name=f"api-v1-{i}") for i in range(pods)],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("replicas", "pods", "expected"),
+    [
+        (2, 2, []),
+        # destinationrule/subset.go matches Pods only: a live Deployment without Pods (scaled
+        # to 0, or held back by a quota) leaves the subset without pods, an Error
+        (0, 0, [("IST0173", "error", "cluster")]),
+        (2, 0, [("IST0173", "error", "cluster")]),
+    ],
+)
+def test_a_live_deployment_does_not_stand_for_pods_the_snapshot_does_not_have(
+    replicas, pods, expected
+):
+    """With a snapshot every Deployment's template counted as pods, the cluster's too: istioctl
+    reads the cluster's Pods; only the stack's Deployments (whose Pods the rollout replaces)
+    stand for pods."""
+    findings = _prod_findings([*_healthy(), *_team_b_subset_target(replicas, pods)])
+    found = [
+        (f.code, f.severity, f.origin)
+        for f in findings
+        if f.resource == "DestinationRule team-b/api"
+    ]
+    assert found == expected
