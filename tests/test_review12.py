@@ -232,3 +232,50 @@ def test_a_live_deployment_does_not_stand_for_pods_the_snapshot_does_not_have(
         if f.resource == "DestinationRule team-b/api"
     ]
     assert found == expected
+
+
+def _team_gateway_vs(destination: dict[str, Any], gateways: list[str] | None = None):
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "models", "namespace": "team-b"},
+        "spec": {
+            "hosts": ["models.team-b.example.com"],
+            "gateways": ["public"] if gateways is None else gateways,
+            "http": [{"route": [{"destination": destination}]}],
+        },
+    }
+
+
+SENTIMENT = "sentiment.ml-serving.svc.cluster.local"
+
+
+@pytest.mark.parametrize(
+    ("vs", "reported"),
+    [
+        # destinationhosts.go analyzeSubset: a gateway-bound route without a subset to a host
+        # another VirtualService splits by subsets (ml-mesh's canary)
+        (_team_gateway_vs({"host": SENTIMENT, "port": {"number": 8501}}), True),
+        (_team_gateway_vs({"host": SENTIMENT, "subset": "v3", "port": {"number": 8501}}), False),
+        (_team_gateway_vs({"host": SENTIMENT, "port": {"number": 8501}}, gateways=[]), False),
+        # hosts compared as written: a short name is another string
+        (_team_gateway_vs({"host": "sentiment.ml-serving", "port": {"number": 8501}}), False),
+    ],
+)
+def test_a_gateway_route_around_the_stacks_subsets_is_ist0140(vs, reported):
+    """IST0140 (IngressRouteRulesNotAffected) was not reported: another team's gateway route to
+    a model's host bypasses its canary split."""
+    gateway = _gateway(
+        "team-b", "public", [_server(80, ["models.team-b.example.com"])], selector={}
+    )
+    findings = _prod_findings([*_healthy(), gateway, vs])
+    found = [
+        (f.severity, f.origin, f.message.split(":")[0]) for f in findings if f.code == "IST0140"
+    ]
+    expected = (
+        "warning",
+        "introduced",
+        "Subset in virtual service ml-serving/sentiment has no effect on ingress gateway "
+        "team-b/models requests",
+    )
+    assert found == ([expected] if reported else [])
