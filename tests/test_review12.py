@@ -279,3 +279,42 @@ def test_a_gateway_route_around_the_stacks_subsets_is_ist0140(vs, reported):
         "team-b/models requests",
     )
     assert found == ([expected] if reported else [])
+
+
+def _team_pod(name: str, **extra: Any) -> dict[str, Any]:
+    pod = _pod("team-b", {"app": name, **extra.pop("labels", {})}, name=name)
+    pod["metadata"].update(extra.pop("metadata", {}))
+    pod["spec"] = {"containers": [{"name": "app", "image": "app:1"}], **extra}
+    return pod
+
+
+def _namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def test_pods_without_a_proxy_in_an_injected_namespace_are_ist0103():
+    """injection/injection.go reports IST0103 on each Pod of an istio-injection=enabled
+    namespace without an istio-proxy container; ml-mesh never looked at the Pods."""
+    cluster = [
+        *_healthy(),
+        _namespace("team-b", {"istio-injection": "enabled"}),
+        _namespace("team-c", {"istio.io/rev": "canary"}),  # not in Istio's injected set
+        _team_pod("legacy"),
+        _team_pod("meshed", containers=[{"name": "istio-proxy", "image": "proxyv2"}]),
+        _team_pod("native", initContainers=[{"name": "istio-proxy", "image": "proxyv2"}]),
+        _team_pod("opted-out", labels={"sidecar.istio.io/inject": "false"}),
+        _team_pod(
+            "opted-out-by-annotation",
+            metadata={"annotations": {"sidecar.istio.io/inject": "False"}},
+        ),
+        _team_pod("host", hostNetwork=True),
+        {**_team_pod("elsewhere"), "metadata": {"name": "elsewhere", "namespace": "team-c"}},
+    ]
+    findings = [f for f in _prod_findings(cluster) if f.code == "IST0103"]
+    assert [(f.resource, f.severity, f.origin) for f in findings] == [
+        ("Pod team-b/legacy", "warning", "cluster")
+    ]
+    assert findings[0].message.startswith(
+        "The pod team-b/legacy is missing the Istio proxy. This can often be resolved by "
+        "restarting or redeploying the workload."
+    )

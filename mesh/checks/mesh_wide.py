@@ -15,6 +15,7 @@ from mesh.checks.findings import (
     NAMESPACE_INJECTION_ENABLED_BY_DEFAULT,
     NAMESPACE_MULTIPLE_INJECTION_LABELS,
     NAMESPACE_NOT_INJECTED,
+    POD_MISSING_PROXY,
     PORT_NAME_NOT_UNDER_CONVENTION,
     Finding,
 )
@@ -250,8 +251,14 @@ def namespace_injection(index: _Index) -> Iterator[Finding]:
     `istio-injection` is set to something other than `enabled`; an ambient namespace needs no
     sidecar; only a namespace with neither an `istio-injection` value nor `istio.io/rev` is not
     injected (`istio-injection=disabled` opts out on purpose), or IST0148 instead when Istio's
-    injector ConfigMap (in a snapshot) says it injects every namespace by default."""
+    injector ConfigMap (in a snapshot) says it injects every namespace by default.
+
+    Then IST0103 on every Pod of a snapshot in a namespace labelled `istio-injection=enabled`
+    (not ambient, not istio-system) that has no `istio-proxy` container or init container, unless
+    `sidecar.istio.io/inject` (label over annotation) is `false` or it runs on the host
+    network: it started before injection was on, or was refused it."""
     by_default = _injects_by_default(index)
+    injected: set[str] = set()
     for namespace in index.by_kind["Namespace"]:
         name = _name(namespace)
         if name == ISTIO_SYSTEM:
@@ -300,3 +307,40 @@ def namespace_injection(index: _Index) -> Iterator[Finding]:
                 "injection: pods get no sidecar, so the mesh-side routing and subsets do not "
                 "apply to them",
             )
+        elif injection == "enabled":
+            injected.add(name)
+    yield from _pods_missing_proxy(index, injected)
+
+
+SIDECAR_INJECT = "sidecar.istio.io/inject"
+
+
+def _pods_missing_proxy(index: _Index, injected: set[str]) -> Iterator[Finding]:
+    """IST0103 (injection/injection.go, the Pod half of `injection.Analyzer`)."""
+    for pod in index.by_kind["Pod"]:
+        if index.ns(pod) not in injected:
+            continue
+        metadata = _dict(pod.get("metadata"))
+        inject = _dict(metadata.get("annotations")).get(SIDECAR_INJECT)
+        inject = _labels(pod).get(SIDECAR_INJECT, inject)
+        if str(inject).lower() == "false" or _spec(pod).get("hostNetwork") is True:
+            continue
+        containers = [
+            *_list(_spec(pod).get("containers")),
+            *_list(_spec(pod).get("initContainers")),
+        ]
+        if any(_dict(c).get("name") == "istio-proxy" for c in containers):
+            continue
+        pod_name = f"{index.ns(pod)}/{_name(pod)}"
+        yield _finding(
+            index,
+            pod,
+            POD_MISSING_PROXY,
+            "warning",
+            None,
+            f"The pod {pod_name} is missing the Istio proxy. This can often be resolved by "
+            "restarting or redeploying the workload. Its namespace is labelled "
+            "istio-injection=enabled, but the pod has no istio-proxy container: it started "
+            "before injection was on, or the injector refused it; until it is restarted its "
+            "traffic bypasses the mesh",
+        )
