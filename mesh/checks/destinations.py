@@ -16,6 +16,7 @@ from typing import Any
 
 from mesh.checks.findings import (
     DESTINATION_PORT_SELECTOR_REQUIRED,
+    INGRESS_ROUTE_RULES_NOT_AFFECTED,
     REFERENCED_RESOURCE_NOT_FOUND,
     SELECTS_NOTHING,
     SUBSET_SELECTS_NO_PODS,
@@ -89,6 +90,45 @@ def virtual_service_destinations(index: _Index) -> Iterator[Finding]:
                         f"Referenced {kind} in destinationrule not found: "
                         f"{_quote(f'{raw}+{subset}')}: {where} routes to subset {subset!r} of "
                         f"{host}, which no DestinationRule defines: requests would fail with 503",
+                    )
+
+
+def ingress_subsets(index: _Index) -> Iterator[Finding]:
+    """IST0140, the other half of Istio's `virtualservice.DestinationHostAnalyzer`
+    (`analyzeSubset`, destinationhosts.go): a VirtualService bound to gateways routes (http) to
+    a host without a subset, while another VirtualService splits that host by subsets (an http
+    destination with a subset whose host is one of its own `hosts`). Requests through the
+    gateway skip that split: the canary weights do not apply to them. Hosts are compared as
+    written, as Istio compares them."""
+    split: dict[str, list[str]] = {}  # destination host -> VirtualServices splitting it
+    for vs in index.by_kind["VirtualService"]:
+        hosts = {str(h) for h in _list(_spec(vs).get("hosts"))}
+        for route in map(_dict, _list(_spec(vs).get("http"))):
+            for target in map(_dict, _list(route.get("route"))):
+                destination = _dict(target.get("destination"))
+                host = str(destination.get("host", ""))
+                if destination.get("subset") and host in hosts:
+                    split.setdefault(host, []).append(f"{index.ns(vs)}/{_name(vs)}")
+    for vs in index.by_kind["VirtualService"]:
+        if not _list(_spec(vs).get("gateways")):
+            continue
+        name = f"{index.ns(vs)}/{_name(vs)}"
+        for i, route in enumerate(map(_dict, _list(_spec(vs).get("http")))):
+            for j, target in enumerate(map(_dict, _list(route.get("route")))):
+                destination = _dict(target.get("destination"))
+                if destination.get("subset"):
+                    continue
+                host = str(destination.get("host", ""))
+                for splitting in dict.fromkeys(split.get(host, ())):
+                    yield _finding(
+                        index,
+                        vs,
+                        INGRESS_ROUTE_RULES_NOT_AFFECTED,
+                        "warning",
+                        _model_path(index, vs),
+                        f"Subset in virtual service {splitting} has no effect on ingress gateway "
+                        f"{name} requests: spec.http[{i}].route[{j}] sends them to {host} "
+                        f"without a subset, so the split of {splitting} does not apply to them",
                     )
 
 

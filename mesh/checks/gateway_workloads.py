@@ -163,9 +163,13 @@ def gateway_ports(index: _Index) -> Iterator[Finding]:
     services_by_ns: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for service in index.by_kind["Service"]:
         services_by_ns[index.ns(service)].append(service)
+    matched_by: dict[str, list[_Pod]] = {}  # by selector string: Gateways share a few selectors
     for gateway in index.by_kind["Gateway"]:
         selector = _selector(gateway)
-        matched = [pod for pod in pods if selects(selector, pod.labels)]
+        key = selector_string(selector)
+        if key not in matched_by:
+            matched_by[key] = [pod for pod in pods if selects(selector, pod.labels)]
+        matched = matched_by[key]
         if not matched:
             yield _no_workload(index, gateway, selector_string(selector))
             continue
@@ -268,9 +272,15 @@ def gateway_credentials(index: _Index) -> Iterator[Finding]:
     names_by_secret: dict[str, list[str]] = defaultdict(list)
     for namespace, name in secrets:
         names_by_secret[name].append(namespace)
+    namespaces_by: dict[str, list[str]] = {}  # by selector string: Gateways share a few
     for gateway in index.by_kind["Gateway"]:
         selector = _selector(gateway)
-        namespaces = sorted({pod.namespace for pod in pods if selects(selector, pod.labels)})
+        key = selector_string(selector)
+        if key not in namespaces_by:
+            namespaces_by[key] = sorted(
+                {pod.namespace for pod in pods if selects(selector, pod.labels)}
+            )
+        namespaces = namespaces_by[key]
         for server in _servers(gateway):
             tls = _dict(server.get("tls"))
             credential = str(tls.get("credentialName") or "")
@@ -367,31 +377,48 @@ def conflicting_gateways(index: _Index) -> Iterator[Finding]:
             hosts = dict.fromkeys(map(str, _list(server.get("hosts"))), str(server.get("bind", "")))
             port = str(_port_number(_dict(server.get("port")).get("number")))
             known[selector_string(_selector(gateway))][port][_full_name(index, gateway)] = hosts
+    # (selector string, port) -> (host, bind) -> the Gateways whose (last) server on that port
+    # has it, so a server's rivals are looked up by its hosts, not by scanning every Gateway.
+    claims: dict[tuple[str, str], dict[tuple[str, str], set[str]]] = defaultdict(
+        lambda: defaultdict(set)
+    )
+    for selector_key, by_port in known.items():
+        for port, by_gateway in by_port.items():
+            for gateway_name, hosts_bind in by_gateway.items():
+                for host, host_bind in hosts_bind.items():
+                    claims[(selector_key, port)][(host, host_bind)].add(gateway_name)
+    twins_by: dict[str, list[str]] = {}  # by selector string
     for gateway in gateways:
         selector = _selector(gateway)
         own = selector_string(selector)
-        twins = [
-            other
-            for other in known
-            if other == own
-            or (
-                (own in other or other in own)
-                and any(
-                    selects(selector, pod.labels) and selects(_parse(other), pod.labels)
-                    for pod in pods
+        if own not in twins_by:
+            twins_by[own] = [
+                other
+                for other in known
+                if other == own
+                or (
+                    (own in other or other in own)
+                    and any(
+                        selects(selector, pod.labels) and selects(_parse(other), pod.labels)
+                        for pod in pods
+                    )
                 )
-            )
-        ]
+            ]
+        twins = twins_by[own]
         name = _full_name(index, gateway)
         for server in _servers(gateway):
             port = str(_port_number(_dict(server.get("port")).get("number")))
             hosts = [str(h) for h in _list(server.get("hosts"))]
             bind = str(server.get("bind", ""))
             clashing = sorted(
-                other_name
-                for twin in twins
-                for other_name, other_hosts in known[twin].get(port, {}).items()
-                if other_name != name and any(other_hosts.get(h) == bind for h in hosts)
+                {
+                    other_name
+                    for twin in twins
+                    if (twin, port) in claims
+                    for h in hosts
+                    for other_name in claims[(twin, port)].get((h, bind), ())
+                }
+                - {name}
             )
             if not clashing:
                 continue
@@ -425,23 +452,32 @@ def duplicate_certificates(index: _Index) -> Iterator[Finding]:
     if index.stack_ids is None:
         return
     gateways = index.by_kind["Gateway"]
-    for gateway in gateways:
+    # Gateways by the certificates of their TLS servers: only two that share one can match, so
+    # each Gateway is compared with those alone (not with every other: linear, not quadratic).
+    by_certificate: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    certificates: list[set[tuple[str, ...]]] = []
+    for i, gateway in enumerate(gateways):
+        mine = {
+            key
+            for server in _servers(gateway)
+            if "tls" in server
+            for key in [_certificate_key(_dict(server.get("tls")))]
+            if key is not None
+        }
+        certificates.append(mine)
+        for key in mine:
+            by_certificate[key].append(i)
+    for i, gateway in enumerate(gateways):
         selector = _selector(gateway)
         name = _full_name(index, gateway)
         seen: set[str] = set()
-        for other in gateways:
+        candidates = sorted({j for key in certificates[i] for j in by_certificate[key]})
+        for j in candidates:
+            other = gateways[j]
             other_name = _full_name(index, other)
             if other_name == name or other_name in seen:
                 continue
             if not _subset(selector, _selector(other)):
-                continue
-            if not any(
-                _same_certificate(_dict(mine.get("tls")), _dict(theirs.get("tls")))
-                for mine in _servers(gateway)
-                if "tls" in mine
-                for theirs in _servers(other)
-                if "tls" in theirs
-            ):
                 continue
             seen.add(other_name)
             yield _finding(
@@ -459,20 +495,16 @@ def duplicate_certificates(index: _Index) -> Iterator[Finding]:
             )
 
 
+def _certificate_key(tls: dict[str, Any]) -> tuple[str, ...] | None:
+    """What `haveSameCertificate` compares, as one key: two servers have the same certificate
+    exactly when their keys are equal (None: a server whose certificate matches no other's)."""
+    cn = str(tls.get("credentialName") or "")
+    if cn:
+        return ("credentialName", cn)
+    cert, key = str(tls.get("serverCertificate") or ""), str(tls.get("privateKey") or "")
+    return ("files", cert, key) if cert and key else None
+
+
 def _subset(selector: dict[str, str], other: dict[str, str]) -> bool:
     """`selectorSubset`: every key of `selector` is in `other` with the same value."""
     return all(other.get(key) == value for key, value in selector.items())
-
-
-def _same_certificate(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
-    """`haveSameCertificate`: the same credentialName, or (neither has one) the same non-empty
-    serverCertificate and privateKey."""
-    cn, other_cn = str(mine.get("credentialName") or ""), str(theirs.get("credentialName") or "")
-    if cn and other_cn:
-        return cn == other_cn
-    if cn or other_cn:
-        return False
-    cert, key = str(mine.get("serverCertificate") or ""), str(mine.get("privateKey") or "")
-    other_cert = str(theirs.get("serverCertificate") or "")
-    other_key = str(theirs.get("privateKey") or "")
-    return bool(cert and key and cert == other_cert and key == other_key)

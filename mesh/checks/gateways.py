@@ -140,6 +140,8 @@ def _stack_path(index: _Index, obj: dict[str, Any], path: str) -> str | None:
 # Servers and TLS (RULES.md 36-40): webhook rules, reported as IST0106 or IST0133.
 _CERTIFICATE_FIELDS = ("serverCertificate", "privateKey", "caCertificates", "caCrl")
 _TERMINATING = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
+# pkg/config/protocol/instance.go `IsHTTP`
+_HTTP_FAMILY = ("HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-WEB")
 
 
 def _gateway_host_ok(entry: str) -> bool:
@@ -200,8 +202,13 @@ def _server_tls(
     tls = _dict(server["tls"])
     mode = str(tls.get("mode", "PASSTHROUGH"))
     if protocol not in ("HTTPS", "TLS"):
-        redirect_only = set(tls) <= {"httpsRedirect", "mode"} and mode == "PASSTHROUGH"
-        if not (protocol == "HTTP" and redirect_only):
+        # validateServer: an HTTP-family port (`protocol.IsHTTP`) may carry a tls block that
+        # `gateway.IsPassThroughServer` (mode PASSTHROUGH, the default, or AUTO_PASSTHROUGH)
+        # without certificate files, i.e. httpsRedirect; any other port none.
+        redirect_only = mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") and not any(
+            tls.get(k) for k in ("caCertificates", "privateKey", "serverCertificate")
+        )
+        if not (protocol in _HTTP_FAMILY and redirect_only):
             yield _webhook(
                 index,
                 gateway,

@@ -137,7 +137,9 @@ class _Index:
         self.gateways = {f"{self.ns(g)}/{_name(g)}": g for g in self.by_kind["Gateway"]}
         # Pod templates (labels, replicas) per namespace, and per (namespace, label, value), so
         # matching a subset looks only at the templates that carry one of its labels; and per
-        # (label, value) in every namespace, as Istio's subset analyzer reads pods.
+        # (label, value) in every namespace, as Istio's subset analyzer reads pods. With a
+        # snapshot, the stack's Deployments stand for their pods (merge dropped their live
+        # ones) and the cluster's Pods for themselves; a live Deployment's template does not.
         self.templates: dict[str, list[tuple[dict[str, Any], Any]]] = defaultdict(list)
         self.pods: dict[tuple[str, str, str], list[tuple[dict[str, Any], Any]]] = defaultdict(list)
         self.pods_anywhere: dict[tuple[str, str], list[tuple[dict[str, Any], Any]]] = defaultdict(
@@ -145,6 +147,8 @@ class _Index:
         )
         self.all_templates: list[tuple[dict[str, Any], Any]] = []
         for deployment in self.by_kind["Deployment"]:
+            if stack_ids is not None and id(deployment) not in stack_ids:
+                continue  # the cluster's: its live Pods are what istioctl reads, not templates
             spec = _spec(deployment)
             labels = _dict(_dict(_dict(spec.get("template")).get("metadata")).get("labels"))
             template = (labels, spec.get("replicas", 1))  # unset: an autoscaler, or 1

@@ -11,9 +11,11 @@ from typing import Any
 
 from mesh.checks.findings import (
     CONFLICTING_MESH_GATEWAY_HOSTS,
+    EXTERNAL_NAME_INVALID_PORT_NAME,
     NAMESPACE_INJECTION_ENABLED_BY_DEFAULT,
     NAMESPACE_MULTIPLE_INJECTION_LABELS,
     NAMESPACE_NOT_INJECTED,
+    POD_MISSING_PROXY,
     PORT_NAME_NOT_UNDER_CONVENTION,
     Finding,
 )
@@ -176,15 +178,27 @@ def _app_protocol(port: dict[str, Any]) -> str:
 def service_port_names(index: _Index) -> Iterator[Finding]:
     """IST0118, Istio's `service.PortNameAnalyzer` (service/portname.go): every port of every
     Service whose protocol Istio cannot tell, except the control plane's and the Services a
-    gateway controller manages; an ExternalName Service gets another code (IST0150), not
-    this one."""
+    gateway controller manages. An ExternalName Service gets IST0150 (a warning) instead, for
+    such a port and for a port named exactly `tcp` (`NewExternalNameServiceTypeInvalidPortName`)."""
     for service in index.by_kind["Service"]:
         if istio_control_plane(service) or gateway_managed(service):
             continue
-        if _spec(service).get("type") == "ExternalName":
-            continue
+        external = _spec(service).get("type") == "ExternalName"
         for i, port in enumerate(map(_dict, _list(_spec(service).get("ports")))):
-            if port_protocol(port) is None:
+            if external and (port_protocol(port) is None or port.get("name") == "tcp"):
+                yield _finding(
+                    index,
+                    service,
+                    EXTERNAL_NAME_INVALID_PORT_NAME,
+                    "warning",
+                    _model_path(index, service, "server"),
+                    "Port name for ExternalName service is invalid. Proxy may prevent tcp named "
+                    "ports and unmatched traffic for ports serving TCP protocol from being "
+                    f"forwarded correctly. spec.ports[{i}] {port.get('name', '')!r}: name it "
+                    "after its protocol (http-..., https-..., tls-...), or reach a plain TCP "
+                    "host through a ServiceEntry",
+                )
+            elif not external and port_protocol(port) is None:
                 yield _finding(
                     index,
                     service,
@@ -237,8 +251,14 @@ def namespace_injection(index: _Index) -> Iterator[Finding]:
     `istio-injection` is set to something other than `enabled`; an ambient namespace needs no
     sidecar; only a namespace with neither an `istio-injection` value nor `istio.io/rev` is not
     injected (`istio-injection=disabled` opts out on purpose), or IST0148 instead when Istio's
-    injector ConfigMap (in a snapshot) says it injects every namespace by default."""
+    injector ConfigMap (in a snapshot) says it injects every namespace by default.
+
+    Then IST0103 on every Pod of a snapshot in a namespace labelled `istio-injection=enabled`
+    (not ambient, not istio-system) that has no `istio-proxy` container or init container, unless
+    `sidecar.istio.io/inject` (label over annotation) is `false` or it runs on the host
+    network: it started before injection was on, or was refused it."""
     by_default = _injects_by_default(index)
+    injected: set[str] = set()
     for namespace in index.by_kind["Namespace"]:
         name = _name(namespace)
         if name == ISTIO_SYSTEM:
@@ -287,3 +307,40 @@ def namespace_injection(index: _Index) -> Iterator[Finding]:
                 "injection: pods get no sidecar, so the mesh-side routing and subsets do not "
                 "apply to them",
             )
+        elif injection == "enabled":
+            injected.add(name)
+    yield from _pods_missing_proxy(index, injected)
+
+
+SIDECAR_INJECT = "sidecar.istio.io/inject"
+
+
+def _pods_missing_proxy(index: _Index, injected: set[str]) -> Iterator[Finding]:
+    """IST0103 (injection/injection.go, the Pod half of `injection.Analyzer`)."""
+    for pod in index.by_kind["Pod"]:
+        if index.ns(pod) not in injected:
+            continue
+        metadata = _dict(pod.get("metadata"))
+        inject = _dict(metadata.get("annotations")).get(SIDECAR_INJECT)
+        inject = _labels(pod).get(SIDECAR_INJECT, inject)
+        if str(inject).lower() == "false" or _spec(pod).get("hostNetwork") is True:
+            continue
+        containers = [
+            *_list(_spec(pod).get("containers")),
+            *_list(_spec(pod).get("initContainers")),
+        ]
+        if any(_dict(c).get("name") == "istio-proxy" for c in containers):
+            continue
+        pod_name = f"{index.ns(pod)}/{_name(pod)}"
+        yield _finding(
+            index,
+            pod,
+            POD_MISSING_PROXY,
+            "warning",
+            None,
+            f"The pod {pod_name} is missing the Istio proxy. This can often be resolved by "
+            "restarting or redeploying the workload. Its namespace is labelled "
+            "istio-injection=enabled, but the pod has no istio-proxy container: it started "
+            "before injection was on, or the injector refused it; until it is restarted its "
+            "traffic bypasses the mesh",
+        )

@@ -12,7 +12,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from mesh.checks.alerting import rule_labels
-from mesh.checks.destinations import destination_rule_subsets, virtual_service_destinations
+from mesh.checks.destinations import (
+    destination_rule_subsets,
+    ingress_subsets,
+    virtual_service_destinations,
+)
 from mesh.checks.findings import SEVERITIES, Finding
 from mesh.checks.gateway_workloads import (
     conflicting_gateways,
@@ -62,6 +66,7 @@ from mesh.config import StackConfig
 # ServiceEntries and namespaces to be judged: mesh.checks.workload_policies).
 ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     virtual_service_destinations,
+    ingress_subsets,
     destination_rule_subsets,
     gateway_references,
     mesh_host_conflicts,

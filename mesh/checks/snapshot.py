@@ -155,8 +155,10 @@ def _objects(document: Any, where: str, problems: list[str]) -> Iterator[dict[st
 
 def redact(obj: dict[str, Any]) -> dict[str, Any]:
     """A Secret reduced to what the analyzers may know (metadata, type, key names); any other
-    object as it is."""
-    if obj.get("kind") != "Secret" or obj.get("apiVersion") != "v1":
+    object as it is. Any `kind: Secret` is reduced, whatever its apiVersion (a hand-written or
+    mangled snapshot, a CRD of that name): it keeps that apiVersion, so it stays what it was to
+    the index (mesh.checks.kinds), but never its values."""
+    if obj.get("kind") != "Secret":
         return obj
     metadata = dict(obj.get("metadata") or {})
     metadata.pop("managedFields", None)
@@ -169,7 +171,11 @@ def redact(obj: dict[str, Any]) -> dict[str, Any]:
         if isinstance(obj.get(field), dict)
         for key in obj[field]
     ]
-    secret: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata}
+    secret: dict[str, Any] = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": "Secret",
+        "metadata": metadata,
+    }
     if "type" in obj:
         secret["type"] = obj["type"]
     secret["data"] = dict.fromkeys(keys, REDACTED)
