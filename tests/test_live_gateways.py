@@ -28,7 +28,7 @@ from mesh.config import StackConfig, parse_config
 from mesh.plan import build_plan
 from tests.conftest import stack_raw, with_value
 
-GATEWAY_CODES = {"IST0101", "IST0138", "IST0145", "IST0161", "IST0162"}
+GATEWAY_CODES = {"IST0101", "IST0138", "IST0145", "IST0161", "IST0162", "MESH0007"}
 STACK_GATEWAY = "Gateway ml-serving/ml-gateway"
 CREDENTIAL = "models-example-com-tls"  # Pulumi.prod.yaml gateway.tls.credentialName
 INGRESS = {"istio": "ingressgateway"}
@@ -96,8 +96,19 @@ def _server(port: int, hosts: list[str], tls: dict[str, Any] | None = None, **ex
 
 # The ingress gateway as Istio installs it, in its own namespace (not the stack's): pods, a
 # Service whose ports 80/443 target the proxy's 8080/8443, the TLS Secret next to the pods.
+def _listed(namespace: str) -> dict[str, Any]:
+    """The marker examples/cluster/snapshot.sh writes for a namespace whose Secrets it lists."""
+    return {
+        "apiVersion": "snapshot.ml-mesh.dev/v1",
+        "kind": "SecretsListed",
+        "metadata": {"name": namespace},
+    }
+
+
 def _ingress(namespace: str = "istio-ingress") -> list[dict[str, Any]]:
+    """The gateway pods and Service in `namespace`, whose Secrets the snapshot lists."""
     return [
+        _listed(namespace),
         _pod(namespace, {**INGRESS, "app": "istio-ingressgateway"}),
         _service(
             namespace,
@@ -293,6 +304,24 @@ def test_a_missing_credential_secret_is_a_stack_error():
     assert "kubectl -n istio-ingress create secret tls" in finding.message
 
 
+def test_a_credential_in_a_namespace_whose_secrets_were_not_listed_is_not_judged():
+    """No Secret of istio-ingress and no marker: the snapshot did not look there, so a missing
+    Secret proves nothing. The stack is told its credential went unchecked (MESH0007 info); a
+    foreign Gateway on the same pods gets nothing."""
+    cluster = [o for o in _ingress() if o["kind"] != "SecretsListed"]
+    tls = {"mode": "SIMPLE", "credentialName": "web-cert"}
+    foreign = _gateway("team-b", "web", [_server(443, ["web.example.com"], tls)])
+    findings = _gateway_findings([*cluster, foreign])
+    credential = [f for f in findings if "credential" in f.message.lower()]
+    assert [(f.code, f.severity, f.path, f.origin) for f in credential] == [
+        ("MESH0007", "info", "gateway.tls.credentialName", "stack")
+    ]
+    assert "examples/cluster/snapshot.sh istio-ingress" in credential[0].message
+    # One Secret of the namespace in the snapshot shows its Secrets were listed.
+    findings = _gateway_findings([*cluster, _secret("istio-ingress", "other", ["tls.crt"])])
+    assert [f.code for f in findings if "credential" in f.message.lower()] == ["IST0101"]
+
+
 def test_the_secret_in_the_gateways_own_namespace_is_not_where_istio_looks():
     # testdata/gateway-secrets.yaml `customgateway-wrongnamespace`: the workload's namespace
     # counts, not the Gateway's (ml-serving).
@@ -376,6 +405,7 @@ def test_gateway_pods_in_two_namespaces_need_the_secret_in_both():
 def test_a_credential_name_with_a_namespace_is_looked_up_there():
     # resource.NewShortOrFullName: `ns/name` names its namespace.
     team_b = [_pod("team-b", {"istio": "team-b"}), _service("team-b", None, [{"port": 9443}])]
+    team_b.append(_listed("certs"))  # snapshot.sh istio-ingress certs
     gateway = _foreign_tls("SIMPLE", "certs/wild")
     there = _secret("certs", "wild", ["tls.crt", "tls.key"])
     beside_the_pods = _secret("team-b", "wild", ["tls.crt", "tls.key"])
@@ -406,6 +436,7 @@ def test_servers_without_a_credential_name_need_no_secret():
 
 def test_a_foreign_gateways_missing_secret_is_the_clusters():
     team_b = [_pod("team-b", {"istio": "team-b"}), _service("team-b", None, [{"port": 9443}])]
+    team_b.append(_listed("team-b"))
     findings = _gateway_findings([*_healthy(), *team_b, _foreign_tls("SIMPLE", "b-cert")])
     assert _codes(findings) == [("IST0101", "Gateway team-b/tls", "cluster")]
     assert findings[0].path is None

@@ -17,5 +17,9 @@ kinds+=,services,deployments.apps,pods,namespaces,nodes
 kubectl get "$kinds" --all-namespaces -o yaml
 [ "$#" -gt 0 ] || set -- istio-system
 for namespace in "$@"; do
+  # Says that this namespace's Secrets were listed, so a Secret missing from it is missing
+  # from the cluster (in a namespace not listed, mesh check cannot tell and does not judge).
+  printf -- '---\napiVersion: %s\nkind: %s\nmetadata:\n  name: "%s"\n' \
+    snapshot.ml-mesh.dev/v1 SecretsListed "$namespace"
   kubectl get secrets -n "$namespace" -o go-template-file="$here/secret-metadata.tmpl"
 done

@@ -37,9 +37,11 @@ from mesh.checks.findings import (
     GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
     INVALID_GATEWAY_CREDENTIAL,
     REFERENCED_RESOURCE_NOT_FOUND,
+    SECRETS_NOT_LISTED,
     Finding,
 )
 from mesh.checks.index import _Index
+from mesh.checks.kinds import SNAPSHOT_GROUP, api_group
 from mesh.checks.objects import _dict, _labels, _list, _name, _spec
 from mesh.checks.paths import _finding
 
@@ -269,6 +271,7 @@ def gateway_credentials(index: _Index) -> Iterator[Finding]:
         return
     pods = workload_pods(index)
     secrets = {(index.ns(s), _name(s)): s for s in index.by_kind["Secret"]}
+    listed = secrets_listed(index)
     names_by_secret: dict[str, list[str]] = defaultdict(list)
     for namespace, name in secrets:
         names_by_secret[name].append(namespace)
@@ -287,6 +290,11 @@ def gateway_credentials(index: _Index) -> Iterator[Finding]:
             if not credential:
                 continue
             for workload_ns in namespaces:
+                namespace, _ = _secret_name(credential, workload_ns)
+                if namespace not in listed:
+                    if index.is_stack(gateway):
+                        yield _not_listed(index, gateway, credential, namespace)
+                    continue
                 yield from _credential(
                     index,
                     gateway,
@@ -296,6 +304,27 @@ def gateway_credentials(index: _Index) -> Iterator[Finding]:
                     secrets,
                     names_by_secret,
                 )
+
+
+def secrets_listed(index: _Index) -> set[str]:
+    """The namespaces whose Secrets the snapshot holds: those named by a `SecretsListed` marker
+    (examples/cluster/snapshot.sh writes one per namespace it lists, empty or not) and those
+    with at least one Secret. Elsewhere a missing Secret says nothing: it was not looked for."""
+    markers = (o for o in index.by_kind["SecretsListed"] if api_group(o) == SNAPSHOT_GROUP)
+    return {_name(o) for o in markers} | {index.ns(s) for s in index.by_kind["Secret"]}
+
+
+def _not_listed(index: _Index, gateway: dict[str, Any], credential: str, namespace: str) -> Finding:
+    return _finding(
+        index,
+        gateway,
+        SECRETS_NOT_LISTED,
+        "info",
+        _path(index, gateway, "gateway.tls.credentialName"),
+        f"credentialName {credential!r} not checked: the gateway pods run in namespace "
+        f"{namespace!r}, whose Secrets the snapshot does not hold; take it with "
+        f"`examples/cluster/snapshot.sh {namespace}` to check it",
+    )
 
 
 def _credential(

@@ -18,6 +18,9 @@ ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_SECURITY = "security.istio.io"
 ISTIO_TELEMETRY = "telemetry.istio.io"
 GATEWAY_API = "gateway.networking.k8s.io"
+# Markers examples/cluster/snapshot.sh writes into a snapshot (`SecretsListed`: the Secrets of
+# the namespace it names were listed). No cluster serves this group.
+SNAPSHOT_GROUP = "snapshot.ml-mesh.dev"
 
 # The API group each bare kind the rules ask for stands for.
 KIND_GROUPS: dict[str, str] = {
