@@ -48,7 +48,7 @@ ROLLOUT_TAKES_VERSION_DOWN = "MESH0002"
 IMAGE_NOT_PINNED_BY_DIGEST = "MESH0003"
 ALERTS_WITHOUT_RELEASE_LABEL = "MESH0004"
 # What the Kubernetes API server validates and a JSON Schema cannot express
-# (mesh.checks.kubernetes). MESH0008, MESH0009 are left to other rules of ml-mesh's own.
+# (mesh.checks.kubernetes). MESH0009 is left to another rule of ml-mesh's own.
 KUBERNETES_REFUSES = "MESH0010"  # error: the API server rejects the object (`pulumi up` fails)
 KUBERNETES_WARNS = "MESH0011"  # warning: the API server accepts it with a `Warning:` header
 SELECTS_NOTHING = "MESH0012"  # a selector or reference that finds nothing in the stack (warning; error for a subset none of whose pods its Service selects)
@@ -71,6 +71,9 @@ PRINCIPAL_NAMESPACE_NOT_FOUND = "MESH0006"
 # ml-mesh's own: a Gateway credential not checked, the snapshot holding no Secrets of the
 # namespace of the gateway pods (mesh.checks.gateway_workloads).
 SECRETS_NOT_LISTED = "MESH0007"
+# ml-mesh's own: a MUTUAL or OPTIONAL_MUTUAL gateway server whose Secrets hold no client CA
+# (pilot's CredentialsController.GetCaCert / ExtractRoot; no Istio analyzer checks it).
+GATEWAY_CLIENT_CA_MISSING = "MESH0008"
 
 
 @dataclass(frozen=True)
