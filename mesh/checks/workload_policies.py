@@ -537,7 +537,9 @@ def service_entry_protocols(index: _Index) -> Iterator[Finding]:
 
 def _created(index: _Index, obj: dict[str, Any]) -> str:
     if index.is_stack(obj):
-        return "~"  # created by `pulumi up`: after everything the cluster has
+        # created by `pulumi up`, after everything the cluster has; an update keeps the live
+        # object's creationTimestamp
+        return index.live_created.get(id(obj), "~")
     return str(_dict(obj.get("metadata")).get("creationTimestamp") or "")
 
 
