@@ -382,7 +382,8 @@ def sidecar_selectors(index: _Index) -> Iterator[Finding]:
     """sidecar/selector.go `SelectorAnalyzer`: a Sidecar's `workloadSelector.labels` must match
     a pod of its namespace (IST0101), no pod may be selected by two Sidecars (IST0110), and a
     namespace has at most one Sidecar without a selector (IST0111; ml-mesh's `default` Sidecar,
-    mesh.security, is one). Pods in ambient mode (IST0162 IneffectivePolicy) are not modelled."""
+    mesh.security, is one). Pods and namespaces in ambient mode are not modelled (Istio reports
+    IST0167 IneffectivePolicy for them instead of IST0110/IST0111)."""
     scoped, wide = [], []
     for sidecar in index.by_kind["Sidecar"]:
         labels = _dict(_dict(_spec(sidecar).get("workloadSelector")).get("labels"))
