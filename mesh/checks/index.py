@@ -101,6 +101,9 @@ class _Index:
         # id() of the stack's objects among `objects`; None: every object is the stack's (no
         # snapshot of the cluster). Findings on other objects are reported as the cluster's.
         self.stack_ids = stack_ids
+        # id() of a stack object that updates a live one -> the live creationTimestamp
+        # (mesh.checks.snapshot World.created); set by mesh.checks.run
+        self.live_created: dict[int, str] = {}
         # The policy pack's config to check with; None: the working tree's policy/config.json.
         self.pack_config = pack_config
         self.default_namespace = config.namespace

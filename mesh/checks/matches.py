@@ -13,9 +13,10 @@ step for step:
 - only a route with an empty `match` list is a catch-all (a `uri: {prefix: /}` match is not,
   for the validation); a second one is "only the last rule can have no matches", every match
   after one is "route without matches defined before";
-- two matches are duplicates when they serialise alike without their `name` (`asJSON`: Go's
-  `encoding/json` omits zero values, so an absent field and `port: 0` or `headers: {}` are
-  the same match);
+- two matches are duplicates when they serialise alike without their `name` (`asJSON`: the
+  jsonpb `MarshalJSON` of istio.io/api omits zero values, so an absent field and `port: 0` or
+  `headers: {}` are the same match, but keeps a set message and every map entry, so
+  `headers: {x-debug: {}}`, a presence test, is not);
 - a rule whose every match duplicates an earlier one is unreachable; HTTP matches with a URI
   prefix are also compared pairwise for a prefix that covers a later one (same port, method
   defaulting to `exact:GET`, authority, headers, query parameters and withoutHeaders);
@@ -48,6 +49,10 @@ MATCH_EXACT = "exact:"  # validation.go matchExact
 MATCH_PREFIX = "prefix:"  # validation.go matchPrefix
 # StringMatch is a oneof: `exact: ""` is a set field, unlike an absent one (Go keeps it).
 _ONEOF_KEYS = frozenset({"exact", "prefix", "regex"})
+# Match fields that hold a StringMatch message: set, even to `{}` (`headers: {x: {}}` tests the
+# header's presence), a message is serialised; and the map fields, whose every entry is.
+_MESSAGE_KEYS = frozenset({"uri", "scheme", "method", "authority"})
+_MAP_KEYS = frozenset({"headers", "queryParams", "withoutHeaders", "sourceLabels"})
 
 
 def _zero(value: Any) -> bool:
@@ -55,12 +60,18 @@ def _zero(value: Any) -> bool:
     return value is None or value is False or value == 0 or value in ("", [], {})
 
 
-def _normalised(value: Any) -> Any:
+def _normalised(value: Any, is_map: bool = False) -> Any:
+    """The match as istio.io/api's `MarshalJSON` (jsonpb) writes it: zero scalars, empty lists
+    and maps and unset messages left out; set messages, set oneof fields and map entries
+    kept."""
     if isinstance(value, dict):
         return {
-            str(k): _normalised(v)
+            str(k): _normalised(v, not is_map and str(k) in _MAP_KEYS)
             for k, v in value.items()
-            if str(k) in _ONEOF_KEYS or not _zero(v)
+            if is_map
+            or str(k) in _ONEOF_KEYS
+            or (str(k) in _MESSAGE_KEYS and isinstance(v, dict))
+            or not _zero(v)
         }
     if isinstance(value, list):
         return [_normalised(v) for v in value]

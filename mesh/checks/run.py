@@ -134,6 +134,7 @@ def check(
         return sorted(own + [f for rule in ISTIO_RULES for f in rule(index)], key=_order)
     world = merge(objects, cluster, config.namespace)
     after = _Index(config, world.objects, pack_config, world.stack_ids)
+    after.live_created = world.created
     before = _Index(config, world.cluster, pack_config, frozenset())
     already = {_identity(f) for rule in ISTIO_RULES for f in rule(before)}
     mesh = [_introduced(f, already) for rule in ISTIO_RULES for f in rule(after)]

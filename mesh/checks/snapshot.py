@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ class World:
     objects: list[dict[str, Any]]
     stack_ids: frozenset[int]  # id() of the stack's objects in `objects`
     cluster: list[dict[str, Any]]  # the snapshot as it is now (before `pulumi up`)
+    # id() of a stack object that updates a live one -> the live creationTimestamp, which an
+    # update keeps (istiod orders same-host services by it)
+    created: dict[int, str] = field(default_factory=dict)
 
 
 def load_snapshot(paths: Sequence[str], stdin: Any = None) -> list[dict[str, Any]]:
@@ -205,12 +208,20 @@ def merge(
     keys = {object_key(obj, default_namespace) for obj in stack}
     replaced_deployments = {(ns, name) for group, kind, ns, name in keys if kind == "Deployment"}
     kept = []
+    live_created: dict[tuple[str, str, str, str], str] = {}
     for obj in cluster:
-        if object_key(obj, default_namespace) in keys:
+        if (key := object_key(obj, default_namespace)) in keys:
+            if stamp := (obj.get("metadata") or {}).get("creationTimestamp"):
+                live_created[key] = str(stamp)
             continue
         if obj.get("kind") == "Pod" and obj.get("apiVersion") == "v1":
             namespace = str((obj.get("metadata") or {}).get("namespace") or default_namespace)
             if (namespace, _deployment_of(obj)) in replaced_deployments:
                 continue
         kept.append(obj)
-    return World(kept + stack, frozenset(map(id, stack)), list(cluster))
+    created = {
+        id(obj): live_created[key]
+        for obj in stack
+        if (key := object_key(obj, default_namespace)) in live_created
+    }
+    return World(kept + stack, frozenset(map(id, stack)), list(cluster), created)

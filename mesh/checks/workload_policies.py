@@ -72,6 +72,28 @@ class Workload:
     ambient: bool
 
 
+class _ByLabel:
+    """Workloads by namespace and by (namespace, label, value): a selector is tried only on the
+    pods that carry its first label, so a namespace of many pods and many policies stays
+    linear (what `klabels.SelectorFromSet(...).Matches` would find, pod by pod)."""
+
+    def __init__(self, pods: list[Workload]):
+        self.by_namespace: dict[str, list[Workload]] = defaultdict(list)
+        self.by_label: dict[tuple[str, str, str], list[Workload]] = defaultdict(list)
+        for pod in pods:
+            self.by_namespace[pod.namespace].append(pod)
+            for key, value in pod.labels.items():
+                self.by_label[(pod.namespace, key, value)].append(pod)
+
+    def matching(self, namespace: str, labels: dict[str, Any]) -> list[Workload]:
+        """The pods of `namespace` that carry every label of `labels` (all of them: none)."""
+        if not labels:
+            return self.by_namespace.get(namespace, [])
+        key, value = next(iter(labels.items()))
+        candidates = self.by_label.get((namespace, str(key), str(value)), [])
+        return [p for p in candidates if selects(labels, p.labels)]
+
+
 def _quoted(text: str) -> str:
     """Go's `%q`."""
     return json.dumps(text, ensure_ascii=False)
@@ -135,9 +157,7 @@ def workloads(index: _Index) -> list[Workload]:
                 str(_dict(metadata.get("annotations")).get(AMBIENT_REDIRECTION)) == "enabled",
             )
         )
-    live: dict[str, list[Workload]] = defaultdict(list)
-    for pod in found:
-        live[pod.namespace].append(pod)
+    live = _ByLabel(found)
     targets = {
         (index.ns(c), str(_dict(_spec(c).get("targetRef")).get("name")))
         for c in index.by_kind["Canary"]
@@ -171,7 +191,7 @@ def workloads(index: _Index) -> list[Workload]:
             chosen = {k: primary[k] for k in selected if k in primary}
             pods.append((f"{_name(deployment)}-primary-*", primary, chosen, True))
         for name, pod_labels, selector, unless_live in pods:
-            if unless_live and any(selects(selector, p.labels) for p in live.get(namespace, [])):
+            if unless_live and live.matching(namespace, selector):
                 continue  # its live pods stand for it
             found.append(Workload(namespace, name, pod_labels, in_mesh, ambient))
     return found
@@ -216,10 +236,7 @@ def authorization_policies(index: _Index) -> Iterator[Finding]:
     (no workload can have that identity, so the rule allows nobody), on the stack's policies.
     Both need the cluster's namespaces, so they stay silent without a snapshot that lists them.
     """
-    pods: dict[str, list[Workload]] = defaultdict(list)
-    for workload in workloads(index):
-        if workload.in_mesh or workload.ambient:
-            pods[workload.namespace].append(workload)
+    pods = _ByLabel([w for w in workloads(index) if w.in_mesh or w.ambient])
     knows = _knows_namespaces(index)
     existing = [_name(n) for n in index.by_kind["Namespace"]]
     for policy in index.by_kind["AuthorizationPolicy"]:
@@ -229,7 +246,7 @@ def authorization_policies(index: _Index) -> Iterator[Finding]:
 
 
 def _no_matching_workloads(
-    index: _Index, policy: dict[str, Any], pods: dict[str, list[Workload]]
+    index: _Index, policy: dict[str, Any], pods: _ByLabel
 ) -> Iterator[Finding]:
     namespace = index.ns(policy)
     spec = _spec(policy)
@@ -237,15 +254,13 @@ def _no_matching_workloads(
     has_selector = isinstance(selector, dict)
     labels = {str(k): v for k, v in _dict(_dict(selector).get("matchLabels")).items()}
     if namespace == ROOT_NAMESPACE:
-        if not has_selector or any(
-            selects(labels, p.labels) for group in pods.values() for p in group
-        ):
+        if not has_selector or any(pods.matching(ns, labels) for ns in pods.by_namespace):
             return
     elif not has_selector:
-        if pods.get(namespace):
+        if pods.by_namespace.get(namespace):
             return
         labels = {}
-    elif any(selects(labels, p.labels) for p in pods.get(namespace, [])):
+    elif pods.matching(namespace, labels):
         return
     yield _finding(
         index,
@@ -305,14 +320,12 @@ def _selector_analyzer(
     """The loop sidecar/selector.go and telemetry/selector.go `SelectorAnalyzer` share: a
     selector that matches no pod of its namespace is IST0101; a pod two of them select is
     reported on each (IST0110 / IST0159)."""
-    pods: dict[str, list[Workload]] = defaultdict(list)
-    for pod in workloads(index):
-        pods[pod.namespace].append(pod)
+    pods = _ByLabel(workloads(index))
     by_pod: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for obj, labels in policies:
         # only pods of the policy's namespace (selector.go: "Only attempt to match in the
         # same namespace")
-        matched = [p for p in pods.get(index.ns(obj), []) if selects(labels, p.labels)]
+        matched = pods.matching(index.ns(obj), labels)
         if not matched:
             yield _finding(
                 index,
@@ -369,7 +382,8 @@ def sidecar_selectors(index: _Index) -> Iterator[Finding]:
     """sidecar/selector.go `SelectorAnalyzer`: a Sidecar's `workloadSelector.labels` must match
     a pod of its namespace (IST0101), no pod may be selected by two Sidecars (IST0110), and a
     namespace has at most one Sidecar without a selector (IST0111; ml-mesh's `default` Sidecar,
-    mesh.security, is one). Pods in ambient mode (IST0162 IneffectivePolicy) are not modelled."""
+    mesh.security, is one). Pods and namespaces in ambient mode are not modelled (Istio reports
+    IST0167 IneffectivePolicy for them instead of IST0110/IST0111)."""
     scoped, wide = [], []
     for sidecar in index.by_kind["Sidecar"]:
         labels = _dict(_dict(_spec(sidecar).get("workloadSelector")).get("labels"))
@@ -524,7 +538,9 @@ def service_entry_protocols(index: _Index) -> Iterator[Finding]:
 
 def _created(index: _Index, obj: dict[str, Any]) -> str:
     if index.is_stack(obj):
-        return "~"  # created by `pulumi up`: after everything the cluster has
+        # created by `pulumi up`, after everything the cluster has; an update keeps the live
+        # object's creationTimestamp
+        return index.live_created.get(id(obj), "~")
     return str(_dict(obj.get("metadata")).get("creationTimestamp") or "")
 
 
