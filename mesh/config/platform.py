@@ -45,6 +45,11 @@ NATIVE_AUTO_ISTIO = (1, 27)
 _VERSION = re.compile(r"^1\.(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?$")
 
 GpuNodes = Literal["device-plugin", "gpu-operator", "custom"]
+GatewayApiChannel = Literal["standard", "experimental"]
+# Ambient mode is GA from Istio 1.24 (the 1.24 release announcement: ztunnel, waypoints and
+# their APIs); the Service label `istio.io/ingress-use-waypoint` is read from 1.24.0 on
+# (istio/istio 1.24.0 pilot/pkg/serviceregistry/kube/controller/ambient/services.go).
+AMBIENT_ISTIO = (1, 24)
 # The label the GPU Operator's GPU Feature Discovery puts on every node with an NVIDIA GPU; the
 # device plugin alone labels nothing (the `nvidia.com/gpu` extended resource steers scheduling).
 GPU_OPERATOR_LABEL = {"nvidia.com/gpu.present": "true"}
@@ -122,6 +127,12 @@ class Platform(_Config):
         "no label, the nvidia.com/gpu resource request steers scheduling), `gpu-operator` "
         "(nvidia.com/gpu.present=true from GPU Feature Discovery), `custom` "
         "(scheduling.gpu.nodeSelector)",
+    )
+    gateway_api_channel: GatewayApiChannel = Field(
+        default="standard",
+        description="the Gateway API CRD channel installed on the cluster (standard-install.yaml "
+        "or experimental-install.yaml): `routing: gateway-api` emits experimental-channel "
+        "fields (HTTPRoute `retry`) only with `experimental`",
     )
     monitoring_release: LabelValue | None = Field(
         default=None,

@@ -20,7 +20,12 @@ from mesh.config.formats import (
     is_dns_subdomain,
 )
 from mesh.config.model import Model
-from mesh.config.platform import NATIVE_ANNOTATION_ISTIO, NATIVE_SIDECARS_KUBERNETES, Platform
+from mesh.config.platform import (
+    AMBIENT_ISTIO,
+    NATIVE_ANNOTATION_ISTIO,
+    NATIVE_SIDECARS_KUBERNETES,
+    Platform,
+)
 from mesh.config.scheduling import Scheduling
 from mesh.config.security import Security
 from mesh.config.storage import Storage
@@ -146,6 +151,18 @@ class StackConfig(_Config):
         description="protected stacks: the largest canary weight increase one change may make "
         "(checked by `python -m mesh diff`)",
     )
+    dataplane: Literal["sidecar", "ambient"] = Field(
+        default="sidecar",
+        description="how pods join the mesh: `sidecar` (an injected istio-proxy per pod) or "
+        "`ambient` (ztunnel on every node for L4 and mTLS, a waypoint proxy in the namespace "
+        "for L7); ambient needs platform.istioVersion 1.24+",
+    )
+    routing: Literal["istio", "gateway-api"] = Field(
+        default="istio",
+        description="the routing API: `istio` (Gateway, VirtualService, DestinationRule "
+        "subsets) or `gateway-api` (a Gateway of class istio, HTTPRoute and GRPCRoute "
+        "splitting between per-version Services; DestinationRules keep the traffic policy)",
+    )
     platform: Platform = Platform()
     gateway: Gateway
     storage: Storage
@@ -199,6 +216,8 @@ class StackConfig(_Config):
         rather than override them, so the two can never drift apart."""
         gateway = self.gateway
         given = self.security.gateway_principal
+        if self.routing == "gateway-api":  # Istio deploys the pods: see `_mode_rules`
+            return self
         if gateway.service_account is None and gateway.derived_service_account() is None:
             if self.authorization_enabled() or given is not None:
                 raise ConfigPathError(
@@ -383,6 +402,48 @@ class StackConfig(_Config):
         return self
 
     @model_validator(mode="after")
+    def _mode_rules(self) -> StackConfig:
+        """What the data plane (`dataplane`) and the routing API (`routing`) cannot do."""
+        if self.dataplane == "ambient":
+            if self.platform.istio() < AMBIENT_ISTIO:
+                raise ConfigPathError(
+                    ("dataplane",),
+                    f"ambient needs Istio 1.24+ (GA there) and platform.istioVersion is "
+                    f"{self.platform.istio_version!r}: raise platform.istioVersion if the "
+                    "cluster runs 1.24 or newer, or use dataplane: sidecar",
+                )
+            if self.istio.native_sidecars is not None:
+                raise ConfigPathError(
+                    ("istio", "nativeSidecars"),
+                    "dataplane is ambient, so no pod has an istio-proxy sidecar: remove "
+                    "istio.nativeSidecars",
+                )
+        if self.routing == "gateway-api":
+            # Istio deploys the pods of a Gateway of class `istio` itself (Deployment and
+            # ServiceAccount `<name>-istio`, pods labelled gateway.networking.k8s.io/
+            # gateway-name: <name>; pilot/pkg/config/kube/gatewaycommon/deploymentcontroller.go
+            # `configureIstioGateway`, gateway_utils.go `GetDefaultName`): selecting other pods
+            # or naming another account would admit an identity no gateway pod has.
+            for key in ("selector", "service_account"):
+                if key in self.gateway.model_fields_set:
+                    alias = "serviceAccount" if key == "service_account" else key
+                    raise ConfigPathError(
+                        ("gateway", alias),
+                        "routing is gateway-api: Istio deploys the Gateway's own pods "
+                        f"(Deployment {self.gateway.name}-istio in {self.gateway.namespace}, "
+                        f"service account {self.gateway.name}-istio), so gateway.{alias} does "
+                        "not apply; remove it",
+                    )
+            if self.security.gateway_principal is not None:
+                raise ConfigPathError(
+                    ("security", "gatewayPrincipal"),
+                    "routing is gateway-api: the gateway's principal is that of the pods Istio "
+                    f"deploys for it ({self.gateway_principal()}); remove "
+                    "security.gatewayPrincipal",
+                )
+        return self
+
+    @model_validator(mode="after")
     def _protected_rules(self) -> StackConfig:
         """What a protected (production) stack may not do."""
         if not self.protected:
@@ -474,6 +535,8 @@ class StackConfig(_Config):
         wherever authorization needs it; elsewhere an underivable selector falls back to the
         legacy account, which nothing then relies on."""
         gateway = self.gateway
+        if self.routing == "gateway-api":
+            return f"{gateway.name}-istio"
         return (
             gateway.service_account
             or gateway.derived_service_account()
@@ -489,6 +552,12 @@ class StackConfig(_Config):
             f"{self.security.trust_domain}/ns/{self.gateway.namespace}"
             f"/sa/{self.gateway_service_account()}"
         )
+
+    def ambient(self) -> bool:
+        return self.dataplane == "ambient"
+
+    def gateway_api(self) -> bool:
+        return self.routing == "gateway-api"
 
     def model_hosts(self, name: str) -> list[str]:
         """External hosts of a model: its own, or `<model>.<gateway.domain>`."""
