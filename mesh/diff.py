@@ -36,8 +36,14 @@ from mesh.routing import (
     ModelRouting,
     VersionRouting,
     describe_analysis,
+    has_conditions,
+    http_route_rules,
+    is_model_route,
     largest_flagger_step,
     routing_from_objects,
+    rule_label,
+    version_of,
+    version_services,
 )
 from mesh.trace import Objects
 from mesh.trace.flagger import expand
@@ -332,6 +338,8 @@ def match_routes(objects: list[dict]) -> dict[str, dict[str, MatchRoute]]:
     whatever its name."""
     found: dict[str, dict[str, MatchRoute]] = {}
     for obj in objects:
+        if obj.get("kind") == "HTTPRoute" and is_model_route(obj):
+            found[obj["metadata"]["name"]] = http_route_matches(obj, objects)
         if obj.get("kind") != "VirtualService":
             continue
         rules: dict[str, MatchRoute] = {}
@@ -349,6 +357,41 @@ def match_routes(objects: list[dict]) -> dict[str, dict[str, MatchRoute]]:
             )
         found[obj["metadata"]["name"]] = rules
     return found
+
+
+def _header_text(headers: list[dict]) -> str:
+    kinds = {"Exact": "exact", "RegularExpression": "regex"}
+    parts = [
+        f"{h.get('name')} {kinds.get(h.get('type', 'Exact'), h.get('type'))} {h.get('value')!r}"
+        for h in sorted(headers, key=lambda h: str(h.get("name")))
+    ]
+    return " and ".join(parts) or "no condition"
+
+
+def http_route_matches(route: dict, objects: list[dict]) -> dict[str, MatchRoute]:
+    """An HTTPRoute's match rules in the order Istio tries them (the config keeps it the
+    written order: mesh/config/gateway_api.py), from their REST forms (the gRPC forms repeat
+    them), named as `routing_from_objects` names them."""
+    name = route["metadata"]["name"]
+    services = version_services(objects, name)
+    rules: dict[str, MatchRoute] = {}
+    for index, rule in enumerate(http_route_rules(route)):
+        if not has_conditions(rule):
+            continue
+        label = rule_label(route, rule, index)
+        versions = tuple(
+            sorted(
+                {
+                    version_of(services, name, r.get("name", ""))
+                    for r in rule.get("backendRefs") or []
+                }
+            )
+        )
+        headers = [h for m in rule.get("matches") or [] for h in m.get("headers") or []]
+        rules[label] = MatchRoute(
+            versions, json.dumps(rule.get("matches"), sort_keys=True), _header_text(headers)
+        )
+    return rules
 
 
 _UNKNOWN_SHARE = (

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mesh import gatewayapi
 from mesh.config import StackConfig
 from mesh.dashboard import dashboard_objects
 from mesh.egress import egress_objects
+from mesh.gatewayapi.common import version_service_host
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
 from mesh.progressive import progressive_objects
@@ -43,9 +45,26 @@ class Plan:
         return [self.namespace, *(obj for c in self.components for obj in c.objects)]
 
 
+def ingress_objects(config: StackConfig) -> list[dict]:
+    """The shared ingress in the stack's routing API: the Istio Gateway (`routing: istio`), or
+    the Gateway API Gateway and its HTTPS redirect route (mesh.gatewayapi.ingress)."""
+    if config.gateway_api():
+        return gatewayapi.ingress_objects(config)
+    return [gateway(config)]
+
+
+def routing_objects(config: StackConfig, name: str) -> list[dict]:
+    """A model's routing in the stack's routing API: DestinationRule subsets and a
+    VirtualService (mesh.traffic), or version Services, their DestinationRules and an
+    HTTPRoute (mesh.gatewayapi)."""
+    if config.gateway_api():
+        return gatewayapi.routing_objects(config, name)
+    return traffic_objects(config, name)
+
+
 def build_plan(config: StackConfig) -> Plan:
     components = [
-        Component(INGRESS, config.gateway.name, (gateway(config),)),
+        Component(INGRESS, config.gateway.name, tuple(ingress_objects(config))),
         Component(EGRESS, "egress", tuple(egress_objects(config))),
         # After egress: the Sidecar's REGISTRY_ONLY must not cut the pods off before the
         # ServiceEntries exist (see DEPENDS_ON_KINDS in mesh.program).
@@ -68,7 +87,7 @@ def serving_objects(config: StackConfig, name: str) -> list[dict]:
     # none: Flagger renames the workloads (<m>-primary) and owns the weights the board shows.
     return [
         *model_objects(config, name),
-        *traffic_objects(config, name),
+        *routing_objects(config, name),
         *model_security_objects(config, name),
         *dashboard_objects(config, name),
     ]
@@ -80,7 +99,7 @@ def routing_owner(config: StackConfig, name: str) -> str:
 
 def model_outputs(config: StackConfig, name: str) -> dict[str, Any]:
     model = config.models[name]
-    return {
+    outputs = {
         "urls": endpoint_urls(config, name),
         "service": config.service_host(name),
         "routing": routing_owner(config, name),
@@ -90,11 +109,23 @@ def model_outputs(config: StackConfig, name: str) -> dict[str, Any]:
         "matches": {rule: match.version for rule, match in model.ordered_matches()},
         "mirror": model.mirror.model_dump() if model.mirror else None,
     }
+    if config.gateway_api() and model.progressive is None:
+        # The Service of each version, for a caller that must reach one version directly
+        # (the HTTPRoute splits between these).
+        outputs["versionServices"] = {
+            version: version_service_host(config, name, version)
+            for version in sorted(model.versions)
+        }
+    return outputs
 
 
 def stack_outputs(config: StackConfig) -> dict[str, Any]:
-    return {
+    outputs = {
         "namespace": config.namespace,
         "gatewayHosts": gateway_hosts(config),
         "models": {name: model_outputs(config, name) for name in sorted(config.models)},
     }
+    if config.gateway_api():
+        outputs["routing"] = config.routing
+        outputs["gateway"] = f"{config.gateway.namespace}/{config.gateway.name}"
+    return outputs

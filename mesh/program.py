@@ -39,6 +39,9 @@ TYPED_KINDS: dict[tuple[str, str], Any] = {
 DEPENDS_ON_KINDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("ServiceAccount",),
     "VirtualService": ("DestinationRule", "Deployment", "Gateway"),
+    # routing: gateway-api: a route shifts traffic only once the version Services (and their
+    # traffic policy) exist, the versions are rolled out and the Gateway it binds is there.
+    "HTTPRoute": ("Service", "DestinationRule", "Deployment", "Gateway"),
     # Flagger needs its target Deployment and the MetricTemplate its analysis reads.
     "Canary": ("Deployment", "MetricTemplate"),
     # REGISTRY_ONLY egress only once the model store's ServiceEntries are there; on delete the

@@ -2,7 +2,7 @@
 
 `mesh diff` compares a base rendered by the base's own code with the working tree, so the
 routing of both sides is read from what they render (VirtualServices, DestinationRules,
-Canaries), never from config that the other side's code might read differently. Roles (stable,
+HTTPRoutes and their version Services, Canaries), never from config that the other side's code might read differently. Roles (stable,
 canary) are not in the objects; they come from the stack config where it can be read.
 """
 
@@ -93,6 +93,132 @@ def _ml_mesh_routing(vs: dict, rule: dict | None) -> ModelRouting:
     return ModelRouting(vs["metadata"]["name"], ML_MESH, hosts, versions)
 
 
+def is_grpc_form(rule: dict) -> bool:
+    """A rule that repeats another for gRPC requests (mesh/gatewayapi/routes.py): every match
+    requires content-type application/grpc. Requests through the gateway's REST handling and
+    the REST port never take it, like the port-selected routes of a VirtualService."""
+    matches = rule.get("matches") or []
+    return bool(matches) and all(
+        any(
+            h.get("name", "").lower() == "content-type" and "application/grpc" in h.get("value", "")
+            for h in m.get("headers") or []
+        )
+        for m in matches
+    )
+
+
+def http_route_rules(route: dict) -> list[dict]:
+    """The rules REST requests can take, in written order (the gRPC forms left out)."""
+    return [r for r in route.get("spec", {}).get("rules", []) if not is_grpc_form(r)]
+
+
+def default_rule(route: dict) -> dict | None:
+    """The weighted rule: the first without conditions takes every request no match rule
+    took (Istio's sort is stable and keeps equal rules in written order, conversion.go
+    `sortHTTPRoutes`)."""
+    rules = http_route_rules(route)
+    return next((r for r in rules if not has_conditions(r) and r.get("backendRefs")), None)
+
+
+def rule_label(route: dict, rule: dict, index: int) -> str:
+    """A match rule's config name: its rule name without the `-<REST port>` suffix
+    mesh/gatewayapi/routes.py adds (the weighted rule is named after that port)."""
+    default = default_rule(route)
+    suffix = f"-{default['name']}" if default is not None and default.get("name") else ""
+    return (rule.get("name") or f"rule {index}").removesuffix(suffix)
+
+
+def has_conditions(rule: dict) -> bool:
+    """Whether a rule selects requests by more than the path `/` (a match rule)."""
+    return any(
+        m.get("headers")
+        or m.get("queryParams")
+        or m.get("method")
+        or (m.get("path") or {}).get("value", "/") != "/"
+        for m in rule.get("matches") or []
+    )
+
+
+def _backend_shares(refs: list[dict]) -> dict[str, float]:
+    """HTTPRoute weights are relative (default 1) and a 0 weight gets nothing; a lone
+    backend with weight takes everything (Istio conversion.go `buildHTTPDestination`). All
+    at 0: Istio answers 500, no version gets traffic."""
+    weights = {r.get("name", ""): float(r.get("weight", 1)) for r in refs}
+    total = sum(weights.values())
+    if total == 0:
+        return dict.fromkeys(weights, 0.0)
+    return {name: weight * 100 / total for name, weight in weights.items()}
+
+
+def _mirror_percent(mirror: dict) -> float:
+    """`percent`, or `fraction` (denominator default 100), else everything (Gateway API)."""
+    if "percent" in mirror:
+        return float(mirror["percent"])
+    fraction = mirror.get("fraction")
+    if fraction is not None:
+        return 100 * fraction.get("numerator", 0) / fraction.get("denominator", 100)
+    return 100.0
+
+
+def version_services(objects: list[dict], model: str) -> dict[str, str]:
+    """Service name -> version, for the Services that select one version of `model`."""
+    found = {}
+    for obj in objects:
+        selector = obj.get("spec", {}).get("selector") or {}
+        if obj.get("kind") == "Service" and selector.get("app") == model and "version" in selector:
+            found[obj["metadata"]["name"]] = selector["version"]
+    return found
+
+
+def version_of(services: dict[str, str], model: str, service: str) -> str:
+    return services.get(service) or service.removeprefix(f"{model}-")
+
+
+def _http_route_routing(route: dict, objects: list[dict]) -> ModelRouting:
+    """The routing of a model's HTTPRoute: the weighted rule's relative weights, the match
+    rules (named without the `-<port>` suffix mesh/gatewayapi/routes.py gives them) and the
+    mirror, from the REST forms of the rules (the gRPC forms repeat them)."""
+    name = route["metadata"]["name"]
+    services = version_services(objects, name)
+    rules = http_route_rules(route)
+    default = default_rule(route)
+    weights: dict[str, float] = {}
+    matches: dict[str, list[str]] = {}
+    mirrored: dict[str, float] = {}
+    for index, rule in enumerate(rules):
+        refs = rule.get("backendRefs") or []
+        if has_conditions(rule):
+            label = rule_label(route, rule, index)
+            for ref in refs:
+                version = version_of(services, name, ref.get("name", ""))
+                matches.setdefault(version, []).append(label)
+            continue
+        if rule is not default:
+            continue  # after the default rule: never reached
+        shares = _backend_shares(refs)
+        weights = {version_of(services, name, s): w for s, w in shares.items()}
+        for item in rule.get("filters") or []:
+            mirror = item.get("requestMirror")
+            if item.get("type") == "RequestMirror" and mirror:
+                version = version_of(services, name, mirror.get("backendRef", {}).get("name", ""))
+                mirrored[version] = _mirror_percent(mirror)
+    names = sorted(set(services.values()) | set(weights) | set(matches) | set(mirrored))
+    versions = {
+        v: VersionRouting(weights.get(v, 0.0), tuple(matches.get(v, ())), mirrored.get(v, 0.0))
+        for v in names
+    }
+    return ModelRouting(name, ML_MESH, tuple(route["spec"].get("hostnames", [])), versions)
+
+
+def is_model_route(route: dict) -> bool:
+    """A model's HTTPRoute: it binds a Service parent (GAMMA) and has backends; the HTTPS
+    redirect route has neither."""
+    spec = route.get("spec", {})
+    return any(p.get("kind") == "Service" for p in spec.get("parentRefs", [])) and any(
+        r.get("backendRefs") for r in spec.get("rules", [])
+    )
+
+
 def _flagger_routing(canary: dict, target: dict | None) -> ModelRouting:
     labels = (
         (target or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
@@ -119,6 +245,9 @@ def routing_from_objects(
         name: _ml_mesh_routing(vs, rules.get(name))
         for name, vs in _by_kind(objects, "VirtualService").items()
     }
+    for name, route in _by_kind(objects, "HTTPRoute").items():
+        if is_model_route(route):
+            found[name] = _http_route_routing(route, objects)
     for name, canary in _by_kind(objects, "Canary").items():
         found[name] = _flagger_routing(canary, deployments.get(name))
     if config is not None:

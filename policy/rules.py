@@ -302,16 +302,70 @@ def is_weighted_route(route: Mapping) -> bool:
     return any(not any(m.get(field) for field in REQUEST_CONDITIONS) for m in entries)
 
 
+def _grpc_content_type(header: Mapping) -> bool:
+    """The condition ml-mesh's gRPC rules of an HTTPRoute carry (mesh/gatewayapi/routes.py):
+    it tells gRPC from REST, it does not select a share of the clients."""
+    name, value = str(header.get("name", "")).lower(), str(header.get("value", ""))
+    return name == "content-type" and value.startswith("application/grpc")
+
+
+def is_weighted_rule(rule: Mapping) -> bool:
+    """An HTTPRoute rule that takes every request of its kind (REST, or gRPC by content type):
+    a match entry on path `/` (or none) without other header, query or method conditions;
+    like `is_weighted_route` for VirtualServices, told apart by content."""
+    entries = [m for m in _items(rule.get("matches")) if isinstance(m, Mapping)]
+    if not entries:
+        return True
+    return any(
+        not m.get("queryParams")
+        and not m.get("method")
+        and _get(m, "path", "value") in (None, "/")
+        and _get(m, "path", "type") in (None, "PathPrefix")
+        and all(_grpc_content_type(h) for h in _items(m.get("headers")) if isinstance(h, Mapping))
+        for m in entries
+    )
+
+
+def backend_share(rule: Mapping, service: str) -> float:
+    """Percent of an HTTPRoute rule's traffic on the backend Service `service`: weights are
+    relative, default 1, and all at 0 send nothing anywhere (Istio answers 500)."""
+    refs = [r for r in _items(rule.get("backendRefs")) if isinstance(r, Mapping)]
+    weights = [(r.get("name"), r.get("weight", 1) or 0) for r in refs]
+    total = sum(w for _, w in weights)
+    if total == 0:
+        return 0.0
+    return 100.0 * sum(w for name, w in weights if name == service) / total
+
+
+def _http_route_canary_problems(props: Mapping, canary: str, maximum: int) -> list[str]:
+    """`routing: gateway-api`: the canary is the version Service `<model>-<canary>`."""
+    service = f"{_get(props, 'metadata', 'name')}-{canary}"
+    problems = []
+    for index, rule in enumerate(_items(_get(props, "spec", "rules"))):
+        if not isinstance(rule, Mapping) or not is_weighted_rule(rule):
+            continue
+        share = backend_share(rule, service)
+        if share > maximum:
+            problems.append(
+                f"rule {rule.get('name') or index!r} sends {share:g}% to canary {canary!r}, "
+                f"above the maximum of {maximum}%; promote by making it the stable version"
+            )
+    return problems
+
+
 def canary_weight_problems(resource_type: str, props: Mapping, maximum: int) -> list[str]:
     """The canary's share of each weighted route (`is_weighted_route`) within `maximum`. The
     cap bounds the weighted split of the model's traffic; a match rule's route to the canary
     (an A/B test) is not capped here: `mesh diff` gates adding or changing one on protected
     stacks (`match-change`), as its share of requests cannot be known offline."""
-    if kind_of(resource_type) != "VirtualService":
+    kind = kind_of(resource_type)
+    if kind not in ("VirtualService", "HTTPRoute"):
         return []
     canary = _get(props, "metadata", "annotations", CANARY_ANNOTATION)
     if not canary:
         return []
+    if kind == "HTTPRoute":
+        return _http_route_canary_problems(props, canary, maximum)
     problems = []
     for index, route in enumerate(_items(_get(props, "spec", "http"))):
         if not isinstance(route, Mapping) or not is_weighted_route(route):

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from mesh.config import gateway_api
 from mesh.config.base import _Config
 from mesh.config.errors import ConfigPathError
 from mesh.config.formats import (
@@ -441,6 +442,14 @@ class StackConfig(_Config):
                     f"deploys for it ({self.gateway_principal()}); remove "
                     "security.gatewayPrincipal",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _gateway_api_rules(self) -> StackConfig:
+        """What HTTPRoute cannot say (fault injection, retries on the standard channel, ...):
+        see mesh/config/gateway_api.py."""
+        if self.routing == "gateway-api":
+            gateway_api.check(self)
         return self
 
     @model_validator(mode="after")
