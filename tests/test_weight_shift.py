@@ -1,4 +1,5 @@
-"""A canary weight shift changes exactly one object: the model's VirtualService.
+"""A canary weight shift changes exactly one object: the model's VirtualService, or with
+`routing: gateway-api` its HTTPRoute (both routing modes are pinned).
 
 Reviewers read `pulumi preview` and `mesh diff` for a shift; anything else that moved with the
 weight (a dashboard printing it, an alert rule created or dropped at 0, a label, an
@@ -34,17 +35,34 @@ from tests.test_diff import IGNORED, Repo
 SHIFTS = ((0, 10), (10, 30), (30, 0), (90, 100), (100, 90))
 # Everything optional that renders objects from a model's config, on in every stack.
 TELEMETRY_ON = {"alerts": {"enabled": True}, "dashboard": {"enabled": True}}
-# The only fields of a VirtualService a shift may change: the weight of a route destination.
-WEIGHT_FIELD = re.compile(r"spec\.http\[[^\]]+\]\.route\[\d+\]\.weight")
+# The only fields of the route a shift may change: the weight of a route destination (a
+# VirtualService) or of a backendRef (an HTTPRoute).
+WEIGHT_FIELD = {
+    "istio": re.compile(r"spec\.http\[[^\]]+\]\.route\[\d+\]\.weight"),
+    "gateway-api": re.compile(r"spec\.rules\[[^\]]+\]\.backendRefs\[[^\]]+\]\.weight"),
+}
+ROUTE_KIND = {"istio": "VirtualService", "gateway-api": "HTTPRoute"}
+# Each stack file as written (istio routing but for the Gateway API example), then in
+# gateway-api mode.
+ROUTINGS = ("as-written", "gateway-api")
+# What `routing: gateway-api` does not take (Istio deploys the gateway pods): dropped from a
+# stack file's config to pin its shifts in that mode too.
+GATEWAY_API_DROPS = (("gateway", "selector"), ("gateway", "serviceAccount"))
 
 
-def _raw(source: str) -> tuple[str, dict[str, Any]]:
-    """The stack's name and its `ml-mesh:` config with the optional telemetry on."""
+def _raw(source: str, routing: str = "as-written") -> tuple[str, dict[str, Any]]:
+    """The stack's name and its `ml-mesh:` config with the optional telemetry on, in
+    `routing` mode."""
     name, path = stack_file(source)
     raw, _ = unwrap_secure(raw_project_config(yaml.safe_load(path.read_text(encoding="utf-8"))))
     telemetry = raw.setdefault("telemetry", {})
     for key, value in TELEMETRY_ON.items():
         telemetry[key] = {**telemetry.get(key, {}), **value}
+    if routing == "gateway-api":
+        raw["routing"] = routing
+        for section, key in GATEWAY_API_DROPS:
+            raw.get(section, {}).pop(key, None)
+        raw.get("security", {}).pop("gatewayPrincipal", None)
     return name, raw
 
 
@@ -59,21 +77,29 @@ def _canary_models(source: str) -> list[str]:
 
 
 CASES = [
-    pytest.param(source, model, before, after, id=f"{source_id(source)}-{model}-{before}-{after}")
+    pytest.param(
+        source,
+        model,
+        before,
+        after,
+        routing,
+        id=f"{routing}-{source_id(source)}-{model}-{before}-{after}",
+    )
+    for routing in ROUTINGS
     for source in STACK_SOURCES
     for model in _canary_models(source)
     for before, after in SHIFTS
 ]
 
 
-def _at_weight(source: str, model: str, weight: int) -> StackConfig:
-    name, raw = _raw(source)
+def _at_weight(source: str, model: str, weight: int, routing: str = "as-written") -> StackConfig:
+    name, raw = _raw(source, routing)
     raw = copy.deepcopy(raw)
     raw["models"][model]["canary"]["weight"] = weight
     try:
         return parse_config(raw, name)
     except ConfigError as exc:  # a config rule forbids this weight here: not a shift to pin
-        pytest.skip(f"{source_id(source)} refuses {model} at weight {weight}: {exc}")
+        pytest.skip(f"{source_id(source)} ({routing}) refuses {model} at weight {weight}: {exc}")
 
 
 def _key(obj: dict) -> tuple[str, str, str]:
@@ -81,8 +107,8 @@ def _key(obj: dict) -> tuple[str, str, str]:
     return obj["kind"], meta.get("namespace", ""), meta["name"]
 
 
-def _shifted(source: str, model: str, before: int, after: int):
-    return _at_weight(source, model, before), _at_weight(source, model, after)
+def _shifted(source: str, model: str, before: int, after: int, routing: str = "as-written"):
+    return _at_weight(source, model, before, routing), _at_weight(source, model, after, routing)
 
 
 def test_every_shipped_canary_is_pinned():
@@ -91,34 +117,51 @@ def test_every_shipped_canary_is_pinned():
     covered = {source for source in STACK_SOURCES if _canary_models(source)}
     assert {"dev", "prod"} <= covered
     assert len(covered) >= 4
-    assert len(CASES) == len(SHIFTS) * sum(len(_canary_models(s)) for s in STACK_SOURCES)
+    per_mode = len(SHIFTS) * sum(len(_canary_models(s)) for s in STACK_SOURCES)
+    assert len(CASES) == len(ROUTINGS) * per_mode
 
 
-@pytest.mark.parametrize(("source", "model", "before", "after"), CASES)
-def test_a_weight_shift_changes_only_the_models_virtual_service(source, model, before, after):
-    base, head = _shifted(source, model, before, after)
+PARAMS = ("source", "model", "before", "after", "routing")
+
+
+@pytest.mark.parametrize(PARAMS, CASES)
+def test_a_weight_shift_changes_only_the_models_route(source, model, before, after, routing):
+    base, head = _shifted(source, model, before, after, routing)
+    routing = base.routing
     old = {_key(o): o for o in build_plan(base).objects()}
     new = {_key(o): o for o in build_plan(head).objects()}
     assert set(old) == set(new), "a shift neither adds nor removes an object"
     differ = {key for key in old if old[key] != new[key]}
-    assert differ == {("VirtualService", base.namespace, model)}
+    assert differ == {(ROUTE_KIND[routing], base.namespace, model)}
 
 
-@pytest.mark.parametrize(("source", "model", "before", "after"), CASES)
-def test_the_virtual_service_diff_is_only_destination_weights(source, model, before, after):
-    """Also to and from 0 and 100: the idle version keeps its destination at weight 0, so no
-    destination appears, disappears or changes subset (mesh.traffic.route_weights)."""
-    base, head = _shifted(source, model, before, after)
+@pytest.mark.parametrize(PARAMS, CASES)
+def test_the_route_diff_is_only_destination_weights(source, model, before, after, routing):
+    """Also to and from 0 and 100: the idle version keeps its destination (backendRef) at
+    weight 0, so none appears, disappears or changes subset or Service
+    (mesh.traffic.route_weights)."""
+    base, head = _shifted(source, model, before, after, routing)
+    routing = base.routing
     vs = {
         side: next(
-            o for o in render_objects(c, set()) if _key(o)[0::2] == ("VirtualService", model)
+            o for o in render_objects(c, set()) if _key(o)[0::2] == (ROUTE_KIND[routing], model)
         )
         for side, c in (("base", base), ("head", head))
     }
     fields = changed_fields(vs["base"], vs["head"])
     assert fields, "the weights moved"
-    assert [path for path, _, _ in fields if not WEIGHT_FIELD.fullmatch(path)] == []
+    assert [path for path, _, _ in fields if not WEIGHT_FIELD[routing].fullmatch(path)] == []
     canary, stable = base.models[model].canary.version, base.models[model].stable
+    if routing == "gateway-api":
+        for rule in vs["head"]["spec"]["rules"]:
+            if (
+                not all("weight" in ref for ref in rule["backendRefs"])
+                or len(rule["backendRefs"]) < 2
+            ):
+                continue  # a match rule: one backend, no weight
+            weights = {ref["name"]: ref["weight"] for ref in rule["backendRefs"]}
+            assert weights == {f"{model}-{stable}": 100 - after, f"{model}-{canary}": after}
+        return
     for route in vs["head"]["spec"]["http"]:
         if not all("weight" in d for d in route["route"]):
             continue  # a match rule's route: one destination, no weight
@@ -126,22 +169,24 @@ def test_the_virtual_service_diff_is_only_destination_weights(source, model, bef
         assert weights == {stable: 100 - after, canary: after}, route.get("name")
 
 
-@pytest.mark.parametrize(("source", "model", "before", "after"), CASES)
-def test_mesh_diff_lists_one_changed_object(source, model, before, after):
+@pytest.mark.parametrize(PARAMS, CASES)
+def test_mesh_diff_lists_one_changed_object(source, model, before, after, routing):
     """What `mesh diff` prints under Objects, from the same functions it uses."""
-    base, head = _shifted(source, model, before, after)
+    base, head = _shifted(source, model, before, after, routing)
+    routing = base.routing
     changes = object_changes(
         normalized(render_objects(base, set())), normalized(render_objects(head, set()))
     )
     assert (changes.added, changes.removed) == ([], [])
-    assert list(changes.changed) == [("VirtualService", base.namespace, model)]
+    assert list(changes.changed) == [(ROUTE_KIND[routing], base.namespace, model)]
 
 
-@pytest.mark.parametrize(("source", "model", "before", "after"), CASES)
+@pytest.mark.parametrize(PARAMS, CASES)
 def test_the_configured_weight_stays_in_the_outputs_and_the_traffic_table(
-    source, model, before, after
+    source, model, before, after, routing
 ):
-    base, head = _shifted(source, model, before, after)
+    base, head = _shifted(source, model, before, after, routing)
+    routing = base.routing
     outputs = stack_outputs(base), stack_outputs(head)
     canary, stable = head.models[model].canary.version, head.models[model].stable
     expected = {v: w for v, w in ((stable, 100 - after), (canary, after)) if w}
