@@ -7,6 +7,8 @@ the way the API server checks it on `kubectl apply --validate=strict`:
   the `kubernetes-validate` package, for KUBERNETES_VERSION;
 - Istio kinds: `../shared/istio/schemas-strict/<group>/<version>/<Kind>.json`, plus every CEL
   rule of `../shared/istio/cel-rules.json` that applies to the kind, evaluated with `cel-python`;
+- Gateway API kinds: `../shared/gateway-api/schemas-strict/standard/<group>/<version>/<Kind>.json`
+  and the CEL rules in it;
 - Flagger kinds: `../shared/flagger/schemas-strict/<Kind>.json` and the CEL rules in it;
 - every kind: the metadata formats the API server enforces and no JSON Schema expresses (names,
   label keys and values, annotation keys).
@@ -49,6 +51,7 @@ SCHEMALESS_KINDS: dict[str, str] = {
 
 ISTIO_GROUP_SUFFIX = ".istio.io"
 FLAGGER_GROUP = "flagger.app"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 
 
 def problems(obj: dict[str, Any], kubernetes_version: str = KUBERNETES_VERSION) -> list[str]:
@@ -59,6 +62,11 @@ def problems(obj: dict[str, Any], kubernetes_version: str = KUBERNETES_VERSION) 
     if group.endswith(ISTIO_GROUP_SUFFIX):
         path = shared_path("istio") / "schemas-strict" / group / version / f"{kind}.json"
         found = _crd_problems(obj, path, _istio_cel_rules, "Istio 1.30")
+    elif group == GATEWAY_API_GROUP:
+        # The standard channel: what a stack emits unless it says the cluster has the
+        # experimental CRDs (platform.gatewayApiChannel), which serve a superset.
+        path = shared_path("gateway-api") / "schemas-strict" / "standard" / group / version
+        found = _crd_problems(obj, path / f"{kind}.json", _schema_cel_rules, "Gateway API v1.6.1")
     elif group == FLAGGER_GROUP:
         path = shared_path("flagger") / "schemas-strict" / f"{kind}.json"
         found = _crd_problems(obj, path, _schema_cel_rules, "Flagger 1.44")

@@ -43,6 +43,13 @@ TAG_ONLY_IMAGES = {
         "models.ranking.versions.v12.image",
         "models.embeddings.versions.v4.image",
     },
+    # examples/prod-like with routing gateway-api: the same images.
+    "examples/sidecar-gateway-api": {
+        "images.modelFetcher",
+        "models.ranking.versions.v11.image",
+        "models.ranking.versions.v12.image",
+        "models.embeddings.versions.v4.image",
+    },
 }
 
 
