@@ -19,7 +19,7 @@ Follows Flagger v1.44 (fluxcd/flagger):
   (pkg/router/istio.go `reconcileVirtualService`);
 - provider `gatewayapi:<version>` instead of the DestinationRules and the VirtualService: the
   HTTPRoute `<apex>` (`gateway.networking.k8s.io/<version>`), parentRefs
-  `spec.service.gatewayRefs` as given, hostnames `spec.service.hosts` (the apex name not
+  `spec.service.gatewayRefs` as stored (with the CRD's defaults `group`/`kind` of a Gateway), hostnames `spec.service.hosts` (the apex name not
   added), one rule matching PathPrefix `/` (without `service.match`) to the primary and the
   canary Services on `spec.service.port`, with `timeouts.request` from `service.timeout`
   (pkg/router/gateway_api.go `Reconcile`, `SetRoutes`, `makeBackendRef`). The labels of
@@ -43,6 +43,9 @@ from mesh.trace.objects import d, items, name_of, namespace_of, spec_of
 API = "networking.istio.io/v1"
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API_PROVIDER = "gatewayapi"
+# The defaults of the Canary CRD's `spec.service.gatewayRefs[]`, which the API server stores in
+# the Canary and Flagger then copies into the parentRefs (artifacts/flagger/crd.yaml).
+REF_DEFAULTS = {"group": GATEWAY_API_GROUP, "kind": "Gateway"}
 SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")
 ROUTE_FIELDS = ("match", "rewrite", "headers", "corsPolicy", "timeout", "retries")
 
@@ -209,7 +212,7 @@ def _http_route(
         "kind": "HTTPRoute",
         "metadata": _meta(apex, namespace, service.get("apex")),
         "spec": {
-            "parentRefs": [dict(d(ref)) for ref in items(service.get("gatewayRefs"))],
+            "parentRefs": [{**REF_DEFAULTS, **d(ref)} for ref in items(service.get("gatewayRefs"))],
             "hostnames": [str(h) for h in items(service.get("hosts"))],
             "rules": [rule],
         },
