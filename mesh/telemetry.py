@@ -26,7 +26,10 @@ def requests_reporter(config: StackConfig) -> str:
     stats filter istiod configures with `Reporter_SERVER_GATEWAY` (istio/istio 1.30.3
     pilot/pkg/model/telemetry.go `generateStatsConfig`, `isWaypoint`), which the proxy
     labels `reporter="waypoint"` with the destination workload of the chosen endpoint
-    (tests/integration/ambient/baseline_test.go `buildQuery`).
+    (istio/proxy 1.30.3 source/extensions/filters/http/istio_stats/istio_stats.cc,
+    `Reporter::ServerGateway`; istio/istio tests/integration/ambient/baseline_test.go
+    `buildQuery`). A request the waypoint answers itself (e.g. a 403 of its L7 policy) has no
+    endpoint and is reported with `destination_workload="unknown"`.
     """
     return "waypoint" if config.ambient() else "destination"
 
