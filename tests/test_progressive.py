@@ -256,7 +256,11 @@ def _parsed_selectors(query: str) -> list[dict[str, tuple[str, str]]]:
         parser.parse(query),
         lambda node: found.append(node) if isinstance(node, parser.VectorSelector) else None,
     )
-    assert {vector.name for vector in found} == {"istio_requests_total"}
+    assert {vector.name for vector in found} <= {
+        "istio_requests_total",
+        "istio_request_duration_milliseconds_bucket",
+    }
+    assert len({vector.name for vector in found}) == 1
     return [
         {m.name: (str(m.op).rpartition(".")[2], m.value) for m in vector.matchers.matchers}
         for vector in found
@@ -610,3 +614,241 @@ def test_progressive_mistake_is_refused_naming_its_path(progressive, edit, value
 def test_versions_that_are_not_the_target_may_have_no_replicas(progressive):
     raw = with_value(progressive, "models.sentiment.versions.v3.replicas", 0)
     assert try_program(raw, stack="prod")[1] is None
+
+
+# --- the Flagger provider per routing mode and data plane -----------------------------------
+
+ROUTE_KINDS = {"Service", "VirtualService", "DestinationRule", "HTTPRoute", "GRPCRoute"}
+HTTP_ROUTE_SCHEMA = ("schemas-strict", "standard", "gateway.networking.k8s.io", "v1")
+
+
+def _in_mode(raw: dict, routing: str, dataplane: str) -> dict:
+    """`raw` with the stack-wide routing API and data plane (ambient: Istio 1.24+, no
+    native-sidecar setting; prod sets none of the gateway keys gateway-api refuses)."""
+    raw = with_value(with_value(raw, "routing", routing), "dataplane", dataplane)
+    if dataplane == "ambient":
+        raw = with_value(raw, "platform.istioVersion", "1.30")
+        raw.get("istio", {}).pop("nativeSidecars", None)
+    return raw
+
+
+# routing, dataplane | Canary provider, analysis latency metric, reporter of both templates
+MODES = [
+    ("istio", "sidecar", "istio", "request-duration", "destination"),
+    ("istio", "ambient", "istio", "ml-mesh-request-duration", "waypoint"),
+    ("gateway-api", "sidecar", "gatewayapi:v1", "ml-mesh-request-duration", "destination"),
+    ("gateway-api", "ambient", "gatewayapi:v1", "ml-mesh-request-duration", "waypoint"),
+]
+MODE_IDS = [f"{m[0]}+{m[1]}" for m in MODES]
+GATEWAY_API_REFS = [
+    # prod has TLS with the redirect: the model attaches to the https listener only
+    {"name": "ml-gateway", "namespace": "istio-system", "sectionName": "https"},
+    {"group": "", "kind": "Service", "name": "sentiment"},  # GAMMA: mesh callers of <m>
+]
+
+
+def _objects_in(raw: dict, routing: str, dataplane: str) -> dict[tuple[str, str], dict]:
+    return _model_objects(_in_mode(raw, routing, dataplane), "sentiment")
+
+
+@pytest.mark.parametrize(
+    ("routing", "dataplane", "provider", "latency", "reporter"), MODES, ids=MODE_IDS
+)
+def test_each_mode_hands_flagger_its_provider_and_no_route_of_ours(
+    progressive, routing, dataplane, provider, latency, reporter
+):
+    objects = _objects_in(progressive, routing, dataplane)
+    canary = objects[("Canary", "sentiment")]
+    spec = canary["spec"]
+    assert spec["provider"] == provider
+    # Flagger makes the Services and the route (VirtualService or HTTPRoute): never ml-mesh
+    assert not {kind for kind, _ in objects} & ROUTE_KINDS
+    assert [m["name"] for m in spec["analysis"]["metrics"]] == [
+        "ml-mesh-request-success-rate",
+        latency,
+    ]
+    templates = [o for (kind, _), o in objects.items() if kind == "MetricTemplate"]
+    assert len(templates) == (1 if latency == "request-duration" else 2)
+    for template in templates:
+        for matchers in _parsed_selectors(_render(template["spec"]["query"], canary, "1m")):
+            assert matchers["reporter"] == ("Equal", reporter)
+            assert matchers["destination_workload"] == ("Re", "sentiment")
+
+
+@pytest.mark.parametrize(
+    ("routing", "dataplane", "service"),
+    [
+        ("istio", "sidecar", {"gateways": ["ml-serving/ml-gateway", "mesh"]}),
+        ("gateway-api", "sidecar", {"gatewayRefs": GATEWAY_API_REFS}),
+        (
+            "gateway-api",
+            "ambient",
+            {
+                "gatewayRefs": GATEWAY_API_REFS,
+                # Flagger's Services are the model's: the gateway goes through the waypoint
+                "apex": {"labels": {"istio.io/ingress-use-waypoint": "true"}},
+                "primary": {"labels": {"istio.io/ingress-use-waypoint": "true"}},
+                "canary": {"labels": {"istio.io/ingress-use-waypoint": "true"}},
+            },
+        ),
+    ],
+    ids=["istio+sidecar", "gateway-api+sidecar", "gateway-api+ambient"],
+)
+def test_the_canary_service_names_the_parents_of_its_route(
+    progressive, routing, dataplane, service
+):
+    spec = _objects_in(progressive, routing, dataplane)[("Canary", "sentiment")]["spec"]
+    assert spec["service"] == {
+        "name": "sentiment",
+        "port": 8501,
+        "targetPort": "http-rest",
+        "portName": "http-rest",
+        "appProtocol": "http",
+        "portDiscovery": False,
+        "hosts": ["sentiment.models.example.com"],
+        **service,
+    }
+
+
+@pytest.mark.parametrize(
+    ("tls", "sections"),
+    [
+        (None, ["http"]),
+        ({"credentialName": "tls", "httpsRedirect": False}, ["http", "https"]),
+        ({"credentialName": "tls"}, ["https"]),  # the redirect route owns http
+    ],
+)
+def test_the_ingress_listeners_a_flagger_route_attaches_to(dev, tls, sections):
+    raw = with_value(dev, "models.sentiment.progressive", {})
+    raw["models"]["sentiment"]["canary"].pop("weight", None)
+    if tls is not None:
+        raw = with_value(raw, "gateway.tls", tls)
+    spec = _canary(_in_mode(raw, "gateway-api", "sidecar"), "dev")["spec"]
+    refs = spec["service"]["gatewayRefs"]
+    assert [r.get("sectionName") for r in refs] == [*sections, None]
+    assert {r["name"] for r in refs[:-1]} == {"ml-gateway"}
+
+
+@pytest.mark.parametrize(("routing", "dataplane"), [m[:2] for m in MODES], ids=MODE_IDS)
+def test_every_flagger_object_passes_flaggers_strict_schema_in_every_mode(
+    progressive, routing, dataplane
+):
+    raw = _with_load_test(with_value(progressive, "models.sentiment.timeout", "1.5s"))
+    for (kind, _), obj in _objects_in(raw, routing, dataplane).items():
+        if kind in ("Canary", "MetricTemplate"):
+            assert conformance.problems(obj) == [], kind
+
+
+def test_no_object_of_the_plan_routes_a_flagger_model_in_gateway_api_mode(progressive):
+    """Flagger creates and owns the HTTPRoute `<m>`: no component of ours may emit a route of
+    that name, nor one parented by or sending to the model's Services."""
+    plan = build_plan(parse_config(_in_mode(progressive, "gateway-api", "sidecar"), "prod"))
+    services = {"sentiment", "sentiment-primary", "sentiment-canary", "sentiment-v3"}
+    for obj in plan.objects():
+        if obj["kind"] not in ("HTTPRoute", "GRPCRoute", "VirtualService"):
+            continue
+        assert obj["metadata"]["name"] != "sentiment", obj["kind"]
+        spec = obj["spec"]
+        parents = {p["name"] for p in spec.get("parentRefs", []) if p.get("kind") == "Service"}
+        backends = {b["name"] for r in spec.get("rules", []) for b in r.get("backendRefs", [])}
+        assert not (parents | backends) & services, obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize("attempts", [1, 0])
+def test_retries_are_refused_where_flaggers_http_route_cannot_carry_them(progressive, attempts):
+    raw = with_value(progressive, "models.sentiment.retries", {"attempts": attempts})
+    run, error = try_program(_in_mode(raw, "gateway-api", "sidecar"), stack="prod")
+    message = str(error)
+    assert message.startswith(
+        "ml-mesh: invalid config for stack 'prod': models.sentiment.retries: routing is "
+        "gateway-api and Flagger owns this model's HTTPRoute"
+    ), message
+    assert "remove models.sentiment.retries" in message
+    assert run.resources == []
+    assert try_program(raw, stack="prod")[1] is None  # the Istio router copies them
+
+
+@pytest.mark.parametrize(
+    ("timeout", "written"),
+    [("10s", "10s"), ("1.5s", "1s500ms"), ("90s", "1m30s"), ("0.5m", "30s"), ("2h0m1ms", "2h1ms")],
+)
+def test_the_timeout_flagger_copies_into_its_http_route_is_a_gateway_api_duration(
+    progressive, timeout, written
+):
+    raw = with_value(progressive, "models.sentiment.timeout", timeout)
+    service = _canary(_in_mode(raw, "gateway-api", "sidecar"))["spec"]["service"]
+    assert service["timeout"] == written
+    assert re.fullmatch(r"([0-9]{1,5}(h|m|s|ms)){1,4}", written)  # HTTPRoute's own pattern
+    assert _canary(raw)["spec"]["service"]["timeout"] == timeout  # Istio keeps Go's form
+
+
+def _flagger_made(raw: dict) -> Objects:
+    return Objects(expand(build_plan(parse_config(raw, "prod")).objects()))
+
+
+def _http_route_problems(route: dict) -> list[str]:
+    """The HTTPRoute against Gateway API v1.6.1's standard-channel strict schema and its CEL
+    rules (what the API server answers Flagger's create)."""
+    path = shared_path("gateway-api").joinpath(*HTTP_ROUTE_SCHEMA, "HTTPRoute.json")
+    return conformance._crd_problems(route, path, conformance._schema_cel_rules, "v1.6.1")
+
+
+def test_the_trace_models_the_http_route_flaggers_gateway_api_router_creates(progressive):
+    raw = with_value(progressive, "models.sentiment.timeout", "1.5s")
+    made = expand(
+        build_plan(parse_config(_in_mode(raw, "gateway-api", "sidecar"), "prod")).objects()
+    )
+    mine = {
+        (o["kind"], o["metadata"]["name"]) for o in made if "sentiment" in o["metadata"]["name"]
+    }
+    assert {
+        ("Deployment", "sentiment-primary"),
+        ("Service", "sentiment"),
+        ("Service", "sentiment-primary"),
+        ("Service", "sentiment-canary"),
+        ("HTTPRoute", "sentiment"),
+    } <= mine
+    assert not {kind for kind, _ in mine} & {"VirtualService", "DestinationRule"}
+    (route,) = [o for o in made if o["kind"] == "HTTPRoute"]
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    # as the Canary is stored: with its CRD's defaults, which Flagger copies
+    gateway = {"group": "gateway.networking.k8s.io", "kind": "Gateway"}
+    assert route["spec"]["parentRefs"] == [{**gateway, **GATEWAY_API_REFS[0]}, GATEWAY_API_REFS[1]]
+    assert route["spec"]["hostnames"] == ["sentiment.models.example.com"]
+    (rule,) = route["spec"]["rules"]
+    assert rule["timeouts"] == {"request": "1s500ms"}
+    assert [(b["name"], b["port"], b["weight"]) for b in rule["backendRefs"]] == [
+        ("sentiment-primary", 8501, 95),  # the first analysis step: stepWeight 5
+        ("sentiment-canary", 8501, 5),
+    ]
+    assert _http_route_problems(route) == []
+
+
+def test_the_http_route_model_is_checked_against_the_gateway_api_rules(progressive):
+    """The validation above can fail: a Service backend without a port is a CEL error."""
+    made = expand(
+        build_plan(parse_config(_in_mode(progressive, "gateway-api", "sidecar"), "prod")).objects()
+    )
+    (route,) = [o for o in made if o["kind"] == "HTTPRoute"]
+    del route["spec"]["rules"][0]["backendRefs"][0]["port"]
+    assert any("Must have port for Service reference" in p for p in _http_route_problems(route))
+
+
+@pytest.mark.parametrize("dataplane", ["sidecar", "ambient"])
+def test_the_templates_count_the_pods_behind_the_canary_backend_of_flaggers_route(
+    progressive, dataplane
+):
+    """The queries scope by workload: the pods `<m>-canary` (the HTTPRoute's canary backend)
+    selects are the target's, named by `{{ target }}`; `<m>-primary`'s are not."""
+    raw = _in_mode(progressive, "gateway-api", dataplane)
+    objects = _flagger_made(raw)
+    template, canary = _success_rate(raw)
+    served = _parsed_selectors(_render(template["spec"]["query"], canary, "1m"))[0]
+    workload = re2.compile(f"^(?:{served['destination_workload'][1]})$")
+    for service, counted in (("sentiment-canary", True), ("sentiment-primary", False)):
+        (svc,) = [s for s in objects.by_kind["Service"] if s["metadata"]["name"] == service]
+        pods = objects.endpoints(svc)
+        assert pods, service
+        assert all(bool(workload.match(p.workload.rpartition("/")[2])) == counted for p in pods)
+        labels = svc["metadata"]["labels"]
+        assert (labels.get("istio.io/ingress-use-waypoint") == "true") == (dataplane == "ambient")

@@ -71,6 +71,7 @@ from mesh.config.formats import (
     WeightPercent,
     credential_problem,
     duration_millis,
+    gateway_api_duration,
     prom_duration,
 )
 from mesh.config.introspection import (
@@ -246,6 +247,7 @@ __all__ = [
     "duration_millis",
     "engine_value",
     "fields_of",
+    "gateway_api_duration",
     "is_misspelt_project",
     "is_secret_capable",
     "parse_config",

@@ -442,6 +442,18 @@ class StackConfig(_Config):
                     f"deploys for it ({self.gateway_principal()}); remove "
                     "security.gatewayPrincipal",
                 )
+            for name, model in sorted(self.models.items()):
+                # Flagger's Gateway API router builds the HTTPRoute from the Canary's
+                # service.timeout alone: no retry, on either channel (fluxcd/flagger v1.44
+                # pkg/router/gateway_api.go `Reconcile`, `makeHTTPRouteTimeouts`).
+                if model.progressive is not None and model.retries is not None:
+                    raise ConfigPathError(
+                        ("models", name, "retries"),
+                        "routing is gateway-api and Flagger owns this model's HTTPRoute: "
+                        "Flagger's Gateway API router copies only the timeout into it, never "
+                        "retries, so they would silently not apply; remove "
+                        f"models.{name}.retries (or the progressive block)",
+                    )
         return self
 
     @model_validator(mode="after")

@@ -1,5 +1,5 @@
-"""The objects Flagger creates for an Istio Canary, so a trace can follow requests into a
-model whose routing Flagger owns.
+"""The objects Flagger creates for an Istio or Gateway API Canary, so a trace can follow
+requests into a model whose routing Flagger owns.
 
 Follows Flagger v1.44 (fluxcd/flagger):
 
@@ -16,12 +16,21 @@ Follows Flagger v1.44 (fluxcd/flagger):
   Canary's trafficPolicy; VirtualService `<apex>`: hosts `spec.service.hosts` plus the apex
   name, gateways as given (`mesh` added only when none is), one HTTP route to the primary and
   the canary Services without a port, with the Canary's timeout and retries
-  (pkg/router/istio.go `reconcileVirtualService`).
+  (pkg/router/istio.go `reconcileVirtualService`);
+- provider `gatewayapi:<version>` instead of the DestinationRules and the VirtualService: the
+  HTTPRoute `<apex>` (`gateway.networking.k8s.io/<version>`), parentRefs
+  `spec.service.gatewayRefs` as stored (with the CRD's defaults `group`/`kind` of a Gateway), hostnames `spec.service.hosts` (the apex name not
+  added), one rule matching PathPrefix `/` (without `service.match`) to the primary and the
+  canary Services on `spec.service.port`, with `timeouts.request` from `service.timeout`
+  (pkg/router/gateway_api.go `Reconcile`, `SetRoutes`, `makeBackendRef`). The labels of
+  `spec.service.apex`/`primary`/`canary` go on the Services (kubernetes_default.go
+  `reconcileService`), the apex's on the HTTPRoute too.
 
 The state modelled is an analysis in progress: the canary at the first step weight, its pods
 scaled up, so both destinations are live and both are traced. Not modelled: A/B analyses
-(`analysis.match`, a second route), mirroring (`analysis.mirror`), session affinity. Objects already present (e.g.
-from `kubectl get` of a cluster) are not made again.
+(`analysis.match`, a second route), mirroring (`analysis.mirror`), session affinity, the
+HTTPRoute filters of `service.headers`/`rewrite`/`mirror`/`corsPolicy`. Objects already
+present (e.g. from `kubectl get` of a cluster) are not made again.
 """
 
 from __future__ import annotations
@@ -32,6 +41,11 @@ from typing import Any
 from mesh.trace.objects import d, items, name_of, namespace_of, spec_of
 
 API = "networking.istio.io/v1"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_PROVIDER = "gatewayapi"
+# The defaults of the Canary CRD's `spec.service.gatewayRefs[]`, which the API server stores in
+# the Canary and Flagger then copies into the parentRefs (artifacts/flagger/crd.yaml).
+REF_DEFAULTS = {"group": GATEWAY_API_GROUP, "kind": "Gateway"}
 SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")
 ROUTE_FIELDS = ("match", "rewrite", "headers", "corsPolicy", "timeout", "retries")
 
@@ -47,8 +61,24 @@ def first_step(analysis: dict[str, Any]) -> int:
     return int(analysis.get("stepWeight", 10) or 10)
 
 
-def _meta(name: str, namespace: str) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": {"app": name}}
+def _meta(name: str, namespace: str, custom: Any = None) -> dict[str, Any]:
+    """Flagger's metadata of a made object: the custom labels of `spec.service.<role>`, then
+    the selector label naming the object (kubernetes_default.go `reconcileService`)."""
+    return {"name": name, "namespace": namespace, "labels": {**_labels(custom), "app": name}}
+
+
+def _labels(custom: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in d(d(custom).get("labels")).items()}
+
+
+def _gateway_api_version(provider: str) -> str | None:
+    """The HTTPRoute version of a Gateway API provider, by Flagger's prefix tests in their
+    order (pkg/router/factory.go `MeshRouter`): `gatewayapi:v1beta1`, then `gatewayapi:v1`.
+    None for any other provider (a bare `gatewayapi` falls to Flagger's Istio default)."""
+    for version in ("v1beta1", "v1"):
+        if provider.startswith(f"{GATEWAY_API_PROVIDER}:{version}"):
+            return version
+    return None
 
 
 def expand(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -60,7 +90,8 @@ def expand(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     made: list[dict[str, Any]] = []
     for canary in (o for o in objects if o.get("kind") == "Canary"):
         spec = spec_of(canary)
-        if spec.get("provider", "istio") != "istio":
+        provider = str(spec.get("provider", "istio"))
+        if provider != "istio" and _gateway_api_version(provider) is None:
             continue
         namespace = namespace_of(canary)
         target = deployments.get((namespace, str(d(spec.get("targetRef")).get("name"))))
@@ -106,11 +137,11 @@ def _generated(canary: dict[str, Any], target: dict[str, Any]) -> list[dict[str,
     if service.get("appProtocol"):
         port["appProtocol"] = service["appProtocol"]
 
-    def svc(name: str, pods: str) -> dict[str, Any]:
+    def svc(name: str, pods: str, role: str) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _meta(name, namespace),
+            "metadata": _meta(name, namespace, service.get(role)),
             "spec": {"type": "ClusterIP", "selector": {label: pods}, "ports": [dict(port)]},
         }
 
@@ -125,7 +156,16 @@ def _generated(canary: dict[str, Any], target: dict[str, Any]) -> list[dict[str,
             "spec": rule_spec,
         }
 
+    services = [
+        primary_deployment,
+        svc(apex, f"{value}-primary", "apex"),
+        svc(primary, f"{value}-primary", "primary"),
+        svc(canary_name, value, "canary"),
+    ]
     weight = first_step(d(spec.get("analysis")))
+    version = _gateway_api_version(str(spec.get("provider", "istio")))
+    if version is not None:
+        return [*services, _http_route(spec, namespace, apex, version, weight)]
     route: dict[str, Any] = {
         "route": [
             {"destination": {"host": primary}, "weight": 100 - weight},
@@ -145,12 +185,35 @@ def _generated(canary: dict[str, Any], target: dict[str, Any]) -> list[dict[str,
         "metadata": _meta(apex, namespace),
         "spec": {"hosts": hosts, "gateways": gateways, "http": [route]},
     }
-    return [
-        primary_deployment,
-        svc(apex, f"{value}-primary"),
-        svc(primary, f"{value}-primary"),
-        svc(canary_name, value),
-        rule(primary),
-        rule(canary_name),
-        virtual_service,
-    ]
+    return [*services, rule(primary), rule(canary_name), virtual_service]
+
+
+def _http_route(
+    spec: dict[str, Any], namespace: str, apex: str, version: str, weight: int
+) -> dict[str, Any]:
+    """The HTTPRoute of Flagger's Gateway API router at `weight` (see the module docstring)."""
+    service = d(spec.get("service"))
+    port = service.get("port")
+
+    def backend(name: str, share: int) -> dict[str, Any]:
+        return {"group": "", "kind": "Service", "name": name, "port": port, "weight": share}
+
+    rule: dict[str, Any] = {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+        "backendRefs": [
+            backend(f"{apex}-primary", 100 - weight),
+            backend(f"{apex}-canary", weight),
+        ],
+    }
+    if service.get("timeout"):
+        rule["timeouts"] = {"request": service["timeout"]}
+    return {
+        "apiVersion": f"{GATEWAY_API_GROUP}/{version}",
+        "kind": "HTTPRoute",
+        "metadata": _meta(apex, namespace, service.get("apex")),
+        "spec": {
+            "parentRefs": [{**REF_DEFAULTS, **d(ref)} for ref in items(service.get("gatewayRefs"))],
+            "hostnames": [str(h) for h in items(service.get("hosts"))],
+            "rules": [rule],
+        },
+    }
