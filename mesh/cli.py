@@ -305,6 +305,8 @@ def _trace_question(args: argparse.Namespace) -> int:
             labels=_labels(args.labels) or (DEFAULT_GATEWAY_LABELS if kind == "gateway" else ()),
             sidecar="none" if args.sidecar == "none" else args.sidecar,
             gateway=kind == "gateway",
+            # a Gateway API Gateway's pods: named after their Gateway
+            name=dict(_labels(args.labels)).get("gateway.networking.k8s.io/gateway-name", ""),
         )
         result = trace(objects, source, request)
     else:
@@ -492,14 +494,15 @@ def parser() -> argparse.ArgumentParser:
     trace_.add_argument(
         "--labels",
         default="",
-        help="labels of the source pod, k=v,... (a gateway's must match the Gateway selector; "
+        help="labels of the source pod, k=v,... (a gateway's must match the Gateway selector, "
+        "or be gateway.networking.k8s.io/gateway-name=NAME for a Gateway API Gateway; "
         "default for the default gateway: istio=ingressgateway)",
     )
     trace_.add_argument(
         "--sidecar",
-        choices=("classic", "native", "none"),
+        choices=("classic", "native", "none", "ambient"),
         default="classic",
-        help="the source pod's sidecar (default: classic)",
+        help="the source pod's sidecar, or ambient (captured by ztunnel) (default: classic)",
     )
     trace_.add_argument("-X", "--method", default="GET", help="HTTP method (default GET)")
     trace_.add_argument(

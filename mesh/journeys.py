@@ -30,6 +30,7 @@ from mesh.plan import build_plan
 from mesh.security import METRICS_PORTS
 from mesh.trace import Objects, Request, Trace, Workload, proxy_cluster, trace, trace_process
 from mesh.trace.flagger import expand
+from mesh.trace.gatewayapi import GATEWAY_NAME_LABEL
 from mesh.trace.model import MeshSettings, Outcome, Step
 from mesh.trace.objects import Pod
 from mesh.trace.upstream import deliver_to_port, peer_authentication_mode
@@ -67,9 +68,18 @@ class Journey:
             copies = [b for b in self.trace.branches if b.kind == "mirror"]
             if not copies or not all(b.outcome.ok for b in copies):
                 return False
-        if self.subset and any(b.subset != self.subset for b in live):
+        if self.subset and any(self.version(b) != self.subset for b in live):
             return False
         return not (self.port and any(b.container_port != self.port for b in live))
+
+    def version(self, branch) -> str | None:
+        """The version a branch reaches: its subset (VirtualService routing), else the version
+        of the per-version Service `<model>-<version>` it was sent to (Gateway API routing)."""
+        if branch.subset:
+            return branch.subset
+        name = (branch.host or "").split(".", 1)[0]
+        prefix = f"{self.model}-"
+        return name[len(prefix) :] if name.startswith(prefix) else None
 
     def problem(self) -> str:
         """Why a failed journey failed, for the person at the terminal."""
@@ -79,7 +89,7 @@ class Journey:
         if not self.trace.ok:
             return f"{self.name}: {final.verdict}: {final.detail}"
         live = [b for b in self.trace.branches if b.kind == "route" and b.share > 0]
-        reached = ", ".join(f"{b.subset}:{b.container_port}" for b in live)
+        reached = ", ".join(f"{self.version(b)}:{b.container_port}" for b in live)
         return f"{self.name}: reaches {reached}, expected {self.subset or ''}:{self.port or ''}"
 
 
@@ -125,8 +135,14 @@ def gateway_workload(config: StackConfig, objects: Objects) -> Workload:
     install's service account. When the traced objects include the gateway's Deployment
     (`--with` a `kubectl get deploy -n istio-system -o yaml`), its serviceAccountName is the
     truth; otherwise the one the stack derives (`StackConfig.gateway_service_account`, from
-    the Helm charts' conventions), which is also what the policies admit."""
-    labels = dict(config.gateway.selector)
+    the Helm charts' conventions), which is also what the policies admit. In gateway-api
+    routing Istio deploys the Gateway's pods itself, labelled
+    `gateway.networking.k8s.io/gateway-name: <name>` (pilot/pkg/config/kube/gatewaycommon/
+    deploymentcontroller.go), running as `<name>-istio`."""
+    if config.gateway_api():
+        labels = {GATEWAY_NAME_LABEL: config.gateway.name}
+    else:
+        labels = dict(config.gateway.selector)
     installed = objects.pods_for(config.gateway.namespace, labels)
     account = installed[0].service_account if installed else config.gateway_service_account()
     return Workload(
@@ -136,6 +152,11 @@ def gateway_workload(config: StackConfig, objects: Objects) -> Workload:
         gateway=True,
         name=labels.get("app", config.gateway.name),
     )
+
+
+def mesh_sidecar(config: StackConfig) -> str:
+    """How a caller in the stack's mesh is captured: its sidecar, or ztunnel in ambient."""
+    return "ambient" if config.ambient() else "classic"
 
 
 def caller_workload(reference: str, sidecar: str = "classic") -> Workload:
@@ -313,9 +334,11 @@ def mesh_journeys(config: StackConfig, objects: Objects, name: str) -> list[Jour
     secured = config.authorization_enabled()
     found: list[Journey] = []
     callers = list(model.callers)
+    captured = mesh_sidecar(config)
+    outside = "outside the mesh" if config.ambient() else "without sidecar"
     for caller in callers:
         for port in ports:
-            source = caller_workload(caller)
+            source = caller_workload(caller, captured)
             request = (
                 grpc_request(model, host, port.number, False)
                 if port.app_protocol == "grpc"
@@ -339,12 +362,12 @@ def mesh_journeys(config: StackConfig, objects: Objects, name: str) -> list[Jour
             Journey(
                 "mesh",
                 name,
-                f"REST from {caller} without sidecar",
+                f"REST from {caller} {outside}",
                 expect,
                 _run(trace, objects, bare, request),
             )
         )
-    stranger = Workload(*UNKNOWN_CALLER, name="unknown caller")
+    stranger = Workload(*UNKNOWN_CALLER, sidecar=captured, name="unknown caller")  # type: ignore[arg-type]
     request = rest_request(name, model, host, ports[0].number, False)
     found.append(
         Journey(
@@ -439,17 +462,21 @@ def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journ
             "refused" if restricted else None,
             _run(trace_process, objects, pod, SERVER_CONTAINER, outside),
         )
+        ambient = objects.sidecar_mode(pod) == "ambient"
         for what, collector in (
             ("tracing", config.telemetry.tracing.collector),
             ("access logs", config.telemetry.access_logging.collector),
         ):
-            if collector is not None:
+            if collector is not None and not ambient:  # no istio-proxy in an ambient pod
                 add(
                     f"istio-proxy → {what} collector {collector.host}",
                     "ok",
                     _run(proxy_cluster, objects, pod, collector.host, collector.port),
                 )
         for namespace in config.security.metrics_namespaces[:1]:
+            if ambient:
+                found.extend(_ambient_scrape(name, label, objects, pod, namespace))
+                continue
             found.append(
                 Journey(
                     "pod",
@@ -477,8 +504,11 @@ def _model_pods(objects: Objects, config: StackConfig, name: str) -> list[Pod]:
     ]
 
 
-def scrape(objects: Objects, pod: Pod, namespace: str, port: int) -> Trace:
-    """Prometheus (no sidecar) scraping the pod's merged metrics on the agent port."""
+def scrape(
+    objects: Objects, pod: Pod, namespace: str, port: int, path: str = "/stats/prometheus"
+) -> Trace:
+    """Prometheus (no sidecar) scraping the pod's merged metrics on the agent port (or, in
+    ambient, the application's metrics port)."""
     source = Workload(
         namespace,
         "prometheus",
@@ -486,13 +516,37 @@ def scrape(objects: Objects, pod: Pod, namespace: str, port: int) -> Trace:
         sidecar="none",
         name="prometheus",
     )
-    request = Request(port=port, host=pod.workload, path="/stats/prometheus")
+    request = Request(port=port, host=pod.workload, path=path)
+    found = pod.container_port(port)
+    container = found[0] if found else None
     outcome, _, _, steps = deliver_to_port(
-        objects, source, pod, None, port, "http", request, mtls=False
+        objects, source, pod, container, port, "http", request, mtls=False
     )
-    if outcome.ok:
+    if outcome.ok and objects.sidecar_mode(pod) != "ambient":
         outcome = Outcome("served", "pilot-agent serves the merged app and Envoy metrics")
     return Trace(source, request, tuple(steps), outcome)
+
+
+SCRAPE_PORT = "prometheus.io/port"
+SCRAPE_PATH = "prometheus.io/path"
+
+
+def _ambient_scrape(name: str, label: str, objects: Objects, pod: Pod, namespace: str):
+    """An ambient pod has no pilot-agent to merge metrics on :15020: Prometheus scrapes the
+    port the pod's `prometheus.io/port` annotation names, through the pod's ztunnel."""
+    port = pod.annotations.get(SCRAPE_PORT)
+    if port is None or not port.isdigit():
+        return []
+    path = pod.annotations.get(SCRAPE_PATH, "/metrics")
+    return [
+        Journey(
+            "pod",
+            name,
+            f"{label} Prometheus ({namespace}) scrape :{port}",
+            "ok",
+            _run(scrape, objects, pod, namespace, int(port), path),
+        )
+    ]
 
 
 def probe(objects: Objects, pod: Pod) -> Trace:
@@ -516,6 +570,16 @@ def probe(objects: Objects, pod: Pod) -> Trace:
         )
     found = pod.container_port(get.get("port"))
     number = found[1] if found else 0
+    if objects.sidecar_mode(pod) == "ambient":
+        # The CNI SNATs the kubelet's probes to 169.254.7.127 and its in-pod rules accept
+        # them before ztunnel (cni/pkg/iptables/iptables.go, the probe ACCEPT rule).
+        request = Request(port=number, host=pod.workload, path=str(get.get("path", "/")))
+        return Trace(
+            source,
+            request,
+            (Step("probe", "SNATed to 169.254.7.127: let through by the in-pod rules"),),
+            Outcome("served", "the kubelet calls the server; ztunnel does not see the probe"),
+        )
     sidecar = objects.sidecar_mode(pod) != "none"
     rewritten = sidecar and pod.annotations.get(REWRITE_PROBES, "true") != "false"
     if rewritten:
@@ -556,6 +620,7 @@ def flagger_journeys(config: StackConfig, objects: Objects, name: str) -> list[J
         caller.partition("/")[0],
         caller.partition("/")[2],
         (("app", "loadtester"),),
+        sidecar=mesh_sidecar(config),  # type: ignore[arg-type]
         name="flagger-loadtester",
     )
     host = f"{name}-canary.{config.namespace}"

@@ -8,8 +8,9 @@ requests ends: the Envoy cluster `outbound|<port>|<subset>|<host>`, the pod and 
 that serve it, or why it fails (no route, 403, 503 for a missing subset or endpoint, a
 blackhole under REGISTRY_ONLY, a NetworkPolicy drop, a reset by STRICT mTLS).
 
-It models **Istio 1.30** (istio/istio tag 1.30.3) with sidecars, and Kubernetes NetworkPolicy,
-each rule citing the Istio source it follows:
+It models **Istio 1.30** (istio/istio tag 1.30.3) with sidecars or the ambient data plane,
+Istio's and the Kubernetes Gateway API's routes, and Kubernetes NetworkPolicy, each rule
+citing the Istio source it follows:
 
 - `gateway`: Gateway server selection by selector, port, TLS/SNI, httpsRedirect, server host
   namespaces;
@@ -23,10 +24,18 @@ each rule citing the Istio source it follows:
   container's connections meet (capture by classic or native sidecars, with or without Istio
   CNI, UID 1337), and the proxy's own provider clusters (tracing, access logs);
 - `authz`, `netpol`: AuthorizationPolicy and NetworkPolicy evaluation;
-- `flagger`: the Services, DestinationRules and VirtualService Flagger creates for a Canary.
+- `flagger`: the Services, DestinationRules and VirtualService Flagger creates for a Canary;
+- `gatewayapi`, `apiroutes`: Gateway API listeners, HTTPRoute attachment (`allowedRoutes`,
+  `sectionName`), hostnames, istiod's rule order (`sortHTTPRoutes`), backendRef weights,
+  redirects and mirrors, at the ingress Gateway and for a Service (GAMMA);
+- `ambient`, `waypoint`: ztunnel capture, waypoint binding (`istio.io/use-waypoint`,
+  `istio.io/ingress-use-waypoint`), L7 policies at the waypoint (targetRefs), L4 policies and
+  PeerAuthentication at the destination ztunnel (the direct peer's identity), HBONE on 15008.
 
-Out of scope, said here so nobody reads a pass as proof of them: ambient mode (ztunnel,
-waypoints) and Gateway API routes; TCP and TLS routes of VirtualServices; several
+Out of scope, said here so nobody reads a pass as proof of them: GRPCRoute, TLSRoute, TCPRoute,
+Gateway API consumer routes, URLRewrite/header filters and ReferenceGrant checks; egress
+waypoints' policies, workload waypoints and sidecar-to-waypoint interop; TCP and TLS routes of
+VirtualServices; several
 VirtualServices merged on one host (the first one is used); VirtualService delegation and
 exportTo of VirtualServices; EnvoyFilters and WasmPlugins; CUSTOM (ext_authz) policies and
 JWT (RequestAuthentication); locality, outlier ejection and circuit-breaker overflow at run

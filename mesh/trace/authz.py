@@ -175,20 +175,34 @@ def applicable(objects: Objects, pod: Pod) -> list[dict[str, Any]]:
 
 
 def decide(objects: Objects, pod: Pod, request: AuthzRequest) -> Decision:
-    policies = applicable(objects, pod)
+    return decide_policies(applicable(objects, pod), request)
+
+
+DENIED = {
+    "sidecar": "403 RBAC: access denied",
+    "waypoint": "403 RBAC: access denied (at the waypoint)",
+    "ztunnel": "RBAC denied at ztunnel: the connection is closed",
+}
+
+
+def decide_policies(
+    policies: list[dict[str, Any]], request: AuthzRequest, what: str = "sidecar"
+) -> Decision:
+    """DENY, then ALLOW, over the policies that apply where the request is evaluated: a
+    sidecar or a waypoint (Envoy RBAC: 403) or ztunnel (which closes the connection)."""
+    denied = DENIED[what]
     by_action: dict[str, list[dict[str, Any]]] = {}
     for policy in policies:
         by_action.setdefault(str(spec_of(policy).get("action", "ALLOW")), []).append(policy)
     for policy in by_action.get("DENY", []):
         for index, rule in enumerate(items(spec_of(policy).get("rules"))):
             if rule_matches(d(rule), request):
-                return Decision(
-                    False, f"DENY rule {index} matches: 403 RBAC: access denied", _key(policy)
-                )
+                return Decision(False, f"DENY rule {index} matches: {denied}", _key(policy))
     allow = by_action.get("ALLOW", [])
     if not allow:
         note = " (CUSTOM policies not evaluated)" if "CUSTOM" in by_action else ""
-        return Decision(True, f"no ALLOW policy selects the pod: allowed{note}")
+        where = "selects the pod" if what != "waypoint" else "targets the Service or waypoint"
+        return Decision(True, f"no ALLOW policy {where}: allowed{note}")
     for policy in allow:
         for index, rule in enumerate(items(spec_of(policy).get("rules"))):
             if rule_matches(d(rule), request):
@@ -197,8 +211,8 @@ def decide(objects: Objects, pod: Pod, request: AuthzRequest) -> Decision:
     who = request.principal or "no peer identity (plaintext)"
     return Decision(
         False,
-        f"no rule of the ALLOW policies ({names}) matches {who}, port {request.port}, "
-        f"{request.method} {request.path}: 403 RBAC: access denied",
+        f"no rule of the ALLOW policies ({names}) matches {who}, port {request.port}"
+        f"{'' if what == 'ztunnel' else f', {request.method} {request.path}'}: {denied}",
         _key(allow[0]),
     )
 

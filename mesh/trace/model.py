@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-Sidecar = Literal["none", "classic", "native"]
+# What intercepts a pod's traffic: nothing, an Istio sidecar (classic or native), or, in
+# ambient mode, the node's ztunnel (mesh.trace.ambient).
+Sidecar = Literal["none", "classic", "native", "ambient"]
 
 # Where a request can end, and whether that is the request working. "served": a process that
 # speaks the request's protocol got it; "egress": it left the mesh through a registered
@@ -58,6 +60,8 @@ class Workload:
     def describe(self) -> str:
         kind = "gateway" if self.gateway else "pod"
         mesh = "" if self.gateway else f", sidecar {self.sidecar}"
+        if self.sidecar == "ambient" and not self.gateway:
+            mesh = ", ambient: ztunnel"
         who = self.name or ",".join(f"{k}={v}" for k, v in self.labels) or "-"
         return f"{kind} {self.namespace}/{who} (sa {self.service_account}{mesh})"
 
@@ -166,9 +170,10 @@ class Trace:
         return [b for b in self.branches if b.kind == "route" and b.share > 0 and not b.outcome.ok]
 
     def split(self) -> str:
-        """`v1 90% / v2 10%`: the share of each subset (or host) among the live branches."""
+        """`v1 90% / v2 10%`: the share of each subset (or Service: `fraud-v7`, the short name
+        of an in-cluster host; or host) among the live branches."""
         parts = [
-            f"{b.subset or b.host} {round(b.share, 2):g}%"
+            f"{b.subset or _short(b.host)} {round(b.share, 2):g}%"
             for b in self.branches
             if b.kind == "route" and b.share > 0
         ]
@@ -189,6 +194,13 @@ class Trace:
         data["split"] = self.split()
         data["final"] = asdict(self.final())
         return data
+
+
+def _short(host: str | None) -> str | None:
+    """`fraud-v7` for `fraud-v7.ml-serving.svc.cluster.local`; other hosts as they are."""
+    if host and host.endswith(".svc.cluster.local") and host.count(".") == 4:
+        return host.split(".", 1)[0]
+    return host
 
 
 @dataclass(frozen=True)

@@ -226,12 +226,19 @@ class Objects:
         )
 
     def sidecar_mode(self, pod: Pod) -> Sidecar:
-        """Classic or native sidecar. Istio 1.24+ honours the per-pod annotation
+        """Classic or native sidecar, ztunnel (ambient: mesh.trace.ambient `enrolled`), or
+        none. Istio 1.24+ honours the per-pod annotation
         `sidecar.istio.io/nativeSidecar` (pkg/kube/inject/inject.go, the `nativeSidecar`
         decision in RunTemplate); without it istiod's ENABLE_NATIVE_SIDECARS decides."""
         if not self.injected(
             pod.namespace, pod.labels, pod.annotations, bool(pod.spec.get("hostNetwork"))
         ):
+            from mesh.trace.ambient import enrolled
+
+            if not pod.spec.get("hostNetwork") and enrolled(
+                self, pod.namespace, pod.labels, "sidecar.istio.io/status" in pod.annotations
+            ):
+                return "ambient"
             return "none"
         annotation = pod.annotations.get(NATIVE_SIDECAR_ANNOTATION)
         if annotation is not None:

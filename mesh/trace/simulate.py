@@ -46,7 +46,7 @@ from mesh.trace.routes import (
     mirror,
     virtual_services_for,
 )
-from mesh.trace.upstream import deliver, to_destination
+from mesh.trace.upstream import deliver, to_destinations
 
 
 def trace(objects: Objects, source: Workload, request: Request) -> Trace:
@@ -62,9 +62,15 @@ def trace(objects: Objects, source: Workload, request: Request) -> Trace:
 
 def _trace(objects: Objects, source: Workload, request: Request) -> Trace:
     if source.gateway:
+        from mesh.trace import apiroutes, gatewayapi
         from mesh.trace.gateway import ingress
 
+        gateway = gatewayapi.gateway_for_pod(objects, source.namespace, source.label_map)
+        if gateway is not None:
+            return apiroutes.ingress(objects, source, request, gateway)
         return ingress(objects, source, request)
+    if source.sidecar == "ambient":
+        return ztunnel_outbound(objects, source, request, [])
     if source.sidecar == "none":
         return direct(objects, source, request, [Step("capture", "no sidecar: not captured")])
     return outbound(objects, source, request, [])
@@ -119,12 +125,14 @@ def finish_http(
             )
         )
     branches = [
-        to_destination(objects, source, request, target)
+        branch
         for target in destinations(objects, choice, listener)
+        for branch in to_destinations(objects, source, request, target)
     ]
     branches += [
-        to_destination(objects, source, request, target, kind="mirror")
+        branch
         for target in mirror(objects, choice, listener)
+        for branch in to_destinations(objects, source, request, target, kind="mirror")
     ]
     ok = Outcome("served", "routed")
     return Trace(source, request, tuple(steps), ok, tuple(branches), route=choice.name)
@@ -245,6 +253,13 @@ def outbound(objects: Objects, source: Workload, request: Request, steps: list[S
         ports = {d(p).get("port"): d(p) for p in items(spec_of(service).get("ports"))}
         if request.port not in ports:
             return _unknown(objects, source, request, steps, policy, fqdn)
+        from mesh.trace import apiroutes, gatewayapi
+
+        routes = gatewayapi.mesh_routes(objects, service, request.port)
+        if routes:
+            names = ", ".join(gatewayapi.describe(r) for r in routes)
+            steps.append(Step("virtualhost", f"{fqdn} routed by {names} (GAMMA) on the mesh"))
+            return apiroutes.finish(objects, source, request, routes, steps, f"of {fqdn}")
         listener = Listener(gateway=None, port=request.port, source=source)
 
         def visible(vs: dict[str, Any]) -> bool:
@@ -259,10 +274,10 @@ def outbound(objects: Objects, source: Workload, request: Request, steps: list[S
             steps.append(Step("virtualhost", f"{describe(vs)} host {pattern} on the mesh"))
             return finish_http(objects, source, request, listener, vs, steps)
         steps.append(Step("route", f"no VirtualService for {fqdn}: the Service's default route"))
-        branch = to_destination(
+        branches = to_destinations(
             objects, source, request, Destination(fqdn, None, request.port, 100.0)
         )
-        return Trace(source, request, tuple(steps), Outcome("served", "routed"), (branch,))
+        return Trace(source, request, tuple(steps), Outcome("served", "routed"), tuple(branches))
     found_entry = _visible_entry(objects, source, sidecar, fqdn, request.port)
     if found_entry is not None:
         entry, entry_port = found_entry
@@ -315,7 +330,12 @@ def _unknown(
 
 
 def direct(
-    objects: Objects, source: Workload, request: Request, steps: list[Step], via: str = "kube-proxy"
+    objects: Objects,
+    source: Workload,
+    request: Request,
+    steps: list[Step],
+    via: str = "kube-proxy",
+    mtls: bool = False,
 ) -> Trace:
     """Not through the source's proxy: an in-cluster Service through kube-proxy (any pod it
     selects, plaintext), anything else straight to its address."""
@@ -350,14 +370,16 @@ def direct(
         Step(
             "kube-proxy",
             f"{via}: Service {fqdn}:{request.port} → any of "
-            f"{len(pods)} workloads, no VirtualService, no subsets, plaintext",
+            f"{len(pods)} workloads, no VirtualService, no subsets, "
+            f"{'HBONE (mTLS)' if mtls else 'plaintext'}",
         ),
     ]
     branches = []
     total = sum(p.replicas or 1 for p in pods)
     for pod in pods:
+        hbone = mtls and objects.sidecar_mode(pod) == "ambient"  # ztunnel to ztunnel
         outcome, container, number, more = deliver(
-            objects, source, pod, service_port, request, False
+            objects, source, pod, service_port, request, hbone
         )
         branches.append(
             Branch(
@@ -375,6 +397,66 @@ def direct(
             )
         )
     return Trace(source, request, tuple(steps), Outcome("served", via), tuple(branches))
+
+
+def ztunnel_outbound(
+    objects: Objects, source: Workload, request: Request, steps: list[Step]
+) -> Trace:
+    """A request from an ambient pod (mesh.trace.ambient): ztunnel takes the connection. A
+    Service bound to a waypoint goes through the waypoint (L7 policy and routes there);
+    any other Service is balanced over its pods at L4 (no routes, no subsets) over HBONE to
+    ambient pods; a ServiceEntry host leaves through ztunnel; any other destination is
+    forwarded unchanged (ztunnel enforces no outboundTrafficPolicy: only a sidecar does)."""
+    from mesh.trace import ambient
+    from mesh.trace.waypoint import through_waypoint
+
+    steps = [*steps, Step("ztunnel", "outbound captured by ztunnel (Istio CNI in-pod redirection)")]
+    host = request.authority()
+    fqdn, service = _resolve(objects, source, host)
+    if service is None:
+        found = _visible_entry(objects, source, None, fqdn, request.port)
+        if found is not None:
+            entry = found[0]
+            what = f"ServiceEntry {namespace_of(entry)}/{name_of(entry)}"
+            via = "through ztunnel"
+            bound = ambient.waypoint_for(objects, entry)
+            if bound is not None:
+                gateway, why = bound
+                via = f"through the waypoint {namespace_of(gateway)}/{name_of(gateway)}"
+                steps.append(Step("waypoint", f"{why}: HBONE to the waypoint ({what})"))
+                ok, step = ambient.enter_waypoint(objects, source, gateway)
+                steps.append(step)
+                if not ok:
+                    return Trace(
+                        source,
+                        request,
+                        tuple(steps),
+                        Outcome("dropped", f"the waypoint is unreachable: {step.detail}"),
+                    )
+            return Trace(
+                source,
+                request,
+                tuple(steps),
+                Outcome("egress", f"leaves the mesh to {fqdn}:{request.port} ({what}, {via})"),
+            )
+        return Trace(
+            source,
+            request,
+            tuple(steps),
+            Outcome(
+                "passthrough",
+                f"ztunnel forwards {fqdn}:{request.port} unchanged: no outbound traffic policy "
+                "applies at ztunnel",
+            ),
+        )
+    ports = {d(p).get("port") for p in items(spec_of(service).get("ports"))}
+    bound = ambient.waypoint_for(objects, service)
+    if bound is not None and request.port in ports:
+        gateway, why = bound
+        return through_waypoint(
+            objects, source, request, service, request.port, gateway, why, steps
+        )
+    return direct(objects, source, request, steps, via="ztunnel (L4, no waypoint)", mtls=True)
 
 
 # --- processes inside a pod ---------------------------------------------------------------
@@ -445,6 +527,13 @@ def capture(
       before the user's init containers: they are proxied.
     """
     mode = objects.sidecar_mode(pod)
+    if mode == "ambient":
+        # cni/pkg/iptables/iptables.go: in-pod rules set up before any container runs, and
+        # only ztunnel's packet mark escapes them (no UID exception).
+        return (
+            "ztunnel",
+            f"container {container} is captured by ztunnel (ambient, in-pod redirection)",
+        )
     if container == PROXY_CONTAINER:
         return "none", "istio-proxy runs as UID 1337, whose traffic is never captured"
     if mode == "none":
@@ -480,6 +569,8 @@ def trace_process(objects: Objects, pod: Pod, container: str, request: Request) 
     source = pod_source(objects, pod)
     how, why = capture(objects, pod, container, request)
     steps = [Step("capture", why)]
+    if how == "ztunnel":
+        return ztunnel_outbound(objects, source, request, steps)
     if how == "none":
         return direct(objects, source, request, steps)
     if how == "no-proxy":

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.trace import authz, hosts, netpol
+from mesh.trace import ambient, authz, hosts, netpol
 from mesh.trace.model import Branch, Outcome, Request, Step, Workload
 from mesh.trace.objects import (
     Objects,
@@ -146,6 +146,27 @@ def peer_authentication_mode(objects: Objects, pod: Pod, port: int) -> tuple[str
     return mode, source
 
 
+def to_destinations(
+    objects: Objects,
+    source: Workload,
+    request: Request,
+    destination: Destination,
+    kind: str = "route",
+) -> list[Branch]:
+    """The branches of one destination of a route. Usually one; an ingress gateway that sends
+    a Service's traffic to its waypoint (mesh.trace.ambient) gets the waypoint's split."""
+    service = objects.services.get(destination.host)
+    if service is not None and source.gateway and not ambient.is_waypoint(objects, source):
+        bound = ambient.waypoint_for(objects, service)
+        if bound is not None and ambient.ingress_uses_waypoint(objects, service):
+            from mesh.trace.waypoint import via_waypoint_branches
+
+            return via_waypoint_branches(
+                objects, source, request, destination, service, *bound, kind
+            )
+    return [to_destination(objects, source, request, destination, kind)]
+
+
 def to_destination(
     objects: Objects,
     source: Workload,
@@ -153,7 +174,8 @@ def to_destination(
     destination: Destination,
     kind: str = "route",
 ) -> Branch:
-    """One branch: a destination of a route, followed down to the answering process."""
+    """One branch: a destination of a route, followed down to the answering process (no
+    waypoint: see `to_destinations`)."""
     steps: list[Step] = []
     cluster = cluster_name(destination)
     service = objects.services.get(destination.host)
@@ -331,6 +353,8 @@ def deliver_to_port(
 ) -> tuple[Outcome, str | None, int | None, list[Step]]:
     steps = list(steps or [])
     name = str(container.get("name")) if container else None
+    if objects.sidecar_mode(pod) == "ambient":
+        return ztunnel_inbound(objects, source, pod, name, number, protocol, request, mtls, steps)
     verdict = netpol.admits(objects, pod, netpol.Peer(source.namespace, source.label_map), number)
     steps.append(Step("networkpolicy", verdict.reason))
     if not verdict.allowed:
@@ -390,3 +414,76 @@ def deliver_to_port(
         number,
         steps,
     )
+
+
+def _served(name: str | None, number: int, protocol: str, request: Request) -> Outcome:
+    return Outcome(
+        "served",
+        f"{f'container {name}' if name else 'the pod (no container declares it)'} on port "
+        f"{number} ({protocol or 'tcp'}) "
+        f"serves {request.method if request.protocol != 'grpc' else 'gRPC'} "
+        f"{request.path}",
+    )
+
+
+def ztunnel_inbound(
+    objects: Objects,
+    source: Workload,
+    pod: Pod,
+    name: str | None,
+    number: int,
+    protocol: str,
+    request: Request,
+    hbone: bool,
+    steps: list[Step],
+) -> tuple[Outcome, str | None, int | None, list[Step]]:
+    """An ambient pod's inbound (mesh.trace.ambient): the kernel's NetworkPolicy on what
+    arrives (HBONE: port 15008; plaintext: the container port), then the pod's ztunnel:
+    PeerAuthentication, the L4 AuthorizationPolicies with the direct peer's identity, then
+    the container port."""
+    seen = ambient.HBONE_PORT if hbone else number
+    verdict = netpol.admits(objects, pod, netpol.Peer(source.namespace, source.label_map), seen)
+    what = f"HBONE to :{seen}" if hbone else f"plaintext to :{seen}"
+    steps.append(Step("networkpolicy", f"{what}: {verdict.reason}"))
+    if not verdict.allowed:
+        return Outcome("dropped", f"{what}: {verdict.reason}"), name, number, steps
+    mode, why = peer_authentication_mode(objects, pod, number)
+    peer = "HBONE (mTLS)" if hbone else "plaintext"
+    steps.append(Step("mtls", f"ztunnel: {mode} ({why}); peer {peer}"))
+    if mode == "STRICT" and not hbone:
+        return (
+            Outcome("reset", f"{why} is STRICT: ztunnel refuses the plaintext connection"),
+            name,
+            number,
+            steps,
+        )
+    principal = source.principal(objects.settings.trust_domain) if hbone else None
+    decision = ambient.decide_l4(
+        objects,
+        pod,
+        authz.AuthzRequest(
+            principal=principal,
+            namespace=source.namespace if hbone else None,
+            port=number,
+            method="POST" if request.protocol == "grpc" else request.method,
+            path=request.path,
+            host=request.authority(),
+            headers=request.header_map,
+        ),
+    )
+    who = principal or "no identity (plaintext)"
+    steps.append(Step("authz", f"{decision.policy or '-'}: ztunnel, peer {who}: {decision.reason}"))
+    if not decision.allowed:
+        return Outcome("denied", decision.reason), name, number, steps
+    if not speaks(protocol, request):
+        return (
+            Outcome(
+                "wrong-protocol",
+                f"a {request.protocol} request reaches {number}, a {protocol} port of "
+                f"container {name}: the server does not speak it",
+            ),
+            name,
+            number,
+            steps,
+        )
+    return _served(name, number, protocol, request), name, number, steps
