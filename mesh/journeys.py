@@ -30,7 +30,6 @@ from mesh.plan import build_plan
 from mesh.security import METRICS_PORTS
 from mesh.trace import Objects, Request, Trace, Workload, proxy_cluster, trace, trace_process
 from mesh.trace.flagger import expand
-from mesh.trace.gatewayapi import GATEWAY_NAME_LABEL
 from mesh.trace.model import MeshSettings, Outcome, Step
 from mesh.trace.objects import Pod
 from mesh.trace.upstream import deliver_to_port, peer_authentication_mode
@@ -139,10 +138,7 @@ def gateway_workload(config: StackConfig, objects: Objects) -> Workload:
     routing Istio deploys the Gateway's pods itself, labelled
     `gateway.networking.k8s.io/gateway-name: <name>` (pilot/pkg/config/kube/gatewaycommon/
     deploymentcontroller.go), running as `<name>-istio`."""
-    if config.gateway_api():
-        labels = {GATEWAY_NAME_LABEL: config.gateway.name}
-    else:
-        labels = dict(config.gateway.selector)
+    labels = config.gateway_pod_labels()
     installed = objects.pods_for(config.gateway.namespace, labels)
     account = installed[0].service_account if installed else config.gateway_service_account()
     return Workload(

@@ -19,7 +19,9 @@ every update.
 
 from __future__ import annotations
 
-from mesh.config import Progressive, StackConfig, gateway_api_duration
+from mesh.config import Progressive, StackConfig
+from mesh.gatewayapi.common import gateway_duration
+from mesh.gatewayapi.ingress import gateway_parents
 from mesh.ingress import gateway_ref
 from mesh.k8s import metadata
 from mesh.promql import DURATION_BUCKETS, REQUESTS, Matcher, selector
@@ -219,34 +221,19 @@ def analysis(config: StackConfig, name: str) -> dict:
     return spec
 
 
-def gateway_sections(config: StackConfig) -> list[str]:
-    """The listeners of the ingress Gateway a model's HTTPRoute attaches to: `https` alone when
-    plain HTTP only redirects (the redirect route owns `http`), both without the redirect,
-    `http` without TLS (the listener names of the stack's Gateway API Gateway)."""
-    tls = config.gateway.tls
-    if tls is None:
-        return ["http"]
-    return ["https"] if tls.https_redirect else ["http", "https"]
-
-
 def gateway_refs(config: StackConfig, name: str) -> list[dict]:
     """`spec.service.gatewayRefs`, which Flagger copies as they are into the HTTPRoute's
     `parentRefs` (pkg/router/gateway_api.go `toV1ParentRefs`).
 
-    The ingress Gateway per listener (`gateway_sections`; group and kind default to the
-    Gateway's), and the apex Service `<m>` as a GAMMA parent (`group: ""`, `kind: Service`,
+    The ingress Gateway per listener (mesh.gatewayapi.ingress `gateway_parents`, the same
+    parents as an ml-mesh route), and the apex Service `<m>` as a GAMMA parent (`group: ""`, `kind: Service`,
     as Flagger's own Linkerd Gateway API tutorial does): mesh callers dial `<m>`, so their
     sidecars, or the waypoint in ambient, apply the weights too. For a Service parent Istio
     ignores `hostnames` and routes the Service's own host (istio/istio 1.30.3
     pilot/pkg/config/kube/gateway/route_collections.go, HTTPRoute collection: `vsHosts` of a
     mesh parent); no `port`: Flagger's Services have the one port (see `service`).
     """
-    gateway = config.gateway
-    refs: list[dict] = [
-        {"name": gateway.name, "namespace": gateway.namespace, "sectionName": section}
-        for section in gateway_sections(config)
-    ]
-    return [*refs, {"group": "", "kind": "Service", "name": name}]
+    return [*gateway_parents(config), {"group": "", "kind": "Service", "name": name}]
 
 
 def gateway_api_route_policy(config: StackConfig, name: str) -> dict:
@@ -255,7 +242,7 @@ def gateway_api_route_policy(config: StackConfig, name: str) -> dict:
     Gateway API's Duration format, which the HTTPRoute schema enforces. Retries are refused by
     validation: that router copies none (mesh.config.stack `_mode_rules`)."""
     timeout = config.models[name].timeout
-    return {} if timeout is None else {"timeout": gateway_api_duration(timeout)}
+    return {} if timeout is None else {"timeout": gateway_duration(timeout)}
 
 
 def service_metadata(config: StackConfig) -> dict:

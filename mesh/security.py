@@ -254,7 +254,7 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
     # then admits it on the canary workload only).
     callers = sorted({c.partition("/")[0] for c in workload_callers(config, name, name)})
     servers = [
-        _namespace_peer(config.gateway.namespace, dict(config.gateway.selector)),
+        _namespace_peer(config.gateway.namespace, config.gateway_pod_labels()),
         *(_namespace_peer(namespace) for namespace in callers),
     ]
     selector = (

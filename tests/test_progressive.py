@@ -642,7 +642,13 @@ MODES = [
 MODE_IDS = [f"{m[0]}+{m[1]}" for m in MODES]
 GATEWAY_API_REFS = [
     # prod has TLS with the redirect: the model attaches to the https listener only
-    {"name": "ml-gateway", "namespace": "istio-system", "sectionName": "https"},
+    {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "ml-gateway",
+        "namespace": "istio-system",
+        "sectionName": "https",
+    },
     {"group": "", "kind": "Service", "name": "sentiment"},  # GAMMA: mesh callers of <m>
 ]
 
@@ -809,7 +815,7 @@ def test_the_trace_models_the_http_route_flaggers_gateway_api_router_creates(pro
         ("HTTPRoute", "sentiment"),
     } <= mine
     assert not {kind for kind, _ in mine} & {"VirtualService", "DestinationRule"}
-    (route,) = [o for o in made if o["kind"] == "HTTPRoute"]
+    (route,) = [o for o in made if (o["kind"], o["metadata"]["name"]) == ("HTTPRoute", "sentiment")]
     assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
     # as the Canary is stored: with its CRD's defaults, which Flagger copies
     gateway = {"group": "gateway.networking.k8s.io", "kind": "Gateway"}
@@ -829,7 +835,7 @@ def test_the_http_route_model_is_checked_against_the_gateway_api_rules(progressi
     made = expand(
         build_plan(parse_config(_in_mode(progressive, "gateway-api", "sidecar"), "prod")).objects()
     )
-    (route,) = [o for o in made if o["kind"] == "HTTPRoute"]
+    (route,) = [o for o in made if (o["kind"], o["metadata"]["name"]) == ("HTTPRoute", "sentiment")]
     del route["spec"]["rules"][0]["backendRefs"][0]["port"]
     assert any("Must have port for Service reference" in p for p in _http_route_problems(route))
 

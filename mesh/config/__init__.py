@@ -71,7 +71,6 @@ from mesh.config.formats import (
     WeightPercent,
     credential_problem,
     duration_millis,
-    gateway_api_duration,
     prom_duration,
 )
 from mesh.config.introspection import (
@@ -247,7 +246,6 @@ __all__ = [
     "duration_millis",
     "engine_value",
     "fields_of",
-    "gateway_api_duration",
     "is_misspelt_project",
     "is_secret_capable",
     "parse_config",

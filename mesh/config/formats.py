@@ -188,24 +188,6 @@ def duration_millis(value: str) -> int:
     return int(_nanos(value) // 10**6)
 
 
-def gateway_api_duration(value: str) -> str:
-    """A Go duration that `_duration` accepted, in the Gateway API's Duration format (GEP-2257:
-    `^([0-9]{1,5}(h|m|s|ms)){1,4}$`, the HTTPRoute `timeouts` pattern of the v1.6.1 CRDs), the
-    same length of time: `1.5s` -> `1s500ms`, `90s` -> `1m30s`, `250ms` -> `250ms`.
-
-    Go accepts fractions and `us`/`ns`, GEP-2257 neither, so a value copied verbatim (as
-    Flagger copies a Canary's `service.timeout` into its HTTPRoute) is rejected by the API
-    server unless written this way.
-    """
-    millis = duration_millis(value)
-    parts = []
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        count, millis = divmod(millis, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
-
-
 def _duration(value: str) -> str:
     """Istio's duration rule (RULES.md 5): Go syntax, at least 1ms, whole milliseconds."""
     if not _GO_DURATION.match(value):

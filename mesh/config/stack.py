@@ -574,6 +574,15 @@ class StackConfig(_Config):
             f"/sa/{self.gateway_service_account()}"
         )
 
+    def gateway_pod_labels(self) -> dict[str, str]:
+        """Labels of the ingress gateway pods: gateway.selector, or in gateway-api routing the
+        label Istio gives the pods it deploys for a Gateway, `gateway.networking.k8s.io/
+        gateway-name: <name>` (istio/istio 1.30.3 manifests/charts/istio-control/
+        istio-discovery/files/kube-gateway.yaml, the pod template's labels)."""
+        if self.routing == "gateway-api":
+            return {"gateway.networking.k8s.io/gateway-name": self.gateway.name}
+        return dict(self.gateway.selector)
+
     def ambient(self) -> bool:
         return self.dataplane == "ambient"
 

@@ -104,17 +104,29 @@ def gateway(config: StackConfig) -> dict:
     }
 
 
-def gateway_parent(config: StackConfig) -> dict:
-    """The parentRef of a model route: the listener that serves it, `https` with TLS (plain
-    HTTP is then only redirected), else `http`."""
-    section = HTTPS_LISTENER if config.gateway.tls is not None else HTTP_LISTENER
-    return {
-        "group": GROUP,
-        "kind": "Gateway",
-        "name": config.gateway.name,
-        "namespace": config.gateway.namespace,
-        "sectionName": section,
-    }
+def route_sections(config: StackConfig) -> list[str]:
+    """The listeners a model's route attaches to: `https` alone when plain HTTP only redirects
+    (the redirect route owns `http`), both with TLS but no redirect (plain HTTP is served as
+    well), `http` without TLS. A listener no route attaches to answers 404."""
+    tls = config.gateway.tls
+    if tls is None:
+        return [HTTP_LISTENER]
+    return [HTTPS_LISTENER] if tls.https_redirect else [HTTP_LISTENER, HTTPS_LISTENER]
+
+
+def gateway_parents(config: StackConfig) -> list[dict]:
+    """The parentRefs of a model route on the ingress Gateway, one per listener of
+    `route_sections` (two refs to one Gateway need distinct sectionNames, a CEL rule)."""
+    return [
+        {
+            "group": GROUP,
+            "kind": "Gateway",
+            "name": config.gateway.name,
+            "namespace": config.gateway.namespace,
+            "sectionName": section,
+        }
+        for section in route_sections(config)
+    ]
 
 
 def redirect_route(config: StackConfig) -> dict | None:
@@ -129,7 +141,7 @@ def redirect_route(config: StackConfig) -> dict | None:
     tls = config.gateway.tls
     if tls is None or not tls.https_redirect:
         return None
-    parent = {**gateway_parent(config), "sectionName": HTTP_LISTENER}
+    parent = {**gateway_parents(config)[0], "sectionName": HTTP_LISTENER}
     return {
         "apiVersion": GATEWAY_API,
         "kind": "HTTPRoute",

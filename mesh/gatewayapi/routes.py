@@ -2,7 +2,7 @@
 ingress and mesh callers alike.
 
 Parents. The route binds the ingress Gateway's listener (`mesh.gatewayapi.ingress.
-gateway_parent`) and the model Service (`group: ""`, `kind: Service`: GAMMA). Istio turns it
+gateway_parents`) and the model Service (`group: ""`, `kind: Service`: GAMMA). Istio turns it
 into one VirtualService per parent and host (pilot/pkg/config/kube/gateway/
 route_collections.go `HTTPRouteCollection`):
 
@@ -47,7 +47,7 @@ from fractions import Fraction
 
 from mesh.config import MatchRule, Model, StackConfig
 from mesh.gatewayapi.common import GATEWAY_API, gateway_duration, version_service_name
-from mesh.gatewayapi.ingress import gateway_parent
+from mesh.gatewayapi.ingress import gateway_parents
 from mesh.k8s import metadata
 from mesh.traffic import CANARY_ANNOTATION, route_weights
 from models.presets import ServerPort, server_ports
@@ -230,7 +230,7 @@ def http_route(config: StackConfig, name: str) -> dict:
         "kind": "HTTPRoute",
         "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}, annotations),
         "spec": {
-            "parentRefs": [gateway_parent(config), mesh_parent(name)],
+            "parentRefs": [*gateway_parents(config), mesh_parent(name)],
             "hostnames": config.model_hosts(name),
             "rules": route_rules(config, name),
         },
