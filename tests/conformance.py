@@ -10,6 +10,18 @@ the way the API server checks it on `kubectl apply --validate=strict`:
 - Gateway API kinds: `../shared/gateway-api/schemas-strict/standard/<group>/<version>/<Kind>.json`
   and the CEL rules in it;
 - Flagger kinds: `../shared/flagger/schemas-strict/<Kind>.json` and the CEL rules in it;
+- Gateway API kinds (`gateway.networking.k8s.io`, `gateway.networking.x-k8s.io`):
+  `../shared/gateway-api/schemas-strict/<channel>/<group>/<version>/<Kind>.json` and every rule
+  of `cel-rules-<channel>.json` for the kind, the channel (standard or experimental) being the
+  one the cluster installed (`platform.gatewayApiChannel`; default standard);
+- Inference Extension kinds (`inference.networking.k8s.io`, `inference.networking.x-k8s.io`):
+  `../shared/inference-extension/schemas-strict/...` and its `cel-rules.json`;
+- CRD kinds, as the API server does before CEL (apiextensions-apiserver structural schemas):
+  schema `default`s applied at every level first (a backendRef without `group`/`kind` is a
+  Service reference and then needs `port`), `x-kubernetes-list-type: map` keys and `set` items
+  unique, field names CEL cannot spell escaped (`namespace` is `__namespace__` in a rule).
+  Transition rules (those reading `oldSelf`) only run on update: on create they are skipped,
+  and `cel_verdicts` says so;
 - every kind: the metadata formats the API server enforces and no JSON Schema expresses (names,
   label keys and values, annotation keys).
 
@@ -19,6 +31,8 @@ accept one by name in SCHEMALESS_KINDS, with the reason.
 
 from __future__ import annotations
 
+import copy
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -51,37 +65,80 @@ SCHEMALESS_KINDS: dict[str, str] = {
 
 ISTIO_GROUP_SUFFIX = ".istio.io"
 FLAGGER_GROUP = "flagger.app"
-GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_GROUPS = frozenset({"gateway.networking.k8s.io", "gateway.networking.x-k8s.io"})
+INFERENCE_GROUPS = frozenset({"inference.networking.k8s.io", "inference.networking.x-k8s.io"})
+GATEWAY_API_CHANNELS = ("standard", "experimental")
+GATEWAY_API_RELEASE = "Gateway API v1.6.1"
 
 
-def problems(obj: dict[str, Any], kubernetes_version: str = KUBERNETES_VERSION) -> list[str]:
+def problems(
+    obj: dict[str, Any],
+    kubernetes_version: str = KUBERNETES_VERSION,
+    gateway_api_channel: str = "standard",
+) -> list[str]:
     """Everything the API server (with the CRDs' schemas and CEL rules) would reject in `obj`,
-    Kubernetes kinds checked against `kubernetes_version` (default the oldest supported)."""
-    api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
-    group, _, version = api_version.rpartition("/")
-    if group.endswith(ISTIO_GROUP_SUFFIX):
-        path = shared_path("istio") / "schemas-strict" / group / version / f"{kind}.json"
-        found = _crd_problems(obj, path, _istio_cel_rules, "Istio 1.30")
-    elif group == GATEWAY_API_GROUP:
-        # The standard channel: what a stack emits unless it says the cluster has the
-        # experimental CRDs (platform.gatewayApiChannel), which serve a superset.
-        path = shared_path("gateway-api") / "schemas-strict" / "standard" / group / version
-        found = _crd_problems(obj, path / f"{kind}.json", _schema_cel_rules, "Gateway API v1.6.1")
-    elif group == FLAGGER_GROUP:
-        path = shared_path("flagger") / "schemas-strict" / f"{kind}.json"
-        found = _crd_problems(obj, path, _schema_cel_rules, "Flagger 1.44")
-    else:
-        found = _kubernetes_problems(obj, kubernetes_version)
+    Kubernetes kinds checked against `kubernetes_version` (default the oldest supported),
+    Gateway API kinds against the CRDs of `gateway_api_channel` (the stack's
+    `platform.gatewayApiChannel`)."""
+    found = _structural_problems(obj, kubernetes_version, gateway_api_channel)
+    found += [v.problem for v in cel_verdicts(obj, gateway_api_channel) if v.problem]
     found += metadata_problems(obj)
     return [f"{_ref(obj)}: {problem}" for problem in found]
 
 
-def _crd_problems(
-    obj: dict[str, Any], path: Path, rules: Callable[[Path], tuple[CelRule, ...]], served_by: str
+@dataclass(frozen=True)
+class CrdSource:
+    """Where a CRD kind's strict schema and CEL rules come from, and who serves it."""
+
+    schema: Path
+    rules: tuple[CelRule, ...]
+    served_by: str
+
+
+def crd_source(obj: dict[str, Any], gateway_api_channel: str = "standard") -> CrdSource | None:
+    """The schema and rules the cluster validates `obj` with; None for Kubernetes' own kinds."""
+    api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+    group, _, version = api_version.rpartition("/")
+    if group.endswith(ISTIO_GROUP_SUFFIX):
+        path = shared_path("istio") / "schemas-strict" / group / version / f"{kind}.json"
+        return CrdSource(path, _istio_cel_rules(path), "Istio 1.30")
+    if group == FLAGGER_GROUP:
+        path = shared_path("flagger") / "schemas-strict" / f"{kind}.json"
+        return CrdSource(path, _schema_cel_rules(path), "Flagger 1.44")
+    if group in GATEWAY_API_GROUPS:
+        if gateway_api_channel not in GATEWAY_API_CHANNELS:
+            raise ValueError(f"no Gateway API channel {gateway_api_channel!r}")
+        root = shared_path("gateway-api")
+        path = root / "schemas-strict" / gateway_api_channel / group / version / f"{kind}.json"
+        rules = _listed_cel_rules(
+            root / f"cel-rules-{gateway_api_channel}.json", group, version, kind
+        )
+        return CrdSource(path, rules, f"{GATEWAY_API_RELEASE} ({gateway_api_channel} channel)")
+    if group in INFERENCE_GROUPS:
+        root = shared_path("inference-extension")
+        path = root / "schemas-strict" / group / version / f"{kind}.json"
+        rules = _listed_cel_rules(root / "cel-rules.json", group, version, kind)
+        return CrdSource(path, rules, "Gateway API Inference Extension v1.6.0")
+    return None
+
+
+def _structural_problems(
+    obj: dict[str, Any], kubernetes_version: str, gateway_api_channel: str
 ) -> list[str]:
-    if not path.exists():
-        return [f"{served_by} serves no such kind and version (no {path})"]
-    return _schema_problems(obj, path) + _cel_problems(obj, rules(path), _load(path))
+    source = crd_source(obj, gateway_api_channel)
+    if source is None:
+        return _kubernetes_problems(obj, kubernetes_version)
+    if not source.schema.exists():
+        return [f"{source.served_by} serves no such kind and version (no {source.schema})"]
+    schema = _load(source.schema)
+    defaulted = with_defaults(obj, schema)
+    return _schema_problems(defaulted, source.schema) + list_problems(defaulted, schema)
+
+
+def group_kind(obj: dict[str, Any]) -> str:
+    """`networking.istio.io/Gateway`, `gateway.networking.k8s.io/Gateway`, `core/Service`."""
+    group = str(obj.get("apiVersion", "")).rpartition("/")[0] or "core"
+    return f"{group}/{obj.get('kind')}"
 
 
 def _ref(obj: dict[str, Any]) -> str:
@@ -162,16 +219,34 @@ class CelRule:
 def _istio_cel_rules(schema_path: Path) -> tuple[CelRule, ...]:
     """The rules of cel-rules.json for the kind and version that `schema_path` describes."""
     kind, version, group = schema_path.stem, schema_path.parent.name, schema_path.parent.parent.name
+    return _listed_cel_rules(shared_path("istio", "cel-rules.json"), group, version, kind)
+
+
+@cache
+def _listed_cel_rules(rules_file: Path, group: str, version: str, kind: str) -> tuple[CelRule, ...]:
+    """The entries of a `cel-rules*.json` (crd2schema's list) for one group, version and kind."""
     return tuple(
         CelRule(r["path"], r["rule"], r["message"])
-        for r in istio_cel_rules()
+        for r in listed_cel_rules(rules_file)
         if (r["group"], r["version"], r["kind"]) == (group, version, kind)
     )
 
 
 @cache
+def listed_cel_rules(rules_file: Path) -> tuple[dict[str, str], ...]:
+    return tuple(_load(rules_file))
+
+
 def istio_cel_rules() -> tuple[dict[str, str], ...]:
-    return tuple(_load(shared_path("istio", "cel-rules.json")))
+    return listed_cel_rules(shared_path("istio", "cel-rules.json"))
+
+
+def gateway_api_cel_rules(channel: str = "standard") -> tuple[dict[str, str], ...]:
+    return listed_cel_rules(shared_path("gateway-api", f"cel-rules-{channel}.json"))
+
+
+def inference_cel_rules() -> tuple[dict[str, str], ...]:
+    return listed_cel_rules(shared_path("inference-extension", "cel-rules.json"))
 
 
 @cache
@@ -191,24 +266,55 @@ def schema_cel_rules(schema: dict[str, Any], path: str = "") -> Iterator[CelRule
         yield from schema_cel_rules(schema["additionalProperties"], f"{path}{{}}")
 
 
-def _cel_problems(
-    obj: dict[str, Any], rules: tuple[CelRule, ...], schema: dict[str, Any]
-) -> list[str]:
-    found = []
-    for rule in rules:
-        for where, value in _nodes_at(obj, rule, schema):
+@dataclass(frozen=True)
+class CelVerdict:
+    """One rule evaluated at one place of an object: True, False, an evaluation error (which
+    the API server rejects like a False), or skipped with the reason (transition rules)."""
+
+    rule: CelRule
+    where: str
+    verdict: bool | str
+    skipped: str | None = None
+
+    @property
+    def problem(self) -> str | None:
+        if self.skipped is not None or self.verdict is True:
+            return None
+        detail = "" if self.verdict is False else f"; the rule failed to evaluate: {self.verdict}"
+        return f"{self.where}: {self.rule.message} (CEL: {self.rule.rule}{detail})"
+
+
+TRANSITION_SKIP = (
+    "transition rule (reads oldSelf): the API server runs it only on update, against the stored "
+    "object; on create there is no old object and it is skipped"
+)
+
+
+def cel_verdicts(obj: dict[str, Any], gateway_api_channel: str = "standard") -> list[CelVerdict]:
+    """Every CEL rule of `obj`'s CRD at every place it applies, after the schema's defaults (the
+    API server defaults before it validates). Kubernetes' own kinds have none here."""
+    source = crd_source(obj, gateway_api_channel)
+    if source is None or not source.schema.exists():
+        return []
+    schema = _load(source.schema)
+    defaulted = with_defaults(obj, schema)
+    out = []
+    for rule in source.rules:
+        for where, value, node_schema in _nodes_at(defaulted, rule, schema):
             if value is None:
                 continue
-            verdict = evaluate(rule.rule, value)
-            if verdict is not True:
-                detail = "" if verdict is False else f"; the rule failed to evaluate: {verdict}"
-                found.append(f"{where}: {rule.message} (CEL: {rule.rule}{detail})")
-    return found
+            if "oldSelf" in _identifiers(rule.rule):
+                out.append(CelVerdict(rule, where, True, skipped=TRANSITION_SKIP))
+                continue
+            out.append(CelVerdict(rule, where, evaluate(rule.rule, escaped(value, node_schema))))
+    return out
 
 
-def _nodes_at(obj: dict[str, Any], rule: CelRule, schema: dict[str, Any]) -> list[tuple[str, Any]]:
-    """The values at the rule's path in `obj` with their concrete paths (`.spec.http[0].timeout`),
-    after the schema's defaults, which the API server applies before it evaluates CEL."""
+def _nodes_at(
+    obj: dict[str, Any], rule: CelRule, schema: dict[str, Any]
+) -> list[tuple[str, Any, dict[str, Any]]]:
+    """The values at the rule's path in `obj` with their concrete paths (`.spec.http[0].timeout`)
+    and the schema node that describes them."""
     nodes: list[tuple[str, Any]] = [("", obj)]
     for name, suffix in rule.steps():
         schema = (schema.get("properties") or {}).get(name) or {}
@@ -226,24 +332,122 @@ def _nodes_at(obj: dict[str, Any], rule: CelRule, schema: dict[str, Any]) -> lis
             elif not suffix:
                 nxt.append((where, value))
         nodes = nxt
-    return [(where or ".", _with_defaults(value, schema)) for where, value in nodes]
+    return [(where or ".", value, schema) for where, value in nodes]
 
 
-def _with_defaults(value: Any, schema: dict[str, Any]) -> Any:
+def _child_schemas(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    properties = schema.get("properties") or {}
+    extra = schema.get("additionalProperties")
+    return properties, extra if isinstance(extra, dict) else None
+
+
+def with_defaults(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` with every `default` of `schema` filled in, at every depth, as the API server's
+    structural defaulting does on create (apiextensions-apiserver pkg/apiserver/schema/defaulting
+    `Default`: a missing property with a default gets it, then the result is defaulted too)."""
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [with_defaults(v, items) for v in value] if isinstance(items, dict) else value
     if not isinstance(value, dict):
         return value
-    defaults = {
-        name: sub["default"]
-        for name, sub in (schema.get("properties") or {}).items()
-        if isinstance(sub, dict) and "default" in sub and name not in value
+    properties, extra = _child_schemas(schema)
+    out = dict(value)
+    for name, sub in properties.items():
+        if isinstance(sub, dict) and "default" in sub and name not in out:
+            out[name] = copy.deepcopy(sub["default"])
+    for name in out:
+        sub = properties.get(name, extra)
+        if isinstance(sub, dict):
+            out[name] = with_defaults(out[name], sub)
+    return out
+
+
+def list_problems(value: Any, schema: dict[str, Any], where: str = "") -> list[str]:
+    """Duplicates in `x-kubernetes-list-type: map` lists (same values of the
+    `x-kubernetes-list-map-keys`) and `set` lists, which the API server rejects with
+    "Duplicate value" (apiextensions-apiserver pkg/apiserver/schema/listtype `ValidateListSetsAndMaps`)."""
+    found = []
+    if isinstance(value, list):
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        kind = schema.get("x-kubernetes-list-type")
+        keys = schema.get("x-kubernetes-list-map-keys") or ()
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            if kind == "map" and isinstance(item, dict):
+                identity = json.dumps({k: item.get(k) for k in keys}, sort_keys=True)
+            elif kind == "set":
+                identity = json.dumps(item, sort_keys=True)
+            else:
+                identity = None
+            if identity is not None:
+                if identity in seen:
+                    found.append(f"{where or '.'}[{i}]: Duplicate value: {identity}")
+                seen.add(identity)
+            found += list_problems(item, items, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        properties, extra = _child_schemas(schema)
+        for name, item in value.items():
+            sub = properties.get(name, extra)
+            if isinstance(sub, dict):
+                found += list_problems(item, sub, f"{where}.{name}")
+    return found
+
+
+# CEL keywords Kubernetes escapes as `__<word>__` in field names (k8s.io/apiserver/pkg/cel
+# escaping.go `celReservedSymbols`), and the characters it spells out.
+_CEL_RESERVED = frozenset(
+    {
+        "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
+        "function", "if", "import", "let", "loop", "package", "namespace", "return", "var",
+        "void", "while",
     }
-    return {**defaults, **value} if defaults else value
+)  # fmt: skip
+_ESCAPED_CHARS = (
+    ("__", "__underscores__"),
+    (".", "__dot__"),
+    ("-", "__dash__"),
+    ("/", "__slash__"),
+)
+
+
+def escape_field(name: str) -> str:
+    """A property name as a CEL rule spells it (escaping.go `Escape`)."""
+    if name in _CEL_RESERVED:
+        return f"__{name}__"
+    for char, word in _ESCAPED_CHARS:
+        name = name.replace(char, word)
+    return name
+
+
+def escaped(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` with the names of its schema's properties escaped; the keys of maps
+    (`additionalProperties`) are data, read as `self['key']`, and stay as they are."""
+    if isinstance(value, list):
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        return [escaped(v, items) for v in value]
+    if not isinstance(value, dict):
+        return value
+    properties, extra = _child_schemas(schema)
+    out = {}
+    for name, item in value.items():
+        if name in properties:
+            out[escape_field(name)] = escaped(item, properties[name])
+        else:
+            out[name] = escaped(item, extra or {})
+    return out
+
+
+def _identifiers(rule: str) -> set[str]:
+    """The variables a rule reads (`self`, `oldSelf`, `format`), not field or function names."""
+    tree = celpy.Environment().compile(rule)
+    return {str(node.children[0]) for node in tree.iter_subtrees() if node.data == "ident"}
 
 
 def evaluate(rule: str, value: Any) -> bool | str:
     """True/False as the API server would decide, or the evaluation error (which it rejects)."""
     try:
-        result = _program(rule).evaluate({"self": celpy.json_to_cel(value)})
+        activation = {"self": celpy.json_to_cel(value), "format": KUBERNETES_FORMAT}
+        result = _program(rule).evaluate(activation)
     except celpy.CELEvalError as exc:
         return _eval_error(exc)
     if isinstance(result, celpy.CELEvalError):
@@ -351,7 +555,90 @@ def is_url(text: Any) -> celtypes.BoolType:
     return celtypes.BoolType(True)
 
 
+def split(text: Any, separator: Any, limit: Any = -1) -> celtypes.ListType:
+    """cel-go strings ext `split`: Go's strings.SplitN (limit -1: all; 0: an empty list; an
+    empty separator splits into code points)."""
+    text, separator, limit = str(text), str(separator), int(limit)
+    if limit == 0:
+        return celtypes.ListType([])
+    if separator == "":
+        parts = list(text)
+        if limit > 0 and len(parts) > limit:
+            parts = [*parts[: limit - 1], "".join(parts[limit - 1 :])]
+    else:
+        parts = text.split(separator, limit - 1 if limit > 0 else -1)
+    return celtypes.ListType([celtypes.StringType(p) for p in parts])
+
+
+def is_ip(text: Any) -> celtypes.BoolType:
+    """Kubernetes CEL `isIP(string)` (k8s.io/apiserver/pkg/cel/library/ip.go `parseIPAddr`):
+    Go's netip.ParseAddr (no leading zeros in IPv4, as Python's ipaddress), no IPv6 zone, no
+    IPv4-mapped IPv6 address."""
+    try:
+        address = ipaddress.ip_address(str(text))
+    except ValueError:
+        return celtypes.BoolType(False)
+    if isinstance(address, ipaddress.IPv6Address) and (address.scope_id or address.ipv4_mapped):
+        return celtypes.BoolType(False)
+    return celtypes.BoolType(True)
+
+
+@dataclass(frozen=True)
+class CelFormat:
+    """A named format of the Kubernetes format library (k8s.io/apiserver/pkg/cel/library/
+    format.go): `format.dns1123Label().validate(s)` is null when `s` is valid, else a list of
+    the apimachinery validation messages."""
+
+    name: str
+    check: Callable[[str], list[str]]
+
+
+def _dns1123_label_messages(value: str) -> list[str]:
+    """apimachinery validation.IsDNS1123Label."""
+    out = []
+    if len(value) > 63:
+        out.append("must be no more than 63 characters")
+    if not _DNS1123_LABEL.match(value):
+        out.append(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
+            "'-', and must start and end with an alphanumeric character"
+        )
+    return out
+
+
+_FORMATS = {"dns1123Label": CelFormat("dns1123Label", _dns1123_label_messages)}
+
+
+class _FormatLibrary:
+    """The `format` variable: `format.<name>()` is the named format."""
+
+
+KUBERNETES_FORMAT = _FormatLibrary()
+
+
+def _named_format(name: str) -> Callable[[Any], CelFormat]:
+    def lookup(library: Any) -> CelFormat:
+        if not isinstance(library, _FormatLibrary):
+            raise TypeError(f"{name}() is a function of the format library")
+        return _FORMATS[name]
+
+    return lookup
+
+
+def _validate_format(fmt: Any, value: Any) -> Any:
+    if not isinstance(fmt, CelFormat):
+        raise TypeError("validate() takes a format of the format library")
+    messages = fmt.check(str(value))
+    if not messages:
+        return None
+    return celtypes.ListType([celtypes.StringType(m) for m in messages])
+
+
 KUBERNETES_CEL_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "split": split,
+    "isIP": is_ip,
+    **{name: _named_format(name) for name in _FORMATS},
+    "validate": _validate_format,
     "duration": go_duration,
     "substring": substring,
     "url": url,
@@ -378,6 +665,8 @@ def functions_called(rule: str) -> set[str]:
 
 
 def known_cel_functions() -> set[str]:
+    """Every function or method a rule may call: cel-python's, the Kubernetes ones above and
+    the macros. (`format` is a variable of the activation, not a function.)"""
     return set(celpy.evaluation.base_functions) | set(KUBERNETES_CEL_FUNCTIONS) | CEL_MACROS
 
 

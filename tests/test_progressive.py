@@ -619,7 +619,6 @@ def test_versions_that_are_not_the_target_may_have_no_replicas(progressive):
 # --- the Flagger provider per routing mode and data plane -----------------------------------
 
 ROUTE_KINDS = {"Service", "VirtualService", "DestinationRule", "HTTPRoute", "GRPCRoute"}
-HTTP_ROUTE_SCHEMA = ("schemas-strict", "standard", "gateway.networking.k8s.io", "v1")
 
 
 def _in_mode(raw: dict, routing: str, dataplane: str) -> dict:
@@ -795,8 +794,8 @@ def _flagger_made(raw: dict) -> Objects:
 def _http_route_problems(route: dict) -> list[str]:
     """The HTTPRoute against Gateway API v1.6.1's standard-channel strict schema and its CEL
     rules (what the API server answers Flagger's create)."""
-    path = shared_path("gateway-api").joinpath(*HTTP_ROUTE_SCHEMA, "HTTPRoute.json")
-    return conformance._crd_problems(route, path, conformance._schema_cel_rules, "v1.6.1")
+    shared_path("gateway-api")  # skips with the reason when ../shared is absent
+    return conformance.problems(route, gateway_api_channel="standard")
 
 
 def test_the_trace_models_the_http_route_flaggers_gateway_api_router_creates(progressive):

@@ -45,6 +45,10 @@ works as it did when this was one module:
   names and labels, exportTo, ports (IST0106)
 - `matches`: VirtualService rules no request reaches (IST0130) and matches an earlier rule
   takes (IST0131), istiod's validation `analyzeUnreachable*Rules` ported
+- `gateway_api`: Gateway API routes as istiod resolves them (conversion.go): parentRefs that
+  do not attach (MESH0020), listener hostnames no route hostname matches (MESH0021),
+  backendRefs that do not resolve (MESH0022), rules whose backends all weigh 0 (MESH0023), and
+  equal matches of two routes on one parent (MESH0024)
 - `workload_policies`: policies that select workloads, over the stack and a cluster snapshot:
   AuthorizationPolicy selectors and namespaces (IST0127, IST0101; principals of missing
   namespaces MESH0006), Sidecar and Telemetry selectors (IST0101, IST0110, IST0111, IST0159,
@@ -81,6 +85,12 @@ from mesh.checks.findings import (
     gate,
 )
 from mesh.checks.formats import MILLISECOND, PROTOCOLS, is_dns_label, parse_duration
+from mesh.checks.gateway_api import (
+    gateway_api_backends,
+    gateway_api_conflicts,
+    gateway_api_parents,
+    gateway_api_weights,
+)
 from mesh.checks.gateway_workloads import (
     conflicting_gateways,
     duplicate_certificates,
@@ -179,6 +189,10 @@ __all__ = [
     "export_to",
     "fqdn",
     "gate",
+    "gateway_api_backends",
+    "gateway_api_conflicts",
+    "gateway_api_parents",
+    "gateway_api_weights",
     "gateway_credentials",
     "gateway_ports",
     "gateway_references",

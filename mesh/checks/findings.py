@@ -74,6 +74,14 @@ SECRETS_NOT_LISTED = "MESH0007"
 # ml-mesh's own: a MUTUAL or OPTIONAL_MUTUAL gateway server whose Secrets hold no client CA
 # (pilot's CredentialsController.GetCaCert / ExtractRoot; no Istio analyzer checks it).
 GATEWAY_CLIENT_CA_MISSING = "MESH0008"
+# ml-mesh's own: Gateway API routes that istiod will not attach or route as written
+# (mesh.checks.gateway_api): the status condition istiod will set, predicted before `pulumi up`
+# (after it, `istioctl analyze` reports the condition itself as IST0171).
+GATEWAY_API_PARENT_NOT_ACCEPTED = "MESH0020"  # error: a parentRef that does not attach
+GATEWAY_API_HOSTNAME_NOT_ATTACHED = "MESH0021"  # error: no route hostname matches the listener's
+GATEWAY_API_BACKEND_UNRESOLVED = "MESH0022"  # error: a backendRef istiod cannot route to
+GATEWAY_API_ZERO_WEIGHTS = "MESH0023"  # error: a rule whose backendRefs all weigh 0 (500)
+GATEWAY_API_CONFLICTING_ROUTES = "MESH0024"  # warning: an equal match of an older route wins
 
 
 @dataclass(frozen=True)

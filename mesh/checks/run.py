@@ -18,6 +18,12 @@ from mesh.checks.destinations import (
     virtual_service_destinations,
 )
 from mesh.checks.findings import SEVERITIES, Finding
+from mesh.checks.gateway_api import (
+    gateway_api_backends,
+    gateway_api_conflicts,
+    gateway_api_parents,
+    gateway_api_weights,
+)
 from mesh.checks.gateway_workloads import (
     conflicting_gateways,
     duplicate_certificates,
@@ -63,7 +69,9 @@ from mesh.config import StackConfig
 # Istio's analyzers and istiod's webhook rules: with a cluster snapshot they run over the
 # cluster as it will be after `pulumi up` (IST codes; also MESH0005 and MESH0006, ml-mesh's
 # own findings on the stack's ServiceEntries and AuthorizationPolicies that need the cluster's
-# ServiceEntries and namespaces to be judged: mesh.checks.workload_policies).
+# ServiceEntries and namespaces to be judged: mesh.checks.workload_policies; and MESH0020-
+# MESH0024 on Gateway API routes, whose parents and backends may be the cluster's:
+# mesh.checks.gateway_api).
 ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     virtual_service_destinations,
     ingress_subsets,
@@ -90,6 +98,10 @@ ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     telemetry_selectors,
     service_entry_addresses,
     service_entry_protocols,
+    gateway_api_parents,
+    gateway_api_backends,
+    gateway_api_weights,
+    gateway_api_conflicts,
 )
 # ml-mesh's own rules and the policy pack: they judge the stack's objects alone, with or
 # without a snapshot (the pack never sees other teams' objects, as `pulumi preview` does not).
