@@ -11,6 +11,7 @@ them: Flagger would overwrite ours, and Pulumi would fight it on every update.
 
 from __future__ import annotations
 
+from mesh.ambient import server_reporter, service_labels
 from mesh.config import Progressive, StackConfig
 from mesh.ingress import gateway_ref
 from mesh.k8s import metadata
@@ -41,7 +42,7 @@ def success_rate_template_name(name: str) -> str:
     return f"{name}-request-success-rate"
 
 
-def success_rate_query() -> str:
+def success_rate_query(reporter: str = "destination") -> str:
     """Percent of the canary's requests it served, over `{{ interval }}`.
 
     Flagger's built-in Istio `request-success-rate` (v1.44 pkg/metrics/observers/istio.go)
@@ -52,10 +53,11 @@ def success_rate_query() -> str:
     request. No traffic at all makes the ratio NaN, which Flagger takes as "no values found":
     a failed check, never a pass (pkg/metrics/providers/prometheus.go `RunQuery`).
     `{{ target }}` is the target Deployment `<m>`, whose pods are the canary; the regex match
-    is anchored, so `<m>-primary` is not counted.
+    is anchored, so `<m>-primary` is not counted. `reporter` follows the data plane
+    (mesh.ambient.server_reporter): in ambient the waypoint counts the canary's requests.
     """
     scope: list[Matcher] = [
-        ("reporter", "=", "destination"),
+        ("reporter", "=", reporter),
         ("destination_workload_namespace", "=", "{{ namespace }}"),
         ("destination_workload", "=~", "{{ target }}"),
     ]
@@ -83,7 +85,7 @@ def success_rate_template(config: StackConfig, name: str) -> dict:
         ),
         "spec": {
             "provider": {"type": "prometheus", "address": config.telemetry.prometheus.address},
-            "query": success_rate_query(),
+            "query": success_rate_query(server_reporter(config)),
         },
     }
 
@@ -163,6 +165,13 @@ def service(config: StackConfig, name: str) -> dict:
         "hosts": config.model_hosts(name),
         **request_policy(model),  # the same timeout and retries as ml-mesh's own routes
     }
+    labels = service_labels(config)
+    if labels:
+        # Ambient: Flagger's three Services carry `istio.io/ingress-use-waypoint` like
+        # ml-mesh's own (Flagger copies `apex`/`primary`/`canary` metadata onto them:
+        # pkg/apis/flagger/v1beta1/canary.go `CustomMetadata`), so ingress traffic meets the
+        # waypoint and its L7 policy (mesh.security.flagger_l7_policies).
+        spec |= {role: {"labels": dict(labels)} for role in ("apex", "primary", "canary")}
     return spec
 
 

@@ -49,6 +49,7 @@ SCHEMALESS_KINDS: dict[str, str] = {
 
 ISTIO_GROUP_SUFFIX = ".istio.io"
 FLAGGER_GROUP = "flagger.app"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 
 
 def problems(obj: dict[str, Any], kubernetes_version: str = KUBERNETES_VERSION) -> list[str]:
@@ -62,6 +63,11 @@ def problems(obj: dict[str, Any], kubernetes_version: str = KUBERNETES_VERSION) 
     elif group == FLAGGER_GROUP:
         path = shared_path("flagger") / "schemas-strict" / f"{kind}.json"
         found = _crd_problems(obj, path, _schema_cel_rules, "Flagger 1.44")
+    elif group == GATEWAY_API_GROUP:
+        # The standard channel: what every cluster with Gateway API serves.
+        path = shared_path("gateway-api", "schemas-strict", "standard") / group / version
+        path = path / f"{kind}.json"
+        found = _crd_problems(obj, path, _gateway_api_cel_rules, "Gateway API v1.6.1")
     else:
         found = _kubernetes_problems(obj, kubernetes_version)
     found += metadata_problems(obj)
@@ -157,6 +163,17 @@ def _istio_cel_rules(schema_path: Path) -> tuple[CelRule, ...]:
     return tuple(
         CelRule(r["path"], r["rule"], r["message"])
         for r in istio_cel_rules()
+        if (r["group"], r["version"], r["kind"]) == (group, version, kind)
+    )
+
+
+def _gateway_api_cel_rules(schema_path: Path) -> tuple[CelRule, ...]:
+    """The standard channel's rules for the kind and version that `schema_path` describes."""
+    kind, version, group = schema_path.stem, schema_path.parent.name, schema_path.parent.parent.name
+    rules = _load(shared_path("gateway-api", "cel-rules-standard.json"))
+    return tuple(
+        CelRule(r["path"], r["rule"], r["message"])
+        for r in rules
         if (r["group"], r["version"], r["kind"]) == (group, version, kind)
     )
 

@@ -24,7 +24,24 @@ def _journeys(stack: str):
     return journeys(load_stack(str(PROJECT_DIR / stack) if "/" in stack else stack).config)
 
 
-@pytest.mark.parametrize("stack", STACK_FILES)
+# mesh trace models sidecars only (mesh/trace/__init__.py: ambient is out of its scope so far):
+# it sends ingress traffic straight to the pods' server ports and expects REGISTRY_ONLY, so
+# every journey of an ambient stack ends at the ambient NetworkPolicy (HBONE 15008 from the
+# waypoint) or finds egress open. Strict: this fails loudly once trace models ztunnel and the
+# waypoint, and the marks go.
+AMBIENT_STACKS = {"examples/Pulumi.ambient-istio.yaml", "examples/Pulumi.ambient-gateway-api.yaml"}
+TRACED_STACKS = [
+    pytest.param(
+        stack,
+        marks=pytest.mark.xfail(strict=True, reason="mesh trace does not model ambient yet"),
+    )
+    if stack in AMBIENT_STACKS
+    else stack
+    for stack in STACK_FILES
+]
+
+
+@pytest.mark.parametrize("stack", TRACED_STACKS)
 def test_every_promised_journey_of_the_stack_holds(stack):
     found = _journeys(stack)
     failed = [f"{j.model}: {j.problem()}" for j in found if not j.passed]
