@@ -25,6 +25,7 @@ each case over synthetic series.
 
 from __future__ import annotations
 
+from mesh.ambient import server_reporter
 from mesh.config import StackConfig
 from mesh.k8s import metadata
 from mesh.promql import (
@@ -61,7 +62,9 @@ def _canary_above_stable(
     canary_ratio, stable_ratio = (
         caller_version_error_ratio(config.service_host(name), version, DEFAULT_WINDOW)
         if callers
-        else version_error_ratio(config.namespace, name, version, DEFAULT_WINDOW)
+        else version_error_ratio(
+            config.namespace, name, version, DEFAULT_WINDOW, server_reporter(config)
+        )
         for version in (canary, stable)
     )
     margin = _ratio(config.telemetry.alerts.error_ratio_margin)
@@ -139,9 +142,14 @@ def model_rules(config: StackConfig, name: str) -> list[dict]:
     if compared is not None:
         canary, stable = compared
         summary = f"Canary {canary} of model {name} fails more often than {stable}"
+        reported = (
+            f' (reporter="{server_reporter(config)}": the waypoint served it)'
+            if config.ambient()
+            else ""
+        )
         description = (
             f"The error ratio (HTTP 5xx or gRPC not OK) of {name} "
-            f"{canary} has exceeded that of the stable version {stable} by more than "
+            f"{canary}{reported} has exceeded that of the stable version {stable} by more than "
             f"{_points(alerts.error_ratio_margin)} for {alerts.error_ratio_for}. "
             "Consider setting "
             f"models.{name}.canary.weight to 0."

@@ -25,6 +25,7 @@ import math
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from mesh.ambient import server_reporter
 from mesh.config import Model, StackConfig
 from mesh.k8s import metadata
 from mesh.promql import model_queries, version_role
@@ -192,6 +193,18 @@ def _timeseries(
     }
 
 
+def _server_help(config: StackConfig, unit: str) -> dict[str, str]:
+    """A server-side panel's description names its reporter in ambient, where the waypoint,
+    not a sidecar in the pod, counts the requests (mesh.ambient.server_reporter); sidecar
+    stacks keep the unit's help as it was."""
+    if not config.ambient():
+        return {}
+    return {
+        "description": f"{UNIT_HELP[unit]} Reported by the namespace's waypoint "
+        f'(reporter="{server_reporter(config)}"): in ambient no pod has a proxy.'
+    }
+
+
 def model_panels(config: StackConfig, name: str) -> list[dict]:
     """The observed split, then rate, errors, p50 and p99 of the model by version as the
     serving pods saw them, then a row of the same model as its callers saw it: error ratio,
@@ -209,7 +222,8 @@ def model_panels(config: StackConfig, name: str) -> list[dict]:
     panels: list[dict[str, Any]] = [_split_panel(1, model, queries.traffic_split, split_grid)]
     for panel_id, (title, unit, expr, x, y, width) in enumerate(graphs, start=2):
         grid = {"h": PANEL_HEIGHT, "w": width, "x": x, "y": y}
-        panels.append(_timeseries(panel_id, f"{title} by version", unit, expr, grid))
+        help_ = _server_help(config, unit)
+        panels.append(_timeseries(panel_id, f"{title} by version", unit, expr, grid, **help_))
     by_revision = "{{destination_canonical_revision}}"
     callers = [  # title, unit, query, legend
         ("caller error ratio", "percentunit", queries.caller_error_ratio, by_revision),

@@ -4,10 +4,16 @@ instance metadata service, for the node's role).
 The store is AWS S3 by default, or an S3-compatible endpoint (`storage.endpoint`, e.g. MinIO).
 An endpoint inside the cluster is a Kubernetes Service already known to the mesh and needs no
 ServiceEntry; one outside gets its own.
+
+In ambient the same entries are reached through the namespace's waypoint (the namespace's
+`istio.io/use-waypoint` binds ServiceEntries as it binds Services: Istio's docs "Egress
+gateways" for ambient), where mesh.security.store_access_policy admits the model pods only;
+the instance metadata entry is the exception (`_instance_metadata_entry`).
 """
 
 from __future__ import annotations
 
+from mesh.ambient import NO_WAYPOINT, USE_WAYPOINT_LABEL
 from mesh.config import StackConfig, StorageEndpoint
 from mesh.k8s import istio_networking, metadata
 
@@ -61,6 +67,12 @@ def _instance_metadata_entry(config: StackConfig) -> dict:
     request with X-Forwarded-For, its guard against reverse proxies: aws.amazon.com/blogs/
     security/defense-in-depth-open-firewalls-reverse-proxies-ssrf-vulnerabilities-ec2-
     instance-metadata-service/).
+
+    In ambient the entry opts out of the namespace's waypoint (`istio.io/use-waypoint: none`,
+    reserved for that: pilot/pkg/serviceregistry/ambient/waypoints.go `getUseWaypoint`):
+    through it, the waypoint pod would call the metadata service of ITS node and hand out that
+    node's role; ztunnel then sends the connection from the model pod itself, as the sidecar
+    did.
     """
     entry = _service_entry(
         config,
@@ -73,6 +85,11 @@ def _instance_metadata_entry(config: StackConfig) -> dict:
         "resolution": "STATIC",
         "endpoints": [{"address": IMDS_ADDRESS}],
     }
+    if config.ambient():
+        entry["metadata"]["labels"] = {
+            USE_WAYPOINT_LABEL: NO_WAYPOINT,
+            **entry["metadata"]["labels"],
+        }
     return entry
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh import gatewayapi
+from mesh.ambient import waypoint_objects
 from mesh.config import StackConfig
 from mesh.dashboard import dashboard_objects
 from mesh.egress import egress_objects
@@ -24,6 +25,7 @@ INGRESS = "ml-mesh:mesh:Ingress"
 EGRESS = "ml-mesh:mesh:Egress"
 TELEMETRY = "ml-mesh:observability:Telemetry"
 SECURITY = "ml-mesh:mesh:Security"
+WAYPOINT = "ml-mesh:mesh:Waypoint"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ def build_plan(config: StackConfig) -> Plan:
         # After egress: the Sidecar's REGISTRY_ONLY must not cut the pods off before the
         # ServiceEntries exist (see DEPENDS_ON_KINDS in mesh.program).
         Component(SECURITY, "security", tuple(namespace_security_objects(config))),
+        # Ambient only (empty otherwise): the namespace's waypoint, before the models whose
+        # Services it serves.
+        Component(WAYPOINT, "waypoint", tuple(waypoint_objects(config))),
     ]
     for name in sorted(config.models):
         components.append(Component(MODEL, name, tuple(serving_objects(config, name))))

@@ -19,13 +19,13 @@ every update.
 
 from __future__ import annotations
 
+from mesh.ambient import server_reporter, service_labels
 from mesh.config import Progressive, StackConfig
 from mesh.gatewayapi.common import gateway_duration
 from mesh.gatewayapi.ingress import gateway_parents
 from mesh.ingress import gateway_ref
 from mesh.k8s import metadata
 from mesh.promql import DURATION_BUCKETS, REQUESTS, Matcher, selector
-from mesh.telemetry import requests_reporter
 from mesh.traffic import request_policy
 from models.presets import server_ports
 from models.scaling import disruption_budget, horizontal_pod_autoscaler
@@ -40,7 +40,6 @@ GATEWAY_API_PROVIDER = "gatewayapi:v1"
 # Ambient: ingress gateways call a Service's waypoint only when the Service carries this label
 # (istio/istio 1.24.0 pilot/pkg/serviceregistry/kube/controller/ambient/services.go; 1.30.3
 # pilot/pkg/serviceregistry/ambient/services.go `ingressUseWaypointFromLabels`).
-INGRESS_USE_WAYPOINT = {"istio.io/ingress-use-waypoint": "true"}
 
 
 # The analysis metric that replaces Flagger's built-in `request-success-rate`. Not that name:
@@ -75,14 +74,14 @@ def latency_template_name(name: str) -> str:
 
 def _canary_requests(config: StackConfig) -> list[Matcher]:
     """The server-side requests to the canary pods: counted once, by the reporter that sees
-    them arrive (`mesh.telemetry.requests_reporter`: the pods' sidecar, or the waypoint in
+    them arrive (`mesh.ambient.server_reporter`: the pods' sidecar, or the waypoint in
     ambient). `{{ target }}` is the target Deployment `<m>`, whose pods are the canary; the
     regex match is anchored, so `<m>-primary` is not counted. The scope names workloads, not
     Services, so it is the same whichever router sends requests there: Flagger's Istio router
     and its Gateway API router both route to `<m>-canary`, which selects exactly these pods
     (pkg/router/kubernetes_default.go)."""
     return [
-        ("reporter", "=", requests_reporter(config)),
+        ("reporter", "=", server_reporter(config)),
         ("destination_workload_namespace", "=", "{{ namespace }}"),
         ("destination_workload", "=~", "{{ target }}"),
     ]
@@ -251,9 +250,10 @@ def service_metadata(config: StackConfig) -> dict:
     Service of a model carries `istio.io/ingress-use-waypoint`, so the ingress gateway sends
     to the waypoint that enforces the L7 policy; Flagger's Services are the model's Services.
     Flagger also labels its HTTPRoute with the apex's, which Istio ignores there."""
-    if not config.ambient():
-        return {}
-    return {role: {"labels": dict(INGRESS_USE_WAYPOINT)} for role in ("apex", "primary", "canary")}
+    labels = service_labels(config)
+    return (
+        {role: {"labels": dict(labels)} for role in ("apex", "primary", "canary")} if labels else {}
+    )
 
 
 def service(config: StackConfig, name: str) -> dict:

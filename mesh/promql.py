@@ -6,12 +6,16 @@ It reads Istio's standard metrics from both proxies of a request:
 - server side (`reporter="destination"`): each request that reached a pod, counted once by that
   pod's proxy, whether it came through the ingress gateway or from inside the mesh. Pods carry
   `app: <model>` and `version: <version>`, which Istio turns into `destination_app` and
-  `destination_version`.
+  `destination_version`. In ambient (`dataplane: ambient`) no pod has a proxy: the waypoint
+  counts each request once, as `reporter="waypoint"`, with the same destination labels
+  (mesh.ambient.server_reporter); ztunnel reports only TCP metrics.
 - caller side (`reporter="source"`, the ingress gateway and every calling sidecar): also the
   503s the caller's own proxy makes without any pod answering: circuit-breaker overflow (`UO`),
   connect failures (`UF`, `URX`), no healthy upstream (`UH`), which a bad canary under the
   protected defaults (outlier detection, connection limits) produces and the server side
-  never sees.
+  never sees. In ambient the callers' ztunnels report no HTTP metrics, so the caller side is
+  the ingress gateway (and any sidecar callers); the waypoint, which then applies the routes
+  and connection limits, reports its own 503s with the server side.
 
 Which labels the caller's proxy can fill in depends on how far the request got (istio/proxy
 source/extensions/filters/http/istio_stats/istio_stats.cc, `populatePeerInfo`):
@@ -39,6 +43,7 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mesh.ambient import server_reporter
 from mesh.config import Model, StackConfig
 
 REQUESTS = "istio_requests_total"
@@ -78,10 +83,13 @@ def _one_of(label: str, versions: Iterable[str]) -> Matcher:
     return (label, "=", names[0]) if len(names) == 1 else (label, "=~", "|".join(names))
 
 
-def served_by(namespace: str, model: str, versions: Iterable[str]) -> list[Matcher]:
-    """Requests served by the named versions of a model, counted once (server side)."""
+def served_by(
+    namespace: str, model: str, versions: Iterable[str], reporter: str = "destination"
+) -> list[Matcher]:
+    """Requests served by the named versions of a model, counted once (server side): by the
+    pods' sidecars (`destination`) or, in ambient, the waypoint (`waypoint`)."""
     return [
-        ("reporter", "=", "destination"),
+        ("reporter", "=", reporter),
         ("destination_workload_namespace", "=", namespace),
         ("destination_app", "=", model),
         _one_of(BY_VERSION, versions),
@@ -144,9 +152,11 @@ def _ratio_of(matchers: list[Matcher], window: str) -> str:
     return f"sum({_failed(matchers, window)}) / sum({_rate(matchers, window)})"
 
 
-def version_error_ratio(namespace: str, model: str, version: str, window: str) -> str:
+def version_error_ratio(
+    namespace: str, model: str, version: str, window: str, reporter: str = "destination"
+) -> str:
     """Failed / all requests of one version, as a single series without labels."""
-    return _ratio_of(served_by(namespace, model, [version]), window)
+    return _ratio_of(served_by(namespace, model, [version], reporter), window)
 
 
 def caller_version_error_ratio(service: str, version: str, window: str) -> str:
@@ -195,12 +205,17 @@ def _excess(canary_ratio: str, stable_ratio: str) -> str:
 
 
 def canary_error_excess(
-    namespace: str, model: str, canary: str, stable: str, window: str = DEFAULT_WINDOW
+    namespace: str,
+    model: str,
+    canary: str,
+    stable: str,
+    window: str = DEFAULT_WINDOW,
+    reporter: str = "destination",
 ) -> str:
     """How much higher the canary's error ratio is than the stable version's (0..1)."""
     return _excess(
-        version_error_ratio(namespace, model, canary, window),
-        version_error_ratio(namespace, model, stable, window),
+        version_error_ratio(namespace, model, canary, window, reporter),
+        version_error_ratio(namespace, model, stable, window, reporter),
     )
 
 
@@ -304,7 +319,8 @@ class ModelQueries:
 def model_queries(config: StackConfig, name: str, window: str = DEFAULT_WINDOW) -> ModelQueries:
     """Every configured version of the model, deployed or routed, one series each."""
     versions = tuple(sorted(config.models[name].versions))
-    matchers = served_by(config.namespace, name, versions)
+    reporter = server_reporter(config)
+    matchers = served_by(config.namespace, name, versions, reporter)
     service = config.service_host(name)
     callers = called(service, versions)
     compared = compared_versions(config, name)
@@ -321,7 +337,9 @@ def model_queries(config: StackConfig, name: str, window: str = DEFAULT_WINDOW) 
         without_endpoint_ratio=without_endpoint_ratio(service, window),
         traffic_split=traffic_split(service, window),
         canary_error_excess=(
-            canary_error_excess(config.namespace, name, *compared, window) if compared else None
+            canary_error_excess(config.namespace, name, *compared, window, reporter)
+            if compared
+            else None
         ),
         caller_error_excess=(caller_error_excess(service, *compared, window) if compared else None),
     )
@@ -343,14 +361,19 @@ def _split(model: Model) -> str:
     )
 
 
+def _reporter_note(config: StackConfig) -> str:
+    """Only ambient says which reporter it reads: the sidecar report stays as it was."""
+    return f" (reporter={server_reporter(config)})" if config.ambient() else ""
+
+
 def promql_report(
     stack: str, config: StackConfig, models: Sequence[str] = (), window: str = DEFAULT_WINDOW
 ) -> str:
     """What `python -m mesh promql` prints: per model, one query per line under a comment."""
     lines = [
         f"# stack {stack}: namespace {config.namespace}, rate window {window}, "
-        f"server-side Istio metrics, one series per {BY_VERSION}; then caller-side "
-        f"(reporter=source), one series per {BY_CALLER_VERSION}",
+        f"server-side Istio metrics{_reporter_note(config)}, one series per {BY_VERSION}; "
+        f"then caller-side (reporter=source), one series per {BY_CALLER_VERSION}",
     ]
     for name in sorted(models or config.models):
         if config.models[name].progressive is not None:

@@ -17,14 +17,31 @@ Health probes keep working under both STRICT mTLS and the ALLOW policies because
 HTTP probes to the pilot-agent on port 15020 (excluded from traffic capture), which calls the app
 from 127.0.0.6, bypassing the inbound proxy; `sidecar.istio.io/rewriteAppHTTPProbers` pins that
 on every pod (see models.workloads.pod_annotations).
+
+In ambient mode (`dataplane: ambient`, docs/ambient.md) the same intent is split by who can
+enforce it: ztunnel enforces L4 only, the waypoint L7 (Istio's docs, "Use Layer 7 features":
+a selector policy with L7 rules is enforced by ztunnel as DENY):
+
+- L4 AuthorizationPolicy `<model>` (selector, ztunnel): only the waypoint's identity on the
+  server ports, since every caller's connection reaches the pod from the waypoint
+  (`ambient_l4_policy`);
+- L7 AuthorizationPolicy `<model>-waypoint` (`targetRefs` to the model's Services, the
+  waypoint): the gateway and callers, on the inference API, as the sidecar policy above
+  (`ambient_l7_policy`);
+- PeerAuthentication as above: ztunnel enforces STRICT/PERMISSIVE for the whole pod;
+- no Sidecar: nothing in an ambient pod reads it (IST0167); the store's ServiceEntries go through
+  the waypoint instead, where `store_access_policy` admits only the model pods;
+- NetworkPolicy: HBONE (15008) from the waypoint pods and the kubelet's SNATed probes
+  (`ambient_network_policy`).
 """
 
 from __future__ import annotations
 
+from mesh import ambient
 from mesh.config import Model, StackConfig
-from mesh.egress import service_entry_hosts
+from mesh.egress import AWS_STS, MODEL_STORE, egress_objects, service_entry_hosts
 from mesh.k8s import istio_networking, metadata
-from models.presets import server_ports
+from models.presets import preset, server_ports
 
 COMPONENT = "security"
 NAMESPACE_WIDE = "default"  # the conventional name of namespace-wide PeerAuthentication/Sidecar
@@ -107,7 +124,9 @@ def egress_hosts(config: StackConfig) -> list[str]:
 
 
 def sidecar(config: StackConfig) -> dict | None:
-    if not config.egress_restricted():
+    """REGISTRY_ONLY egress of the namespace's sidecars; none in ambient, where no proxy in
+    the pods would read it (Istio reports a Sidecar in an ambient namespace as IST0167)."""
+    if not config.egress_restricted() or config.ambient():
         return None
     return {
         "apiVersion": istio_networking(config),
@@ -120,8 +139,48 @@ def sidecar(config: StackConfig) -> dict | None:
     }
 
 
+def store_access_policy(config: StackConfig) -> dict | None:
+    """Ambient egress, the way Istio documents it ("Egress gateways" for ambient): a
+    ServiceEntry in a namespace bound to a waypoint (`istio.io/use-waypoint`) is reached
+    through that waypoint, where an AuthorizationPolicy attached to the entry (`targetRefs`,
+    kind ServiceEntry) decides who may use it. With egress restricted, only the models' own
+    service accounts may use the store and STS entries (the download runs as the pod's
+    identity: models.workloads._fetch_container).
+
+    What it does not do is what the sidecar's REGISTRY_ONLY did: ztunnel forwards a connection
+    to any destination outside the registry as it is (istio/istio#54281, istio/ztunnel#369),
+    and sends a registered host's traffic straight out when the waypoint is not ready or the
+    pod resolved the host itself (no ztunnel DNS capture, so no ServiceEntry VIP). docs/ambient.md
+    says so; a NetworkPolicy egress allow-list of addresses is the platform's tool for that.
+    """
+    if not (config.ambient() and config.egress_restricted()):
+        return None
+    entries = [
+        entry["metadata"]["name"]
+        for entry in egress_objects(config)
+        if entry["metadata"]["name"] in (MODEL_STORE, AWS_STS)
+    ]
+    if not entries:
+        return None
+    readers = [principal(config, f"{config.namespace}/{name}") for name in sorted(config.models)]
+    return {
+        "apiVersion": security_api(config),
+        "kind": "AuthorizationPolicy",
+        "metadata": metadata(MODEL_STORE, config.namespace, COMPONENT),
+        "spec": {
+            "targetRefs": [
+                {"group": "networking.istio.io", "kind": "ServiceEntry", "name": entry}
+                for entry in entries
+            ],
+            "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": readers}}]}],
+        },
+    }
+
+
 def namespace_security_objects(config: StackConfig) -> list[dict]:
-    return [obj for obj in (peer_authentication(config), sidecar(config)) if obj is not None]
+    objects = (peer_authentication(config), sidecar(config), store_access_policy(config))
+    return [obj for obj in objects if obj is not None]
 
 
 def principal(config: StackConfig, account: str) -> str:
@@ -201,10 +260,13 @@ def authorization_policy(
     config: StackConfig, name: str, workload: str | None = None
 ) -> dict | None:
     """The ALLOW policy of model `name`, for the pods labelled `app: <workload>` (the model's
-    own pods, or the `<m>-primary` copies Flagger makes)."""
+    own pods, or the `<m>-primary` copies Flagger makes); in ambient the L4 half
+    (`ambient_l4_policy`)."""
     if not config.authorization_enabled():
         return None
     workload = workload or name
+    if config.ambient():
+        return ambient_l4_policy(config, name, workload)
     return {
         "apiVersion": security_api(config),
         "kind": "AuthorizationPolicy",
@@ -218,6 +280,157 @@ def authorization_policy(
                     "to": inference_operations(name, config.models[name]),
                 }
             ],
+        },
+    }
+
+
+def _metrics_port(model: Model) -> int | None:
+    port = preset(model).metrics_port
+    return port.number if port is not None else None
+
+
+def ambient_l4_policy(config: StackConfig, name: str, workload: str) -> dict:
+    """ztunnel's half of the model's policy (selector `app: <workload>`: a selector policy is
+    enforced by the destination's ztunnel).
+
+    Every Service of the model is bound to the waypoint (the namespace's
+    `istio.io/use-waypoint`, `istio.io/ingress-use-waypoint` on the Services), so a caller's
+    request reaches the pod from the waypoint, and the destination ztunnel sees the WAYPOINT's
+    identity, not the caller's (Istio's docs, "Enforce authorization policies": the L4 policy
+    must admit the waypoint). Admitting only it on the server ports makes the waypoint, and so
+    the L7 policy, unavoidable: a connection straight to a pod IP, or one sent past a waypoint
+    that is not ready, is refused. Only principals and ports: ztunnel cannot evaluate L7
+    attributes and would turn such a rule into DENY. Ports are the container ports, what
+    ztunnel sees after the Service's DNAT.
+
+    With `security.metricsNamespaces`, Prometheus in those namespaces may also reach the
+    server's own metrics port: in ambient a scrape is captured like any connection, so it
+    must come from a meshed Prometheus (its identity names its namespace); a plaintext scrape
+    has no identity and STRICT mTLS refuses it anyway (docs/ambient.md).
+    """
+    model = config.models[name]
+    rules: list[dict] = [
+        {
+            "from": [{"source": {"principals": [ambient.waypoint_principal(config)]}}],
+            "to": [{"operation": {"ports": [str(p.number) for p in server_ports(model)]}}],
+        }
+    ]
+    metrics = _metrics_port(model)
+    if config.security.metrics_namespaces and metrics is not None:
+        rules.append(
+            {
+                "from": [{"source": {"namespaces": list(config.security.metrics_namespaces)}}],
+                "to": [{"operation": {"ports": [str(metrics)]}}],
+            }
+        )
+    return {
+        "apiVersion": security_api(config),
+        "kind": "AuthorizationPolicy",
+        "metadata": metadata(workload, config.namespace, COMPONENT, {"app": name}),
+        "spec": {
+            "selector": {"matchLabels": {"app": workload}},
+            "action": "ALLOW",
+            "rules": rules,
+        },
+    }
+
+
+def flagger_l7_policies(config: StackConfig, name: str) -> list[dict]:
+    """Ambient with Flagger: Flagger's Services `<m>`, `<m>-primary` (both select the primary
+    pods) and `<m>-canary` (the canary pods). A waypoint applies the policies of the Service a
+    request was addressed to, before its routes pick a backend, so the policy of `<m>` and
+    `<m>-primary` admits the callers and that of `<m>-canary` also the loadtester, which
+    calls `<m>-canary` (`workload_callers`: the same split as the sidecar policies)."""
+    return [
+        _l7_policy(
+            config, name, f"{name}-primary-waypoint", [name, f"{name}-primary"], f"{name}-primary"
+        ),
+        _l7_policy(config, name, f"{name}-canary-waypoint", [f"{name}-canary"], name),
+    ]
+
+
+def _l7_policy(
+    config: StackConfig, name: str, policy: str, services: list[str], workload: str
+) -> dict:
+    """An ALLOW policy at the waypoint for `services`: the callers of `workload`
+    (`caller_principals`) on the model's inference API."""
+    callers = caller_principals(config, name, workload)
+    return {
+        "apiVersion": security_api(config),
+        "kind": "AuthorizationPolicy",
+        "metadata": metadata(policy, config.namespace, COMPONENT, {"app": name}),
+        "spec": {
+            "targetRefs": [
+                {"group": "", "kind": "Service", "name": service} for service in services
+            ],
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [{"source": {"principals": callers}}],
+                    "to": inference_operations(name, config.models[name]),
+                }
+            ],
+        },
+    }
+
+
+def ambient_l7_policy(config: StackConfig, name: str) -> dict | None:
+    """The waypoint's half: the sidecar policy's callers and inference operations, attached to
+    the model's Services (`targetRefs`, group "" kind Service: mesh.ambient.
+    model_service_names), so the waypoint enforces it for every request to them. A policy
+    with `targetRefs` may not also have a selector (the CRD's CEL rule "only one of targetRefs
+    or selector can be set").
+
+    Ports in it are compared with the Service port at a waypoint: the waypoint builds one
+    inbound chain per Service port with that port as its target
+    (pilot/pkg/networking/core/listener_waypoint.go `buildWaypointInternal`), not the pod's.
+    A model's Service ports equal its container ports (models.workloads.service), so the
+    operations read the same in both modes.
+    """
+    if not config.authorization_enabled():
+        return None
+    services = ambient.model_service_names(config, name)
+    return _l7_policy(config, name, f"{name}-waypoint", services, name)
+
+
+def ambient_network_policy(config: StackConfig, name: str) -> dict:
+    """L3/L4 under ztunnel, as Istio's docs "Ambient and Kubernetes NetworkPolicy" say it must
+    be written for an ambient pod: mesh traffic arrives on 15008 (HBONE), whatever the server
+    port, and the kubelet's probes arrive from 169.254.7.127 (Istio CNI SNATs them so ztunnel
+    can let them through; the docs allow that address by `ipBlock`).
+
+    Only the waypoint pods send HBONE to the model pods: every Service of the model is bound
+    to it, and the L4 policy admits no one else. The probe rule opens the port the probes use
+    (the REST port, models.workloads `_probe`), not every port as the docs' example does. With
+    `security.metricsNamespaces`, Prometheus there may reach 15008 (a meshed scrape) and the
+    server's metrics port.
+    """
+    model = config.models[name]
+    waypoints = _namespace_peer(config.namespace, ambient.waypoint_pod_labels())
+    ingress: list[dict] = [
+        {"from": [waypoints], "ports": _ports([ambient.HBONE_PORT])},
+        {
+            "from": [{"ipBlock": {"cidr": f"{ambient.PROBE_SNAT_ADDRESS}/32"}}],
+            "ports": _ports([server_ports(model)[0].number]),
+        },
+    ]
+    if config.security.metrics_namespaces:
+        metrics = _metrics_port(model)
+        ports = [ambient.HBONE_PORT, *([metrics] if metrics is not None else [])]
+        ingress.append(
+            {
+                "from": [_namespace_peer(n) for n in config.security.metrics_namespaces],
+                "ports": _ports(ports),
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
+        "spec": {
+            "podSelector": {"matchLabels": {"app": name}},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
         },
     }
 
@@ -249,6 +462,8 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
     from the node, which NetworkPolicy always admits, and go to 15020 anyway."""
     if not config.network_policy_enabled():
         return None
+    if config.ambient():
+        return ambient_network_policy(config, name)
     model = config.models[name]
     # The callers' namespaces, and the loadtester's in Flagger mode (its AuthorizationPolicy
     # then admits it on the canary workload only).
@@ -284,5 +499,10 @@ def model_security_objects(config: StackConfig, name: str) -> list[dict]:
     canary's admits the loadtester (`workload_callers`)."""
     workloads = [name, f"{name}-primary"] if config.models[name].progressive else [name]
     policies = [authorization_policy(config, name, workload) for workload in workloads]
+    if config.ambient() and config.authorization_enabled():
+        if config.models[name].progressive:
+            policies += flagger_l7_policies(config, name)
+        else:
+            policies.append(ambient_l7_policy(config, name))
     policies.append(network_policy(config, name, workloads))
     return [policy for policy in policies if policy is not None]

@@ -17,23 +17,6 @@ COMPONENT = "telemetry"
 NAME = "ml-mesh"
 
 
-def requests_reporter(config: StackConfig) -> str:
-    """The `reporter` whose `istio_requests_total` (and request-duration histogram) counts each
-    request to a model's pods exactly once, on the server side.
-
-    With sidecars it is the pod's own proxy, `destination`. In ambient mode no proxy runs in
-    the pod (ztunnel reports only TCP metrics); the L7 metrics come from the waypoint, whose
-    stats filter istiod configures with `Reporter_SERVER_GATEWAY` (istio/istio 1.30.3
-    pilot/pkg/model/telemetry.go `generateStatsConfig`, `isWaypoint`), which the proxy
-    labels `reporter="waypoint"` with the destination workload of the chosen endpoint
-    (istio/proxy 1.30.3 source/extensions/filters/http/istio_stats/istio_stats.cc,
-    `Reporter::ServerGateway`; istio/istio tests/integration/ambient/baseline_test.go
-    `buildQuery`). A request the waypoint answers itself (e.g. a 403 of its L7 policy) has no
-    endpoint and is reported with `destination_workload="unknown"`.
-    """
-    return "waypoint" if config.ambient() else "destination"
-
-
 def telemetry_api(config: StackConfig) -> str:
     """telemetry.istio.io/v1 is served from Istio 1.22, like networking.istio.io/v1; meshes
     pinned to an older networking API get v1alpha1 (same schema)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from mesh.ambient import service_labels
 from mesh.config import Model, StackConfig
 from mesh.config.startup import STARTUP_PROBE_PERIOD_SECONDS
 from mesh.k8s import metadata
@@ -55,7 +56,9 @@ def service(config: StackConfig, name: str) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
+        "metadata": metadata(
+            name, config.namespace, COMPONENT, {"app": name, **service_labels(config)}
+        ),
         "spec": {
             "type": "ClusterIP",
             # `app` only: one Service spans every version; versions are told apart by the
@@ -136,10 +139,18 @@ def _fetch_container(config: StackConfig, name: str, version: str) -> dict:
     (`--uid-owner 1337 -j RETURN`, tools/istio-iptables): Istio's documented workaround for
     application init containers, the one that works with and without CNI, and whichever mode
     istiod picks where the per-pod annotation is not honoured (Istio 1.22/1.23).
+
+    In ambient there is no proxy in the pod and the copy runs as the pod's user: Istio CNI's
+    in-pod redirection exists before any container starts, since the CNI plugin hands the new
+    pod to the node agent while the runtime sets up its sandbox and fails the sandbox when it
+    cannot (cni/pkg/plugin/plugin.go `doAddRun`; Istio's docs "Ztunnel traffic redirection"),
+    and ztunnel's listeners are up from then on. So the init container's connections already
+    go through ztunnel (and the waypoint, for the store's ServiceEntries: mesh.egress), and
+    UID 1337 would be wrong: ztunnel marks its own traffic, no UID is exempt.
     """
     model = config.models[name]
     path = model.versions[version].model_path
-    uid = None if config.native_sidecars() else ISTIO_PROXY_UID
+    uid = None if config.native_sidecars() or config.ambient() else ISTIO_PROXY_UID
     return {
         "name": FETCH_CONTAINER,
         "image": config.images.model_fetcher,
@@ -218,7 +229,13 @@ def pod_annotations(config: StackConfig) -> dict[str, str]:
     pods classic, as rendered, once the mesh is upgraded past 1.24 (from 1.28 istiod's `auto`
     would otherwise make them native on 1.33+ kubelets) until platform.istioVersion follows;
     the classic download's UID 1337 works in either mode (see `_fetch_container`).
+
+    Ambient pods have no sidecar, so none of the sidecar annotations: only the default
+    container. ztunnel never touches HTTP probes; the kubelet's reach the server directly
+    (Istio CNI SNATs them to mesh.ambient.PROBE_SNAT_ADDRESS, which ztunnel lets through).
     """
+    if config.ambient():
+        return {"kubectl.kubernetes.io/default-container": SERVER_CONTAINER}
     return {
         "kubectl.kubernetes.io/default-container": SERVER_CONTAINER,
         "sidecar.istio.io/nativeSidecar": "true" if config.native_sidecars() else "false",

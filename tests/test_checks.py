@@ -51,6 +51,9 @@ TAG_ONLY_IMAGES = {
         "models.embeddings.versions.v4.image",
     },
 }
+# The ambient examples are prod-like's stack on another data plane (and routing): same images.
+for _ambient in ("examples/ambient-istio", "examples/ambient-gateway-api"):
+    TAG_ONLY_IMAGES[_ambient] = TAG_ONLY_IMAGES["examples/prod-like"]
 
 
 @pytest.mark.parametrize("source", STACK_SOURCES, ids=source_id)

@@ -91,7 +91,7 @@ def test_every_gateway_api_object_passes_the_standard_schemas_and_cel_rules(stac
         if obj["apiVersion"] == GATEWAY_API:
             found += problems(obj, gateway_api_channel="standard")
             checked += 1
-    assert checked >= 3  # the Gateway and at least two routes
+    assert checked >= 2  # the Gateway and a route per model
     assert found == []
 
 

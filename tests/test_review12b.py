@@ -74,12 +74,6 @@ def test_a_stack_service_entry_already_live_is_the_older_one_for_istiod(prod):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sidecar/selector.go reports IST0167 IneffectivePolicy (warning), not IST0111, for "
-    "selector-less Sidecars of an ambient namespace (util.NamespaceInAmbientMode), and IST0167, "
-    "not IST0110, for a pod in ambient mode; ml-mesh does not model ambient Sidecars",
-)
 def test_sidecars_of_an_ambient_namespace_are_ineffective_not_conflicting(prod):
     ambient = {
         "apiVersion": "v1",

@@ -63,6 +63,7 @@ VIRTUAL_SERVICE_INEFFECTIVE_MATCH = "IST0131"
 SERVICE_ENTRY_ADDRESSES_REQUIRED = "IST0134"
 CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS = "IST0159"
 MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS = "IST0160"
+INEFFECTIVE_POLICY = "IST0167"  # a Sidecar of an ambient namespace or pod: nothing reads it
 # ml-mesh's own: two ServiceEntries (or a Service) declare one host and port with different
 # protocols; istiod keeps one of them (pilot/pkg/model/push_context.go initServiceRegistry).
 SERVICE_ENTRY_PROTOCOL_CONFLICT = "MESH0005"

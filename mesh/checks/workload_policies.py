@@ -37,6 +37,7 @@ from typing import Any
 from mesh.checks.findings import (
     CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
     CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS,
+    INEFFECTIVE_POLICY,
     MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,
     MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS,
     NO_MATCHING_WORKLOADS_FOUND,
@@ -57,6 +58,7 @@ from mesh.trace.objects import selects
 ROOT_NAMESPACE = "istio-system"
 SIDECAR_INJECT = "sidecar.istio.io/inject"  # label.SidecarInject
 AMBIENT_REDIRECTION = "ambient.istio.io/redirection"  # annotation.AmbientRedirection
+DATAPLANE_MODE = "istio.io/dataplane-mode"  # label.IoIstioDataplaneMode
 ISTIO_PROXY = "istio-proxy"  # util.IstioProxyName
 
 
@@ -111,6 +113,26 @@ def selector_string(labels: dict[str, Any]) -> str:
 
 def _namespace_labels(index: _Index) -> dict[str, dict[str, Any]]:
     return {_name(n): _labels(n) for n in index.by_kind["Namespace"]}
+
+
+def namespace_in_ambient(labels: dict[str, Any] | None) -> bool:
+    """util/in_mesh.go `NamespaceInAmbientMode`: `istio.io/dataplane-mode: ambient`, unless
+    the namespace also has `istio-injection=enabled` or a non-empty `istio.io/rev` (Istio then
+    takes it for a sidecar namespace)."""
+    labels = labels or {}
+    if labels.get(INJECTION_LABEL) == "enabled" or labels.get(REVISION_LABEL):
+        return False
+    return labels.get(DATAPLANE_MODE) == "ambient"
+
+
+def _ambient_template(metadata: dict[str, Any], namespace: dict[str, Any] | None) -> bool:
+    """A pod template in ambient mode once it runs: Istio CNI annotates the pods
+    `ambient.istio.io/redirection: enabled` (what `PodInAmbientMode` reads) in an ambient
+    namespace, unless the pod opts out with `istio.io/dataplane-mode: none`."""
+    if str(_dict(metadata.get("annotations")).get(AMBIENT_REDIRECTION)) == "enabled":
+        return True
+    opted_out = _dict(metadata.get("labels")).get(DATAPLANE_MODE) == "none"
+    return namespace_in_ambient(namespace) and not opted_out
 
 
 def _in_mesh(
@@ -179,7 +201,7 @@ def workloads(index: _Index) -> list[Workload]:
             namespaces.get(namespace),
             template=True,
         )
-        ambient = str(_dict(metadata.get("annotations")).get(AMBIENT_REDIRECTION)) == "enabled"
+        ambient = _ambient_template(metadata, namespaces.get(namespace))
         # a Deployment's pods are those its selector picks (without one: its template's labels)
         matched = _dict(_dict(spec.get("selector")).get("matchLabels"))
         selected = {str(k): str(v) for k, v in matched.items()} or labels
@@ -311,16 +333,32 @@ def _namespaces_not_found(
                 )
 
 
+def _ineffective(index: _Index, obj: dict[str, Any], reason: str) -> Finding:
+    return _finding(
+        index,
+        obj,
+        INEFFECTIVE_POLICY,
+        "warning",
+        "security.restrictEgress" if index.is_stack(obj) else None,
+        f"The policy has no impact: {reason}.",
+    )
+
+
 def _selector_analyzer(
     index: _Index,
     policies: list[tuple[dict[str, Any], dict[str, Any]]],
     conflict_code: str,
     plural: str,
+    ambient_reason: str | None = None,
 ) -> Iterator[Finding]:
     """The loop sidecar/selector.go and telemetry/selector.go `SelectorAnalyzer` share: a
     selector that matches no pod of its namespace is IST0101; a pod two of them select is
-    reported on each (IST0110 / IST0159)."""
-    pods = _ByLabel(workloads(index))
+    reported on each (IST0110 / IST0159). With `ambient_reason` (Sidecars), a policy that
+    selects an ambient pod is IST0167 once instead, and that pod is no conflict."""
+    found = workloads(index)
+    pods = _ByLabel(found)
+    ambient_pods = {(w.namespace, w.name) for w in found if w.ambient}
+    reported: set[int] = set()
     by_pod: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for obj, labels in policies:
         # only pods of the policy's namespace (selector.go: "Only attempt to match in the
@@ -338,6 +376,12 @@ def _selector_analyzer(
         for pod in matched:
             by_pod[(pod.namespace, pod.name)].append(obj)
     for (namespace, pod), owners in by_pod.items():
+        if ambient_reason is not None and (namespace, pod) in ambient_pods:
+            for obj in owners:
+                if id(obj) not in reported:
+                    reported.add(id(obj))
+                    yield _ineffective(index, obj, ambient_reason)
+            continue
         if len(owners) < 2:
             continue
         for obj in owners:
@@ -382,16 +426,31 @@ def sidecar_selectors(index: _Index) -> Iterator[Finding]:
     """sidecar/selector.go `SelectorAnalyzer`: a Sidecar's `workloadSelector.labels` must match
     a pod of its namespace (IST0101), no pod may be selected by two Sidecars (IST0110), and a
     namespace has at most one Sidecar without a selector (IST0111; ml-mesh's `default` Sidecar,
-    mesh.security, is one). Pods and namespaces in ambient mode are not modelled (Istio reports
-    IST0167 IneffectivePolicy for them instead of IST0110/IST0111)."""
+    mesh.security, is one).
+
+    In ambient nothing reads a Sidecar, and Istio says so instead (IST0167 IneffectivePolicy,
+    a warning, once per Sidecar): for a selector-less one in an ambient namespace
+    (`namespace_in_ambient`), and for one that selects an ambient pod, which then takes no part
+    in IST0110 (a pod of an ambient namespace counts as ambient once it runs:
+    `_ambient_template`)."""
     scoped, wide = [], []
     for sidecar in index.by_kind["Sidecar"]:
         labels = _dict(_dict(_spec(sidecar).get("workloadSelector")).get("labels"))
         (scoped if labels else wide).append((sidecar, labels))
-    yield from _selector_analyzer(index, scoped, CONFLICTING_SIDECAR_WORKLOAD_SELECTORS, "Sidecars")
+    yield from _selector_analyzer(
+        index,
+        scoped,
+        CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
+        "Sidecars",
+        ambient_reason="selected workload is in ambient mode, the policy has no impact",
+    )
+    namespaces = _namespace_labels(index)
+    ambient = [s for s, _ in wide if namespace_in_ambient(namespaces.get(index.ns(s)))]
+    for sidecar in ambient:
+        yield _ineffective(index, sidecar, "namespace is in ambient mode, the policy has no impact")
     yield from _without_selector(
         index,
-        [s for s, _ in wide],
+        [s for s, _ in wide if s not in ambient],
         MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,
         "Sidecars",
         "security.restrictEgress",

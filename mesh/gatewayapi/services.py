@@ -15,6 +15,7 @@ calling proxy and version, as the subset policies of `routing: istio` did.
 
 from __future__ import annotations
 
+from mesh.ambient import service_labels
 from mesh.config import StackConfig
 from mesh.gatewayapi.common import version_service_host, version_service_name
 from mesh.k8s import istio_networking, metadata
@@ -26,13 +27,18 @@ TRAFFIC_COMPONENT = "traffic"
 
 
 def version_service(config: StackConfig, name: str, version: str) -> dict:
+    """The Service of one version: the model Service's ports, selecting that version's pods.
+    In ambient it carries `istio.io/ingress-use-waypoint` like the model Service
+    (mesh.ambient `service_labels`): the ingress routes reach the pods through these
+    Services, so without it the gateway would skip the waypoint and its L7 policy."""
     model_service = service(config, name)
     labels = selector_labels(name, version)
+    meta_labels = {**labels, **service_labels(config)}
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": metadata(
-            version_service_name(name, version), config.namespace, MODEL_COMPONENT, labels
+            version_service_name(name, version), config.namespace, MODEL_COMPONENT, meta_labels
         ),
         "spec": {**model_service["spec"], "selector": dict(labels)},
     }
