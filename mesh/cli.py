@@ -7,7 +7,6 @@ import json
 import os
 import re
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -19,7 +18,7 @@ from mesh.checks.report import render as render_findings
 from mesh.checks.snapshot import SnapshotError, load_snapshot
 from mesh.config import ConfigError, prom_duration
 from mesh.diff import GATES, normalized, pack_policy, report, side
-from mesh.gitbase import GitBaseError, render_base
+from mesh.gitbase import GitBaseError, PendingBase
 from mesh.graph import gateway_name, mermaid
 from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_json
 from mesh.plan import build_plan
@@ -111,10 +110,10 @@ DIFF_OK, DIFF_REFUSED, DIFF_USAGE, DIFF_BASE_DOES_NOT_RENDER = 0, 1, 2, 3
 def _diff(args: argparse.Namespace) -> int:
     name = stack_file(args.stack)[0]
     head = load_stack(args.stack)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The base renders in a process of its own (mesh/gitbase.py): the head's plan is built
-        # meanwhile, so a user waits for the longer of the two, not for both.
-        pending = pool.submit(render_base, args.base, name)
+    # The base renders in a process of its own (mesh/gitbase.py), started here: the head's plan
+    # is built meanwhile, so a user waits for the longer of the two, not for both. No thread:
+    # one would compete with the head's plan for the GIL (see `gitbase.RunningRender`).
+    with PendingBase(args.base, name) as pending:
         planned = build_plan(head.config).objects()  # built once: checked, masked, compared
         head_objects = normalized(masked(planned, head.secrets))
         try:
