@@ -111,19 +111,37 @@ def side(
     return Side(objects, routing, config, raw, of_side(config, raw), exists, pack, pack_error)
 
 
-PLAIN = (str, int, float, bool, type(None))
+PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain(value: Any) -> bool:
     """Whether `value` is made of dicts, lists, strings, numbers, booleans and None only, of
     exactly those types: what YAML reads back unchanged (render quotes every string that would
-    read back as something else; tests/test_render.py pins that)."""
-    kind = type(value)
-    if kind is dict:
-        return all(type(k) in PLAIN and _plain(v) for k, v in value.items())
-    if kind is list:
-        return all(_plain(item) for item in value)
-    return kind in PLAIN
+    read back as something else; tests/test_render.py pins that). A loop over a stack of
+    containers, leaves checked in place: a plan has some 200,000 values, most of them leaves."""
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        kind = type(value)
+        if kind is dict:
+            for key, item in value.items():
+                if type(key) not in PLAIN:
+                    return False
+                kind = type(item)
+                if kind is dict or kind is list:
+                    pending.append(item)
+                elif kind not in PLAIN:
+                    return False
+        elif kind is list:
+            for item in value:
+                kind = type(item)
+                if kind is dict or kind is list:
+                    pending.append(item)
+                elif kind not in PLAIN:
+                    return False
+        elif kind not in PLAIN:
+            return False
+    return True
 
 
 def normalized(objects: list[dict]) -> list[dict]:
@@ -487,14 +505,19 @@ def _hosts(value: Any) -> set[str]:
     """Every string under a `host` or `hosts` key, at any depth (route destinations, mirrors,
     the scope of a VirtualService or DestinationRule)."""
     found: set[str] = set()
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in ("host", "hosts"):
-                found.update(v for v in (item if isinstance(item, list) else [item]) if v)
-            found |= _hosts(item)
-    elif isinstance(value, list):
-        for item in value:
-            found |= _hosts(item)
+    # A loop over a stack of containers, not a call per value: `touched_models` reads every
+    # object's spec, and most values are strings and numbers, which hold no host.
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("host", "hosts"):
+                    found.update(v for v in (item if isinstance(item, list) else [item]) if v)
+                if isinstance(item, (dict, list)):
+                    pending.append(item)
+        elif isinstance(value, list):
+            pending += [item for item in value if isinstance(item, (dict, list))]
     return found
 
 
