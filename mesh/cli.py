@@ -18,7 +18,7 @@ from mesh.checks.report import render as render_findings
 from mesh.checks.snapshot import SnapshotError, load_snapshot
 from mesh.config import ConfigError, prom_duration
 from mesh.diff import GATES, normalized, pack_policy, report, side
-from mesh.gitbase import GitBaseError, PendingBase
+from mesh.gitbase import GitBaseError, PendingBase, paused_collector
 from mesh.graph import gateway_name, mermaid
 from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_json
 from mesh.plan import build_plan
@@ -116,28 +116,32 @@ def _diff(args: argparse.Namespace) -> int:
     with PendingBase(args.base, name) as pending:
         planned = build_plan(head.config).objects()  # built once: checked, masked, compared
         head_objects = normalized(masked(planned, head.secrets))
-        try:
-            base = pending.result()
-        except GitBaseError as exc:
-            print(f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}", file=sys.stderr)
-            return DIFF_USAGE
-    label = f"base `{args.base}` ({base.commit[:12]})"
-    if not base.exists:
-        label += ", where the stack does not exist yet"
-    before = side(
-        base.objects, base.config, base.raw, base.exists, base.pack_config, base.pack_error
-    )
-    after = side(head_objects, head.config, head.raw, pack=read_pack_config())
-    markdown, refusals = report(
-        name,
-        label,
-        before,
-        after,
-        set(args.allow),
-        # Checked with the stricter of the base's and the head's policy pack config.
-        head_findings=check(head.config, planned, pack_policy(before, after)),
-        base_error=base.error,
-    )
+        # What follows builds and keeps both sides' objects, routing and journeys, and frees
+        # almost nothing: collections would only rescan them (see `gitbase.paused_collector`).
+        with paused_collector():
+            try:
+                base = pending.result()
+            except GitBaseError as exc:
+                problem = f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}"
+                print(problem, file=sys.stderr)
+                return DIFF_USAGE
+            label = f"base `{args.base}` ({base.commit[:12]})"
+            if not base.exists:
+                label += ", where the stack does not exist yet"
+            before = side(
+                base.objects, base.config, base.raw, base.exists, base.pack_config, base.pack_error
+            )
+            after = side(head_objects, head.config, head.raw, pack=read_pack_config())
+            markdown, refusals = report(
+                name,
+                label,
+                before,
+                after,
+                set(args.allow),
+                # Checked with the stricter of the base's and the head's policy pack config.
+                head_findings=check(head.config, planned, pack_policy(before, after)),
+                base_error=base.error,
+            )
     sys.stdout.write(markdown)
     if base.error is not None:
         first = _headline(base.error)
