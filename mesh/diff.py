@@ -568,9 +568,12 @@ def touched_models(base: Side, head: Side) -> set[str] | None:
     if namespace == head.config.gateway.namespace:
         return None
     by_objects: set[str] = set()
+    changed_in_base = []  # the base's side of each changed object, for the hosts below
     for key in before.keys() | after.keys():
         if key[0] in UNTRACED_KINDS or before.get(key) == after.get(key):
             continue
+        if key in before:
+            changed_in_base.append(before[key])
         changed = [o for o in (before.get(key), after.get(key)) if o is not None]
         owners = {_owner(o, names) for o in changed}
         if len(owners) != 1 or None in owners or key[0] not in OWN_KINDS or key[1] != namespace:
@@ -591,8 +594,8 @@ def touched_models(base: Side, head: Side) -> set[str] | None:
         by_objects.add(owner)
     if not by_objects:
         return touched
-    # Each object once: the head's, and the base's where it differs (the rest are equal).
-    changed_in_base = [o for k, o in before.items() if after.get(k) != o]
+    # Each object once: the head's, and the base's where it differs (the rest are equal; a
+    # changed object of a kind in UNTRACED_KINDS is left out below in any case).
     named = [
         (_owner(obj, names), hosts)
         for obj in (*head.objects, *changed_in_base)
