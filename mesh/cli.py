@@ -17,7 +17,7 @@ from mesh.checks.report import FORMATS, summary, unique
 from mesh.checks.report import render as render_findings
 from mesh.checks.snapshot import SnapshotError, load_snapshot
 from mesh.config import ConfigError, prom_duration
-from mesh.diff import GATES, normalized, pack_policy, report, side
+from mesh.diff import GATES, normalized, report, side, stricter_pack
 from mesh.gitbase import GitBaseError, PendingBase, paused_collector
 from mesh.graph import gateway_name, mermaid
 from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_json
@@ -116,6 +116,13 @@ def _diff(args: argparse.Namespace) -> int:
     with PendingBase(args.base, name) as pending:
         planned = build_plan(head.config).objects()  # built once: checked, masked, compared
         head_objects = normalized(masked(planned, head.secrets))
+        if pending.error is None:  # else result() raises it: nothing more to do
+            # The head's side and checks need of the base only its pack config, read from
+            # its exported tree: they are done while it renders.
+            after = side(head_objects, head.config, head.raw, pack=read_pack_config())
+            # Checked with the stricter of the base's and the head's policy pack config.
+            policy = stricter_pack(pending.pack_config, pending.pack_error, after.pack)
+            head_findings = check(head.config, planned, policy)
         # What follows builds and keeps both sides' objects, routing and journeys, and frees
         # almost nothing: collections would only rescan them (see `gitbase.paused_collector`).
         with paused_collector():
@@ -131,15 +138,13 @@ def _diff(args: argparse.Namespace) -> int:
             before = side(
                 base.objects, base.config, base.raw, base.exists, base.pack_config, base.pack_error
             )
-            after = side(head_objects, head.config, head.raw, pack=read_pack_config())
             markdown, refusals = report(
                 name,
                 label,
                 before,
                 after,
                 set(args.allow),
-                # Checked with the stricter of the base's and the head's policy pack config.
-                head_findings=check(head.config, planned, pack_policy(before, after)),
+                head_findings=head_findings,
                 base_error=base.error,
             )
     sys.stdout.write(markdown)

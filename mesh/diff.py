@@ -178,29 +178,38 @@ def policy(base: Side, head: Side) -> Protections:
     return base.protections.stricter(head.protections) if base.exists else head.protections
 
 
-def _base_pack(base: Side) -> dict[str, Any] | None:
-    """The base's pack config to hold a change to: its own, or where it does not read the
-    pack's defaults (every policy mandatory, maxWeight 50: no config loosens a policy
-    further, and a cap of 0 would refuse every canary without a way to override it)."""
-    if base.pack is not None:
-        return base.pack
-    return {} if base.pack_error is not None else None
+def _base_pack(pack: dict[str, Any] | None, error: str | None) -> dict[str, Any] | None:
+    """The base's pack config to hold a change to (`Side.pack`, `Side.pack_error`): its own,
+    or where it does not read the pack's defaults (every policy mandatory, maxWeight 50: no
+    config loosens a policy further, and a cap of 0 would refuse every canary without a way to
+    override it)."""
+    if pack is not None:
+        return pack
+    return {} if error is not None else None
 
 
 def pack_policy(base: Side, head: Side) -> dict[str, Any] | None:
     """The pack config the head's plan is checked with: the stricter of the base's and the
     head's (`rules.stricter_pack_config`), so a change cannot loosen the pack it is checked by;
     None (the working tree's file) where the head's is not known."""
-    before = _base_pack(base)
-    if head.pack is None or before is None:
-        return head.pack
-    return stricter_pack_config(before, head.pack)
+    return stricter_pack(base.pack, base.pack_error, head.pack)
+
+
+def stricter_pack(
+    base_pack: dict[str, Any] | None, base_error: str | None, head_pack: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """`pack_policy` of the pack configs alone: `mesh diff` checks the head's plan while the
+    base renders, with the base's pack config read from its exported tree."""
+    before = _base_pack(base_pack, base_error)
+    if head_pack is None or before is None:
+        return head_pack
+    return stricter_pack_config(before, head_pack)
 
 
 def pack_changes(base: Side, head: Side) -> list[Refusal]:
     """Each setting of the base's policy pack config that the head loosens (the pack config is
     the repository's, so this holds for a new stack too)."""
-    before = _base_pack(base)
+    before = _base_pack(base.pack, base.pack_error)
     if head.pack is None or before is None:
         return []
     return [
