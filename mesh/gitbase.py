@@ -229,6 +229,10 @@ class PendingBase:
     def __init__(self, ref: str, stack: str):
         self.ref, self.stack = ref, stack
         self.error: GitBaseError | None = None
+        # Read from the exported tree (the stack file, policy/config.json) once it is there.
+        self.pack_config: dict[str, Any] | None = None
+        self.pack_error: str | None = None
+        self.exists = False
         self._render: RunningRender | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         try:
