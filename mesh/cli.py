@@ -7,7 +7,6 @@ import json
 import os
 import re
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -18,8 +17,8 @@ from mesh.checks.report import FORMATS, summary, unique
 from mesh.checks.report import render as render_findings
 from mesh.checks.snapshot import SnapshotError, load_snapshot
 from mesh.config import ConfigError, prom_duration
-from mesh.diff import GATES, normalized, pack_policy, report, side
-from mesh.gitbase import GitBaseError, render_base
+from mesh.diff import GATES, normalized, report, side, stricter_pack
+from mesh.gitbase import GitBaseError, PendingBase, paused_collector
 from mesh.graph import gateway_name, mermaid
 from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_json
 from mesh.plan import build_plan
@@ -111,34 +110,43 @@ DIFF_OK, DIFF_REFUSED, DIFF_USAGE, DIFF_BASE_DOES_NOT_RENDER = 0, 1, 2, 3
 def _diff(args: argparse.Namespace) -> int:
     name = stack_file(args.stack)[0]
     head = load_stack(args.stack)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The base renders in a process of its own (mesh/gitbase.py): the head's plan is built
-        # meanwhile, so a user waits for the longer of the two, not for both.
-        pending = pool.submit(render_base, args.base, name)
+    # The base renders in a process of its own (mesh/gitbase.py), started here: the head's plan
+    # is built meanwhile, so a user waits for the longer of the two, not for both. No thread:
+    # one would compete with the head's plan for the GIL (see `gitbase.RunningRender`).
+    with PendingBase(args.base, name) as pending:
         planned = build_plan(head.config).objects()  # built once: checked, masked, compared
         head_objects = normalized(masked(planned, head.secrets))
-        try:
-            base = pending.result()
-        except GitBaseError as exc:
-            print(f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}", file=sys.stderr)
-            return DIFF_USAGE
-    label = f"base `{args.base}` ({base.commit[:12]})"
-    if not base.exists:
-        label += ", where the stack does not exist yet"
-    before = side(
-        base.objects, base.config, base.raw, base.exists, base.pack_config, base.pack_error
-    )
-    after = side(head_objects, head.config, head.raw, pack=read_pack_config())
-    markdown, refusals = report(
-        name,
-        label,
-        before,
-        after,
-        set(args.allow),
-        # Checked with the stricter of the base's and the head's policy pack config.
-        head_findings=check(head.config, planned, pack_policy(before, after)),
-        base_error=base.error,
-    )
+        if pending.error is None:  # else result() raises it: nothing more to do
+            # The head's side and checks need of the base only its pack config, read from
+            # its exported tree: they are done while it renders.
+            after = side(head_objects, head.config, head.raw, pack=read_pack_config())
+            # Checked with the stricter of the base's and the head's policy pack config.
+            policy = stricter_pack(pending.pack_config, pending.pack_error, after.pack)
+            head_findings = check(head.config, planned, policy)
+        # What follows builds and keeps both sides' objects, routing and journeys, and frees
+        # almost nothing: collections would only rescan them (see `gitbase.paused_collector`).
+        with paused_collector():
+            try:
+                base = pending.result()
+            except GitBaseError as exc:
+                problem = f"ml-mesh: diff of stack '{name}' against {args.base}: {exc}"
+                print(problem, file=sys.stderr)
+                return DIFF_USAGE
+            label = f"base `{args.base}` ({base.commit[:12]})"
+            if not base.exists:
+                label += ", where the stack does not exist yet"
+            before = side(
+                base.objects, base.config, base.raw, base.exists, base.pack_config, base.pack_error
+            )
+            markdown, refusals = report(
+                name,
+                label,
+                before,
+                after,
+                set(args.allow),
+                head_findings=head_findings,
+                base_error=base.error,
+            )
     sys.stdout.write(markdown)
     if base.error is not None:
         first = _headline(base.error)

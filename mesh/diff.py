@@ -117,19 +117,37 @@ def side(
     return Side(objects, routing, config, raw, of_side(config, raw), exists, pack, pack_error)
 
 
-PLAIN = (str, int, float, bool, type(None))
+PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain(value: Any) -> bool:
     """Whether `value` is made of dicts, lists, strings, numbers, booleans and None only, of
     exactly those types: what YAML reads back unchanged (render quotes every string that would
-    read back as something else; tests/test_render.py pins that)."""
-    kind = type(value)
-    if kind is dict:
-        return all(type(k) in PLAIN and _plain(v) for k, v in value.items())
-    if kind is list:
-        return all(_plain(item) for item in value)
-    return kind in PLAIN
+    read back as something else; tests/test_render.py pins that). A loop over a stack of
+    containers, leaves checked in place: a plan has some 200,000 values, most of them leaves."""
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        kind = type(value)
+        if kind is dict:
+            for key, item in value.items():
+                if type(key) not in PLAIN:
+                    return False
+                kind = type(item)
+                if kind is dict or kind is list:
+                    pending.append(item)
+                elif kind not in PLAIN:
+                    return False
+        elif kind is list:
+            for item in value:
+                kind = type(item)
+                if kind is dict or kind is list:
+                    pending.append(item)
+                elif kind not in PLAIN:
+                    return False
+        elif kind not in PLAIN:
+            return False
+    return True
 
 
 def normalized(objects: list[dict]) -> list[dict]:
@@ -166,29 +184,38 @@ def policy(base: Side, head: Side) -> Protections:
     return base.protections.stricter(head.protections) if base.exists else head.protections
 
 
-def _base_pack(base: Side) -> dict[str, Any] | None:
-    """The base's pack config to hold a change to: its own, or where it does not read the
-    pack's defaults (every policy mandatory, maxWeight 50: no config loosens a policy
-    further, and a cap of 0 would refuse every canary without a way to override it)."""
-    if base.pack is not None:
-        return base.pack
-    return {} if base.pack_error is not None else None
+def _base_pack(pack: dict[str, Any] | None, error: str | None) -> dict[str, Any] | None:
+    """The base's pack config to hold a change to (`Side.pack`, `Side.pack_error`): its own,
+    or where it does not read the pack's defaults (every policy mandatory, maxWeight 50: no
+    config loosens a policy further, and a cap of 0 would refuse every canary without a way to
+    override it)."""
+    if pack is not None:
+        return pack
+    return {} if error is not None else None
 
 
 def pack_policy(base: Side, head: Side) -> dict[str, Any] | None:
     """The pack config the head's plan is checked with: the stricter of the base's and the
     head's (`rules.stricter_pack_config`), so a change cannot loosen the pack it is checked by;
     None (the working tree's file) where the head's is not known."""
-    before = _base_pack(base)
-    if head.pack is None or before is None:
-        return head.pack
-    return stricter_pack_config(before, head.pack)
+    return stricter_pack(base.pack, base.pack_error, head.pack)
+
+
+def stricter_pack(
+    base_pack: dict[str, Any] | None, base_error: str | None, head_pack: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """`pack_policy` of the pack configs alone: `mesh diff` checks the head's plan while the
+    base renders, with the base's pack config read from its exported tree."""
+    before = _base_pack(base_pack, base_error)
+    if head_pack is None or before is None:
+        return head_pack
+    return stricter_pack_config(before, head_pack)
 
 
 def pack_changes(base: Side, head: Side) -> list[Refusal]:
     """Each setting of the base's policy pack config that the head loosens (the pack config is
     the repository's, so this holds for a new stack too)."""
-    before = _base_pack(base)
+    before = _base_pack(base.pack, base.pack_error)
     if head.pack is None or before is None:
         return []
     return [
@@ -530,14 +557,19 @@ def _hosts(value: Any) -> set[str]:
     """Every string under a `host` or `hosts` key, at any depth (route destinations, mirrors,
     the scope of a VirtualService or DestinationRule)."""
     found: set[str] = set()
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in ("host", "hosts"):
-                found.update(v for v in (item if isinstance(item, list) else [item]) if v)
-            found |= _hosts(item)
-    elif isinstance(value, list):
-        for item in value:
-            found |= _hosts(item)
+    # A loop over a stack of containers, not a call per value: `touched_models` reads every
+    # object's spec, and most values are strings and numbers, which hold no host.
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("host", "hosts"):
+                    found.update(v for v in (item if isinstance(item, list) else [item]) if v)
+                if isinstance(item, (dict, list)):
+                    pending.append(item)
+        elif isinstance(value, list):
+            pending += [item for item in value if isinstance(item, (dict, list))]
     return found
 
 
@@ -588,9 +620,12 @@ def touched_models(base: Side, head: Side) -> set[str] | None:
     if namespace == head.config.gateway.namespace:
         return None
     by_objects: set[str] = set()
+    changed_in_base = []  # the base's side of each changed object, for the hosts below
     for key in before.keys() | after.keys():
         if key[0] in UNTRACED_KINDS or before.get(key) == after.get(key):
             continue
+        if key in before:
+            changed_in_base.append(before[key])
         changed = [o for o in (before.get(key), after.get(key)) if o is not None]
         owners = {_owner(o, names) for o in changed}
         if len(owners) != 1 or None in owners or key[0] not in OWN_KINDS or key[1] != namespace:
@@ -611,8 +646,8 @@ def touched_models(base: Side, head: Side) -> set[str] | None:
         by_objects.add(owner)
     if not by_objects:
         return touched
-    # Each object once: the head's, and the base's where it differs (the rest are equal).
-    changed_in_base = [o for k, o in before.items() if after.get(k) != o]
+    # Each object once: the head's, and the base's where it differs (the rest are equal; a
+    # changed object of a kind in UNTRACED_KINDS is left out below in any case).
     named = [
         (_owner(obj, names), hosts)
         for obj in (*head.objects, *changed_in_base)

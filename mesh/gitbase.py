@@ -10,6 +10,8 @@ times faster than YAML into the same objects; an older base is read as YAML.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import json
 import os
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,28 +117,86 @@ def renders_json(tree: Path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def paused_collector() -> Iterator[None]:
+    """The garbage collector paused for a block that builds a large structure and frees
+    nothing: parsing a stack's rendered objects (hundreds of thousands of dicts and lists).
+    CPython collects the youngest generation every 700 new containers and, every 10 of those,
+    the next one, each pass walking every object of the generations it collects
+    (`gc.get_threshold()`, Modules/gcmodule.c); with nothing to free, the passes are pure cost.
+    The collector's state is restored afterwards: a caller that had it off keeps it off."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class RunningRender:
+    """`python -m mesh render <stack> -q` started by the code in `tree`, as JSON where that
+    code can print it (`renders_json`), else as YAML; `result()` waits for it and parses it.
+    The caller works while it runs, with no thread of its own: the output goes to unnamed
+    temporary files, not pipes, so a render larger than a pipe's buffer never waits for a
+    reader (`subprocess.run` reads pipes from the calling thread; a second thread reading
+    them would compete for the GIL with the caller's work, and slow both)."""
+
+    def __init__(self, tree: Path, stack: str):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        self.as_json = renders_json(tree)
+        # Text files as `subprocess.run(..., text=True)` reads its pipes: the locale's
+        # encoding, universal newlines.
+        self._stdout = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by close())
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        try:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    *("-m", "mesh", "render", stack, "-q"),
+                    *(["-o", "json"] if self.as_json else []),
+                ],
+                cwd=tree,
+                env=env,
+                stdout=self._stdout,
+                stderr=self._stderr,
+            )
+        except BaseException:
+            self._stdout.close()
+            self._stderr.close()
+            raise
+
+    def result(self) -> list[dict]:
+        """The rendered objects, or BaseRenderError with the end of the base's error output."""
+        try:
+            code = self._process.wait()
+            self._stdout.seek(0)
+            self._stderr.seek(0)
+            stdout, stderr = self._stdout.read(), self._stderr.read()
+        finally:
+            self.close()
+        if code != 0:
+            lines = stderr.strip().splitlines()[-MAX_ERROR_LINES:]
+            raise BaseRenderError("\n".join(lines) if lines else f"exit {code}, no error output")
+        with paused_collector():
+            if self.as_json:
+                return [doc for doc in json.loads(stdout) if doc]
+            return [doc for doc in yaml.load_all(stdout, Loader=SAFE_LOADER) if doc]
+
+    def close(self) -> None:
+        """The render stopped if it still runs (its output is no longer wanted), files closed."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._stdout.close()
+        self._stderr.close()
+
+
 def render_tree(tree: Path, stack: str) -> list[dict]:
     """`python -m mesh render <stack> -q` run by the code in `tree`, parsed: as JSON where
     that code can print it (`renders_json`), else as YAML."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    as_json = renders_json(tree)
-    result = subprocess.run(
-        [sys.executable, "-m", "mesh", "render", stack, "-q", *(["-o", "json"] if as_json else [])],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()[-MAX_ERROR_LINES:]
-        raise BaseRenderError(
-            "\n".join(lines) if lines else f"exit {result.returncode}, no error output"
-        )
-    if as_json:
-        return [doc for doc in json.loads(result.stdout) if doc]
-    return [doc for doc in yaml.load_all(result.stdout, Loader=SAFE_LOADER) if doc]
+    return RunningRender(tree, stack).result()
 
 
 def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any] | None]:
@@ -157,18 +218,78 @@ def _read_config(path: Path) -> tuple[StackConfig | None, dict[str, Any] | None]
     return None, raw  # the objects still tell the routing, minus roles
 
 
-def render_base(ref: str, stack: str) -> BaseRender:
-    commit = resolve(ref)
-    with tempfile.TemporaryDirectory(prefix="ml-mesh-base-") as tmp:
-        tree = Path(tmp)
-        export_tree(commit, tree)
-        stack_file = tree / f"Pulumi.{stack}.yaml"
-        pack, pack_error = read_pack_config(tree)
-        if not stack_file.is_file() or not (tree / "mesh" / "__main__.py").is_file():
-            return BaseRender(ref, commit, [], False, None, {}, None, pack, pack_error)
-        config, raw = _read_config(stack_file)
+class PendingBase:
+    """The base of a stack, rendering: the ref resolved, its tree exported and its render
+    started (`RunningRender`) when this is made; `result()` reads the base's config while the
+    render runs, then waits for it. `mesh diff` builds the head's plan meanwhile. As the
+    future it replaces, a GitBaseError of the start (an unknown ref, not a git checkout) is
+    raised by `result()`, so the head's own errors still come first. A context manager: on
+    leaving, a render still running is stopped and the exported tree removed."""
+
+    def __init__(self, ref: str, stack: str):
+        self.ref, self.stack = ref, stack
+        self.error: GitBaseError | None = None
+        # Read from the exported tree (the stack file, policy/config.json) once it is there.
+        self.pack_config: dict[str, Any] | None = None
+        self.pack_error: str | None = None
+        self.exists = False
+        self._render: RunningRender | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
         try:
-            objects = render_tree(tree, stack)
+            self.commit = resolve(ref)
+            self._tmp = tempfile.TemporaryDirectory(prefix="ml-mesh-base-")
+            tree = Path(self._tmp.name)
+            export_tree(self.commit, tree)
+        except GitBaseError as exc:
+            self.error = exc
+            self.close()
+            return
+        except BaseException:
+            self.close()
+            raise
+        self.stack_file = tree / f"Pulumi.{stack}.yaml"
+        self.pack_config, self.pack_error = read_pack_config(tree)
+        self.exists = self.stack_file.is_file() and (tree / "mesh" / "__main__.py").is_file()
+        if self.exists:
+            try:
+                self._render = RunningRender(tree, stack)
+            except BaseException:
+                self.close()
+                raise
+
+    def result(self) -> BaseRender:
+        try:
+            return self._result()
+        finally:
+            self.close()
+
+    def _result(self) -> BaseRender:
+        if self.error is not None:
+            raise self.error
+        ref, commit, pack, pack_error = self.ref, self.commit, self.pack_config, self.pack_error
+        if self._render is None:
+            return BaseRender(ref, commit, [], False, None, {}, None, pack, pack_error)
+        config, raw = _read_config(self.stack_file)
+        try:
+            objects = self._render.result()
         except BaseRenderError as exc:
             return BaseRender(ref, commit, [], True, config, raw, str(exc), pack, pack_error)
         return BaseRender(ref, commit, objects, True, config, raw, None, pack, pack_error)
+
+    def close(self) -> None:
+        if self._render is not None:
+            self._render.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> PendingBase:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def render_base(ref: str, stack: str) -> BaseRender:
+    """The stack as the base renders it, with its config and pack config."""
+    with PendingBase(ref, stack) as pending:
+        return pending.result()

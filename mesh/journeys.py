@@ -491,13 +491,20 @@ def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journ
 
 
 def _model_pods(objects: Objects, config: StackConfig, name: str) -> list[Pod]:
-    return [
-        p
-        for p in objects.pods
-        if p.namespace == config.namespace
-        and p.labels.get("app") in (name, f"{name}-primary")
-        and p.ready
-    ]
+    """The ready pods of the stack's namespace whose `app` label is the model's name or its
+    Flagger primary's (`<name>-primary`), in the order of `objects.pods`. The pods are indexed
+    by `app` once per namespace (kept in `objects.memo`, as the trace keeps its lookups), not
+    scanned once per model: a stack's journeys ask this for every model."""
+    key = ("model_pods", config.namespace)
+    index = objects.memo.get(key)
+    if index is None:
+        index = {}
+        for position, pod in enumerate(objects.pods):
+            if pod.namespace == config.namespace and pod.ready:
+                index.setdefault(pod.labels.get("app"), []).append((position, pod))
+        objects.memo[key] = index
+    own, primary = index.get(name, []), index.get(f"{name}-primary", [])
+    return [pod for _, pod in (sorted(own + primary) if own and primary else own or primary)]
 
 
 def scrape(

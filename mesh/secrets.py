@@ -34,9 +34,12 @@ def secret_values(
     a whole top-level key (the Pulumi engine only says which keys hold a secret somewhere): a
     leaf must be secret-capable; a key covers the secret-capable values beneath it.
     """
-    capable = secret_capable_paths(config)
+    paths = list(secret_paths)
     found: set[str] = set()
-    for path in secret_paths:
+    if not paths:  # nothing is secret: no need to walk the config for where secrets may be
+        return found
+    capable = secret_capable_paths(config)
+    for path in paths:
         covered = [p for p in capable if p[: len(path)] == path]
         if not covered:
             raise ConfigError(stack, dotted_path(path), SECRET_REFUSED)

@@ -3,6 +3,7 @@ the same objects either way, for every shipped stack."""
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import shutil
@@ -10,7 +11,7 @@ import shutil
 import pytest
 import yaml
 
-from mesh.gitbase import JSON_MARKER, render_tree, renders_json
+from mesh.gitbase import JSON_MARKER, RunningRender, paused_collector, render_tree, renders_json
 from tests.conftest import PROJECT_DIR, STACK_SOURCES, run_mesh, source_id
 
 IGNORED = shutil.ignore_patterns(
@@ -85,3 +86,22 @@ def test_a_base_without_the_json_option_is_read_as_yaml_and_gives_the_same_objec
 def test_a_base_whose_render_module_cannot_be_read_is_read_as_yaml(tree):
     (tree / "mesh" / "render.py").write_bytes(b"\xff\xfe not utf-8")
     assert not renders_json(tree)
+
+
+def test_a_render_no_longer_wanted_is_stopped_when_closed(tree):
+    running = RunningRender(tree, "prod")
+    running.close()
+    assert running._process.poll() is not None  # stopped, or done: not left running
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_paused_collector_is_left_as_it_was_found_even_on_an_error(enabled):
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with pytest.raises(ValueError), paused_collector():
+            assert not gc.isenabled()
+            raise ValueError
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
