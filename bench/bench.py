@@ -40,8 +40,9 @@ How, so that the numbers mean something on a shared machine:
 
 It prints objects, seconds, seconds per object and the ratio to the floor, then checks the
 targets on both measurements: program <= 1.25x its floor, render <= 1.3x the YAML floor, diff
-<= 2.5x one render (CPU and wall), and linear growth (300 models within 3x +- 15% of 100
-models; the floors' own growth is printed, not judged). Exit status 1 if a target is missed.
+<= 2.5x one render at 300 models (CPU and wall; smaller sizes shown, not judged), and linear
+growth (300 models within 3x +- 15% of 100 models; the floors' own growth is printed, not
+judged). Exit status 1 if a target is missed.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ from tests.harness import try_program
 VERSIONS = ("v1", "v2", "v3")
 SERVERS = ("tensorflow-serving", "triton", "custom")
 GROWTH_TOLERANCE = 0.15
+DIFF_TARGET_MODELS = 300  # issue 11: "`mesh diff` at 300 models <= 2.5x one render"
 WARM_UP_MODELS = 3
 # (what, what it is compared with, target ratio): each pair is timed in alternating order.
 PAIRS = (("program", "floor", 1.25), ("render", "yaml", 1.3), ("diff", "render", 2.5))
@@ -320,6 +322,12 @@ def table(rows: list[dict[str, Any]], pairs: tuple = PAIRS) -> str:
     return "\n".join(lines)
 
 
+def _verdict(judged: bool, met: bool, text: str, target: float) -> tuple[bool, str]:
+    if not judged:
+        return True, f"{text} (shown: the target is set at {DIFF_TARGET_MODELS} models)"
+    return met, f"{text} (target <= {target})"
+
+
 def verdicts(rows: list[dict[str, Any]], pairs: tuple = PAIRS) -> list[tuple[bool, str]]:
     """The targets of `pairs`, with the collector on (as Pulumi runs) and off (the work alone)."""
     found = []
@@ -328,13 +336,17 @@ def verdicts(rows: list[dict[str, Any]], pairs: tuple = PAIRS) -> list[tuple[boo
     for suffix, label in COLLECTOR.values():
         for row in rows:
             for what, floor, target in pairs:
+                # The diff's target is set at DIFF_TARGET_MODELS (issue 11): below it the base
+                # render's fixed cost (a fresh interpreter and its imports, about half a second)
+                # outweighs one render of a small stack, so its ratio is shown, not judged.
+                judged = what != "diff" or row["models"] >= DIFF_TARGET_MODELS
                 ratio = row[what + suffix] / row[floor + suffix]
                 text = f"{what} at {row['models']} models{label}: {ratio:.2f}x {floor}"
-                found.append((ratio <= target, f"{text} (target <= {target})"))
+                found.append(_verdict(judged, ratio <= target, text, target))
                 if what == "diff":  # what a user waits for: the base render runs beside it
                     ratio = row[f"{what}{suffix} wall"] / row[f"{floor}{suffix} wall"]
                     text = f"{what} at {row['models']} models{label}, wall: {ratio:.2f}x {floor}"
-                    found.append((ratio <= target, f"{text} (target <= {target})"))
+                    found.append(_verdict(judged, ratio <= target, text, target))
         if 100 not in by_size or 300 not in by_size:
             continue
         for what, floor, _ in pairs:
