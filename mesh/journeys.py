@@ -452,13 +452,13 @@ def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journ
             None if credentials else "ok",
             _run(trace_process, objects, pod, store_reader, imds),
         )
-        outside = Request(port=443, host=UNREGISTERED, tls=True)
-        add(
-            f"{SERVER_CONTAINER} → {UNREGISTERED} (not registered)",
-            "refused" if restricted else None,
-            _run(trace_process, objects, pod, SERVER_CONTAINER, outside),
-        )
         ambient = objects.sidecar_mode(pod) == "ambient"
+        for what, expect, request in _unregistered(restricted, ambient):
+            add(
+                f"{SERVER_CONTAINER} → {what}",
+                expect,
+                _run(trace_process, objects, pod, SERVER_CONTAINER, request),
+            )
         for what, collector in (
             ("tracing", config.telemetry.tracing.collector),
             ("access logs", config.telemetry.access_logging.collector),
@@ -471,7 +471,8 @@ def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journ
                 )
         for namespace in config.security.metrics_namespaces[:1]:
             if ambient:
-                found.extend(_ambient_scrape(name, label, objects, pod, namespace))
+                enrolled = config.mtls_mode() == "STRICT" or config.authorization_enabled()
+                found.extend(_ambient_scrape(name, label, objects, pod, namespace, enrolled))
                 continue
             found.append(
                 Journey(
@@ -488,6 +489,24 @@ def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journ
             )
         )
     return found
+
+
+def _unregistered(restricted: bool, ambient: bool) -> list[tuple[str, Expect, Request]]:
+    """A server calling a host outside the registry, and what the stack promises of it.
+
+    With sidecars, REGISTRY_ONLY refuses it whatever the port. In ambient nothing in Istio
+    does (ztunnel applies no outbound traffic policy: istio/istio#54281); what the stack
+    enforces is the egress NetworkPolicy (mesh.security.ambient_egress_policy), which names
+    ports and addresses, never hosts: TLS to any address stays open (shown, not promised:
+    `mesh check` warns MESH0025), any other port is refused."""
+    tls = Request(port=443, host=UNREGISTERED, tls=True)
+    if not ambient:
+        return [(f"{UNREGISTERED} (not registered)", "refused" if restricted else None, tls)]
+    plain = Request(port=80, host=UNREGISTERED)
+    return [
+        (f"{UNREGISTERED}:443 (not registered; no policy can name the host)", None, tls),
+        (f"{UNREGISTERED}:80 (not registered)", "refused" if restricted else None, plain),
+    ]
 
 
 def _model_pods(objects: Objects, config: StackConfig, name: str) -> list[Pod]:
@@ -508,22 +527,35 @@ def _model_pods(objects: Objects, config: StackConfig, name: str) -> list[Pod]:
 
 
 def scrape(
-    objects: Objects, pod: Pod, namespace: str, port: int, path: str = "/stats/prometheus"
+    objects: Objects,
+    pod: Pod,
+    namespace: str,
+    port: int,
+    path: str = "/stats/prometheus",
+    enrolled: bool = False,
 ) -> Trace:
-    """Prometheus (no sidecar) scraping the pod's merged metrics on the agent port (or, in
-    ambient, the application's metrics port)."""
+    """Prometheus scraping the pod's merged metrics on the agent port (no sidecar), or, in
+    ambient, the application's metrics port: `enrolled`, Prometheus's namespace is in ambient
+    too, so its ztunnel tunnels the scrape of the pod's address as HBONE with Prometheus's
+    identity (a pod address has no waypoint: waypoints take Service traffic); otherwise a
+    plaintext scrape."""
     source = Workload(
         namespace,
         "prometheus",
         (("app.kubernetes.io/name", "prometheus"),),
-        sidecar="none",
+        sidecar="ambient" if enrolled else "none",  # type: ignore[arg-type]
         name="prometheus",
     )
     request = Request(port=port, host=pod.workload, path=path)
     found = pod.container_port(port)
     container = found[0] if found else None
+    first = (
+        [Step("ztunnel", f"{namespace} is in ambient: ztunnel tunnels the scrape (HBONE)")]
+        if enrolled
+        else []
+    )
     outcome, _, _, steps = deliver_to_port(
-        objects, source, pod, container, port, "http", request, mtls=False
+        objects, source, pod, container, port, "http", request, mtls=enrolled, steps=first
     )
     if outcome.ok and objects.sidecar_mode(pod) != "ambient":
         outcome = Outcome("served", "pilot-agent serves the merged app and Envoy metrics")
@@ -534,20 +566,27 @@ SCRAPE_PORT = "prometheus.io/port"
 SCRAPE_PATH = "prometheus.io/path"
 
 
-def _ambient_scrape(name: str, label: str, objects: Objects, pod: Pod, namespace: str):
+def _ambient_scrape(
+    name: str, label: str, objects: Objects, pod: Pod, namespace: str, enrolled: bool
+):
     """An ambient pod has no pilot-agent to merge metrics on :15020: Prometheus scrapes the
-    port the pod's `prometheus.io/port` annotation names, through the pod's ztunnel."""
+    port the pod's `prometheus.io/port` annotation names, through the pod's ztunnel. Under
+    STRICT mTLS, or with the L4 policy (which admits identities only), that takes a Prometheus
+    enrolled in ambient (`enrolled`; Istio's Prometheus integration, "TLS settings": with
+    STRICT mTLS the scraper needs Istio's certificates, which ztunnel gives an enrolled pod):
+    docs/ambient.md states it as a prerequisite of `security.metricsNamespaces`."""
     port = pod.annotations.get(SCRAPE_PORT)
     if port is None or not port.isdigit():
         return []
     path = pod.annotations.get(SCRAPE_PATH, "/metrics")
+    how = ", enrolled in ambient" if enrolled else ""
     return [
         Journey(
             "pod",
             name,
-            f"{label} Prometheus ({namespace}) scrape :{port}",
+            f"{label} Prometheus ({namespace}{how}) scrape :{port}",
             "ok",
-            _run(scrape, objects, pod, namespace, int(port), path),
+            _run(scrape, objects, pod, namespace, int(port), path, enrolled),
         )
     ]
 

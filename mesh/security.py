@@ -31,15 +31,24 @@ a selector policy with L7 rules is enforced by ztunnel as DENY):
 - PeerAuthentication as above: ztunnel enforces STRICT/PERMISSIVE for the whole pod;
 - no Sidecar: nothing in an ambient pod reads it (IST0167); the store's ServiceEntries go through
   the waypoint instead, where `store_access_policy` admits only the model pods;
-- NetworkPolicy: HBONE (15008) from the waypoint pods and the kubelet's SNATed probes
-  (`ambient_network_policy`).
+- NetworkPolicy: HBONE (15008) from the waypoint pods, the metrics namespaces' (enrolled)
+  Prometheus and the kubelet's SNATed probes (`ambient_network_policy`);
+- with egress restricted, NetworkPolicy `<model>-egress`: what can be enforced instead of
+  REGISTRY_ONLY, which ztunnel does not apply: DNS, the waypoint, the store, 443 to any
+  address (`ambient_egress_policy`; hosts cannot be named, `mesh check` warns MESH0025).
 """
 
 from __future__ import annotations
 
 from mesh import ambient
 from mesh.config import Model, StackConfig
-from mesh.egress import AWS_STS, MODEL_STORE, egress_objects, service_entry_hosts
+from mesh.egress import (
+    AWS_STS,
+    IMDS_ADDRESS,
+    MODEL_STORE,
+    egress_objects,
+    service_entry_hosts,
+)
 from mesh.k8s import istio_networking, metadata
 from models.presets import preset, server_ports
 
@@ -401,9 +410,16 @@ def ambient_network_policy(config: StackConfig, name: str) -> dict:
 
     Only the waypoint pods send HBONE to the model pods: every Service of the model is bound
     to it, and the L4 policy admits no one else. The probe rule opens the port the probes use
-    (the REST port, models.workloads `_probe`), not every port as the docs' example does. With
-    `security.metricsNamespaces`, Prometheus there may reach 15008 (a meshed scrape) and the
-    server's metrics port.
+    (the REST port, models.workloads `_probe`), not every port as the docs' example does.
+
+    With `security.metricsNamespaces`, Prometheus there may reach 15008: in ambient
+    Prometheus scrapes the server's own metrics port (no pilot-agent merges metrics on 15020),
+    and under STRICT mTLS only a Prometheus enrolled in ambient can (its ztunnel tunnels the
+    scrape as HBONE with Prometheus's identity, which the L4 policy admits on the metrics port
+    alone: `ambient_l4_policy`; Istio's Prometheus integration, "TLS settings": with STRICT
+    mTLS the scraper needs Istio's certificates). The metrics port itself is opened only
+    where a plaintext scrape could pass ztunnel at all: no STRICT mTLS and no L4 policy, which
+    admits identities only.
     """
     model = config.models[name]
     waypoints = _namespace_peer(config.namespace, ambient.waypoint_pod_labels())
@@ -416,7 +432,8 @@ def ambient_network_policy(config: StackConfig, name: str) -> dict:
     ]
     if config.security.metrics_namespaces:
         metrics = _metrics_port(model)
-        ports = [ambient.HBONE_PORT, *([metrics] if metrics is not None else [])]
+        plaintext = config.mtls_mode() != "STRICT" and not config.authorization_enabled()
+        ports = [ambient.HBONE_PORT, *([metrics] if metrics is not None and plaintext else [])]
         ingress.append(
             {
                 "from": [_namespace_peer(n) for n in config.security.metrics_namespaces],
@@ -431,6 +448,88 @@ def ambient_network_policy(config: StackConfig, name: str) -> dict:
             "podSelector": {"matchLabels": {"app": name}},
             "policyTypes": ["Ingress"],
             "ingress": ingress,
+        },
+    }
+
+
+# Where cluster DNS runs (CoreDNS/kube-dns: kube-system on EKS, GKE, AKS and kubeadm).
+DNS_NAMESPACE = "kube-system"
+# Every TLS destination outside the cluster: the S3 and STS hosts. A NetworkPolicy names
+# addresses, never hosts, and S3's addresses are not the stack's to list.
+TLS_PORT = 443
+
+
+def _workload_selector(name: str, workloads: list[str]) -> dict:
+    if workloads == [name]:
+        return {"matchLabels": {"app": name}}
+    return {"matchExpressions": [{"key": "app", "operator": "In", "values": workloads}]}
+
+
+def ambient_egress_policy(config: StackConfig, name: str, workloads: list[str]) -> dict | None:
+    """What can be enforced of `security.restrictEgress` in ambient, and only that.
+
+    ztunnel applies no outbound traffic policy: it forwards a connection to a destination
+    outside the registry as it is (istio/istio#54281, istio/ztunnel#369; Istio's
+    "Egress gateways" for ambient: enrolling a namespace routes registered hosts through the
+    waypoint "but does not prevent direct paths"), so the Sidecar's REGISTRY_ONLY has no
+    ambient equivalent in Istio. The CNI's NetworkPolicy still applies to every packet that
+    leaves an ambient pod, ztunnel's included ("ambient does not and will never bypass
+    Kubernetes NetworkPolicy enforcement": Istio's docs, "Ambient and Kubernetes
+    NetworkPolicy"). So the model pods may send only:
+
+    - DNS (UDP and TCP 53) to the cluster's DNS in kube-system;
+    - HBONE (15008) to the namespace's waypoint, which carries every call to a Service of the
+      namespace and to the store's ServiceEntries (mesh.ambient);
+    - the in-cluster store's namespace (`storage.endpoint` a Service of this cluster), on any
+      port: ztunnel dials the store's pods (HBONE on 15008 when they are enrolled, else their
+      target port, which the stack does not know);
+    - IMDS (169.254.169.254/32, TCP 80) with `storage.nodeCredentials`;
+    - TCP 443 (and an external `storage.endpoint`'s own port) to any address: the S3 and STS
+      endpoints. This rule cannot name hosts: a compromised server can reach any TLS service
+      on the internet. `mesh check` says so (MESH0025) and docs/ambient.md says what closes it.
+
+    Everything else (plain HTTP, SSH, a registry on 5000, IMDS without nodeCredentials) is
+    dropped by the CNI. Replies to inbound connections are not egress: NetworkPolicy is
+    stateful. ztunnel's own connections (istiod, its CA) leave from the ztunnel pod, which
+    this policy does not select.
+    """
+    if not (config.ambient() and config.egress_restricted()):
+        return None
+    endpoint = config.storage.endpoint
+    rules: list[dict] = [
+        {
+            "to": [_namespace_peer(DNS_NAMESPACE)],
+            "ports": [
+                {"protocol": "UDP", "port": 53},
+                {"protocol": "TCP", "port": 53},
+            ],
+        },
+        {
+            "to": [_namespace_peer(config.namespace, ambient.waypoint_pod_labels())],
+            "ports": _ports([ambient.HBONE_PORT]),
+        },
+    ]
+    if endpoint is not None and endpoint.in_cluster():
+        rules.append({"to": [_namespace_peer(endpoint.host.split(".")[1])]})
+    if config.storage.node_credentials:
+        rules.append(
+            {
+                "to": [{"ipBlock": {"cidr": f"{IMDS_ADDRESS}/32"}}],
+                "ports": _ports([80]),
+            }
+        )
+    public = [TLS_PORT]
+    if endpoint is not None and not endpoint.in_cluster():
+        public = sorted({TLS_PORT, endpoint.effective_port()})
+    rules.append({"ports": _ports(public)})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(f"{name}-egress", config.namespace, COMPONENT, {"app": name}),
+        "spec": {
+            "podSelector": _workload_selector(name, workloads),
+            "policyTypes": ["Egress"],
+            "egress": rules,
         },
     }
 
@@ -505,4 +604,5 @@ def model_security_objects(config: StackConfig, name: str) -> list[dict]:
         else:
             policies.append(ambient_l7_policy(config, name))
     policies.append(network_policy(config, name, workloads))
+    policies.append(ambient_egress_policy(config, name, workloads))
     return [policy for policy in policies if policy is not None]

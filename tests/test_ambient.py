@@ -264,16 +264,44 @@ def test_the_network_policy_admits_hbone_from_the_waypoint_and_the_snat_probes()
     ]
 
 
-def test_metrics_namespaces_reach_a_meshed_scrape_in_ambient(prod):
+METRICS_SCRAPE = [
+    # (changes to the ambient prod stack, the metrics namespaces' ports, L4 rule for them)
+    # protected (STRICT, L4 policy): only an enrolled Prometheus, as HBONE on 15008 with its
+    # identity, which the L4 policy admits on the metrics port alone.
+    ({}, [WAYPOINT_PORT], True),
+    # the mesh's mTLS mode, an L4 policy: a plaintext scrape has no identity, refused anyway.
+    (
+        {"protected": False, "security.authorization": True, "security.networkPolicy": True},
+        [WAYPOINT_PORT],
+        True,
+    ),
+    # neither STRICT nor an L4 policy: a plaintext scrape passes ztunnel, so its port opens.
+    ({"protected": False, "security.networkPolicy": True}, [WAYPOINT_PORT, 8002], False),
+]
+
+
+@pytest.mark.parametrize(("changes", "ports", "l4"), METRICS_SCRAPE)
+def test_metrics_namespaces_reach_a_meshed_scrape_in_ambient(changes, ports, l4):
     raw = with_value(ambient_raw("prod"), "security.metricsNamespaces", ["monitoring"])
+    for path, value in changes.items():
+        raw = with_value(raw, path, value)
     objects = objects_of(raw, "prod")
     network = named(objects, "NetworkPolicy", "fraud")["spec"]["ingress"][-1]
-    assert [p["port"] for p in network["ports"]] == [WAYPOINT_PORT, 8002]
-    l4 = named(objects, "AuthorizationPolicy", "fraud")["spec"]["rules"][-1]
-    assert l4 == {
+    assert network["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert [p["port"] for p in network["ports"]] == ports
+    policies = [
+        o for o in of_kind(objects, "AuthorizationPolicy") if o["metadata"]["name"] == "fraud"
+    ]
+    rules = [r for p in policies for r in p["spec"]["rules"]]
+    metrics_rule = {
         "from": [{"source": {"namespaces": ["monitoring"]}}],
         "to": [{"operation": {"ports": ["8002"]}}],
     }
+    assert (metrics_rule in rules) == l4
+    if l4:  # the waypoint alone on the server ports: the metrics rule opens nothing else
+        assert rules[0]["to"] == [{"operation": {"ports": ["8000", "8001"]}}]
 
 
 def test_peer_authentication_stays_namespace_wide():
@@ -308,6 +336,99 @@ def test_the_store_entries_are_reachable_by_the_model_pods_only_at_the_waypoint(
                 ]
             }
         ],
+    }
+
+
+DNS_RULE = {
+    "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+}
+WAYPOINT_RULE = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ml-serving"}},
+            "podSelector": {"matchLabels": {"gateway.networking.k8s.io/gateway-name": "waypoint"}},
+        }
+    ],
+    "ports": [{"protocol": "TCP", "port": WAYPOINT_PORT}],
+}
+IMDS_RULE = {
+    "to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}],
+    "ports": [{"protocol": "TCP", "port": 80}],
+}
+TLS_ANYWHERE = {"ports": [{"protocol": "TCP", "port": 443}]}
+EGRESS_POLICIES = [
+    # (changes to the ambient prod stack, the egress rules of fraud-egress; None: no policy)
+    ({}, [DNS_RULE, WAYPOINT_RULE, TLS_ANYWHERE]),
+    (
+        {"storage.nodeCredentials": True, "models.fraud.roleArn": None},
+        [DNS_RULE, WAYPOINT_RULE, IMDS_RULE, TLS_ANYWHERE],
+    ),
+    (
+        {"storage.endpoint": {"host": "minio.minio.svc.cluster.local", "tls": False}},
+        [
+            DNS_RULE,
+            WAYPOINT_RULE,
+            {
+                "to": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "minio"}}}
+                ]
+            },
+            TLS_ANYWHERE,
+        ],
+    ),
+    (
+        {"storage.endpoint": {"host": "s3.example.com", "port": 9000}},
+        [
+            DNS_RULE,
+            WAYPOINT_RULE,
+            {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 9000}]},
+        ],
+    ),
+    # acknowledged open egress: no policy, and no MESH0025
+    ({"security.restrictEgress": False}, None),
+    ({"protected": False}, None),
+]
+
+
+@pytest.mark.parametrize(("changes", "rules"), EGRESS_POLICIES)
+def test_egress_is_restricted_by_a_network_policy_that_names_no_hosts(changes, rules):
+    raw = ambient_raw("prod")
+    for path, value in changes.items():
+        raw = without(raw, path) if value is None else with_value(raw, path, value)
+    config = parse_config(raw, "prod")
+    objects = build_plan(config).objects()
+    found = [
+        o for o in of_kind(objects, "NetworkPolicy") if o["metadata"]["name"] == "fraud-egress"
+    ]
+    warned = [f for f in check(config, objects) if f.code == "MESH0025"]
+    if rules is None:
+        assert found == [] and warned == []
+        return
+    (policy,) = found
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "fraud"}}
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    assert policy["spec"]["egress"] == rules
+    (warning,) = [f for f in warned if f.resource == "NetworkPolicy ml-serving/fraud-egress"]
+    assert warning.severity == "warning"
+    assert warning.path == "security.restrictEgress"
+    assert "cannot name hosts" in warning.message
+    assert "security.restrictEgress: false" in warning.message
+
+
+def test_a_sidecar_stack_restricts_egress_with_the_sidecar_not_a_network_policy():
+    objects = objects_of(stack_raw("prod"), "prod")
+    assert [o for o in of_kind(objects, "NetworkPolicy") if "egress" in o["spec"]] == []
+    assert of_kind(objects, "Sidecar")
+
+
+def test_flagger_egress_covers_the_primary_pods():
+    raw = progressive(ambient_raw("prod"))
+    policy = named(objects_of(raw, "prod"), "NetworkPolicy", "sentiment-egress")
+    assert policy["spec"]["podSelector"] == {
+        "matchExpressions": [
+            {"key": "app", "operator": "In", "values": ["sentiment", "sentiment-primary"]}
+        ]
     }
 
 
@@ -428,7 +549,9 @@ def test_dataplane_sidecar_said_explicitly_renders_byte_identical(source):
 def test_an_ambient_stack_has_no_finding_of_its_own(stack):
     config = parse_config(ambient_raw(stack), stack)
     findings = check(config, build_plan(config).objects())
-    assert {f.code for f in findings} <= {"MESH0003"}  # prod's tag-only images, as shipped
+    # prod's tag-only images, as shipped, and a protected stack's open egress (MESH0025)
+    assert {f.code for f in findings} <= {"MESH0003", "MESH0025"}
+    assert any(f.code == "MESH0025" for f in findings) == config.egress_restricted()
 
 
 def _namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -520,4 +643,4 @@ def test_the_ambient_examples_are_ambient_and_pass_mesh_check(example):
     assert [o["metadata"]["name"] for o in of_kind(objects, "Sidecar")] == []
     assert {o["metadata"]["name"] for o in of_kind(objects, "Gateway")} >= {"waypoint"}
     findings = check(stack.config, objects)
-    assert {f.code for f in findings} <= {"MESH0003"}
+    assert {f.code for f in findings} == {"MESH0003", "MESH0025"}

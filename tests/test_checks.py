@@ -56,13 +56,35 @@ for _ambient in ("examples/ambient-istio", "examples/ambient-gateway-api"):
     TAG_ONLY_IMAGES[_ambient] = TAG_ONLY_IMAGES["examples/prod-like"]
 
 
+# Protected ambient stacks: egress open on 443 to any address (no REGISTRY_ONLY at ztunnel),
+# one MESH0025 warning per model's egress NetworkPolicy.
+OPEN_EGRESS = {
+    "examples/ambient-istio": {
+        "NetworkPolicy ml-prod/embeddings-egress",
+        "NetworkPolicy ml-prod/ranking-egress",
+    },
+    "examples/ambient-gateway-api": {
+        "NetworkPolicy ml-prod/embeddings-egress",
+        "NetworkPolicy ml-prod/ranking-egress",
+    },
+}
+
+
 @pytest.mark.parametrize("source", STACK_SOURCES, ids=source_id)
 def test_every_shipped_stack_passes_every_check_without_a_finding(source):
-    """None but the MESH0003 warning of each image listed in TAG_ONLY_IMAGES."""
+    """None but the MESH0003 warning of each image listed in TAG_ONLY_IMAGES, and the
+    MESH0025 warning of each protected ambient stack's open egress (OPEN_EGRESS)."""
     config = load_stack(source).config
     findings = check(config, build_plan(config).objects())
-    assert {(f.code, f.severity) for f in findings} <= {("MESH0003", "warning")}, findings
-    assert {f.path for f in findings} == TAG_ONLY_IMAGES.get(source_id(source), set())
+    images = [f for f in findings if f.code == "MESH0003"]
+    egress = [f for f in findings if f.code == "MESH0025"]
+    assert {(f.code, f.severity) for f in findings} <= {
+        ("MESH0003", "warning"),
+        ("MESH0025", "warning"),
+    }, findings
+    assert {f.path for f in images} == TAG_ONLY_IMAGES.get(source_id(source), set())
+    assert {f.resource for f in egress} == OPEN_EGRESS.get(source_id(source), set())
+    assert {f.path for f in egress} <= {"security.restrictEgress"}
 
 
 # --- helpers ---------------------------------------------------------------------------------

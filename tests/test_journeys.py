@@ -24,25 +24,7 @@ def _journeys(stack: str):
     return journeys(load_stack(str(PROJECT_DIR / stack) if "/" in stack else stack).config)
 
 
-# mesh trace models ztunnel and the waypoint, and finds two promises an ambient stack does not
-# keep yet: egress to an unregistered host is open (ztunnel applies no outbound traffic
-# policy), and a plaintext Prometheus scrape is refused under STRICT mTLS. Strict marks: they
-# go once the builders and the journeys' expectations agree with what the cluster does.
-AMBIENT_STACKS = {"examples/Pulumi.ambient-istio.yaml", "examples/Pulumi.ambient-gateway-api.yaml"}
-TRACED_STACKS = [
-    pytest.param(
-        stack,
-        marks=pytest.mark.xfail(
-            strict=True, reason="ambient egress and scraping promises (see above)"
-        ),
-    )
-    if stack in AMBIENT_STACKS
-    else stack
-    for stack in STACK_FILES
-]
-
-
-@pytest.mark.parametrize("stack", TRACED_STACKS)
+@pytest.mark.parametrize("stack", STACK_FILES)
 def test_every_promised_journey_of_the_stack_holds(stack):
     found = _journeys(stack)
     failed = [f"{j.model}: {j.problem()}" for j in found if not j.passed]

@@ -30,6 +30,8 @@ works as it did when this was one module:
 - `mesh_wide`: one mesh-bound VirtualService per host (IST0109), Service port protocols
   (IST0118), namespace injection (IST0102, IST0123)
 - `images`: container images pinned by digest in protected stacks (MESH0003, ml-mesh's own)
+- `egress`: a protected ambient stack's egress NetworkPolicy rule that admits any address
+  (MESH0025, ml-mesh's own): ztunnel has no REGISTRY_ONLY
 - `rollouts`: ml-mesh's own rules: a GPU rollout that needs a spare GPU (MESH0001), a
   `replace` rollout that takes a single-pod version down (MESH0002)
 - `alerting`: a PrometheusRule without the `release` label kube-prometheus-stack selects

@@ -17,6 +17,7 @@ from mesh.checks.destinations import (
     ingress_subsets,
     virtual_service_destinations,
 )
+from mesh.checks.egress import ambient_open_egress
 from mesh.checks.findings import SEVERITIES, Finding
 from mesh.checks.gateway_api import (
     gateway_api_backends,
@@ -107,6 +108,7 @@ ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
 # without a snapshot (the pack never sees other teams' objects, as `pulumi preview` does not).
 STACK_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     image_digests,
+    ambient_open_egress,
     rollouts,
     rule_labels,
     pack_rules,

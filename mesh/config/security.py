@@ -31,7 +31,9 @@ class Security(_Config):
     restrict_egress: Flag | None = Field(
         default=None,
         description="a Sidecar limiting egress to the namespace, istio-system and the model "
-        "store (REGISTRY_ONLY); default: protected",
+        "store (REGISTRY_ONLY); in ambient, where ztunnel has no REGISTRY_ONLY, a NetworkPolicy "
+        "egress (DNS, the waypoint, the store, 443 to any address: no host names, warned as "
+        "MESH0025; false acknowledges open egress); default: protected",
     )
     network_policy: Flag | None = Field(
         default=None,
@@ -41,7 +43,8 @@ class Security(_Config):
     metrics_namespaces: list[DnsLabel] = Field(
         default=["monitoring"],
         description="namespaces whose Prometheus may scrape the model pods (ports 15020 and "
-        "15090) through the NetworkPolicy",
+        "15090) through the NetworkPolicy; in ambient the server's metrics port, by a Prometheus "
+        "enrolled in ambient (HBONE on 15008) under STRICT mTLS or the L4 policy",
     )
     gateway_principal: Principal | None = Field(
         default=None,

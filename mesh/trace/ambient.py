@@ -48,7 +48,10 @@ A ServiceEntry bound to a waypoint (by its label or its namespace's) sends the m
 for its hosts through the waypoint (istio.io/latest/docs/ambient/usage/egress-gateway/); its
 policies there are not evaluated. Not modelled: workload-addressed
 waypoints (`istio.io/waypoint-for: workload`), multi-network, sidecar-to-waypoint interop and
-the waypoint's own NetworkPolicy egress.
+the waypoint's own NetworkPolicy egress. A source pod's egress NetworkPolicy is applied to
+what its ztunnel sends (HBONE to 15008 of the waypoint or of the destination pod; the original
+port of a destination outside the cluster): NetworkPolicy is enforced outside the pod and
+ambient never bypasses it (Istio's docs, "Ambient and Kubernetes NetworkPolicy").
 """
 
 from __future__ import annotations
@@ -179,12 +182,20 @@ def waypoint_pod(gateway: dict[str, Any], workload: Workload) -> Pod:
 
 
 def enter_waypoint(objects: Objects, peer: Workload, gateway: dict[str, Any]) -> tuple[bool, Step]:
-    """HBONE from `peer` to the waypoint's 15008: its NetworkPolicies."""
+    """HBONE from `peer` to the waypoint's 15008: the peer pod's egress NetworkPolicies, then
+    the waypoint's ingress ones."""
     workload = waypoint_workload(objects, gateway)
-    verdict = netpol.admits(
-        objects, waypoint_pod(gateway, workload), netpol.Peer(peer.namespace, peer.label_map), 15008
+    pod = waypoint_pod(gateway, workload)
+    source = netpol.Peer(peer.namespace, peer.label_map)
+    out = netpol.egress_admits(
+        objects, source, HBONE_PORT, to=netpol.Peer(pod.namespace, pod.labels), what="the waypoint"
     )
-    return verdict.allowed, Step("networkpolicy", f"waypoint HBONE :15008: {verdict.reason}")
+    if not out.allowed:
+        return False, Step("networkpolicy", f"waypoint HBONE :15008: egress: {out.reason}")
+    verdict = netpol.admits(objects, pod, source, HBONE_PORT)
+    return verdict.allowed, Step(
+        "networkpolicy", f"waypoint HBONE :15008: egress: {out.reason}; {verdict.reason}"
+    )
 
 
 # --- policies ------------------------------------------------------------------------------

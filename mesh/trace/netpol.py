@@ -18,10 +18,18 @@ pkg/apis/networking/types.go):
 
 ipBlock peers are compared with the source's address only when one is known; a trace from a
 pod has none, so an ipBlock-only rule does not admit it.
+
+Egress is the mirror image (`egress_admits`): a pod selected by a policy with `Egress` in its
+policyTypes may send only what one `egress` rule of one such policy admits; a `to` peer is a
+pod (by namespace and pod selectors) or an `ipBlock` (`cidr` minus `except`), an empty `to`
+admits every destination. A destination outside the cluster is known by its address only when
+the request names one (a host name's addresses are not known offline), so an ipBlock admits
+only such a request; a pod or namespace peer never admits it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,3 +108,83 @@ def admits(objects: Objects, pod: Pod, source: Peer, port: int, protocol: str = 
         f"NetworkPolicy {names} admits no traffic from namespace {source.namespace} "
         f"to port {port}: packets dropped",
     )
+
+
+def _ip_block_admits(block: dict[str, Any], address: str | None) -> bool:
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+        if ip not in ipaddress.ip_network(str(block.get("cidr")), strict=False):
+            return False
+        return not any(
+            ip in ipaddress.ip_network(str(e), strict=False) for e in items(block.get("except"))
+        )
+    except ValueError:
+        return False
+
+
+def _to_admits(
+    objects: Objects, policy_ns: str, peer: dict[str, Any], to: Peer | None, address: str | None
+) -> bool:
+    if "ipBlock" in peer:
+        return _ip_block_admits(d(peer["ipBlock"]), address)
+    if to is None:
+        return False
+    return _peer_admits(objects, policy_ns, peer, to)
+
+
+def egress_admits(
+    objects: Objects,
+    source: Peer,
+    port: int,
+    to: Peer | None = None,
+    address: str | None = None,
+    protocol: str = "TCP",
+    what: str = "",
+) -> Verdict:
+    """Whether the NetworkPolicies of the source pod (its namespace and labels) let it send to
+    `port` of a pod (`to`) or of an address outside the cluster (`address`, None when only a
+    host name is known). Ports are the destination's: numbers only (a named port would be
+    the destination pod's, which an external address has not)."""
+    policies = [
+        p
+        for p in objects.kind("NetworkPolicy", source.namespace)
+        if "Egress" in _types(spec_of(p))
+        and selects(d(spec_of(p).get("podSelector")), source.labels)
+    ]
+    where = what or (f"namespace {to.namespace}" if to else (address or "an external host"))
+    if not policies:
+        return Verdict(True, "no NetworkPolicy isolates the source pod for egress")
+    for policy in policies:
+        for index, rule in enumerate(items(spec_of(policy).get("egress"))):
+            rule = d(rule)
+            peers = items(rule.get("to"))
+            ports = items(rule.get("ports"))
+            if peers and not any(
+                _to_admits(objects, namespace_of(policy), d(p), to, address) for p in peers
+            ):
+                continue
+            if ports and not any(_egress_port(d(e), port, protocol) for e in ports):
+                continue
+            return Verdict(
+                True,
+                f"NetworkPolicy {namespace_of(policy)}/{name_of(policy)} egress[{index}] "
+                f"admits {where} port {port}",
+            )
+    names = ", ".join(f"{namespace_of(p)}/{name_of(p)}" for p in policies)
+    return Verdict(
+        False,
+        f"NetworkPolicy {names} admits no egress to {where} port {port}: packets dropped",
+    )
+
+
+def _egress_port(entry: dict[str, Any], port: int, protocol: str) -> bool:
+    if str(entry.get("protocol", "TCP")) != protocol:
+        return False
+    wanted = entry.get("port")
+    if wanted is None:
+        return True
+    if isinstance(wanted, int) or str(wanted).isdigit():
+        return int(wanted) <= port <= int(entry.get("endPort", wanted))
+    return False

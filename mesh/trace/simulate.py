@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from mesh.trace import hosts
+from mesh.trace import hosts, netpol
 from mesh.trace.model import Branch, Outcome, Request, Step, Trace, Workload
 from mesh.trace.objects import (
     Objects,
@@ -378,9 +378,13 @@ def direct(
     total = sum(p.replicas or 1 for p in pods)
     for pod in pods:
         hbone = mtls and objects.sidecar_mode(pod) == "ambient"  # ztunnel to ztunnel
-        outcome, container, number, more = deliver(
-            objects, source, pod, service_port, request, hbone
-        )
+        left = _egress_to_pod(objects, source, pod, service_port, hbone)
+        if left is None:
+            outcome, container, number, more = deliver(
+                objects, source, pod, service_port, request, hbone
+            )
+        else:
+            outcome, container, number, more = left
         branches.append(
             Branch(
                 kind="route",
@@ -397,6 +401,30 @@ def direct(
             )
         )
     return Trace(source, request, tuple(steps), Outcome("served", via), tuple(branches))
+
+
+def _egress_to_pod(
+    objects: Objects, source: Workload, pod, service_port: dict[str, Any], hbone: bool
+) -> tuple[Outcome, str | None, int | None, list[Step]] | None:
+    """An ambient source's connection to one pod, as its egress NetworkPolicy sees it: HBONE
+    to 15008, else the target port (when a number). None when it may leave."""
+    if source.sidecar != "ambient":
+        return None
+    target = service_port.get("targetPort", service_port.get("port"))
+    port = 15008 if hbone else target
+    if not isinstance(port, int):
+        return None
+    verdict = netpol.egress_admits(
+        objects,
+        netpol.Peer(source.namespace, source.label_map),
+        port,
+        to=netpol.Peer(pod.namespace, pod.labels),
+        what=f"{pod.workload}",
+    )
+    if verdict.allowed:
+        return None
+    step = Step("networkpolicy", f"egress: {verdict.reason}")
+    return Outcome("dropped", f"egress: {verdict.reason}"), None, None, [step]
 
 
 def ztunnel_outbound(
@@ -433,12 +461,19 @@ def ztunnel_outbound(
                         tuple(steps),
                         Outcome("dropped", f"the waypoint is unreachable: {step.detail}"),
                     )
+            else:
+                dropped = _leaves_pod(objects, source, request, steps, _entry_address(entry, fqdn))
+                if dropped is not None:
+                    return dropped
             return Trace(
                 source,
                 request,
                 tuple(steps),
                 Outcome("egress", f"leaves the mesh to {fqdn}:{request.port} ({what}, {via})"),
             )
+        dropped = _leaves_pod(objects, source, request, steps, fqdn if hosts.is_ip(fqdn) else None)
+        if dropped is not None:
+            return dropped
         return Trace(
             source,
             request,
@@ -446,7 +481,7 @@ def ztunnel_outbound(
             Outcome(
                 "passthrough",
                 f"ztunnel forwards {fqdn}:{request.port} unchanged: no outbound traffic policy "
-                "applies at ztunnel",
+                f"applies at ztunnel ({steps[-1].detail})",
             ),
         )
     ports = {d(p).get("port") for p in items(spec_of(service).get("ports"))}
@@ -457,6 +492,42 @@ def ztunnel_outbound(
             objects, source, request, service, request.port, gateway, why, steps
         )
     return direct(objects, source, request, steps, via="ztunnel (L4, no waypoint)", mtls=True)
+
+
+def _entry_address(entry: dict[str, Any], host: str) -> str | None:
+    """The address ztunnel dials for a ServiceEntry host it forwards itself: the host when it
+    is an address, else the entry's first endpoint address when that is one (the IMDS entry),
+    else unknown offline (DNS resolution)."""
+    if hosts.is_ip(host):
+        return host
+    for endpoint in items(spec_of(entry).get("endpoints")):
+        address = str(d(endpoint).get("address", ""))
+        if hosts.is_ip(address):
+            return address
+    return None
+
+
+def _leaves_pod(
+    objects: Objects,
+    source: Workload,
+    request: Request,
+    steps: list[Step],
+    address: str | None,
+) -> Trace | None:
+    """ztunnel's connection out of the cluster as the source pod's egress NetworkPolicy sees
+    it (ambient never bypasses NetworkPolicy: Istio's "Ambient and Kubernetes NetworkPolicy"):
+    the destination's address and original port. None when it may leave."""
+    verdict = netpol.egress_admits(
+        objects,
+        netpol.Peer(source.namespace, source.label_map),
+        int(request.port),
+        address=address,
+        what=f"{address or request.authority()} (outside the cluster)",
+    )
+    steps.append(Step("networkpolicy", f"egress: {verdict.reason}"))
+    if verdict.allowed:
+        return None
+    return Trace(source, request, tuple(steps), Outcome("dropped", f"egress: {verdict.reason}"))
 
 
 # --- processes inside a pod ---------------------------------------------------------------
