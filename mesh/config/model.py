@@ -136,6 +136,12 @@ class CustomServer(_Config):
         return self
 
 
+# Envoy retry conditions that also fire after the server received a request and may be
+# generating (x-envoy-retry-on: `5xx` and `gateway-error` include resets and 504s, `reset`
+# any reset before the response), and 504, which Envoy answers when its own timeout fires.
+GENERATION_RERUN_RETRY_ON = frozenset({"5xx", "gateway-error", "reset", "504"})
+
+
 class Model(_Config):
     server: Literal["tensorflow-serving", "triton", "custom", "vllm", "sglang"] = Field(
         description="model server preset (vllm and sglang: LLMs behind an OpenAI-compatible "
@@ -306,6 +312,40 @@ class Model(_Config):
             reason = preset_flag(self.server, arg)
             if reason is not None:
                 raise ConfigPathError(("llm", "extraArgs", index), reason)
+        self._check_llm_retries()
+
+    def _check_llm_retries(self) -> None:
+        """Retries that never run a generation twice or cut a stream.
+
+        Envoy retries only until the response starts downstream ("We don't retry on a global
+        timeout or if we already started the response", source/common/router/router.cc
+        `Filter::onUpstreamReset`), so no retry repeats tokens a client has seen. What it can
+        repeat is a generation the server was running when it failed before answering (a
+        reset, or Envoy's own 504): `5xx`, `gateway-error`, `reset` and 504 are refused. And
+        the per-try timer runs until the whole response is read (it is disarmed only when the
+        upstream request is cleaned up, router/upstream_request.cc `UpstreamRequest::cleanUp`),
+        so a perTryTimeout would cut every stream longer than itself."""
+        retries = self.retries
+        if retries is None:
+            return
+        if retries.per_try_timeout is not None:
+            raise ConfigPathError(
+                ("retries", "perTryTimeout"),
+                f"not allowed with server {self.server!r}: Envoy's per-try timer runs until the "
+                "whole response is read, so it would cut every streamed generation longer "
+                "than itself; bound a request with timeout instead",
+            )
+        tokens = [t for t in (retries.retry_on or "").split(",") if t]
+        rerun = [t for t in tokens if t in GENERATION_RERUN_RETRY_ON]
+        if rerun:
+            raise ConfigPathError(
+                ("retries", "retryOn"),
+                f"{', '.join(rerun)} would retry a request the server may be generating (a "
+                "reset, or the mesh's own 504), running the generation again on another pod; "
+                "use conditions that fire before the server has the request, e.g. "
+                "connect-failure,refused-stream,503 (Envoy never retries once the response "
+                "started)",
+            )
 
     def gpus(self, version: str) -> int:
         """nvidia.com/gpu per pod of a version: its own resources.gpu, else the model's."""
