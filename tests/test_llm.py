@@ -554,3 +554,38 @@ def test_llm_objects_are_accepted_by_the_real_schemas(edits):
         for problem in conformance.problems(obj, gateway_api_channel=channel)
     ]
     assert found == []
+
+
+MODES = [
+    {},
+    {"routing": "gateway-api"},
+    {"dataplane": "ambient"},
+    {"dataplane": "ambient", "routing": "gateway-api"},
+]
+MODE_CALLS = [
+    # (method, path, verdict): the same answer whichever proxy enforces the policy
+    ("POST", "/v1/chat/completions", "served"),
+    ("GET", "/v1/models", "served"),
+    ("POST", "/flush_cache", "denied"),
+    ("POST", "/update_weights_from_disk", "denied"),
+]
+
+
+@pytest.mark.parametrize("edits", MODES, ids=lambda e: ",".join(e.values()) or "sidecar,istio")
+def test_the_policy_holds_in_every_dataplane_and_routing_mode(edits):
+    config = config_of(edits)
+    objects = stack_objects(config)
+    gateway = gateway_workload(config, objects)
+    found = [
+        (
+            method,
+            path,
+            trace(
+                objects, gateway, Request(443, HOSTS["coder"], tls=True, method=method, path=path)
+            )
+            .final()
+            .verdict,
+        )
+        for method, path, _ in MODE_CALLS
+    ]
+    assert found == MODE_CALLS
