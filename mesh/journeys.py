@@ -25,7 +25,7 @@ from typing import Literal
 
 import re2
 
-from mesh.config import MatchRule, Model, StackConfig
+from mesh.config import LLM_SERVERS, MatchRule, Model, StackConfig
 from mesh.plan import build_plan
 from mesh.security import METRICS_PORTS
 from mesh.trace import Objects, Request, Trace, Workload, proxy_cluster, trace, trace_process
@@ -33,7 +33,7 @@ from mesh.trace.flagger import expand
 from mesh.trace.model import MeshSettings, Outcome, Step
 from mesh.trace.objects import Pod
 from mesh.trace.upstream import deliver_to_port, peer_authentication_mode
-from models.presets import preset, server_ports
+from models.presets import downloads_model, server_ports
 from models.workloads import FETCH_CONTAINER, SERVER_CONTAINER
 
 Expect = Literal["ok", "refused"] | None
@@ -169,6 +169,8 @@ def rest_request(name: str, model: Model, host: str, port: int, tls: bool) -> Re
         path = f"/v1/models/{name}:predict"
     elif model.server == "triton":
         path = f"/v2/models/{name}/infer"
+    elif model.server in LLM_SERVERS:
+        path = "/v1/chat/completions"
     else:
         assert model.custom is not None
         paths = model.custom.inference_paths or ["/"]
@@ -191,6 +193,11 @@ def admin_request(name: str, model: Model, host: str, port: int, tls: bool) -> R
         return Request(port=port, host=host, tls=tls, method="POST", path=path)
     if model.server == "tensorflow-serving" and len(server_ports(model)) > 1:
         return None  # TF Serving's only admin call is gRPC (see admin_grpc_request)
+    if model.server in LLM_SERVERS:
+        # Loads weights into the serving engine: vLLM's LoRA route (with
+        # VLLM_ALLOW_RUNTIME_LORA_UPDATING), SGLang's weight reload (always served).
+        path = "/v1/load_lora_adapter" if model.server == "vllm" else "/update_weights_from_disk"
+        return Request(port=port, host=host, tls=tls, method="POST", path=path)
     if model.custom is not None and model.custom.inference_paths:
         return Request(port=port, host=host, tls=tls, method="POST", path="/admin")
     return None
@@ -417,7 +424,7 @@ def _other_s3_hosts(config: StackConfig, used: str) -> list[tuple[str, str]]:
 def pod_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journey]:
     model = config.models[name]
     found: list[Journey] = []
-    store_reader = FETCH_CONTAINER if preset(model).downloads_model else SERVER_CONTAINER
+    store_reader = FETCH_CONTAINER if downloads_model(model) else SERVER_CONTAINER
     credentials = model.role_arn is not None or config.storage.credentials_secret is not None
     restricted = config.egress_restricted()
     for pod in _model_pods(objects, config, name):

@@ -41,7 +41,7 @@ a selector policy with L7 rules is enforced by ztunnel as DENY):
 from __future__ import annotations
 
 from mesh import ambient
-from mesh.config import Model, StackConfig
+from mesh.config import LLM_SERVERS, Model, StackConfig
 from mesh.egress import (
     AWS_STS,
     IMDS_ADDRESS,
@@ -227,6 +227,26 @@ def _operation(ports: list[int], methods: list[str], paths: list[str], **extra) 
     return {"operation": operation}
 
 
+# The OpenAI-compatible API of vLLM and SGLang that callers may use: generation, embeddings and
+# the model list (`/v1/models/<id>` for SGLang's retrieve). Everything else on the serving port
+# stays closed by the ALLOW policy, which lists only these: vLLM 0.34's /metrics, /tokenize,
+# /v1/load_lora_adapter, /start_profile, and in dev mode /sleep, /wake_up, /collective_rpc,
+# /reset_prefix_cache (vllm entrypoints/serve/); SGLang 0.5.23's /flush_cache,
+# /update_weights_from_disk, /start_profile, /load_lora_adapter, /generate, /abort_request
+# and every other native route (sglang srt/entrypoints/http_server.py). Health endpoints are
+# not listed: the kubelet's probes reach the server through the pilot-agent from inside the
+# pod (`rewriteAppHTTPProbers`), never through the inbound listener the policy guards.
+LLM_POST_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+LLM_GET_PATHS = ("/v1/models", "/v1/models/*")
+
+
+def llm_operations(rest: list[int]) -> list[dict]:
+    return [
+        _operation(rest, ["POST"], list(LLM_POST_PATHS)),
+        _operation(rest, ["GET"], list(LLM_GET_PATHS)),
+    ]
+
+
 def inference_operations(name: str, model: Model) -> list[dict]:
     """The model server's inference API, as AuthorizationPolicy operations.
 
@@ -257,6 +277,8 @@ def inference_operations(name: str, model: Model) -> list[dict]:
         if grpc:
             operations.append(_operation(grpc, ["POST"], list(TRITON_GRPC_PATHS)))
         return operations
+    if model.server in LLM_SERVERS:
+        return llm_operations(rest)
     assert model.custom is not None, "config validation guarantees a custom block"
     paths = model.custom.inference_paths
     operation: dict = {"ports": [str(p.number) for p in ports]}

@@ -16,10 +16,14 @@ from mesh.storage import credential_env, endpoint_args, region_env
 from models.presets import (
     MODEL_MOUNT,
     MODEL_VOLUME,
+    SHM_MOUNT,
+    SHM_VOLUME,
+    downloads_model,
     model_dir,
     preset,
     scrape_annotations,
     server_ports,
+    shm_size,
 )
 from models.scaling import gpu_placement, owns_replicas, scaling_objects, topology_spread
 
@@ -111,11 +115,11 @@ def _hardened(run_as_user: int | None = None) -> dict:
     return context
 
 
-def _probe(path: str, port: str, period: int, failures: int) -> dict:
+def _probe(path: str, port: str, period: int, failures: int, timeout: int = 5) -> dict:
     return {
         "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
-        "timeoutSeconds": 5,
+        "timeoutSeconds": timeout,
         "failureThreshold": failures,
     }
 
@@ -208,15 +212,19 @@ def _server_container(config: StackConfig, name: str, version: str) -> dict:
             model.startup_budget().startup_failure_threshold,
         ),
         "readinessProbe": _probe(spec.readiness_path(name, model), rest, 5, 3),
-        "livenessProbe": _probe(spec.liveness_path(name, model), rest, 10, 3),
+        "livenessProbe": _probe(
+            spec.liveness_path(name, model), rest, 10, 3, spec.liveness_timeout
+        ),
         "resources": resources(config, name, version),
         "securityContext": _hardened(),
         "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
-    if spec.downloads_model:
+    if downloads_model(model):
         container["volumeMounts"].insert(
             0, {"name": MODEL_VOLUME, "mountPath": _model_mount(name, model), "readOnly": True}
         )
+    if spec.shared_memory:
+        container["volumeMounts"].append({"name": SHM_VOLUME, "mountPath": SHM_MOUNT})
     return container
 
 
@@ -273,10 +281,17 @@ def _deployment(
     uid = spec.run_as_user(model)
     labels = selector_labels(name, version)
     volumes: list[dict] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}]
-    if spec.downloads_model:
+    if downloads_model(model):
         volumes.insert(0, {"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": model.disk_size}})
     else:
         volumes[0]["emptyDir"]["sizeLimit"] = model.disk_size  # the server caches S3 in /tmp
+    if spec.shared_memory:
+        volumes.append(
+            {
+                "name": SHM_VOLUME,
+                "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(model, version)},
+            }
+        )
     pod_spec: dict = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
@@ -294,7 +309,7 @@ def _deployment(
         "topologySpreadConstraints": topology_spread(name, version),
         **gpu_placement(config, resources(config, name, version)),
     }
-    if spec.downloads_model:
+    if downloads_model(model):
         pod_spec["initContainers"] = [_fetch_container(config, name, version)]
     # With an HPA, no replicas here: the HPA owns the field and `pulumi up` must not reset it.
     replicas = (

@@ -19,6 +19,8 @@ works for every public name:
 - `routing`, `resilience`, `scheduling`: per-model settings (canary, matches, mirror, retries,
   progressive; traffic policy, fault; autoscaling and GPU placement)
 - `startup`: start-up budgets (image pull, download, startup probe) and rollout strategy
+- `llm`: settings of the vllm and sglang presets (served name, context length, tensor
+  parallelism, weights loading, extra flags) and the flags each preset sets
 - `model`: Model, its versions and custom server, and the rules across a model's settings
 - `storage`, `security`, `telemetry`: stack-wide settings
 - `platform`: what the target cluster is (Kubernetes and Istio versions, Istio CNI, GPU node
@@ -79,6 +81,7 @@ from mesh.config.introspection import (
     secret_capable_paths,
     value_at,
 )
+from mesh.config.llm import LLM_SERVERS, PRESET_FLAGS, LlmServer, preset_flag
 from mesh.config.model import (
     CustomServer,
     Model,
@@ -151,8 +154,10 @@ __all__ = [
     "GPU_OPERATOR_LABEL",
     "ISTIO_VERSIONS",
     "KUBERNETES_VERSIONS",
+    "LLM_SERVERS",
     "LOADTESTER_SERVICE_ACCOUNT",
     "PLACEHOLDER_ROLE_ARN",
+    "PRESET_FLAGS",
     "PROJECT",
     "PROM_DURATION",
     "RETRY_ON",
@@ -197,6 +202,7 @@ __all__ = [
     "IstioPath",
     "LabelKey",
     "LabelValue",
+    "LlmServer",
     "LoadBalancer",
     "LoadTest",
     "MatchRule",
@@ -249,6 +255,7 @@ __all__ = [
     "is_misspelt_project",
     "is_secret_capable",
     "parse_config",
+    "preset_flag",
     "project_keys",
     "prom_duration",
     "secret_capable_paths",

@@ -29,10 +29,10 @@ _EXPRESSIBLE_RETRY_ON = frozenset(
 
 def serves_grpc(model: Model) -> bool:
     """Whether the model has a gRPC port (models/presets.py: TensorFlow Serving and Triton
-    always, a custom server with grpcPort)."""
-    return model.server != "custom" or (
-        model.custom is not None and model.custom.grpc_port is not None
-    )
+    always, a custom server with grpcPort, the LLM servers never)."""
+    if model.server in ("tensorflow-serving", "triton"):
+        return True
+    return model.custom is not None and model.custom.grpc_port is not None
 
 
 def match_conditions(model: Model, rule: str) -> int:

@@ -35,6 +35,7 @@ from mesh.config.formats import (
     duration_millis,
     quantity_bytes,
 )
+from mesh.config.llm import LLM_SERVERS, LlmServer, preset_flag
 from mesh.config.resilience import Fault, TrafficPolicy
 from mesh.config.routing import Canary, MatchRule, Mirror, Progressive, Retries
 from mesh.config.scheduling import Autoscaling
@@ -135,9 +136,16 @@ class CustomServer(_Config):
         return self
 
 
+# Envoy retry conditions that also fire after the server received a request and may be
+# generating (x-envoy-retry-on: `5xx` and `gateway-error` include resets and 504s, `reset`
+# any reset before the response), and 504, which Envoy answers when its own timeout fires.
+GENERATION_RERUN_RETRY_ON = frozenset({"5xx", "gateway-error", "reset", "504"})
+
+
 class Model(_Config):
-    server: Literal["tensorflow-serving", "triton", "custom"] = Field(
-        description="model server preset"
+    server: Literal["tensorflow-serving", "triton", "custom", "vllm", "sglang"] = Field(
+        description="model server preset (vllm and sglang: LLMs behind an OpenAI-compatible "
+        "API, settings in the llm block)"
     )
     versions: dict[DnsLabel, Version] = Field(min_length=1)
     stable: DnsLabel = Field(description="the version that gets the remaining traffic")
@@ -158,6 +166,11 @@ class Model(_Config):
         description="size limit of the emptyDir that holds the downloaded model version",
     )
     custom: CustomServer | None = None
+    llm: LlmServer | None = Field(
+        default=None,
+        description="settings of the vllm and sglang presets: served model name, context "
+        "length, tensor parallelism, weights loading, extra engine flags",
+    )
     matches: dict[DnsLabel, MatchRule] = Field(
         default={}, description="A/B rules, tried before the weighted route"
     )
@@ -218,6 +231,7 @@ class Model(_Config):
             raise ConfigPathError(
                 ("custom",), f"only allowed with server 'custom' (this model uses {self.server!r})"
             )
+        self._check_llm()
         self._check_routing()
         if self.hosts is not None and len(set(self.hosts)) != len(self.hosts):
             raise ConfigPathError(("hosts",), "lists the same host twice")
@@ -235,6 +249,104 @@ class Model(_Config):
         self.startup_budget()  # refuses a deadline below the budget
         return self
 
+    def llm_settings(self) -> LlmServer:
+        """The llm block of a vllm or sglang model, its defaults when none is written."""
+        assert self.server in LLM_SERVERS, "only the LLM presets have llm settings"
+        return self.llm if self.llm is not None else LlmServer()
+
+    def tensor_parallel_size(self, version: str) -> int:
+        """GPUs one LLM server process shards the model over: llm.tensorParallelSize, else
+        the version's GPUs per pod (the two are kept equal by `_check_llm`)."""
+        explicit = self.llm_settings().tensor_parallel_size
+        return explicit if explicit is not None else max(self.gpus(version), 1)
+
+    def streams_weights(self) -> bool:
+        """The server reads s3:// itself (vllm/sglang with llm.weights stream, triton)."""
+        if self.server in LLM_SERVERS:
+            return self.llm_settings().weights == "stream"
+        return self.server == "triton"
+
+    def _gpu_path(self, version: str) -> tuple[str, ...]:
+        """Where the version's GPU count is written: its own resources, else the model's."""
+        own = self.versions[version].resources
+        if own is not None and own.gpu:
+            return ("versions", version, "resources", "gpu")
+        return ("resources", "gpu")
+
+    def _check_llm(self) -> None:
+        """The LLM presets: one tensor-parallel shard per GPU of the pod, and extra flags that
+        do not fight the preset's.
+
+        vLLM and SGLang start one worker per tensor-parallel rank, each on its own GPU
+        (CUDA_VISIBLE_DEVICES is what the NVIDIA device plugin hands the container), so fewer
+        GPUs than ranks fails at start and more leaves GPUs idle but reserved: the two must
+        be equal. A flag given twice on an argparse command line silently takes the last
+        value, so an extra flag the preset sets would override it behind the config's back
+        (a port the probes and Service do not know, a model path not from the bucket)."""
+        if self.server not in LLM_SERVERS:
+            if self.llm is not None:
+                raise ConfigPathError(
+                    ("llm",),
+                    f"only allowed with server vllm or sglang (this model uses {self.server!r})",
+                )
+            return
+        llm = self.llm_settings()
+        for version in sorted(self.versions):
+            gpus = self.gpus(version)
+            gpu_path = ".".join(self._gpu_path(version))
+            if gpus == 0:
+                raise ConfigPathError(
+                    self._gpu_path(version),
+                    f"server {self.server!r} needs at least one GPU per pod (version "
+                    f"{version!r} has none): set {gpu_path} to the tensor-parallel size",
+                )
+            if llm.tensor_parallel_size is not None and llm.tensor_parallel_size != gpus:
+                raise ConfigPathError(
+                    ("llm", "tensorParallelSize"),
+                    f"{llm.tensor_parallel_size} differs from {gpu_path} ({gpus}) of version "
+                    f"{version!r}: the server runs one tensor-parallel rank per GPU of the "
+                    "pod, so the two must be equal (remove llm.tensorParallelSize to use the "
+                    "GPU count)",
+                )
+        for index, arg in enumerate(llm.extra_args):
+            reason = preset_flag(self.server, arg)
+            if reason is not None:
+                raise ConfigPathError(("llm", "extraArgs", index), reason)
+        self._check_llm_retries()
+
+    def _check_llm_retries(self) -> None:
+        """Retries that never run a generation twice or cut a stream.
+
+        Envoy retries only until the response starts downstream ("We don't retry on a global
+        timeout or if we already started the response", source/common/router/router.cc
+        `Filter::onUpstreamReset`), so no retry repeats tokens a client has seen. What it can
+        repeat is a generation the server was running when it failed before answering (a
+        reset, or Envoy's own 504): `5xx`, `gateway-error`, `reset` and 504 are refused. And
+        the per-try timer runs until the whole response is read (it is disarmed only when the
+        upstream request is cleaned up, router/upstream_request.cc `UpstreamRequest::cleanUp`),
+        so a perTryTimeout would cut every stream longer than itself."""
+        retries = self.retries
+        if retries is None:
+            return
+        if retries.per_try_timeout is not None:
+            raise ConfigPathError(
+                ("retries", "perTryTimeout"),
+                f"not allowed with server {self.server!r}: Envoy's per-try timer runs until the "
+                "whole response is read, so it would cut every streamed generation longer "
+                "than itself; bound a request with timeout instead",
+            )
+        tokens = [t for t in (retries.retry_on or "").split(",") if t]
+        rerun = [t for t in tokens if t in GENERATION_RERUN_RETRY_ON]
+        if rerun:
+            raise ConfigPathError(
+                ("retries", "retryOn"),
+                f"{', '.join(rerun)} would retry a request the server may be generating (a "
+                "reset, or the mesh's own 504), running the generation again on another pod; "
+                "use conditions that fire before the server has the request, e.g. "
+                "connect-failure,refused-stream,503 (Envoy never retries once the response "
+                "started)",
+            )
+
     def gpus(self, version: str) -> int:
         """nvidia.com/gpu per pod of a version: its own resources.gpu, else the model's."""
         own = self.versions[version].resources
@@ -246,7 +358,7 @@ class Model(_Config):
         """The image size class: GPU server images (Triton, anything that requests a GPU or
         comes from NVIDIA's registry) are 10+ GB, the others a few hundred MB."""
         return (
-            self.server == "triton"
+            self.server in ("triton", *sorted(LLM_SERVERS))
             or any(self.gpus(v) for v in self.versions)
             or any(v.image.startswith(LARGE_IMAGE_REGISTRIES) for v in self.versions.values())
         )
@@ -255,7 +367,11 @@ class Model(_Config):
         """Seconds one pod of this model may take to start, and its progress deadline (see
         mesh.config.startup). One budget for every version: the slowest class decides."""
         return startup_budget(
-            self.startup, self.server, self.large_image(), quantity_bytes(self.disk_size)
+            self.startup,
+            self.server,
+            self.large_image(),
+            quantity_bytes(self.disk_size),
+            self.streams_weights(),
         )
 
     def pods_per_rollout(self, version: str) -> int:

@@ -42,9 +42,9 @@ LARGE_IMAGE_REGISTRIES = ("nvcr.io/",)
 # is given: `diskSize` (the largest model the volume holds) at 32 MiB/s, a rate a single
 # sync with the CLI's default 10 concurrent requests keeps up from S3 in the same region.
 DOWNLOAD_BYTES_PER_SECOND = 32 * 2**20
-# Servers that read the model from S3 themselves while starting (Triton's s3:// repository,
-# models.presets `downloads_model=False`): their download is inside `serverStart`.
-READS_STORE_ITSELF = frozenset({"triton"})
+# Servers that read the model from S3 themselves while starting (Triton's s3:// repository;
+# vLLM and SGLang streaming s3:// with the Run:ai model streamer, `llm.weights: stream`; see
+# `Model.streams_weights`): their download is inside `serverStart`.
 # The window the startup probe allowed before budgets existed: 5s x 120.
 SERVER_START_SECONDS = 600
 STARTUP_PROBE_PERIOD_SECONDS = 5
@@ -64,18 +64,19 @@ class Startup(_Config):
     image_pull: Duration | None = Field(
         default=None,
         description="time to pull the server image; default 2m, 10m for GPU images "
-        "(server triton, a GPU request or an nvcr.io image)",
+        "(server triton, vllm or sglang, a GPU request or an nvcr.io image)",
     )
     download: Duration | None = Field(
         default=None,
         description="time the init container takes to copy the model; default diskSize at "
-        "32 MiB/s (not for triton, which reads S3 while starting: count it in serverStart)",
+        "32 MiB/s (not for triton, nor vllm/sglang streaming their weights, which read S3 "
+        "while starting: count it in serverStart)",
     )
     server_start: Duration | None = Field(
         default=None,
         description="time the server may take to load the model and report ready: the "
-        "startup probe's window (default 10m; for triton 10m plus diskSize at 32 MiB/s, as it "
-        "reads S3 while starting)",
+        "startup probe's window (default 10m; for triton and streaming vllm/sglang 10m plus "
+        "diskSize at 32 MiB/s, as they read S3 while starting)",
     )
     progress_deadline: Duration | None = Field(
         default=None,
@@ -126,10 +127,13 @@ Rollout = Literal["surge", "replace"]
 
 
 def startup_budget(
-    startup: Startup, server: str, large_image: bool, disk_bytes: int
+    startup: Startup, server: str, large_image: bool, disk_bytes: int, reads_store: bool
 ) -> StartupBudget:
-    """The budget of one model; raises ConfigPathError (under `startup`) on a contradiction."""
-    if startup.download is not None and server in READS_STORE_ITSELF:
+    """The budget of one model; raises ConfigPathError (under `startup`) on a contradiction.
+
+    `reads_store`: the server reads the model from S3 itself while it starts (no download
+    step; the copy is counted in serverStart)."""
+    if startup.download is not None and reads_store:
         raise ConfigPathError(
             ("startup", "download"),
             f"server {server!r} reads the model from S3 itself while it starts, there is no "
@@ -140,7 +144,7 @@ def startup_budget(
         if startup.image_pull is not None
         else PULL_SECONDS["large" if large_image else "small"]
     )
-    if server in READS_STORE_ITSELF:
+    if reads_store:
         download = 0
     elif startup.download is not None:
         download = _seconds(startup.download)
@@ -148,7 +152,7 @@ def startup_budget(
         download = math.ceil(disk_bytes / DOWNLOAD_BYTES_PER_SECOND)
     if startup.server_start is not None:
         server_start = _seconds(startup.server_start)
-    elif server in READS_STORE_ITSELF:
+    elif reads_store:
         # Its copy from S3 (into the diskSize cache) happens while the probe waits.
         server_start = SERVER_START_SECONDS + math.ceil(disk_bytes / DOWNLOAD_BYTES_PER_SECOND)
     else:
