@@ -305,12 +305,13 @@ PRESETS: dict[str, Preset] = {
     "sglang": Preset(
         service_ports=(ServerPort("http", SGLANG_PORT, "http"),),
         metrics_port=None,  # /metrics is on the serving port (--enable-metrics)
-        # /ready: 200 once the warm-up generation passed (ServerStatus.Up) and while not
-        # paused or shutting down, no GPU work (http_server.py `ready`, tokenizer_manager.py
-        # `is_ready`); /health runs a one-token generation through the scheduler
-        # (`health_generate`, SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION defaults to on), so it
-        # sees a wedged scheduler: liveness.
-        readiness_path=lambda *_: "/ready",
+        # /health (= /health_generate): 503 while the server is Starting, then 200 once a
+        # one-token generation got an answer from the scheduler, so the model is loaded and
+        # serving (python/sglang/srt/entrypoints/http_server.py `health_generate`; idle
+        # servers only: a busy one answers at once). It is in every SGLang release this
+        # preset may meet; a newer `/ready` is not in the source read here, and a probe on a
+        # path the server lacks keeps every pod unready, so readiness uses /health too.
+        readiness_path=lambda *_: "/health",
         liveness_path=lambda *_: "/health",
         run_as_user=lambda _: LLM_RUN_AS_USER,
         requests=LLM_REQUESTS,

@@ -237,7 +237,7 @@ PROBES = [
         "/health",
         5,
     ),
-    ({}, "coder-v3", "/ready", "/ready", "/health", 25),
+    ({}, "coder-v3", "/health", "/health", "/health", 25),
 ]
 
 
