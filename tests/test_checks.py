@@ -50,6 +50,12 @@ TAG_ONLY_IMAGES = {
         "models.ranking.versions.v12.image",
         "models.embeddings.versions.v4.image",
     },
+    # The LLM example: vLLM and SGLang release images, tag only like prod-like's.
+    "examples/llm": {
+        "models.chat.versions.v1.image",
+        "models.chat.versions.v2.image",
+        "models.coder.versions.v3.image",
+    },
 }
 # The ambient examples are prod-like's stack on another data plane (and routing): same images.
 for _ambient in ("examples/ambient-istio", "examples/ambient-gateway-api"):
