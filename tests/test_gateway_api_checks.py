@@ -21,10 +21,10 @@ from mesh.checks.gateway_api import (
     gateway_api_conflicts,
     gateway_api_parents,
     gateway_api_weights,
-    selector_matches,
 )
 from mesh.checks.index import _Index
 from mesh.config import parse_config
+from mesh.trace.objects import selects
 from tests.conftest import stack_raw
 
 NS, GW_NS = "ml-serving", "istio-ingress"
@@ -448,7 +448,7 @@ def test_a_selector_on_labels_of_an_unknown_namespace_is_not_judged(config):
     ],
 )
 def test_label_selectors_match_as_kubernetes_does(selector, labels, matches):
-    assert selector_matches(selector, labels) is matches
+    assert selects(selector, labels) is matches
 
 
 def test_todays_stacks_have_no_gateway_api_finding():

@@ -53,6 +53,7 @@ from mesh.checks.index import _Index
 from mesh.checks.kinds import GATEWAY_API
 from mesh.checks.objects import _dict, _labels, _list, _name, _spec, fqdn, hosts_overlap
 from mesh.checks.paths import _finding, _model_path
+from mesh.trace.objects import selects
 
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 GATEWAY_KEY = f"Gateway.{GATEWAY_API}"
@@ -131,27 +132,6 @@ def _namespace_labels(index: _Index) -> dict[str, dict[str, str]]:
     return out
 
 
-def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    """metav1.LabelSelectorAsSelector(selector).Matches(labels): matchLabels and
-    matchExpressions (In, NotIn, Exists, DoesNotExist) all hold."""
-    for key, value in _dict(selector.get("matchLabels")).items():
-        if labels.get(str(key)) != str(value):
-            return False
-    for expression in map(_dict, _list(selector.get("matchExpressions"))):
-        key, operator = str(expression.get("key")), expression.get("operator")
-        values = {str(v) for v in _list(expression.get("values"))}
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return True
-
-
 def _namespace_admitted(
     allowed: dict[str, Any],
     gateway_namespace: str,
@@ -175,7 +155,7 @@ def _namespace_admitted(
             }
             if wanted - {NAMESPACE_NAME_LABEL}:
                 return None  # judged on labels we cannot see
-        return selector_matches(selector, labels)
+        return selects(selector, labels)  # metav1 LabelSelectorAsSelector(...).Matches
     return route_namespace == gateway_namespace
 
 
