@@ -424,7 +424,15 @@ def ambient_l7_policy(config: StackConfig, name: str) -> dict | None:
     return _l7_policy(config, name, f"{name}-waypoint", services, name)
 
 
-def ambient_network_policy(config: StackConfig, name: str) -> dict:
+def workload_selector(name: str, workloads: list[str]) -> dict:
+    """The pods of a model's workloads: `app: <m>`, or in Flagger mode `<m>` and
+    `<m>-primary` (the copies Flagger makes carry `app: <m>-primary`)."""
+    if workloads == [name]:
+        return {"matchLabels": {"app": name}}
+    return {"matchExpressions": [{"key": "app", "operator": "In", "values": workloads}]}
+
+
+def ambient_network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict:
     """L3/L4 under ztunnel, as Istio's docs "Ambient and Kubernetes NetworkPolicy" say it must
     be written for an ambient pod: mesh traffic arrives on 15008 (HBONE), whatever the server
     port, and the kubelet's probes arrive from 169.254.7.127 (Istio CNI SNATs them so ztunnel
@@ -467,7 +475,7 @@ def ambient_network_policy(config: StackConfig, name: str) -> dict:
         "kind": "NetworkPolicy",
         "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
         "spec": {
-            "podSelector": {"matchLabels": {"app": name}},
+            "podSelector": workload_selector(name, workloads),
             "policyTypes": ["Ingress"],
             "ingress": ingress,
         },
@@ -584,7 +592,7 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
     if not config.network_policy_enabled():
         return None
     if config.ambient():
-        return ambient_network_policy(config, name)
+        return ambient_network_policy(config, name, workloads)
     model = config.models[name]
     # The callers' namespaces, and the loadtester's in Flagger mode (its AuthorizationPolicy
     # then admits it on the canary workload only).
@@ -593,11 +601,7 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
         _namespace_peer(config.gateway.namespace, config.gateway_pod_labels()),
         *(_namespace_peer(namespace) for namespace in callers),
     ]
-    selector = (
-        {"matchLabels": {"app": name}}
-        if workloads == [name]
-        else {"matchExpressions": [{"key": "app", "operator": "In", "values": workloads}]}
-    )
+    selector = workload_selector(name, workloads)
     ingress = [{"from": servers, "ports": _ports(p.number for p in server_ports(model))}]
     if config.security.metrics_namespaces:
         ingress.append(

@@ -644,3 +644,18 @@ def test_the_ambient_examples_are_ambient_and_pass_mesh_check(example):
     assert {o["metadata"]["name"] for o in of_kind(objects, "Gateway")} >= {"waypoint"}
     findings = check(stack.config, objects)
     assert {f.code for f in findings} == {"MESH0003", "MESH0025"}
+
+
+def test_flaggers_primary_pods_are_isolated_by_the_ambient_network_policy_too():
+    """Flagger copies the model's pods as `<m>-primary` (`app: <m>-primary`): the ambient
+    NetworkPolicy selects both workloads, or the primary, which serves the live traffic, would
+    accept connections from anywhere."""
+    policy = named(
+        objects_of(progressive(ambient_raw("prod")), "prod"), "NetworkPolicy", "sentiment"
+    )
+    assert policy["spec"]["podSelector"] == {
+        "matchExpressions": [
+            {"key": "app", "operator": "In", "values": ["sentiment", "sentiment-primary"]}
+        ]
+    }
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 15008}]
