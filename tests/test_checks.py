@@ -50,6 +50,12 @@ TAG_ONLY_IMAGES = {
         "models.ranking.versions.v12.image",
         "models.embeddings.versions.v4.image",
     },
+    # examples/llm: the vLLM and SGLang images (the fetcher is unused: both stream from S3).
+    "examples/llm": {
+        "models.chat.versions.v1.image",
+        "models.chat.versions.v2.image",
+        "models.coder.versions.v3.image",
+    },
 }
 
 
