@@ -307,10 +307,11 @@ PRESETS: dict[str, Preset] = {
         metrics_port=None,  # /metrics is on the serving port (--enable-metrics)
         # /health (= /health_generate): 503 while the server is Starting, then 200 once a
         # one-token generation got an answer from the scheduler, so the model is loaded and
-        # serving (python/sglang/srt/entrypoints/http_server.py `health_generate`; idle
-        # servers only: a busy one answers at once). It is in every SGLang release this
-        # preset may meet; a newer `/ready` is not in the source read here, and a probe on a
-        # path the server lacks keeps every pod unready, so readiness uses /health too.
+        # serving (python/sglang/srt/entrypoints/http_server.py `health_generate`; only an
+        # idle server runs the generation, a busy one answers at once). SGLang 0.5.23 also
+        # has `/ready` (no GPU work), but older releases, which an image tag may still name,
+        # lack it, and a probe on a missing path keeps every pod unready: /health is in every
+        # release.
         readiness_path=lambda *_: "/health",
         liveness_path=lambda *_: "/health",
         run_as_user=lambda _: LLM_RUN_AS_USER,
