@@ -28,6 +28,7 @@ from __future__ import annotations
 from mesh.ambient import server_reporter
 from mesh.config import StackConfig
 from mesh.k8s import metadata
+from mesh.llm_metrics import METRICS, serves_llm, version_ttft_p95
 from mesh.promql import (
     DEFAULT_WINDOW,
     caller_version_error_ratio,
@@ -43,6 +44,7 @@ CANARY_ERRORS = "ModelCanaryErrorRatioAboveStable"
 CALLER_CANARY_ERRORS = "ModelCanaryCallerErrorRatioAboveStable"
 WITHOUT_ENDPOINT = "ModelRequestsFailedBeforeReachingAPod"
 NO_READY_PODS = "ModelVersionRoutedWithoutReadyPods"
+CANARY_TTFT = "ModelCanaryTimeToFirstTokenAboveStable"
 
 
 def _ratio(percentage_points: float) -> str:
@@ -133,6 +135,44 @@ def _caller_rules(config: StackConfig, name: str) -> list[dict]:
     return rules
 
 
+def _factor(margin_percent: float) -> str:
+    """20 (percent) -> "1.2", without binary-float noise."""
+    return f"{1 + margin_percent / 100:.10g}"
+
+
+def ttft_rule(config: StackConfig, name: str, canary: str, stable: str) -> dict:
+    """The canary of a vllm or sglang model makes users wait longer for the first token than
+    stable does: its p95 time to first token (the server's own histogram, mesh.llm_metrics)
+    above stable's times (1 + ttftMargin/100). A version sent no requests has a p95 of NaN
+    (buckets that stopped rising) or no sample (no series yet), and neither compares true, so
+    an idle canary or an idle stable never fires it."""
+    alerts = config.telemetry.alerts
+    canary_p95, stable_p95 = (
+        version_ttft_p95(config, name, version, DEFAULT_WINDOW) for version in (canary, stable)
+    )
+    server = METRICS[config.models[name].server]
+    return {
+        "alert": CANARY_TTFT,
+        "expr": f"(\n  {canary_p95}\n)\n> {_factor(alerts.ttft_margin)} * (\n  {stable_p95}\n)",
+        "for": alerts.ttft_for,
+        "labels": {
+            "severity": "warning",
+            "namespace": config.namespace,
+            "model": name,
+            "version": canary,
+            "stable": stable,
+        },
+        "annotations": {
+            "summary": f"Canary {canary} of model {name} is slower to the first token than "
+            f"{stable}",
+            "description": f"The p95 time to first token of {name} {canary} "
+            f"({server.ttft}) has exceeded that of the stable version {stable} by more than "
+            f"{alerts.ttft_margin:g}% for {alerts.ttft_for}. Consider setting "
+            f"models.{name}.canary.weight to 0.",
+        },
+    }
+
+
 def model_rules(config: StackConfig, name: str) -> list[dict]:
     alerts = config.telemetry.alerts
     model = config.models[name]
@@ -155,6 +195,8 @@ def model_rules(config: StackConfig, name: str) -> list[dict]:
             f"models.{name}.canary.weight to 0."
         )
         rules.append(_canary_rule(config, name, CANARY_ERRORS, False, summary, description))
+        if serves_llm(config, name):
+            rules.append(ttft_rule(config, name, canary, stable))
     rules += _caller_rules(config, name)
     for version in sorted(model.versions):
         deployment = f"{name}-{version}"

@@ -28,6 +28,7 @@ from typing import Any
 from mesh.ambient import server_reporter
 from mesh.config import Model, StackConfig
 from mesh.k8s import metadata
+from mesh.llm_metrics import serves_llm, token_queries
 from mesh.promql import model_queries, version_role
 
 COMPONENT = "telemetry"
@@ -255,15 +256,72 @@ def model_panels(config: StackConfig, name: str) -> list[dict]:
                 CALLER_HELP[title],
             )
         )
+    rows = 3
+    if serves_llm(config, name):
+        panels += token_panels(config, name, len(panels) + 1, rows * PANEL_HEIGHT)
+        rows += 2
     panels.append(
         {
             "id": len(panels) + 1,
             "type": "text",
             "title": "versions",
-            "gridPos": {"h": VERSIONS_HEIGHT, "w": GRID_WIDTH, "x": 0, "y": 3 * PANEL_HEIGHT},
+            "gridPos": {"h": VERSIONS_HEIGHT, "w": GRID_WIDTH, "x": 0, "y": rows * PANEL_HEIGHT},
             "options": {"mode": "markdown", "content": versions_markdown(model)},
         }
     )
+    return panels
+
+
+TOKEN_HELP = {
+    "time to first token p95": "Seconds from the request's arrival to its first generated "
+    "token, 95th percentile per version, from the server's own histogram ({metric}): what a "
+    "streaming client waits before anything appears. Queueing and prefill both count.",
+    "inter-token latency p95": "Seconds between consecutive generated tokens of a request, "
+    "95th percentile per version ({metric}): the speed of a stream once it started.",
+    "end-to-end latency p95": "Seconds from arrival to the last token, 95th percentile per "
+    "version ({metric}), as the server measured it.",
+    "KV-cache usage": "Share of the KV cache in use, the fullest pod of each version "
+    "({metric}, 0..1). Near 1 the server preempts or queues requests.",
+    "requests running": "Requests in the running batch, summed over each version's pods "
+    "({metric}).",
+    "requests waiting": "Requests queued for the scheduler, summed over each version's pods "
+    "({metric}): a canary that queues where stable does not is short of capacity.",
+    "prompt tokens/s": "Prompt (prefill) tokens processed per second, per version ({metric}).",
+    "generation tokens/s": "Tokens generated per second, per version ({metric}).",
+}
+
+
+def token_panels(config: StackConfig, name: str, first_id: int, y: int) -> list[dict]:
+    """Two rows of the server's own token-level signals, one series per version (label
+    `version`, taken from the pod name: mesh.llm_metrics), for vllm and sglang models."""
+    queries = token_queries(config, name, RATE_WINDOW)
+    server = queries.server
+    metrics = {
+        "time to first token p95": server.ttft,
+        "inter-token latency p95": server.itl,
+        "end-to-end latency p95": server.e2e,
+        "KV-cache usage": server.kv_cache,
+        "requests running": server.running,
+        "requests waiting": server.waiting,
+        "prompt tokens/s": server.prompt_tokens,
+        "generation tokens/s": server.generation_tokens,
+    }
+    width = GRID_WIDTH // 4
+    panels = []
+    for index, (title, unit, expr) in enumerate(queries.views()):
+        grid = {
+            "h": PANEL_HEIGHT,
+            "w": width,
+            "x": (index % 4) * width,
+            "y": y + (index // 4) * PANEL_HEIGHT,
+        }
+        description = TOKEN_HELP[title].format(metric=metrics[title])
+        panel = _timeseries(
+            first_id + index, f"{title} by version", unit, expr, grid, "{{version}}", description
+        )
+        if unit == "percentunit":
+            panel["fieldConfig"]["defaults"]["max"] = 1
+        panels.append(panel)
     return panels
 
 

@@ -25,6 +25,7 @@ from mesh.gatewayapi.common import gateway_duration
 from mesh.gatewayapi.ingress import gateway_parents
 from mesh.ingress import gateway_ref
 from mesh.k8s import metadata
+from mesh.llm_metrics import flagger_ttft_query, serves_llm
 from mesh.promql import DURATION_BUCKETS, REQUESTS, Matcher, selector
 from mesh.traffic import request_policy
 from models.presets import server_ports
@@ -160,6 +161,18 @@ def latency_template(config: StackConfig, name: str) -> dict | None:
     return _template(config, name, latency_template_name(name), latency_query(config))
 
 
+def ttft_template_name(name: str) -> str:
+    return f"{name}-ttft-p95"
+
+
+def ttft_template(config: StackConfig, name: str) -> dict | None:
+    """A vllm or sglang model's MetricTemplate of the canary's p95 time to first token in
+    milliseconds (mesh.llm_metrics `flagger_ttft_query`); none for other servers."""
+    if not serves_llm(config, name):
+        return None
+    return _template(config, name, ttft_template_name(name), flagger_ttft_query(config, name))
+
+
 def metrics(config: StackConfig, name: str) -> list[dict]:
     """Our success rate (`success_rate_query`) and the P99 latency (Flagger's built-in Istio
     one, or ours: `builtin_latency`), each over one analysis interval. Our latency metric is
@@ -188,6 +201,21 @@ def metrics(config: StackConfig, name: str) -> list[dict]:
             "interval": progressive.interval,
             "thresholdRange": {"max": progressive.max_latency_ms},
         },
+        *(
+            [
+                {
+                    "name": "ml-mesh-ttft-p95",
+                    "templateRef": {
+                        "name": ttft_template_name(name),
+                        "namespace": config.namespace,
+                    },
+                    "interval": progressive.interval,
+                    "thresholdRange": {"max": progressive.max_ttft_ms},
+                }
+            ]
+            if serves_llm(config, name)
+            else []
+        ),
     ]
 
 
@@ -357,6 +385,7 @@ def progressive_objects(config: StackConfig, name: str) -> list[dict]:
     hpa = target_autoscaler(config, name)
     budget = primary_disruption_budget(config, name)
     latency = latency_template(config, name)
+    ttft = ttft_template(config, name)
     return [
         service_account(config, name),
         target_deployment(config, name),
@@ -364,5 +393,6 @@ def progressive_objects(config: StackConfig, name: str) -> list[dict]:
         *([budget] if budget is not None else []),
         success_rate_template(config, name),
         *([latency] if latency is not None else []),
+        *([ttft] if ttft is not None else []),
         canary(config, name),
     ]

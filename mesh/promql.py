@@ -400,4 +400,21 @@ def promql_report(
                 f"# caller-side: canary {canary} error ratio minus stable {stable} (0..1)",
                 queries.caller_error_excess,
             ]
+        lines += _token_lines(config, name, window)
     return "\n".join(lines) + "\n"
+
+
+def _token_lines(config: StackConfig, name: str, window: str) -> list[str]:
+    """The server's own token-level signals of a vllm or sglang model (mesh.llm_metrics)."""
+    from mesh.llm_metrics import serves_llm, token_queries  # it builds on this module
+
+    if not serves_llm(config, name):
+        return []
+    tokens = token_queries(config, name, window)
+    lines = [
+        f"# token-level, from the server's /metrics ({tokens.server.release}), one series per "
+        "version (from the pod name)"
+    ]
+    for title, unit, query in tokens.views():
+        lines += [f"# {title}" + (f" ({unit})" if unit in ("s", "percentunit") else ""), query]
+    return lines

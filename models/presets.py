@@ -43,6 +43,8 @@ class Preset:
     liveness_timeout: int = 5
     # A memory-backed /dev/shm for the processes of one server (vllm, sglang).
     shared_memory: bool = False
+    # The server answers Prometheus on /metrics of its serving port (vllm, sglang).
+    serves_metrics: bool = False
 
 
 def downloads_model(model: Model) -> bool:
@@ -301,6 +303,7 @@ PRESETS: dict[str, Preset] = {
         limits=LLM_LIMITS,
         container=_vllm_container,
         shared_memory=True,
+        serves_metrics=True,
     ),
     "sglang": Preset(
         service_ports=(ServerPort("http", SGLANG_PORT, "http"),),
@@ -320,6 +323,7 @@ PRESETS: dict[str, Preset] = {
         container=_sglang_container,
         liveness_timeout=SGLANG_LIVENESS_TIMEOUT,
         shared_memory=True,
+        serves_metrics=True,
     ),
 }
 
@@ -336,8 +340,16 @@ def scrape_annotations(model: Model) -> dict[str, str]:
     (:15020/stats/prometheus), which then serves the server's metrics together with Istio's:
     one scrape per pod, plain HTTP, whatever the mTLS mode. A pod opts out with
     `prometheus.istio.io/merge-metrics: "false"`.
+
+    vLLM and SGLang answer on /metrics of their serving port (vllm entrypoints/serve/
+    instrumentator/metrics.py `attach_router`; sglang srt/utils/common.py `add_prometheus_middleware`, with
+    `--enable-metrics`): the annotations name that port. The agent fetches it from inside
+    the pod (`http://localhost:<port>/metrics`, pilot-agent status/server.go `handleStats`),
+    so the AuthorizationPolicy that closes /metrics to callers does not apply. In ambient mode
+    no injector rewrites the annotations and Prometheus scrapes that port itself.
     """
-    port = preset(model).metrics_port
+    spec = preset(model)
+    port = spec.metrics_port or (spec.service_ports[0] if spec.serves_metrics else None)
     if port is None:
         return {}
     return {

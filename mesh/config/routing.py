@@ -285,6 +285,11 @@ class Progressive(_Config):
     max_latency_ms: Annotated[int, Field(strict=True, ge=1, le=600000)] = Field(
         default=500, description="request-duration: maximum P99 latency in milliseconds"
     )
+    max_ttft_ms: Annotated[int, Field(strict=True, ge=1, le=600000)] = Field(
+        default=2000,
+        description="vllm and sglang models: maximum p95 time to first token of the canary in "
+        "milliseconds (the server's own histogram)",
+    )
     load_test: LoadTest | None = None
 
     @model_validator(mode="after")

@@ -102,6 +102,15 @@ class Alerts(_Config):
         default="2m",
         description="how long a version that receives traffic may have no available pods",
     )
+    ttft_margin: Annotated[float, Field(strict=True, gt=0, le=1000)] = Field(
+        default=20.0,
+        description="vllm and sglang models: percent by which a canary's p95 time to first "
+        "token may exceed the stable version's before the alert fires",
+    )
+    ttft_for: PromDuration = Field(
+        default="10m",
+        description="how long the canary's p95 time to first token must stay above that margin",
+    )
     labels: dict[LabelKey, LabelValue] = Field(
         default={},
         description="labels of the PrometheusRule object, e.g. release: <helm release> for the "
