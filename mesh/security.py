@@ -50,7 +50,7 @@ from mesh.egress import (
     service_entry_hosts,
 )
 from mesh.k8s import istio_networking, metadata
-from models.presets import preset, server_ports
+from models.presets import scrape_port, server_ports
 
 COMPONENT = "security"
 NAMESPACE_WIDE = "default"  # the conventional name of namespace-wide PeerAuthentication/Sidecar
@@ -316,7 +316,11 @@ def authorization_policy(
 
 
 def _metrics_port(model: Model) -> int | None:
-    port = preset(model).metrics_port
+    """Where Prometheus scrapes the server in ambient (no pilot-agent merge on 15020):
+    models.presets `scrape_port`. For vLLM and SGLang that is the serving port, so an
+    enrolled Prometheus is admitted there at L4 (ztunnel sees no paths): its identity can
+    reach the API directly, not only /metrics (docs/ambient.md)."""
+    port = scrape_port(model)
     return port.number if port is not None else None
 
 

@@ -332,6 +332,13 @@ def preset(model: Model) -> Preset:
     return PRESETS[model.server]
 
 
+def scrape_port(model: Model) -> ServerPort | None:
+    """The port Prometheus reads the server's own metrics on: its metrics port (Triton 8002),
+    the serving port for servers that serve /metrics there (vLLM, SGLang), else None."""
+    spec = preset(model)
+    return spec.metrics_port or (spec.service_ports[0] if spec.serves_metrics else None)
+
+
 def scrape_annotations(model: Model) -> dict[str, str]:
     """`prometheus.io/*` naming the server's own metrics endpoint, for servers that have one.
 
@@ -348,8 +355,7 @@ def scrape_annotations(model: Model) -> dict[str, str]:
     so the AuthorizationPolicy that closes /metrics to callers does not apply. In ambient mode
     no injector rewrites the annotations and Prometheus scrapes that port itself.
     """
-    spec = preset(model)
-    port = spec.metrics_port or (spec.service_ports[0] if spec.serves_metrics else None)
+    port = scrape_port(model)
     if port is None:
         return {}
     return {

@@ -8,18 +8,20 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 
 from mesh import ambient
 from mesh.alerts import CANARY_ERRORS, prometheus_rule
 from mesh.checks import check
 from mesh.config import parse_config
 from mesh.config.errors import ConfigError
+from mesh.journeys import journeys
 from mesh.plan import WAYPOINT, build_plan
 from mesh.progressive import success_rate_query
 from mesh.promql import model_queries
 from mesh.render import render_objects
 from mesh.security import principal
-from mesh.stackfile import load_stack
+from mesh.stackfile import load_stack, raw_project_config
 from tests.conftest import EXAMPLES, PROJECT_DIR, of_kind, stack_raw, with_value, without
 
 WAYPOINT_PORT = 15008
@@ -659,3 +661,21 @@ def test_flaggers_primary_pods_are_isolated_by_the_ambient_network_policy_too():
         ]
     }
     assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 15008}]
+
+
+def test_an_enrolled_prometheus_scrapes_llm_servers_on_their_serving_port():
+    """vLLM and SGLang serve /metrics on the API port: in ambient the L4 policy admits the
+    metrics namespaces there, and every journey of the LLM example holds (the scrape among
+    them), which it did not while only a separate metrics port was opened."""
+    document = yaml.safe_load((PROJECT_DIR / "examples" / "Pulumi.llm.yaml").read_text())
+    raw = with_value(raw_project_config(document), "dataplane", "ambient")
+    raw = with_value(raw, "platform.istioVersion", "1.30")
+    if "nativeSidecars" in raw.get("istio", {}):
+        raw = without(raw, "istio.nativeSidecars")
+    config = parse_config(raw, "llm")
+    policy = named(build_plan(config).objects(), "AuthorizationPolicy", "chat")
+    scrape = [r for r in policy["spec"]["rules"] if "namespaces" in r["from"][0]["source"]]
+    assert scrape and scrape[0]["to"] == [{"operation": {"ports": ["8000"]}}]
+    found = journeys(config)
+    assert any("scrape :8000" in j.name and j.passed for j in found)
+    assert [j.name for j in found if not j.passed] == []
