@@ -436,6 +436,28 @@ def workload_selector(name: str, workloads: list[str]) -> dict:
     return {"matchExpressions": [{"key": "app", "operator": "In", "values": workloads}]}
 
 
+def _metrics_rule(config: StackConfig, ports) -> dict:
+    """The NetworkPolicy ingress rule admitting `security.metricsNamespaces` on `ports`."""
+    return {
+        "from": [_namespace_peer(n) for n in config.security.metrics_namespaces],
+        "ports": _ports(ports),
+    }
+
+
+def _ingress_policy(config: StackConfig, name: str, workloads: list[str], ingress: list) -> dict:
+    """The model's default-deny ingress NetworkPolicy over its workloads' pods, both modes."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
+        "spec": {
+            "podSelector": workload_selector(name, workloads),
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
 def ambient_network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict:
     """L3/L4 under ztunnel, as Istio's docs "Ambient and Kubernetes NetworkPolicy" say it must
     be written for an ambient pod: mesh traffic arrives on 15008 (HBONE), whatever the server
@@ -468,22 +490,8 @@ def ambient_network_policy(config: StackConfig, name: str, workloads: list[str])
         metrics = _metrics_port(model)
         plaintext = config.mtls_mode() != "STRICT" and not config.authorization_enabled()
         ports = [ambient.HBONE_PORT, *([metrics] if metrics is not None and plaintext else [])]
-        ingress.append(
-            {
-                "from": [_namespace_peer(n) for n in config.security.metrics_namespaces],
-                "ports": _ports(ports),
-            }
-        )
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
-        "spec": {
-            "podSelector": workload_selector(name, workloads),
-            "policyTypes": ["Ingress"],
-            "ingress": ingress,
-        },
-    }
+        ingress.append(_metrics_rule(config, ports))
+    return _ingress_policy(config, name, workloads, ingress)
 
 
 # Where cluster DNS runs (CoreDNS/kube-dns: kube-system on EKS, GKE, AKS and kubeadm).
@@ -605,21 +613,10 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
         _namespace_peer(config.gateway.namespace, config.gateway_pod_labels()),
         *(_namespace_peer(namespace) for namespace in callers),
     ]
-    selector = workload_selector(name, workloads)
     ingress = [{"from": servers, "ports": _ports(p.number for p in server_ports(model))}]
     if config.security.metrics_namespaces:
-        ingress.append(
-            {
-                "from": [_namespace_peer(n) for n in config.security.metrics_namespaces],
-                "ports": _ports(METRICS_PORTS),
-            }
-        )
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}),
-        "spec": {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": ingress},
-    }
+        ingress.append(_metrics_rule(config, METRICS_PORTS))
+    return _ingress_policy(config, name, workloads, ingress)
 
 
 def model_security_objects(config: StackConfig, name: str) -> list[dict]:
