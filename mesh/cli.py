@@ -24,7 +24,7 @@ from mesh.journeys import gateway_workload, journeys, stack_objects, table, to_j
 from mesh.plan import build_plan
 from mesh.promql import DEFAULT_WINDOW, promql_report
 from mesh.reference import reference_markdown
-from mesh.render import masked, to_json_documents, to_yaml, traffic_table
+from mesh.render import chart_comment, masked, to_json_documents, to_yaml, traffic_table
 from mesh.routing import routing_from_objects
 from mesh.schema import stack_file_schema
 from mesh.stackfile import (
@@ -40,17 +40,27 @@ from mesh.trace.flagger import expand
 
 def _render(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
-    planned = build_plan(stack.config).objects()  # built once: checked, then masked and shown
+    plan = build_plan(stack.config)
+    planned = plan.objects()  # built once: checked, then masked and shown
     # Refuse what `pulumi preview` would refuse, so render never shows an undeployable stack.
     findings = gate(stack.name, check(stack.config, planned))
     objects = masked(planned, stack.secrets)
+    charts = plan.charts()
     if args.graph:
         routing = routing_from_objects(objects, stack.config)
         sys.stdout.write(mermaid(routing, gateway_name(objects)))
     elif args.format == "json":
         sys.stdout.write(to_json_documents(objects))
+        if charts:
+            # JSON documents hold no comments: the releases are named on stderr instead.
+            names = ", ".join(f"{c.namespace}/{c.name}" for c in charts)
+            print(f"# not shown: Helm releases {names} (render as YAML)", file=sys.stderr)
     else:
         sys.stdout.write(to_yaml(objects))
+        # The charts' objects exist once Pulumi renders the charts: each release is shown
+        # as comments, so the output stays applicable as it is.
+        for chart in charts:
+            sys.stdout.write(chart_comment(chart))
     if not args.quiet:
         print(f"# stack {stack.name}\n{traffic_table(stack.config)}", file=sys.stderr)
         for finding in findings:

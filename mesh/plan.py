@@ -8,6 +8,7 @@ from typing import Any
 
 from mesh import gatewayapi
 from mesh.ambient import waypoint_objects
+from mesh.charts import HelmChart
 from mesh.config import StackConfig
 from mesh.dashboard import dashboard_objects
 from mesh.egress import egress_objects
@@ -30,11 +31,13 @@ WAYPOINT = "ml-mesh:mesh:Waypoint"
 
 @dataclass(frozen=True)
 class Component:
-    """A Pulumi ComponentResource: its type token, logical name and child objects."""
+    """A Pulumi ComponentResource: its type token, logical name, child objects and the Helm
+    releases it installs (the model's endpoint pickers)."""
 
     type: str
     name: str
     objects: tuple[dict, ...]
+    charts: tuple[HelmChart, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,14 @@ class Plan:
     def objects(self) -> list[dict]:
         """Every object in creation order: the namespace first, then each component's."""
         return [self.namespace, *(obj for c in self.components for obj in c.objects)]
+
+    def charts(self) -> list[HelmChart]:
+        return [chart for c in self.components for chart in c.charts]
+
+    def cluster_objects(self) -> list[dict]:
+        """What the cluster holds once applied: the objects, and those the charts create that
+        ml-mesh models (mesh.charts): what trace and the checks of routes read."""
+        return [*self.objects(), *(obj for chart in self.charts() for obj in chart.modelled)]
 
 
 def ingress_objects(config: StackConfig) -> list[dict]:
@@ -76,7 +87,8 @@ def build_plan(config: StackConfig) -> Plan:
         Component(WAYPOINT, "waypoint", tuple(waypoint_objects(config))),
     ]
     for name in sorted(config.models):
-        components.append(Component(MODEL, name, tuple(serving_objects(config, name))))
+        charts = tuple(gatewayapi.picker_charts(config, name))
+        components.append(Component(MODEL, name, tuple(serving_objects(config, name)), charts))
     components.append(Component(TELEMETRY, "telemetry", tuple(telemetry_objects(config))))
     # A component with nothing in it (no ServiceEntry for an in-cluster store, security off)
     # would only clutter the preview.

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
+from mesh.charts import HelmChart
 from mesh.checks import MeshCheckError, check, gate
 from mesh.config import ConfigError, StackConfig, engine_value, is_misspelt_project, parse_config
 from mesh.plan import MODEL, Component, Plan, build_plan, model_outputs, stack_outputs
@@ -159,14 +160,33 @@ def register(plan: Plan, config: StackConfig, secrets: set[str]) -> list[MeshCom
     for component in plan.components:
         group = MeshComponent(component, pulumi.ResourceOptions(depends_on=[ns]))
         scope: dict[str, list[pulumi.Resource]] = {}
+        charts = [register_chart(chart, group, ns) for chart in component.charts]
+        group.resources.extend(charts)
         for obj in component.objects:
             timeouts = _deployment_timeouts(config, component, obj)
-            group.resources.append(registrar.register(obj, group, (ns,), scope, None, timeouts))
+            # A model's routes shift traffic only once its endpoint pickers (and the pools
+            # the charts create) are up: the route to a pool without its picker fails.
+            after = (ns, *charts) if obj["kind"] == "HTTPRoute" else (ns,)
+            group.resources.append(registrar.register(obj, group, after, scope, None, timeouts))
         group.register_outputs(
             model_outputs(config, component.name) if component.type == MODEL else {}
         )
         components.append(group)
     return components
+
+
+def register_chart(chart: HelmChart, parent: pulumi.Resource, ns: pulumi.Resource) -> Any:
+    """A Helm release (mesh.charts) as `kubernetes:helm.sh/v4:Chart`: the provider pulls the
+    OCI chart at the pinned version, renders it with the values and registers its objects
+    as children, awaiting them as it does any object (the picker Deployment's rollout)."""
+    return k8s.helm.v4.Chart(
+        chart.name,
+        chart=chart.chart,
+        version=chart.version,
+        namespace=chart.namespace,
+        values=chart.values,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ns]),
+    )
 
 
 def _deployment_timeouts(

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from mesh.charts import HelmChart
 from mesh.config import SECRET_PLACEHOLDER, Model, StackConfig
 from mesh.plan import build_plan
 from mesh.secrets import replace_secrets
@@ -212,6 +213,24 @@ def to_yaml(objects: list[dict], dumper: type | None = None) -> str:
         default_flow_style=False,
         width=WIDTH,
     )
+
+
+def chart_comment(chart: HelmChart) -> str:
+    """A Helm release (mesh.charts) as YAML comments: what render shows in place of the
+    chart's objects, which exist only once Pulumi renders the chart at `pulumi up`. The
+    output stays a stream of objects to apply as it is."""
+    lines = [
+        f"# Helm release {chart.namespace}/{chart.name}: {chart.chart} {chart.version}",
+        "# (Pulumi kubernetes:helm.sh/v4:Chart, which renders the chart's objects at pulumi up)",
+    ]
+    if chart.modelled:
+        made = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in chart.modelled)
+        lines.append(f"# creates, among others: {made}")
+    if chart.source:
+        lines.append(f"# (as modelled from {chart.source})")
+    lines.append("# values:")
+    lines.extend(f"#   {line}" for line in to_yaml([chart.values]).splitlines())
+    return "\n".join(lines) + "\n"
 
 
 def to_json_documents(objects: list[dict]) -> str:

@@ -49,6 +49,7 @@ from mesh.egress import (
     egress_objects,
     service_entry_hosts,
 )
+from mesh.gatewayapi.common import AGENT_METRICS_PORT, has_pools, picker_pod_labels, pool_name
 from mesh.k8s import istio_networking, metadata
 from models.presets import scrape_port, server_ports
 
@@ -616,7 +617,21 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
     ingress = [{"from": servers, "ports": _ports(p.number for p in server_ports(model))}]
     if config.security.metrics_namespaces:
         ingress.append(_metrics_rule(config, METRICS_PORTS))
+    pickers = picker_peers(config, name)
+    if pickers:
+        ingress.append({"from": pickers, "ports": _ports([AGENT_METRICS_PORT])})
     return _ingress_policy(config, name, workloads, ingress)
+
+
+def picker_peers(config: StackConfig, name: str) -> list[dict]:
+    """The model's endpoint picker pods (one per version's pool, in the serving namespace),
+    which scrape the servers through the pilot-agent's :15020 (mesh/gatewayapi/pools.py)."""
+    if not has_pools(config, name):
+        return []
+    return [
+        {"podSelector": {"matchLabels": picker_pod_labels(pool_name(name, version))}}
+        for version in sorted(config.models[name].versions)
+    ]
 
 
 def model_security_objects(config: StackConfig, name: str) -> list[dict]:

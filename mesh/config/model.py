@@ -35,6 +35,7 @@ from mesh.config.formats import (
     duration_millis,
     quantity_bytes,
 )
+from mesh.config.inference import InferencePoolSettings
 from mesh.config.llm import LLM_SERVERS, LlmServer, preset_flag
 from mesh.config.resilience import Fault, TrafficPolicy
 from mesh.config.routing import Canary, MatchRule, Mirror, Progressive, Retries
@@ -170,6 +171,12 @@ class Model(_Config):
         default=None,
         description="settings of the vllm and sglang presets: served model name, context "
         "length, tensor parallelism, weights loading, extra engine flags",
+    )
+    inference_pool: InferencePoolSettings | None = Field(
+        default=None,
+        description="routing: gateway-api, vllm and sglang: the ingress picks each request's "
+        "pod with a Gateway API Inference Extension endpoint picker, one InferencePool per "
+        'version (docs/llm.md, "Inference pools")',
     )
     matches: dict[DnsLabel, MatchRule] = Field(
         default={}, description="A/B rules, tried before the weighted route"

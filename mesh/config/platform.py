@@ -134,6 +134,12 @@ class Platform(_Config):
         "or experimental-install.yaml): `routing: gateway-api` emits experimental-channel "
         "fields (HTTPRoute `retry`) only with `experimental`",
     )
+    inference_extension: Flag = Field(
+        default=False,
+        description="istiod runs with ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true and the "
+        "cluster has the InferencePool CRD (inference.networking.k8s.io/v1): models may use "
+        'inferencePool (docs/llm.md, "Inference pools")',
+    )
     monitoring_release: LabelValue | None = Field(
         default=None,
         description="the kube-prometheus-stack Helm release whose Prometheus loads the "

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from mesh.config import gateway_api
+from mesh.config import gateway_api, inference
 from mesh.config.base import _Config
 from mesh.config.errors import ConfigPathError
 from mesh.config.formats import (
@@ -462,6 +462,12 @@ class StackConfig(_Config):
         see mesh/config/gateway_api.py."""
         if self.routing == "gateway-api":
             gateway_api.check(self)
+        return self
+
+    @model_validator(mode="after")
+    def _inference_pools(self) -> StackConfig:
+        """What a model's InferencePool needs: see mesh/config/inference.py."""
+        inference.check(self)
         return self
 
     @model_validator(mode="after")

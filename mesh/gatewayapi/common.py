@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mesh.config import StackConfig
 from mesh.config.formats import duration_millis
+from mesh.config.inference import MAX_POOL_NAME
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 GROUP = "gateway.networking.k8s.io"
@@ -36,3 +37,37 @@ def version_service_name(name: str, version: str) -> str:
 
 def version_service_host(config: StackConfig, name: str, version: str) -> str:
     return f"{version_service_name(name, version)}.{config.namespace}.svc.cluster.local"
+
+
+# Inference pools (mesh/gatewayapi/pools.py): the names the routes, the NetworkPolicy and the
+# pickers' chart share.
+POOL_API = "inference.networking.k8s.io/v1"
+POOL_GROUP = "inference.networking.k8s.io"
+# The pilot-agent's merged metrics (Istio metrics merging, meshConfig.enablePrometheusMerge),
+# where the endpoint pickers scrape the servers.
+AGENT_METRICS_PORT = 15020
+AGENT_METRICS_PATH = "/stats/prometheus"
+
+
+def has_pools(config: StackConfig, name: str) -> bool:
+    """The model routes its ingress traffic through InferencePools (models.<m>.inferencePool;
+    Flagger models never: the config refuses the pair)."""
+    model = config.models[name]
+    return config.gateway_api() and model.inference_pool is not None and model.progressive is None
+
+
+def pool_name(name: str, version: str) -> str:
+    """The pool, and the picker's Helm release, of one version: `<model>-<version>`."""
+    return f"{name}-{version}"
+
+
+def picker_name(pool: str) -> str:
+    """The picker's Deployment, Service and ServiceAccount (llm-d-router v0.10.0 routerlib
+    `_helpers.tpl` `llm-d-router.name`: the release, lowercased, cut to 40 characters, then
+    `-epp`)."""
+    return f"{pool.lower()[:MAX_POOL_NAME]}-epp"
+
+
+def picker_pod_labels(pool: str) -> dict[str, str]:
+    """The picker pods' selector labels in pool mode (`llm-d-router.selectorLabels`)."""
+    return {"llm-d-router-gateway": picker_name(pool)}

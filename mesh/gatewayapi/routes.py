@@ -46,7 +46,14 @@ import re
 from fractions import Fraction
 
 from mesh.config import MatchRule, Model, StackConfig
-from mesh.gatewayapi.common import GATEWAY_API, gateway_duration, version_service_name
+from mesh.gatewayapi.common import (
+    GATEWAY_API,
+    POOL_GROUP,
+    gateway_duration,
+    has_pools,
+    pool_name,
+    version_service_name,
+)
 from mesh.gatewayapi.ingress import gateway_parents
 from mesh.k8s import metadata
 from mesh.traffic import CANARY_ANNOTATION, route_weights
@@ -96,9 +103,17 @@ def condition_count(match: MatchRule) -> int:
     return len(match.headers) + (1 if match.cookie is not None else 0)
 
 
-def _backend(name: str, version: str, port: ServerPort, weight: int | None = None) -> dict:
-    ref: dict = {"group": "", "kind": "Service", "name": version_service_name(name, version)}
-    ref["port"] = port.number
+def _backend(
+    name: str, version: str, port: ServerPort, weight: int | None = None, pool: bool = False
+) -> dict:
+    """A version's Service on `port`, or with `pool` its InferencePool (group
+    inference.networking.k8s.io, named, no port: the pool's targetPorts say it, and Istio
+    refuses a pool named by hostname, conversion.go `buildDestination`)."""
+    if pool:
+        ref: dict = {"group": POOL_GROUP, "kind": "InferencePool", "name": pool_name(name, version)}
+    else:
+        ref = {"group": "", "kind": "Service", "name": version_service_name(name, version)}
+        ref["port"] = port.number
     if weight is not None:
         ref["weight"] = weight
     return ref
@@ -172,22 +187,33 @@ def _with_grpc(headers: list[dict]) -> list[dict]:
 
 
 def match_rule(
-    config: StackConfig, name: str, rule: str, match: MatchRule, port: ServerPort, grpc: bool
+    config: StackConfig,
+    name: str,
+    rule: str,
+    match: MatchRule,
+    port: ServerPort,
+    grpc: bool,
+    pool: bool = False,
 ) -> dict:
     headers = rule_headers(match)
     return {
         "name": f"{rule}-{port.name}",
         "matches": _matches(_with_grpc(headers) if grpc else headers),
-        "backendRefs": [_backend(name, match.version, port)],
+        "backendRefs": [_backend(name, match.version, port, pool=pool)],
         **request_policy(config.models[name]),
     }
 
 
-def weighted_rule(config: StackConfig, name: str, port: ServerPort, grpc: bool) -> dict:
+def weighted_rule(
+    config: StackConfig, name: str, port: ServerPort, grpc: bool, pool: bool = False
+) -> dict:
+    """The canary split; with `pool`, between the versions' pools. The mirror always goes to
+    the version's Service: a mirrored copy needs no picking, and its answer is dropped."""
     model = config.models[name]
     found: dict = {"name": port.name, "matches": _matches(_with_grpc([]) if grpc else [])}
     found["backendRefs"] = [
-        _backend(name, version, port, weight) for version, weight in route_weights(model).items()
+        _backend(name, version, port, weight, pool)
+        for version, weight in route_weights(model).items()
     ]
     if model.mirror is not None:
         mirror = {"backendRef": _backend(name, model.mirror.version, port)}
@@ -218,20 +244,58 @@ def route_rules(config: StackConfig, name: str) -> list[dict]:
     return rules
 
 
+def pool_rules(config: StackConfig, name: str) -> list[dict]:
+    """The ingress rules of a model with pools: its match rules, then the weighted rule, each
+    to the versions' InferencePools. The LLM servers have no gRPC port, so no gRPC forms."""
+    model = config.models[name]
+    rest = server_ports(model)[0]
+    rules = [
+        match_rule(config, name, rule, match, rest, grpc=False, pool=True)
+        for rule, match in model.ordered_matches()
+    ]
+    rules.append(weighted_rule(config, name, rest, grpc=False, pool=True))
+    return rules
+
+
 def mesh_parent(name: str) -> dict:
     return {"group": "", "kind": "Service", "name": name}
 
 
-def http_route(config: StackConfig, name: str) -> dict:
+def _route(config: StackConfig, name: str, route: str, parents: list, rules: list) -> dict:
     canary = config.models[name].canary
     annotations = {CANARY_ANNOTATION: canary.version} if canary else None
     return {
         "apiVersion": GATEWAY_API,
         "kind": "HTTPRoute",
-        "metadata": metadata(name, config.namespace, COMPONENT, {"app": name}, annotations),
+        "metadata": metadata(route, config.namespace, COMPONENT, {"app": name}, annotations),
         "spec": {
-            "parentRefs": [*gateway_parents(config), mesh_parent(name)],
+            "parentRefs": parents,
             "hostnames": config.model_hosts(name),
-            "rules": route_rules(config, name),
+            "rules": rules,
         },
     }
+
+
+def pool_route_name(name: str) -> str:
+    return f"{name}-pools"
+
+
+def http_route(config: StackConfig, name: str) -> dict:
+    """The model's route: bound to the ingress Gateway and the model Service; with pools, to
+    the model Service alone (`pool_route` binds the Gateway)."""
+    parents = [] if has_pools(config, name) else gateway_parents(config)
+    return _route(config, name, name, [*parents, mesh_parent(name)], route_rules(config, name))
+
+
+def pool_route(config: StackConfig, name: str) -> dict | None:
+    """With pools, the Gateway's route of the model, `<model>-pools`, to its InferencePools.
+
+    Separate from the mesh route because Istio builds the picker's ext_proc filter only into
+    Gateway listeners (listener_builder.go, `HasInferencePool`): a sidecar routing to a pool
+    would get its headless shadow Service without a picker, so mesh callers keep the
+    version Services. Both routes carry the same weights, from the one canary.weight."""
+    if not has_pools(config, name):
+        return None
+    return _route(
+        config, name, pool_route_name(name), gateway_parents(config), pool_rules(config, name)
+    )

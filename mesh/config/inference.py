@@ -1,0 +1,126 @@
+"""Gateway API Inference Extension pools (`models.<m>.inferencePool`, `routing: gateway-api`).
+
+With a pool, the ingress Gateway no longer load-balances a version's pods by connection: the
+Istio gateway asks an endpoint picker (EPP) for each request, over Envoy ext_proc, and the
+picker chooses the pod by the servers' own queue length, KV-cache usage and prefix cache. One
+`InferencePool` per version, each with its own picker, and the Gateway's HTTPRoute splits the
+traffic between the pools by weight: the Inference Extension's rollout guide
+(gateway-api-inference-extension v1.5.0 site-src/guides/inferencepool-rollout.md).
+
+What Istio 1.30 does with it (istio/istio 1.30.3):
+
+- a backendRef to an InferencePool is refused unless istiod runs with
+  ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true (pilot/pkg/features/experimental.go, default
+  false; pilot/pkg/config/kube/gateway/conversion.go `buildDestination`: "InferencePool is not
+  enabled"): `platform.inferenceExtension` says the platform has it, with the InferencePool
+  CRD (`inference.networking.k8s.io/v1`, Istio 1.28+ reads v1);
+- the ext_proc filter is built only into the listeners of Gateway pods that have a pool
+  attached (pilot/pkg/networking/core/listener_builder.go, `HasInferencePool`): sidecars get
+  no picker, so mesh callers keep the version-Service route (mesh/gatewayapi/routes.py);
+- the picker scrapes each server's metrics itself. Under STRICT mTLS it cannot read the
+  server's port in plaintext, so it reads the pilot-agent's merged metrics on :15020, which
+  the sidecar never captures (as Prometheus does in sidecar mode): ambient pods have no
+  pilot-agent, and pools are refused there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from mesh.config.base import _Config
+from mesh.config.errors import ConfigPathError
+from mesh.config.llm import LLM_SERVERS
+
+if TYPE_CHECKING:
+    from mesh.config.stack import StackConfig
+
+# InferencePool v1 is read from Istio 1.28.0 (gateway-api-inference-extension v1.5.0
+# site-src/guides/index.md: "Istio >= 1.28.0 is needed for InferencePool v1").
+INFERENCE_POOL_ISTIO = (1, 28)
+# The picker chart names its Deployment, Service and ServiceAccount after the release cut to
+# 40 characters (llm-d-router v0.10.0 config/charts/routerlib/templates/_helpers.tpl
+# `llm-d-router.name`); the release is the pool `<model>-<version>`, so that is its limit.
+MAX_POOL_NAME = 40
+
+ENABLE_FLAG = "ENABLE_GATEWAY_API_INFERENCE_EXTENSION"
+
+
+class InferencePoolSettings(_Config):
+    """Per-model opt-in to Inference Extension pools (`inferencePool:` next to `llm:`)."""
+
+    failure_mode: Literal["FailOpen", "FailClose"] = Field(
+        default="FailOpen",
+        description="what the gateway does when the endpoint picker does not answer: FailOpen "
+        "sends the request to a pod of the pool chosen by the gateway itself (the model keeps "
+        "serving, without load-aware picking), FailClose answers an error; the CRD's default "
+        "is FailClose, the picker chart's FailOpen",
+    )
+    picker_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        strict=True,
+        description="endpoint picker pods per version; more than one run with leader "
+        "election (the chart adds --ha-enable-leader-election)",
+    )
+
+
+def check(config: StackConfig) -> None:
+    """Raise ConfigPathError for the first pool the platform or the model cannot serve."""
+    for name, model in sorted(config.models.items()):
+        if model.inference_pool is None:
+            continue
+        path = ("models", name, "inferencePool")
+        if model.server not in LLM_SERVERS:
+            raise ConfigPathError(
+                path,
+                f"only allowed with server vllm or sglang (this model uses {model.server!r}): "
+                "the endpoint picker reads the LLM servers' queue and KV-cache metrics and "
+                "parses OpenAI requests",
+            )
+        if not config.gateway_api():
+            raise ConfigPathError(
+                path,
+                "an InferencePool is a Gateway API backend: set routing: gateway-api, or "
+                "remove inferencePool",
+            )
+        if config.ambient():
+            raise ConfigPathError(
+                path,
+                "dataplane is ambient: the endpoint picker scrapes each server's metrics "
+                "itself, through the pilot-agent's :15020 in sidecar mode; an ambient pod has "
+                "no pilot-agent, and STRICT mTLS refuses the picker's plaintext scrape of the "
+                "server port. Use dataplane: sidecar, or remove inferencePool",
+            )
+        if model.progressive is not None:
+            raise ConfigPathError(
+                path,
+                "Flagger owns this model's HTTPRoute and routes to Services, never to pools: "
+                "remove inferencePool or the progressive block",
+            )
+        if config.platform.istio() < INFERENCE_POOL_ISTIO:
+            raise ConfigPathError(
+                path,
+                f"InferencePool v1 needs Istio 1.28+ and platform.istioVersion is "
+                f"{config.platform.istio_version!r}: raise platform.istioVersion if the "
+                "cluster runs 1.28 or newer, or remove inferencePool",
+            )
+        if not config.platform.inference_extension:
+            raise ConfigPathError(
+                path,
+                f"Istio refuses InferencePool backends unless istiod runs with {ENABLE_FLAG}"
+                f"=true (default false): install it with `istioctl install --set "
+                f"values.pilot.env.{ENABLE_FLAG}=true` and the InferencePool CRD, then set "
+                "platform.inferenceExtension: true",
+            )
+        for version in sorted(model.versions):
+            pool = f"{name}-{version}"
+            if len(pool) > MAX_POOL_NAME:
+                raise ConfigPathError(
+                    ("models", name, "versions", version),
+                    f"the pool {pool!r} has {len(pool)} characters and the endpoint picker "
+                    f"chart cuts its names at {MAX_POOL_NAME}: shorten the model or version "
+                    "name",
+                )
