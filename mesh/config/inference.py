@@ -31,6 +31,7 @@ from pydantic import Field
 
 from mesh.config.base import _Config
 from mesh.config.errors import ConfigPathError
+from mesh.config.formats import Quantity
 from mesh.config.llm import LLM_SERVERS
 
 if TYPE_CHECKING:
@@ -45,6 +46,28 @@ INFERENCE_POOL_ISTIO = (1, 28)
 MAX_POOL_NAME = 40
 
 ENABLE_FLAG = "ENABLE_GATEWAY_API_INFERENCE_EXTENSION"
+
+
+class PickerQuantities(_Config):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class PickerResources(_Config):
+    """Overrides of the picker chart's resources; what is unset keeps the chart's (requests
+    cpu 8, memory 8Gi, limit memory 16Gi: llm-d-router v0.10.0 routerlib/values.yaml; Helm
+    merges these values into them key by key)."""
+
+    requests: PickerQuantities = PickerQuantities()
+    limits: PickerQuantities = PickerQuantities()
+
+    def values(self) -> dict:
+        found = {}
+        for kind in ("requests", "limits"):
+            given = getattr(self, kind).model_dump(exclude_none=True)
+            if given:
+                found[kind] = given
+        return found
 
 
 class InferencePoolSettings(_Config):
@@ -64,6 +87,11 @@ class InferencePoolSettings(_Config):
         strict=True,
         description="endpoint picker pods per version; more than one run with leader "
         "election (the chart adds --ha-enable-leader-election)",
+    )
+    picker_resources: PickerResources = Field(
+        default=PickerResources(),
+        description="requests and limits of each picker pod; unset values keep the chart's "
+        "(requests cpu 8, memory 8Gi; limit memory 16Gi)",
     )
 
 

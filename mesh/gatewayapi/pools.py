@@ -132,6 +132,16 @@ def picker_values(config: StackConfig, name: str, version: str) -> dict:
     model = config.models[name]
     settings = model.inference_pool
     assert settings is not None, "only models with an inferencePool have pickers"
+    epp: dict = {
+        "replicas": settings.picker_replicas,
+        "image": {"tag": PICKER_CHART_VERSION, "pullPolicy": "IfNotPresent"},
+        "podAnnotations": {"sidecar.istio.io/inject": "false"},
+        "pluginsConfigFile": PLUGINS_FILE,
+        "pluginsCustomConfig": {PLUGINS_FILE: plugins_config(config, name)},
+    }
+    resources = settings.picker_resources.values()
+    if resources:
+        epp["resources"] = resources
     return {
         "provider": {"name": "istio"},
         "router": {
@@ -142,13 +152,7 @@ def picker_values(config: StackConfig, name: str, version: str) -> dict:
                 "matchLabels": selector_labels(name, version),
                 "targetPorts": [{"number": server_ports(model)[0].number}],
             },
-            "epp": {
-                "replicas": settings.picker_replicas,
-                "image": {"tag": PICKER_CHART_VERSION, "pullPolicy": "IfNotPresent"},
-                "podAnnotations": {"sidecar.istio.io/inject": "false"},
-                "pluginsConfigFile": PLUGINS_FILE,
-                "pluginsCustomConfig": {PLUGINS_FILE: plugins_config(config, name)},
-            },
+            "epp": epp,
         },
     }
 

@@ -1,0 +1,379 @@
+"""Inference Extension pools (`models.<m>.inferencePool`): what the config refuses, the pools
+and pickers the plan asks for, and that each piece points at what exists (the pods a pool
+selects, the port it targets, the picker Service its endpointPickerRef names, the port the
+picker scrapes), all from examples/Pulumi.llm-pools.yaml with one setting changed per row.
+What the chart creates is modelled on llm-d-router v0.10.0 (mesh/gatewayapi/pools.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from mesh.config import ConfigError, parse_config
+from mesh.gatewayapi.common import picker_name
+from mesh.gatewayapi.pools import (
+    AGENT_METRICS_PATH,
+    AGENT_METRICS_PORT,
+    PLUGINS_FILE,
+    shadow_service_name,
+)
+from mesh.plan import build_plan
+from mesh.render import chart_comment
+from mesh.stackfile import raw_project_config
+from tests.conftest import PROJECT_DIR, with_value, without
+
+EXAMPLE = PROJECT_DIR / "examples" / "Pulumi.llm-pools.yaml"
+
+
+def example_raw() -> dict[str, Any]:
+    return raw_project_config(yaml.safe_load(EXAMPLE.read_text()))
+
+
+def config_of(edits: dict[str, Any]):
+    raw = example_raw()
+    for path, value in edits.items():
+        raw = without(raw, path) if value is None else with_value(raw, path, value)
+    return parse_config(raw, "llm-pools")
+
+
+def plan_of(edits: dict[str, Any] | None = None):
+    return build_plan(config_of(edits or {}))
+
+
+def named(objects: list[dict], kind: str, name: str) -> dict:
+    (found,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return found
+
+
+def charts_by_name(plan) -> dict:
+    return {chart.name: chart for chart in plan.charts()}
+
+
+# --- what the config refuses ----------------------------------------------------------------
+
+REFUSED = [
+    # (edits, path, words of the message)
+    (
+        {"models.chat.server": "triton", "models.chat.llm": None},
+        "models.chat.inferencePool",
+        ["only allowed with server vllm or sglang", "'triton'"],
+    ),
+    (
+        {"routing": "istio"},
+        "models.chat.inferencePool",
+        ["Gateway API backend", "routing: gateway-api"],
+    ),
+    (
+        {"dataplane": "ambient"},
+        "models.chat.inferencePool",
+        ["dataplane is ambient", ":15020", "dataplane: sidecar"],
+    ),
+    (
+        {"models.chat.canary": None, "models.chat.progressive": {"maxWeight": 50}},
+        "models.chat.inferencePool",
+        ["Flagger owns this model's HTTPRoute"],
+    ),
+    (
+        {"platform.istioVersion": "1.27"},
+        "models.chat.inferencePool",
+        ["Istio 1.28+", "'1.27'"],
+    ),
+    (
+        {"platform.inferenceExtension": None},
+        "models.chat.inferencePool",
+        [
+            "ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true",
+            "values.pilot.env.ENABLE_GATEWAY_API_INFERENCE_EXTENSION=true",
+            "platform.inferenceExtension: true",
+        ],
+    ),
+    (
+        {"models.coder.inferencePool.failureMode": "FailSilently"},
+        "models.coder.inferencePool.failureMode",
+        ["FailOpen", "FailClose"],
+    ),
+    (
+        {"models.chat.inferencePool.pickerReplicas": 0},
+        "models.chat.inferencePool.pickerReplicas",
+        ["greater than or equal to 1"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("edits", "path", "words"), REFUSED)
+def test_the_config_refuses_a_pool_the_platform_or_model_cannot_serve(edits, path, words):
+    with pytest.raises(ConfigError) as caught:
+        config_of(edits)
+    problems = {p.path: p.message for p in caught.value.problems}
+    assert path in problems, problems
+    for word in words:
+        assert word in problems[path]
+
+
+def test_a_pool_name_the_picker_chart_would_cut_is_refused():
+    """The chart cuts the release at 40 characters: two long versions would share a picker."""
+    long_version = "v2-" + "x" * 33  # chat- + 36 = 41 characters
+    raw_edits = {
+        f"models.chat.versions.{long_version}": {
+            "image": "vllm/vllm-openai:v0.34.0",
+            "modelPath": "chat-8b/2026-10",
+        }
+    }
+    with pytest.raises(ConfigError) as caught:
+        config_of(raw_edits)
+    problems = {p.path: p.message for p in caught.value.problems}
+    path = f"models.chat.versions.{long_version}"
+    assert path in problems, problems
+    assert "cuts its names at 40" in problems[path]
+
+
+# --- the pools and their pickers ------------------------------------------------------------
+
+
+def test_every_version_gets_a_picker_release_and_nothing_else_does():
+    plan = plan_of()
+    assert sorted(charts_by_name(plan)) == ["chat-v1", "chat-v2", "coder-v3"]
+    without_pools = plan_of({"models.coder.inferencePool": None})
+    assert sorted(charts_by_name(without_pools)) == ["chat-v1", "chat-v2"]
+
+
+def test_each_pool_selects_exactly_the_pods_of_its_version_on_the_server_port():
+    """Runtime truth: the pool's selector against the Deployments' pod labels, its target
+    port against the server container's port."""
+    plan = plan_of()
+    objects = plan.objects()
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    for chart in plan.charts():
+        pool = named(list(chart.modelled), "InferencePool", chart.name)
+        selector = pool["spec"]["selector"]["matchLabels"]
+        selected = [
+            d["metadata"]["name"]
+            for d in deployments
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert selected == [chart.name]
+        (deployment,) = [d for d in deployments if d["metadata"]["name"] == chart.name]
+        (server,) = [
+            c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "server"
+        ]
+        ports = {p["containerPort"] for p in server["ports"]}
+        assert [p["number"] for p in pool["spec"]["targetPorts"]] == [next(iter(sorted(ports)))]
+
+
+def test_the_pool_names_the_picker_service_the_chart_creates():
+    for chart in plan_of().charts():
+        pool = named(list(chart.modelled), "InferencePool", chart.name)
+        ref = pool["spec"]["endpointPickerRef"]
+        service = named(list(chart.modelled), "Service", ref["name"])
+        assert ref["port"]["number"] in [p["port"] for p in service["spec"]["ports"]]
+        # The chart's Service selects its picker pods by the label mesh/security.py admits.
+        assert service["spec"]["selector"] == {"llm-d-router-gateway": picker_name(chart.name)}
+
+
+@pytest.mark.parametrize(("model", "mode"), [("chat", "FailOpen"), ("coder", "FailClose")])
+def test_failure_mode_reaches_both_the_chart_and_the_pool(model, mode):
+    for chart in plan_of().charts():
+        if not chart.name.startswith(f"{model}-"):
+            continue
+        assert chart.values["router"]["inferencePool"]["failureMode"] == mode
+        pool = named(list(chart.modelled), "InferencePool", chart.name)
+        assert pool["spec"]["endpointPickerRef"]["failureMode"] == mode
+
+
+def test_the_picker_stays_out_of_the_mesh_and_scrapes_the_agent_port():
+    """The gateway reaches the picker with plain TLS (the chart's DestinationRule), which a
+    sidecar under STRICT would refuse; the picker reads the servers through :15020."""
+    for chart in plan_of().charts():
+        epp = chart.values["router"]["epp"]
+        assert epp["podAnnotations"] == {"sidecar.istio.io/inject": "false"}
+        assert epp["pluginsConfigFile"] == PLUGINS_FILE
+        config = yaml.safe_load(epp["pluginsCustomConfig"][PLUGINS_FILE])
+        assert config["kind"] == "EndpointPickerConfig"
+        (source,) = [p for p in config["plugins"] if p["type"] == "metrics-data-source"]
+        assert source["parameters"] == {
+            "scheme": "http",
+            "path": AGENT_METRICS_PATH,
+            "port": AGENT_METRICS_PORT,
+        }
+        refs = {p["pluginRef"] for p in config["schedulingProfiles"][0]["plugins"]}
+        assert refs <= {p.get("name", p["type"]) for p in config["plugins"]}
+        rule = named(list(chart.modelled), "DestinationRule", picker_name(chart.name))
+        assert rule["spec"]["trafficPolicy"]["tls"]["mode"] == "SIMPLE"
+
+
+@pytest.mark.parametrize(
+    ("release", "server", "engine"), [("chat-v1", "vllm", None), ("coder-v3", "sglang", "sglang")]
+)
+def test_the_picker_reads_the_metric_names_of_its_server(release, server, engine):
+    """core-metrics-extractor defaults to vLLM's names; SGLang's need defaultEngine
+    (llm-d-router v0.10.0 extractor/metrics/factories.go)."""
+    chart = charts_by_name(plan_of())[release]
+    config = yaml.safe_load(chart.values["router"]["epp"]["pluginsCustomConfig"][PLUGINS_FILE])
+    (extractor,) = [p for p in config["plugins"] if p["type"] == "core-metrics-extractor"]
+    assert extractor.get("parameters", {}).get("defaultEngine") == engine
+    assert chart.values["router"]["modelServers"]["type"] == server
+
+
+def test_the_agent_merges_the_server_metrics_the_picker_reads():
+    """pilot-agent serves on :15020 what the pod's prometheus.io annotations name (the
+    injector moves them to the agent): the server's own /metrics on its port."""
+    objects = plan_of().objects()
+    for name, port in (("chat-v1", 8000), ("chat-v2", 8000), ("coder-v3", 30000)):
+        annotations = named(objects, "Deployment", name)["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(port)
+        assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_the_model_network_policy_admits_its_pickers_on_the_agent_port_only():
+    objects = plan_of().objects()
+    policy = named(objects, "NetworkPolicy", "chat")
+    rules = [
+        r
+        for r in policy["spec"]["ingress"]
+        if any("llm-d-router-gateway" in str(p.get("podSelector")) for p in r["from"])
+    ]
+    assert len(rules) == 1
+    (rule,) = rules
+    assert rule["ports"] == [{"protocol": "TCP", "port": 15020}]
+    assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [
+        {"llm-d-router-gateway": "chat-v1-epp"},
+        {"llm-d-router-gateway": "chat-v2-epp"},
+    ]
+    # No namespaceSelector: the pickers run in the serving namespace only.
+    assert all("namespaceSelector" not in p for p in rule["from"])
+
+
+# --- the routes ----------------------------------------------------------------------------
+
+
+def _backends(route: dict) -> list[tuple[str, str, int | None]]:
+    (weighted,) = [r for r in route["spec"]["rules"] if "headers" not in r["matches"][0]]
+    return [(b["kind"], b["name"], b.get("weight")) for b in weighted["backendRefs"]]
+
+
+ROUTES = [
+    # (edits, model, the pool route's backends, the mesh route's backends)
+    (
+        {},
+        "chat",
+        [("InferencePool", "chat-v1", 90), ("InferencePool", "chat-v2", 10)],
+        [("Service", "chat-v1", 90), ("Service", "chat-v2", 10)],
+    ),
+    (
+        {"models.chat.canary.weight": 25},
+        "chat",
+        [("InferencePool", "chat-v1", 75), ("InferencePool", "chat-v2", 25)],
+        [("Service", "chat-v1", 75), ("Service", "chat-v2", 25)],
+    ),
+    ({}, "coder", [("InferencePool", "coder-v3", 100)], [("Service", "coder-v3", 100)]),
+]
+
+
+@pytest.mark.parametrize(("edits", "model", "pools", "services"), ROUTES)
+def test_one_canary_weight_splits_the_pools_and_the_version_services_alike(
+    edits, model, pools, services
+):
+    objects = plan_of(edits).objects()
+    pool_route = named(objects, "HTTPRoute", f"{model}-pools")
+    mesh_route = named(objects, "HTTPRoute", model)
+    assert _backends(pool_route) == pools
+    assert _backends(mesh_route) == services
+
+
+def test_the_gateway_binds_the_pool_route_and_mesh_callers_the_service_route():
+    """Istio builds the picker into Gateway listeners only: a sidecar would get the pool's
+    headless shadow Service without a picker."""
+    objects = plan_of().objects()
+    pool_parents = named(objects, "HTTPRoute", "chat-pools")["spec"]["parentRefs"]
+    mesh_parents = named(objects, "HTTPRoute", "chat")["spec"]["parentRefs"]
+    assert {p["kind"] for p in pool_parents} == {"Gateway"}
+    assert mesh_parents == [{"group": "", "kind": "Service", "name": "chat"}]
+    # Without pools, one route binds both, as before.
+    plain = plan_of({"models.chat.inferencePool": None}).objects()
+    kinds = {p["kind"] for p in named(plain, "HTTPRoute", "chat")["spec"]["parentRefs"]}
+    assert kinds == {"Gateway", "Service"}
+    assert not [o for o in plain if o["metadata"]["name"] == "chat-pools"]
+
+
+def test_pool_backends_carry_no_port_and_name_the_pool_not_a_host():
+    """Istio refuses a pool named by hostname (conversion.go `buildDestination`); the port is
+    the pool's targetPorts."""
+    objects = plan_of().objects()
+    for rule in named(objects, "HTTPRoute", "chat-pools")["spec"]["rules"]:
+        for ref in rule["backendRefs"]:
+            assert ref["group"] == "inference.networking.k8s.io"
+            assert "port" not in ref
+            assert "." not in ref["name"]
+
+
+def test_a_match_rule_sends_its_requests_to_the_pool_of_its_version():
+    objects = plan_of(
+        {"models.chat.matches": {"beta": {"version": "v2", "headers": {"x-beta": {"exact": "1"}}}}}
+    ).objects()
+    rules = named(objects, "HTTPRoute", "chat-pools")["spec"]["rules"]
+    (beta,) = [r for r in rules if r["name"].startswith("beta")]
+    assert [(b["kind"], b["name"]) for b in beta["backendRefs"]] == [("InferencePool", "chat-v2")]
+
+
+def test_the_mirror_of_a_pool_model_goes_to_the_version_service():
+    objects = plan_of(
+        {"models.chat.canary.weight": 0, "models.chat.mirror": {"version": "v2", "percent": 5}}
+    ).objects()
+    rules = named(objects, "HTTPRoute", "chat-pools")["spec"]["rules"]
+    (mirror,) = [f["requestMirror"] for r in rules for f in r.get("filters", [])]
+    assert mirror["backendRef"] == {"group": "", "kind": "Service", "name": "chat-v2", "port": 8000}
+
+
+def test_the_model_traffic_policy_reaches_the_pool_shadow_hosts():
+    """The gateway's cluster for a pool is Istio's shadow Service: a DestinationRule for that
+    host carries the model's connection pool (protected stack) as the version Services get."""
+    objects = plan_of().objects()
+    for version in ("v1", "v2"):
+        pool = f"chat-{version}"
+        rule = named(objects, "DestinationRule", f"{pool}-pool")
+        assert rule["spec"]["host"] == f"{shadow_service_name(pool)}.llm-prod.svc.cluster.local"
+        service_rule = named(objects, "DestinationRule", pool)
+        assert rule["spec"]["trafficPolicy"] == service_rule["spec"]["trafficPolicy"]
+
+
+SHADOW_NAMES = [
+    # (pool, name): Istio 1.30.3's own expectations (pilot/pkg/config/kube/gateway/
+    # testdata/http.yaml.golden and inferencepool_test.go)
+    ("infpool-gen", "infpool-gen-ip-6580eb2c"),
+    ("infpool-model2", "infpool-model2-ip-f857bff9"),
+    (
+        "very-long-inference-pool-name-that-should-be-truncated-properly",
+        "very-long-inference-pool-name-that-should-be-trunca-ip-6d24df6a",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pool", "expected"), SHADOW_NAMES)
+def test_the_shadow_service_name_is_istios(pool, expected):
+    assert shadow_service_name(pool) == expected
+
+
+def test_render_shows_each_release_as_comments_and_applies_as_before():
+    plan = plan_of()
+    text = chart_comment(charts_by_name(plan)["chat-v2"])
+    lines = text.splitlines()
+    assert all(line.startswith("#") for line in lines)
+    assert "oci://ghcr.io/llm-d/charts/llm-d-router-gateway v0.10.0" in lines[0]
+    assert "InferencePool chat-v2" in text
+    shown = lines[lines.index("# values:") + 1 :]
+    values = yaml.safe_load("".join(f"{line[4:]}\n" for line in shown))
+    assert values == charts_by_name(plan)["chat-v2"].values
+
+
+def test_picker_resources_override_only_what_is_given():
+    """Helm merges the values into the chart's defaults key by key: an unset request keeps
+    the chart's, so only what the config says is passed."""
+    edits = {"models.chat.inferencePool.pickerResources": {"requests": {"cpu": "2"}}}
+    chart = charts_by_name(plan_of(edits))["chat-v1"]
+    assert chart.values["router"]["epp"]["resources"] == {"requests": {"cpu": "2"}}
+    assert "resources" not in charts_by_name(plan_of())["coder-v3"].values["router"]["epp"]
