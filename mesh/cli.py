@@ -43,7 +43,8 @@ def _render(args: argparse.Namespace) -> int:
     plan = build_plan(stack.config)
     planned = plan.objects()  # built once: checked, then masked and shown
     # Refuse what `pulumi preview` would refuse, so render never shows an undeployable stack.
-    findings = gate(stack.name, check(stack.config, planned))
+    # The charts' objects too (Plan.cluster_objects): the pack sees them at preview.
+    findings = gate(stack.name, check(stack.config, plan.cluster_objects()))
     objects = masked(planned, stack.secrets)
     charts = plan.charts()
     if args.graph:
@@ -72,7 +73,7 @@ def _render(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     stack = load_stack(args.stack)
     cluster = load_snapshot(args.with_) if args.with_ else None
-    objects = build_plan(stack.config).objects()
+    objects = build_plan(stack.config).cluster_objects()
     findings = unique(check(stack.config, objects, cluster=cluster))
     sys.stdout.write(render_findings(findings, args.output))
     closing = summary(stack.name, len(objects), findings, None if cluster is None else len(cluster))

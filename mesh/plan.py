@@ -13,6 +13,7 @@ from mesh.config import StackConfig
 from mesh.dashboard import dashboard_objects
 from mesh.egress import egress_objects
 from mesh.gatewayapi.common import version_service_host
+from mesh.gatewayapi.pools import shadow_service
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
 from mesh.progressive import progressive_objects
@@ -53,9 +54,12 @@ class Plan:
         return [chart for c in self.components for chart in c.charts]
 
     def cluster_objects(self) -> list[dict]:
-        """What the cluster holds once applied: the objects, and those the charts create that
-        ml-mesh models (mesh.charts): what trace and the checks of routes read."""
-        return [*self.objects(), *(obj for chart in self.charts() for obj in chart.modelled)]
+        """What the cluster holds once applied: the objects, those the charts create that
+        ml-mesh models (mesh.charts), and the shadow Service istiod derives from each
+        InferencePool: what the checks (and the policy pack at preview) and trace read."""
+        made = [obj for chart in self.charts() for obj in chart.modelled]
+        shadows = [shadow_service(obj) for obj in made if obj["kind"] == "InferencePool"]
+        return [*self.objects(), *made, *shadows]
 
 
 def ingress_objects(config: StackConfig) -> list[dict]:

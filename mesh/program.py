@@ -17,6 +17,7 @@ from pulumi.runtime import config as runtime_config
 from mesh.charts import HelmChart
 from mesh.checks import MeshCheckError, check, gate
 from mesh.config import ConfigError, StackConfig, engine_value, is_misspelt_project, parse_config
+from mesh.gatewayapi.pools import harden_picker
 from mesh.plan import MODEL, Component, Plan, build_plan, model_outputs, stack_outputs
 from mesh.secrets import replace_secrets, secret_values
 from mesh.stackfile import PROJECT
@@ -185,8 +186,22 @@ def register_chart(chart: HelmChart, parent: pulumi.Resource, ns: pulumi.Resourc
         version=chart.version,
         namespace=chart.namespace,
         values=chart.values,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ns]),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ns], transforms=[harden]),
     )
+
+
+def harden(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+    """A Pulumi transform (it reaches the objects the chart's provider registers, which
+    `transformations` do not): the picker Deployment gets the securityContext the chart has no
+    value for (mesh.gatewayapi.pools `harden_picker`, pure, the same function the modelled
+    Deployment goes through); every other resource is left as it is."""
+    if args.type_ != "kubernetes:apps/v1:Deployment":
+        return None
+    props = dict(args.props)
+    hardened = harden_picker({**props, "kind": "Deployment"})
+    if hardened.get("spec") is props.get("spec"):
+        return None
+    return pulumi.ResourceTransformResult(props={**props, "spec": hardened["spec"]}, opts=args.opts)
 
 
 def _deployment_timeouts(
@@ -211,7 +226,8 @@ def main() -> None:
     try:
         config, secrets = read_config(stack)
         plan = build_plan(config)
-        findings = gate(stack, check(config, plan.objects()))
+        # What the charts create too: the policy pack validates those objects at preview.
+        findings = gate(stack, check(config, plan.cluster_objects()))
     except (ConfigError, MeshCheckError) as exc:
         # RunError: Pulumi prints the message alone, without a traceback, and registers nothing
         # (pulumi-language-python-exec: `except pulumi.RunError as e: pulumi.log.error(str(e))`);

@@ -338,8 +338,11 @@ def backend_share(rule: Mapping, service: str) -> float:
 
 
 def _http_route_canary_problems(props: Mapping, canary: str, maximum: int) -> list[str]:
-    """`routing: gateway-api`: the canary is the version Service `<model>-<canary>`."""
-    service = f"{_get(props, 'metadata', 'name')}-{canary}"
+    """`routing: gateway-api`: the canary is the backend `<model>-<canary>`, the version
+    Service or, on a model's `<model>-pools` route, the version's InferencePool; the model
+    is the route's `app` label (its name for routes without one)."""
+    model = _get(props, "metadata", "labels", "app") or _get(props, "metadata", "name")
+    service = f"{model}-{canary}"
     problems = []
     for index, rule in enumerate(_items(_get(props, "spec", "rules"))):
         if not isinstance(rule, Mapping) or not is_weighted_rule(rule):

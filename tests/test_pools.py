@@ -6,6 +6,7 @@ What the chart creates is modelled on llm-d-router v0.10.0 (mesh/gatewayapi/pool
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -17,11 +18,13 @@ from mesh.gatewayapi.pools import (
     AGENT_METRICS_PATH,
     AGENT_METRICS_PORT,
     PLUGINS_FILE,
+    harden_picker,
     shadow_service_name,
 )
 from mesh.plan import build_plan
 from mesh.render import chart_comment
 from mesh.stackfile import raw_project_config
+from policy import rules
 from tests.conftest import PROJECT_DIR, with_value, without
 
 EXAMPLE = PROJECT_DIR / "examples" / "Pulumi.llm-pools.yaml"
@@ -370,10 +373,142 @@ def test_render_shows_each_release_as_comments_and_applies_as_before():
     assert values == charts_by_name(plan)["chat-v2"].values
 
 
-def test_picker_resources_override_only_what_is_given():
-    """Helm merges the values into the chart's defaults key by key: an unset request keeps
-    the chart's, so only what the config says is passed."""
+def test_picker_resources_override_only_what_is_given_and_always_limit_cpu():
+    """Helm merges the values into the chart's defaults key by key, so only what the config
+    says is passed, plus the CPU limit the policy pack needs (the CPU request: given, else the
+    chart's 8)."""
     edits = {"models.chat.inferencePool.pickerResources": {"requests": {"cpu": "2"}}}
     chart = charts_by_name(plan_of(edits))["chat-v1"]
-    assert chart.values["router"]["epp"]["resources"] == {"requests": {"cpu": "2"}}
-    assert "resources" not in charts_by_name(plan_of())["coder-v3"].values["router"]["epp"]
+    assert chart.values["router"]["epp"]["resources"] == {
+        "limits": {"cpu": "2"},
+        "requests": {"cpu": "2"},
+    }
+    coder = charts_by_name(plan_of())["coder-v3"]
+    assert coder.values["router"]["epp"]["resources"] == {"limits": {"cpu": "8"}}
+    deployment = named(list(coder.modelled), "Deployment", "coder-v3-epp")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "8", "memory": "8Gi"},
+        "limits": {"memory": "16Gi", "cpu": "8"},
+    }
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [rules.image_problems, rules.limit_problems, rules.security_context_problems],
+    ids=["image-pinned", "resources-limited", "hardened-security-context"],
+)
+def test_the_picker_deployment_passes_the_policy_pack(rule):
+    """The pack validates the chart's objects at `pulumi preview` like any other: the picker
+    Deployment as the chart renders it, after the program's transform (`harden_picker`)."""
+    for chart in plan_of().charts():
+        deployment = named(list(chart.modelled), "Deployment", picker_name(chart.name))
+        assert rule("kubernetes:apps/v1:Deployment", deployment) == []
+
+
+def test_without_the_transform_the_pack_would_refuse_the_chart_picker():
+    """What the chart renders alone: no securityContext, refused (this is why the program
+    hardens it)."""
+    chart = plan_of().charts()[0]
+    deployment = copy.deepcopy(named(list(chart.modelled), "Deployment", picker_name(chart.name)))
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        del container["securityContext"]
+    assert rules.security_context_problems("kubernetes:apps/v1:Deployment", deployment)
+    assert harden_picker(deployment) != deployment
+    assert (
+        rules.security_context_problems("kubernetes:apps/v1:Deployment", harden_picker(deployment))
+        == []
+    )
+
+
+def test_the_transform_leaves_every_other_object_alone():
+    for obj in plan_of().objects():
+        assert harden_picker(obj) is obj
+
+
+IMAGES = [
+    # (images.endpointPicker, the chart's epp.image registry, repository, tag)
+    (
+        "ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0",
+        "ghcr.io",
+        "llm-d/llm-d-router-endpoint-picker",
+        "v0.10.0",
+    ),
+    (
+        "registry.acme.com:5000/mirror/epp:v0.10.0@sha256:" + "a" * 64,
+        "registry.acme.com:5000",
+        "mirror/epp",
+        "v0.10.0@sha256:" + "a" * 64,
+    ),
+]
+
+
+@pytest.mark.parametrize(("image", "registry", "repository", "tag"), IMAGES)
+def test_the_picker_image_is_written_as_the_chart_joins_it(image, registry, repository, tag):
+    """The chart writes `<registry>/<repository>:<tag>`: the parts must join back to the
+    configured reference, digest included."""
+    chart = charts_by_name(plan_of({"images.endpointPicker": image}))["chat-v1"]
+    values = chart.values["router"]["epp"]["image"]
+    assert (values["registry"], values["repository"], values["tag"]) == (registry, repository, tag)
+    assert f"{values['registry']}/{values['repository']}:{values['tag']}" == image
+
+
+def test_a_picker_image_without_a_tag_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        config_of({"images.endpointPicker": "ghcr.io/llm-d/epp@sha256:" + "b" * 64})
+    (problem,) = caught.value.problems
+    assert problem.path == "images.endpointPicker"
+    assert "repo:tag@sha256" in problem.message
+
+
+def test_a_tag_only_picker_image_is_a_finding_on_images_endpoint_picker():
+    """`mesh check` reads the chart's objects: with requireDigests the picker's tag-only image
+    is an error that names the key to edit."""
+    from mesh.checks import check
+
+    config = config_of({"images.requireDigests": True})
+    findings = check(config, build_plan(config).cluster_objects())
+    picker = [f for f in findings if "chat-v1-epp" in str(f)]
+    assert picker, findings
+    assert all(f.severity == "error" and f.path == "images.endpointPicker" for f in picker)
+
+
+def test_istiod_shadow_service_selects_the_pool_pods_on_the_target_port():
+    plan = plan_of()
+    objects = plan.cluster_objects()
+    shadow = named(objects, "Service", shadow_service_name("chat-v2"))
+    assert shadow["spec"]["clusterIP"] == "None"
+    assert shadow["spec"]["selector"] == {"app": "chat", "version": "v2"}
+    assert shadow["spec"]["ports"] == [
+        {
+            "name": "http-0",
+            "protocol": "TCP",
+            "port": 54321,
+            "targetPort": 8000,
+            "appProtocol": "http",
+        }
+    ]
+    labels = shadow["metadata"]["labels"]
+    assert labels["istio.io/inferencepool-extension-service"] == "chat-v2-epp"
+    assert labels["istio.io/inferencepool-extension-port"] == "9002"
+    # The pools' DestinationRules now name a host the cluster has.
+    hosts = {
+        f"{s['metadata']['name']}.llm-prod.svc.cluster.local"
+        for s in objects
+        if s["kind"] == "Service"
+    }
+    for rule in plan.objects():
+        if rule["kind"] == "DestinationRule" and rule["metadata"]["name"].endswith("-pool"):
+            assert rule["spec"]["host"] in hosts
+
+
+@pytest.mark.parametrize(("weight", "refused"), [(50, False), (60, True)])
+def test_the_pack_caps_the_canary_share_of_the_pool_route_too(weight, refused):
+    """The pack's canary-weight rule finds the canary backend by the route's `app` label, so
+    the pool route (`chat-pools`, backends `chat-<v>` pools) is capped like the mesh route."""
+    objects = plan_of({"models.chat.canary.weight": weight}).objects()
+    for name in ("chat", "chat-pools"):
+        route = named(objects, "HTTPRoute", name)
+        kind = rules.resource_type(route["apiVersion"], route["kind"])
+        problems = rules.canary_weight_problems(kind, route, 50)
+        assert bool(problems) == refused, (name, problems)

@@ -20,6 +20,7 @@ from mesh.checks.findings import IMAGE_NOT_PINNED_BY_DIGEST, Finding
 from mesh.checks.index import _Index
 from mesh.checks.objects import _dict, _labels, _list, _spec
 from mesh.checks.paths import _finding, _model
+from mesh.gatewayapi.pools import PICKER_CONTAINER
 from models.workloads import FETCH_CONTAINER, SERVER_CONTAINER
 from policy.rules import image_has_digest
 
@@ -57,6 +58,8 @@ def _image_path(index: _Index, deployment: dict[str, Any], container: dict[str, 
     name = container.get("name")
     if name == FETCH_CONTAINER:
         return "images.modelFetcher"
+    if name == PICKER_CONTAINER:
+        return "images.endpointPicker"
     model = _model(index, deployment)
     version = _labels(deployment).get("version")
     if name == SERVER_CONTAINER and model and version in index.config.models[model].versions:

@@ -97,6 +97,16 @@ class InferencePoolSettings(_Config):
 
 def check(config: StackConfig) -> None:
     """Raise ConfigPathError for the first pool the platform or the model cannot serve."""
+    picker = config.images.endpoint_picker
+    if ":" not in picker.partition("@")[0].rsplit("/", 1)[-1] and any(
+        m.inference_pool is not None for m in config.models.values()
+    ):
+        raise ConfigPathError(
+            ("images", "endpointPicker"),
+            f"{picker!r} has no tag: the picker chart writes the image as "
+            "<registry>/<repository>:<tag>, so give the tag, with the digest after it "
+            "(repo:tag@sha256:...)",
+        )
     for name, model in sorted(config.models.items()):
         if model.inference_pool is None:
             continue

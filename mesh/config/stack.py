@@ -130,6 +130,11 @@ class Images(_Config):
         default="amazon/aws-cli:2.17.37",
         description="image of the init container that copies a model version from S3",
     )
+    endpoint_picker: Image = Field(
+        default="ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0",
+        description="image of the inference pools' endpoint picker (the llm-d router's, the "
+        "release of its chart); a digest goes after the tag (repo:tag@sha256:...)",
+    )
     require_digests: Flag = Field(
         default=False,
         description="every container image must be pinned by digest (repo:tag@sha256:...): "

@@ -68,6 +68,26 @@ SHADOW_PORT = 54321
 TRAFFIC_COMPONENT = "traffic"
 
 
+# The picker image runs as 65532:65532 (llm-d-router v0.10.0 Dockerfile.epp `USER`) and writes
+# nothing to disk (its self-signed certificate is made in memory, pkg/epp/server/runserver.go).
+PICKER_UID = 65532
+PICKER_CONTAINER = "epp"
+# The selector label of the picker pods in pool mode (`llm-d-router.selectorLabels`).
+PICKER_LABEL = next(iter(picker_pod_labels("pool")))
+# What the chart gives every picker unless told otherwise (routerlib/values.yaml `epp.resources`).
+CHART_REQUESTS = {"cpu": "8", "memory": "8Gi"}
+CHART_LIMITS = {"memory": "16Gi"}
+PICKER_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": PICKER_UID,
+    "runAsGroup": PICKER_UID,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def picker_host(config: StackConfig, pool: str) -> str:
     return f"{picker_name(pool)}.{config.namespace}.svc.cluster.local"
 
@@ -134,14 +154,12 @@ def picker_values(config: StackConfig, name: str, version: str) -> dict:
     assert settings is not None, "only models with an inferencePool have pickers"
     epp: dict = {
         "replicas": settings.picker_replicas,
-        "image": {"tag": PICKER_CHART_VERSION, "pullPolicy": "IfNotPresent"},
+        "image": picker_image_values(config.images.endpoint_picker),
         "podAnnotations": {"sidecar.istio.io/inject": "false"},
         "pluginsConfigFile": PLUGINS_FILE,
         "pluginsCustomConfig": {PLUGINS_FILE: plugins_config(config, name)},
     }
-    resources = settings.picker_resources.values()
-    if resources:
-        epp["resources"] = resources
+    epp["resources"] = picker_resource_values(config, name)
     return {
         "provider": {"name": "istio"},
         "router": {
@@ -155,6 +173,115 @@ def picker_values(config: StackConfig, name: str, version: str) -> dict:
             "epp": epp,
         },
     }
+
+
+def picker_image_values(image: str) -> dict:
+    """`epp.image` from a reference: the chart writes `<registry>/<repository>:<tag>`
+    (`_deployment.yaml`), so the first path segment is the registry, the rest the repository,
+    and a digest rides after the tag (`v0.10.0@sha256:...`, which the kubelet pins)."""
+    reference, at, digest = image.partition("@")
+    name, tag = reference.rsplit(":", 1)
+    registry, _, repository = name.partition("/")
+    if not repository:
+        registry, repository = "docker.io", f"library/{name}"
+    return {
+        "registry": registry,
+        "repository": repository,
+        "tag": f"{tag}{at}{digest}",
+        "pullPolicy": "IfNotPresent",
+    }
+
+
+def picker_resource_values(config: StackConfig, name: str) -> dict:
+    """`epp.resources` as given, plus a CPU limit: the chart leaves it unset (bursts), and the
+    policy pack's `resources-limited` refuses a container without one. The limit is the CPU
+    request (the given one, else the chart's 8), so the picker keeps what it asked for. Helm
+    merges the rest with the chart's defaults key by key."""
+    settings = config.models[name].inference_pool
+    assert settings is not None
+    given = settings.picker_resources.values()
+    requests = {**CHART_REQUESTS, **given.get("requests", {})}
+    limits = {"cpu": requests["cpu"], **given.get("limits", {})}
+    found = {"limits": limits}
+    if given.get("requests"):
+        found["requests"] = given["requests"]
+    return found
+
+
+def harden_picker(obj: dict) -> dict:
+    """The picker Deployment as the policy pack's `hardened-security-context` wants it: the
+    chart gives its containers no securityContext and has no value for one, so the program
+    applies this to the Deployment the chart renders (a Pulumi transform, mesh/program.py).
+    Anything else passes unchanged; the input is not modified."""
+    if obj.get("kind") != "Deployment":
+        return obj
+    selector = obj.get("spec", {}).get("selector", {}).get("matchLabels") or {}
+    spec = obj.get("spec", {}).get("template", {}).get("spec")
+    if not spec or PICKER_LABEL not in selector:
+        return obj
+    pod = {**spec, "containers": []}
+    for container in spec.get("containers", []):
+        context = {**PICKER_SECURITY_CONTEXT, **(container.get("securityContext") or {})}
+        pod["containers"].append({**container, "securityContext": context})
+    template = {**obj["spec"]["template"], "spec": pod}
+    return {**obj, "spec": {**obj["spec"], "template": template}}
+
+
+def picker_deployment(config: StackConfig, name: str, version: str) -> dict:
+    """The picker Deployment the chart renders (`_deployment.yaml`, pool mode), the fields the
+    checks and the trace read: labels, the no-injection annotation, the service account, the
+    `epp` container's image, resources, ports and gRPC probes, after `harden_picker`."""
+    settings = config.models[name].inference_pool
+    assert settings is not None
+    pool = pool_name(name, version)
+    picker = picker_name(pool)
+    given = settings.picker_resources.values()
+    resources = {
+        "requests": {**CHART_REQUESTS, **given.get("requests", {})},
+        "limits": {**CHART_LIMITS, **picker_resource_values(config, name)["limits"]},
+    }
+    probe = {"grpc": {"port": 9003, "service": "inference-extension"}}
+    if settings.picker_replicas > 1:  # leader election: a health service per role
+        liveness = {"grpc": {"port": 9003, "service": "liveness"}}
+        readiness = {"grpc": {"port": 9003, "service": "readiness"}}
+    else:
+        liveness = readiness = probe
+    container = {
+        "name": PICKER_CONTAINER,
+        "image": config.images.endpoint_picker,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["--pool-name", pool, "--pool-namespace", config.namespace],
+        "resources": resources,
+        "ports": [
+            {"name": "grpc", "containerPort": EXT_PROC_PORT},
+            {"name": "grpc-health", "containerPort": 9003},
+            {"name": "metrics", "containerPort": 9090},
+        ],
+        "livenessProbe": {**liveness, "initialDelaySeconds": 5, "periodSeconds": 10},
+        "readinessProbe": {**readiness, "periodSeconds": 2},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": picker, "namespace": config.namespace},
+        "spec": {
+            "replicas": settings.picker_replicas,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": picker_pod_labels(pool)},
+            "template": {
+                "metadata": {
+                    "labels": picker_pod_labels(pool),
+                    "annotations": {"sidecar.istio.io/inject": "false"},
+                },
+                "spec": {
+                    "serviceAccountName": picker,
+                    "terminationGracePeriodSeconds": 130,
+                    "containers": [container],
+                },
+            },
+        },
+    }
+    return harden_picker(deployment)
 
 
 def inference_pool(config: StackConfig, name: str, version: str) -> dict:
@@ -214,6 +341,52 @@ def picker_destination_rule(config: StackConfig, pool: str) -> dict:
     }
 
 
+def shadow_service(pool: dict) -> dict:
+    """The Service istiod creates for an InferencePool (inferencepool_collection.go
+    `translateShadowServiceToService`): headless, the pool's selector, one port per target
+    port from 54321 (`http-<i>`), the pool's appProtocol, and the labels by which pilot finds
+    the picker (`InferencePoolExtensionRef*`) and treats the Service as a pool."""
+    spec = pool["spec"]
+    ref = spec.get("endpointPickerRef") or {}
+    ports = []
+    for index, target in enumerate(spec.get("targetPorts") or []):
+        port = {
+            "name": f"http-{index}",
+            "protocol": "TCP",
+            "port": SHADOW_PORT + index,
+            "targetPort": target["number"],
+        }
+        if spec.get("appProtocol"):
+            port["appProtocol"] = spec["appProtocol"]
+        ports.append(port)
+    name = pool["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": shadow_service_name(name),
+            "namespace": pool["metadata"]["namespace"],
+            "labels": {
+                "istio.io/inferencepool-name": name,
+                "istio.io/inferencepool-extension-service": str(ref.get("name", "")),
+                "istio.io/inferencepool-extension-port": str(
+                    (ref.get("port") or {}).get("number", "")
+                ),
+                "istio.io/inferencepool-extension-failure-mode": str(
+                    ref.get("failureMode", "FailClose")
+                ),
+                "internal.istio.io/service-semantics": "inferencepool",
+            },
+        },
+        "spec": {
+            "selector": dict(spec["selector"]["matchLabels"]),
+            "type": "ClusterIP",
+            "clusterIP": "None",
+            "ports": ports,
+        },
+    }
+
+
 def picker_chart(config: StackConfig, name: str, version: str) -> HelmChart:
     pool = pool_name(name, version)
     return HelmChart(
@@ -224,6 +397,7 @@ def picker_chart(config: StackConfig, name: str, version: str) -> HelmChart:
         values=picker_values(config, name, version),
         modelled=(
             inference_pool(config, name, version),
+            picker_deployment(config, name, version),
             picker_service(config, pool),
             picker_destination_rule(config, pool),
         ),
