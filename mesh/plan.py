@@ -12,7 +12,7 @@ from mesh.charts import HelmChart
 from mesh.config import StackConfig
 from mesh.dashboard import dashboard_objects
 from mesh.egress import egress_objects
-from mesh.gatewayapi.common import version_service_host
+from mesh.gatewayapi.common import has_pools, picker_name, pool_name, version_service_host
 from mesh.gatewayapi.pools import shadow_service
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
@@ -135,6 +135,15 @@ def model_outputs(config: StackConfig, name: str) -> dict[str, Any]:
         # (the HTTPRoute splits between these).
         outputs["versionServices"] = {
             version: version_service_host(config, name, version)
+            for version in sorted(model.versions)
+        }
+    if has_pools(config, name):
+        # The InferencePool and endpoint picker Service of each version, for the ingress.
+        outputs["inferencePools"] = {
+            version: {
+                "pool": pool_name(name, version),
+                "picker": picker_name(pool_name(name, version)),
+            }
             for version in sorted(model.versions)
         }
     return outputs

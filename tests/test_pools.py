@@ -512,3 +512,12 @@ def test_the_pack_caps_the_canary_share_of_the_pool_route_too(weight, refused):
         kind = rules.resource_type(route["apiVersion"], route["kind"])
         problems = rules.canary_weight_problems(kind, route, 50)
         assert bool(problems) == refused, (name, problems)
+
+
+def test_the_stack_outputs_name_each_version_pool_and_picker():
+    from mesh.plan import model_outputs
+
+    outputs = model_outputs(config_of({}), "coder")
+    assert outputs["inferencePools"] == {"v3": {"pool": "coder-v3", "picker": "coder-v3-epp"}}
+    plain = model_outputs(config_of({"models.coder.inferencePool": None}), "coder")
+    assert "inferencePools" not in plain
