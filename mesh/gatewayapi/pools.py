@@ -66,6 +66,8 @@ EXT_PROC_PORT = 9002
 PLUGINS_FILE = "ml-mesh-plugins.yaml"
 SHADOW_PORT = 54321
 TRAFFIC_COMPONENT = "traffic"
+# The picker pods stay out of the mesh (see the module docstring).
+PICKER_POD_ANNOTATIONS = {"sidecar.istio.io/inject": "false"}
 
 
 def picker_host(config: StackConfig, pool: str) -> str:
@@ -145,7 +147,7 @@ def picker_values(config: StackConfig, name: str, version: str) -> dict:
             "epp": {
                 "replicas": settings.picker_replicas,
                 "image": {"tag": PICKER_CHART_VERSION, "pullPolicy": "IfNotPresent"},
-                "podAnnotations": {"sidecar.istio.io/inject": "false"},
+                "podAnnotations": dict(PICKER_POD_ANNOTATIONS),
                 "pluginsConfigFile": PLUGINS_FILE,
                 "pluginsCustomConfig": {PLUGINS_FILE: plugins_config(config, name)},
             },
@@ -197,6 +199,47 @@ def picker_service(config: StackConfig, pool: str) -> dict:
     }
 
 
+def picker_deployment(config: StackConfig, name: str, pool: str) -> dict:
+    """The picker's Deployment as far as traffic goes (`_deployment.yaml`, replicas, the pod
+    template's selector and mode labels, `epp.podAnnotations`, the service account, the `epp`
+    container's ports 9002 (ext_proc), 9003 (gRPC health) and 9090 (metrics)): what the trace
+    needs to find the picker pods and whether they run a sidecar."""
+    settings = config.models[name].inference_pool
+    assert settings is not None
+    picker = picker_name(pool)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": picker, "namespace": config.namespace},
+        "spec": {
+            "replicas": settings.picker_replicas,
+            "selector": {"matchLabels": picker_pod_labels(pool)},
+            "template": {
+                "metadata": {
+                    "labels": {
+                        **picker_pod_labels(pool),
+                        "llm-d.ai/igw-mode": "llm-d-router-gateway",
+                    },
+                    "annotations": dict(PICKER_POD_ANNOTATIONS),
+                },
+                "spec": {
+                    "serviceAccountName": picker,
+                    "containers": [
+                        {
+                            "name": "epp",
+                            "ports": [
+                                {"name": "grpc", "containerPort": EXT_PROC_PORT},
+                                {"name": "grpc-health", "containerPort": 9003},
+                                {"name": "metrics", "containerPort": 9090},
+                            ],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
 def picker_destination_rule(config: StackConfig, pool: str) -> dict:
     """The chart's DestinationRule for the picker (`istio.yaml`, provider istio)."""
     return {
@@ -221,6 +264,7 @@ def picker_chart(config: StackConfig, name: str, version: str) -> HelmChart:
         modelled=(
             inference_pool(config, name, version),
             picker_service(config, pool),
+            picker_deployment(config, name, pool),
             picker_destination_rule(config, pool),
         ),
         source=PICKER_SOURCE,
