@@ -13,7 +13,11 @@ the answers come only from the objects, so a builder that breaks a promise fails
 - pods: every container that talks to the store (S3 as its SDK addresses it, STS for IAM roles,
   IMDS when nothing else gives credentials), a host outside the registry, the proxy's
   tracing collector, Prometheus scraping the pod, the kubelet's probes;
-- Flagger: the loadtester calling `<m>-canary`, and the gateway through Flagger's routes.
+- Flagger: the loadtester calling `<m>-canary`, and the gateway through Flagger's routes;
+- pools (`inferencePool`): per version, the endpoint picker scraping each pod of its pool on
+  the pilot-agent's :15020 (it must work), the picker scraping the server port's `/metrics` in
+  plaintext (it must not: why the design scrapes 15020), and the gateway's ext_proc call to the
+  picker (it must work).
 """
 
 from __future__ import annotations
@@ -26,12 +30,21 @@ from typing import Literal
 import re2
 
 from mesh.config import LLM_SERVERS, MatchRule, Model, StackConfig
+from mesh.gatewayapi.common import (
+    AGENT_METRICS_PATH,
+    AGENT_METRICS_PORT,
+    has_pools,
+    picker_name,
+    pool_name,
+)
 from mesh.plan import build_plan
 from mesh.security import METRICS_PORTS
-from mesh.trace import Objects, Request, Trace, Workload, proxy_cluster, trace, trace_process
+from mesh.trace import Objects, Request, Trace, Workload, pools, proxy_cluster, trace, trace_process
+from mesh.trace.apiroutes import ext_proc_trace
 from mesh.trace.flagger import expand
 from mesh.trace.model import MeshSettings, Outcome, Step
-from mesh.trace.objects import Pod
+from mesh.trace.objects import Pod, d, items, name_of, spec_of, svc_fqdn
+from mesh.trace.simulate import pod_source
 from mesh.trace.upstream import deliver_to_port, peer_authentication_mode
 from models.presets import downloads_model, server_ports
 from models.workloads import FETCH_CONTAINER, SERVER_CONTAINER
@@ -45,7 +58,7 @@ REWRITE_PROBES = "sidecar.istio.io/rewriteAppHTTPProbers"
 
 @dataclass(frozen=True)
 class Journey:
-    group: Literal["ingress", "mesh", "pod", "flagger"]
+    group: Literal["ingress", "mesh", "pod", "flagger", "pool"]
     model: str
     name: str
     expect: Expect
@@ -685,6 +698,125 @@ def flagger_journeys(config: StackConfig, objects: Objects, name: str) -> list[J
     ]
 
 
+def pool_journeys(config: StackConfig, objects: Objects, name: str) -> list[Journey]:
+    """The pools' own traffic, per version, read from the objects: the InferencePool `<m>-<v>`,
+    the picker Service its endpointPickerRef names and the pods that Service selects, the pods
+    the pool selects and its first target port.
+
+    - `picker <p> scrape <pod> :15020`: the picker (no sidecar) reads the pilot-agent's merged
+      metrics; 15020 is not captured, the model's NetworkPolicy must admit the picker pods;
+    - `picker <p> scrape of the server port <pod> :<port>/metrics`: the same read of the
+      server's own port in plaintext: the NetworkPolicy admits the picker on 15020 only, and
+      STRICT mTLS at the server's sidecar refuses plaintext: refused;
+    - `gateway → picker <p>:<port>`: the Gateway's ext_proc call (mesh.trace.apiroutes
+      `ext_proc_trace`): TLS SIMPLE per the chart's DestinationRule, to pods without a sidecar.
+    """
+    if not has_pools(config, name):
+        return []
+    found: list[Journey] = []
+    namespace = config.namespace
+    gateway = gateway_workload(config, objects)
+    for version in sorted(config.models[name].versions):
+        pool_id = pool_name(name, version)
+        pool = next(
+            (p for p in objects.kind(pools.POOL_KIND, namespace) if name_of(p) == pool_id), None
+        )
+        spec = spec_of(pool or {})
+        ref = d(spec.get("endpointPickerRef"))
+        picker = str(ref.get("name") or picker_name(pool_id))
+        service = objects.services.get(svc_fqdn(picker, namespace))
+        picker_pods = [p for p in objects.endpoints(service) if p.ready] if service else []
+        targets = [d(t).get("number") for t in items(spec.get("targetPorts"))]
+        servers = [
+            p
+            for p in objects.pods_for(namespace, d(d(spec.get("selector")).get("matchLabels")))
+            if p.ready
+        ]
+        if pool is None or not picker_pods or not servers or not targets:
+            missing = (
+                f"no InferencePool {namespace}/{pool_id}"
+                if pool is None
+                else f"no pod of Service {namespace}/{picker}"
+                if not picker_pods
+                else "no pod of the pool"
+            )
+            found.append(
+                Journey(
+                    "pool",
+                    name,
+                    f"picker {picker} scrape :{AGENT_METRICS_PORT}",
+                    "ok",
+                    Trace(
+                        Workload(namespace, picker, sidecar="none", name=picker),
+                        Request(port=AGENT_METRICS_PORT, host=pool_id, path=AGENT_METRICS_PATH),
+                        (),
+                        Outcome("refused", missing),
+                    ),
+                )
+            )
+            continue
+        source = picker_pods[0]
+        for server in servers:
+            label = server.workload.split("/", 1)[1]
+            found.append(
+                Journey(
+                    "pool",
+                    name,
+                    f"picker {picker} scrape {label} :{AGENT_METRICS_PORT}",
+                    "ok",
+                    _run(
+                        pod_scrape, objects, source, server, AGENT_METRICS_PORT, AGENT_METRICS_PATH
+                    ),
+                )
+            )
+            found.append(
+                Journey(
+                    "pool",
+                    name,
+                    f"picker {picker} scrape of the server port {label} :{targets[0]}/metrics",
+                    "refused",
+                    _run(pod_scrape, objects, source, server, int(targets[0]), "/metrics"),
+                )
+            )
+        port = d(ref.get("port")).get("number")
+        caller = pools.Picker(pool_id, namespace, picker, int(port or 0), pools.failure_mode(pool))
+        found.append(
+            Journey(
+                "pool",
+                name,
+                f"gateway → picker {picker}:{port}",
+                "ok",
+                _run(ext_proc_trace, objects, gateway, caller),
+            )
+        )
+    return found
+
+
+def pod_scrape(objects: Objects, source_pod: Pod, pod: Pod, port: int, path: str) -> Trace:
+    """One pod reading another's metrics by pod address, as the picker's metrics data source
+    does (`http://<pod IP>:<port><path>`). A source without a sidecar speaks plaintext; a
+    source with one is not modelled (its sidecar would send the pod address through its
+    outbound listeners)."""
+    source = pod_source(objects, source_pod)
+    request = Request(port=port, host=pod.workload, path=path)
+    if source.sidecar != "none":
+        return Trace(
+            source,
+            request,
+            (),
+            Outcome("unmodelled", f"the scraping pod has a sidecar ({source.sidecar})"),
+        )
+    found = pod.container_port(port)
+    container = found[0] if found else None
+    steps = [Step("capture", "no sidecar: plaintext to the pod address")]
+    outcome, _, _, steps = deliver_to_port(
+        objects, source, pod, container, port, "http", request, mtls=False, steps=steps
+    )
+    if outcome.ok and port == AGENT_METRICS_PORT and objects.sidecar_mode(pod) != "none":
+        outcome = Outcome("served", "pilot-agent serves the merged app and Envoy metrics")
+    return Trace(source, request, tuple(steps), outcome)
+
+
 def mesh_settings(config: StackConfig | None) -> MeshSettings:
     """What the trace assumes of the mesh, from the stack's `platform`: Istio CNI (pod iptables
     before any container, so a classic pod's init container not running as UID 1337 is
@@ -699,9 +831,11 @@ def mesh_settings(config: StackConfig | None) -> MeshSettings:
 
 
 def stack_objects(config: StackConfig, extra: list[dict] | None = None) -> Objects:
-    """The plan's objects (plus any from the cluster), with what Flagger would create, on the
-    mesh the stack's platform describes."""
-    objects = expand([*build_plan(config).objects(), *(extra or [])])
+    """The objects the cluster will hold (the plan's and those its Helm charts create, as
+    mesh.charts models them: `Plan.cluster_objects`), plus any from the cluster, with what
+    Flagger and istiod (the InferencePools' shadow Services) would create, on the mesh the
+    stack's platform describes."""
+    objects = pools.expand(expand([*build_plan(config).cluster_objects(), *(extra or [])]))
     return Objects(objects, mesh_settings(config))
 
 
@@ -727,6 +861,7 @@ def journeys(
             found += mesh_journeys(config, objects, name)
             found += flagger_journeys(config, objects, name)
             found += pod_journeys(config, objects, name)
+            found += pool_journeys(config, objects, name)
     finally:
         _DEFERRED.reset(token)
     return found

@@ -13,12 +13,12 @@ from mesh.config import StackConfig
 from mesh.dashboard import dashboard_objects
 from mesh.egress import egress_objects
 from mesh.gatewayapi.common import has_pools, picker_name, pool_name, version_service_host
-from mesh.gatewayapi.pools import shadow_service
 from mesh.ingress import endpoint_urls, gateway, gateway_hosts
 from mesh.namespace import namespace
 from mesh.progressive import progressive_objects
 from mesh.security import model_security_objects, namespace_security_objects
 from mesh.telemetry import telemetry_objects
+from mesh.trace import pools
 from mesh.traffic import traffic_objects
 from models.workloads import model_objects
 
@@ -58,8 +58,7 @@ class Plan:
         ml-mesh models (mesh.charts), and the shadow Service istiod derives from each
         InferencePool: what the checks (and the policy pack at preview) and trace read."""
         made = [obj for chart in self.charts() for obj in chart.modelled]
-        shadows = [shadow_service(obj) for obj in made if obj["kind"] == "InferencePool"]
-        return [*self.objects(), *made, *shadows]
+        return pools.expand([*self.objects(), *made])
 
 
 def ingress_objects(config: StackConfig) -> list[dict]:

@@ -19,11 +19,11 @@ from mesh.gatewayapi.pools import (
     AGENT_METRICS_PORT,
     PLUGINS_FILE,
     harden_picker,
-    shadow_service_name,
 )
 from mesh.plan import build_plan
 from mesh.render import chart_comment
 from mesh.stackfile import raw_project_config
+from mesh.trace.pools import shadow_name
 from policy import rules
 from tests.conftest import PROJECT_DIR, with_value, without
 
@@ -339,7 +339,7 @@ def test_the_model_traffic_policy_reaches_the_pool_shadow_hosts():
     for version in ("v1", "v2"):
         pool = f"chat-{version}"
         rule = named(objects, "DestinationRule", f"{pool}-pool")
-        assert rule["spec"]["host"] == f"{shadow_service_name(pool)}.llm-prod.svc.cluster.local"
+        assert rule["spec"]["host"] == f"{shadow_name(pool)}.llm-prod.svc.cluster.local"
         service_rule = named(objects, "DestinationRule", pool)
         assert rule["spec"]["trafficPolicy"] == service_rule["spec"]["trafficPolicy"]
 
@@ -357,8 +357,8 @@ SHADOW_NAMES = [
 
 
 @pytest.mark.parametrize(("pool", "expected"), SHADOW_NAMES)
-def test_the_shadow_service_name_is_istios(pool, expected):
-    assert shadow_service_name(pool) == expected
+def test_the_shadow_name_is_istios(pool, expected):
+    assert shadow_name(pool) == expected
 
 
 def test_render_shows_each_release_as_comments_and_applies_as_before():
@@ -476,7 +476,7 @@ def test_a_tag_only_picker_image_is_a_finding_on_images_endpoint_picker():
 def test_istiod_shadow_service_selects_the_pool_pods_on_the_target_port():
     plan = plan_of()
     objects = plan.cluster_objects()
-    shadow = named(objects, "Service", shadow_service_name("chat-v2"))
+    shadow = named(objects, "Service", shadow_name("chat-v2"))
     assert shadow["spec"]["clusterIP"] == "None"
     assert shadow["spec"]["selector"] == {"app": "chat", "version": "v2"}
     assert shadow["spec"]["ports"] == [

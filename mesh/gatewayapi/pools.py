@@ -39,8 +39,6 @@ Services.
 
 from __future__ import annotations
 
-import hashlib
-
 import yaml
 
 from mesh.charts import HelmChart
@@ -56,6 +54,7 @@ from mesh.gatewayapi.common import (
 )
 from mesh.k8s import istio_networking, metadata
 from mesh.resilience import traffic_policy
+from mesh.trace.pools import shadow_name
 from models.presets import server_ports
 from models.workloads import selector_labels
 
@@ -64,8 +63,9 @@ PICKER_CHART_VERSION = "v0.10.0"
 PICKER_SOURCE = "llm-d/llm-d-router v0.10.0 config/charts (routerlib templates)"
 EXT_PROC_PORT = 9002
 PLUGINS_FILE = "ml-mesh-plugins.yaml"
-SHADOW_PORT = 54321
 TRAFFIC_COMPONENT = "traffic"
+# The picker pods stay out of the mesh (see the module docstring).
+PICKER_POD_ANNOTATIONS = {"sidecar.istio.io/inject": "false"}
 
 
 # The picker image runs as 65532:65532 (llm-d-router v0.10.0 Dockerfile.epp `USER`) and writes
@@ -92,17 +92,10 @@ def picker_host(config: StackConfig, pool: str) -> str:
     return f"{picker_name(pool)}.{config.namespace}.svc.cluster.local"
 
 
-def shadow_service_name(pool: str) -> str:
-    """Istio's shadow Service of a pool (`InferencePoolServiceName`): `<pool>-ip-<hash>`,
-    the pool name cut so that the whole fits 63 characters."""
-    digest = hashlib.sha256(pool.encode()).hexdigest()[:8]
-    separator = "-ip-"
-    base = pool[: 63 - len(separator) - len(digest)]
-    return f"{base}{separator}{digest}"
-
-
 def shadow_service_host(config: StackConfig, pool: str) -> str:
-    return f"{shadow_service_name(pool)}.{config.namespace}.svc.cluster.local"
+    """The host of istiod's shadow Service of a pool (mesh.trace.pools `shadow_name`, the
+    trace's model of istiod, which also derives the Service itself)."""
+    return f"{shadow_name(pool)}.{config.namespace}.svc.cluster.local"
 
 
 def plugins_config(config: StackConfig, name: str) -> str:
@@ -155,7 +148,7 @@ def picker_values(config: StackConfig, name: str, version: str) -> dict:
     epp: dict = {
         "replicas": settings.picker_replicas,
         "image": picker_image_values(config.images.endpoint_picker),
-        "podAnnotations": {"sidecar.istio.io/inject": "false"},
+        "podAnnotations": dict(PICKER_POD_ANNOTATIONS),
         "pluginsConfigFile": PLUGINS_FILE,
         "pluginsCustomConfig": {PLUGINS_FILE: plugins_config(config, name)},
     }
@@ -270,8 +263,12 @@ def picker_deployment(config: StackConfig, name: str, version: str) -> dict:
             "selector": {"matchLabels": picker_pod_labels(pool)},
             "template": {
                 "metadata": {
-                    "labels": picker_pod_labels(pool),
-                    "annotations": {"sidecar.istio.io/inject": "false"},
+                    # `llm-d-router.selectorLabels` and `modeLabels` (pool mode)
+                    "labels": {
+                        **picker_pod_labels(pool),
+                        "llm-d.ai/igw-mode": "llm-d-router-gateway",
+                    },
+                    "annotations": dict(PICKER_POD_ANNOTATIONS),
                 },
                 "spec": {
                     "serviceAccountName": picker,
@@ -337,52 +334,6 @@ def picker_destination_rule(config: StackConfig, pool: str) -> dict:
         "spec": {
             "host": picker_host(config, pool),
             "trafficPolicy": {"tls": {"mode": "SIMPLE", "insecureSkipVerify": True}},
-        },
-    }
-
-
-def shadow_service(pool: dict) -> dict:
-    """The Service istiod creates for an InferencePool (inferencepool_collection.go
-    `translateShadowServiceToService`): headless, the pool's selector, one port per target
-    port from 54321 (`http-<i>`), the pool's appProtocol, and the labels by which pilot finds
-    the picker (`InferencePoolExtensionRef*`) and treats the Service as a pool."""
-    spec = pool["spec"]
-    ref = spec.get("endpointPickerRef") or {}
-    ports = []
-    for index, target in enumerate(spec.get("targetPorts") or []):
-        port = {
-            "name": f"http-{index}",
-            "protocol": "TCP",
-            "port": SHADOW_PORT + index,
-            "targetPort": target["number"],
-        }
-        if spec.get("appProtocol"):
-            port["appProtocol"] = spec["appProtocol"]
-        ports.append(port)
-    name = pool["metadata"]["name"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": shadow_service_name(name),
-            "namespace": pool["metadata"]["namespace"],
-            "labels": {
-                "istio.io/inferencepool-name": name,
-                "istio.io/inferencepool-extension-service": str(ref.get("name", "")),
-                "istio.io/inferencepool-extension-port": str(
-                    (ref.get("port") or {}).get("number", "")
-                ),
-                "istio.io/inferencepool-extension-failure-mode": str(
-                    ref.get("failureMode", "FailClose")
-                ),
-                "internal.istio.io/service-semantics": "inferencepool",
-            },
-        },
-        "spec": {
-            "selector": dict(spec["selector"]["matchLabels"]),
-            "type": "ClusterIP",
-            "clusterIP": "None",
-            "ports": ports,
         },
     }
 

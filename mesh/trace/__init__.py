@@ -28,6 +28,9 @@ citing the Istio source it follows:
 - `gatewayapi`, `apiroutes`: Gateway API listeners, HTTPRoute attachment (`allowedRoutes`,
   `sectionName`), hostnames, istiod's rule order (`sortHTTPRoutes`), backendRef weights,
   redirects and mirrors, at the ingress Gateway and for a Service (GAMMA);
+- `pools`: Inference Extension InferencePools: the shadow Service istiod creates, the
+  backendRef's destination, the Gateway's ext_proc call to the endpoint picker (FailOpen,
+  FailClose);
 - `ambient`, `waypoint`: ztunnel capture, waypoint binding (`istio.io/use-waypoint`,
   `istio.io/ingress-use-waypoint`), L7 policies at the waypoint (targetRefs), L4 policies and
   PeerAuthentication at the destination ztunnel (the direct peer's identity), HBONE on 15008.

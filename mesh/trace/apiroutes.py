@@ -4,12 +4,16 @@ themselves (listeners, attachment, rule order, weights) are in mesh.trace.gatewa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from mesh.trace import gatewayapi
-from mesh.trace.model import Outcome, Request, Step, Trace, Workload
-from mesh.trace.routes import Destination
-from mesh.trace.upstream import to_destinations
+from mesh.trace import gatewayapi, pools
+from mesh.trace.model import Branch, Outcome, Request, Step, Trace, Workload
+from mesh.trace.objects import name_of, namespace_of
+from mesh.trace.routes import Destination, cluster_name
+from mesh.trace.upstream import _tls_mode, destination_rule, to_destination, to_destinations
+
+EXT_PROC_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 
 def _port(objects, destination: Destination) -> Destination:
@@ -33,7 +37,13 @@ def finish(
 ) -> Trace:
     """Rule selection among `routes` (one virtual host), then the redirect, the direct answer
     or every backend and mirror followed down."""
-    entries = gatewayapi.ordered(routes)
+    entries = []
+    for entry in gatewayapi.ordered(routes):
+        why = gatewayapi.rejected(entry)
+        if why:
+            steps = [*steps, Step("route", f"{entry.name} not translated: {why}")]
+        else:
+            entries.append(entry)
     chosen, notes = gatewayapi.choose(entries, request)
     if chosen is None:
         return Trace(
@@ -69,11 +79,17 @@ def finish(
         else:
             outcome = Outcome("redirected", f"RequestRedirect: {location}", status)
         return Trace(source, request, tuple(steps), outcome, route=chosen.name)
-    targets, answer = gatewayapi.backends(chosen)
+    targets, answer = gatewayapi.backends(chosen, objects)
     if answer is not None:
         return Trace(source, request, tuple(steps), answer, route=chosen.name)
     branches = [
-        b for t in targets for b in to_destinations(objects, source, request, _port(objects, t))
+        b
+        for t in targets
+        for b in (
+            pool_branches(objects, source, request, t)
+            if isinstance(t, gatewayapi.PoolDestination)
+            else to_destinations(objects, source, request, _port(objects, t))
+        )
     ]
     branches += [
         b
@@ -121,3 +137,98 @@ def ingress(objects, source: Workload, request: Request, gateway: dict[str, Any]
     names = ", ".join(gatewayapi.describe(r) for r in routes)
     steps.append(Step("virtualhost", f"hostname {pattern}: {names}"))
     return finish(objects, source, request, routes, steps, f"for {pattern}")
+
+
+def ext_proc_trace(objects, source: Workload, picker: pools.Picker) -> Trace:
+    """The Gateway's ext_proc call to a pool's endpoint picker: gRPC to the picker Service's
+    port through the Gateway's cluster for it (its DestinationRule's TLS applies: the chart's
+    is SIMPLE, the picker serving its own certificate), down to the picker pod."""
+    request = Request(
+        port=picker.port, host=picker.host, protocol="grpc", method="POST", path=EXT_PROC_PATH
+    )
+    destination = Destination(picker.host, None, picker.port, 100)
+    rule = destination_rule(objects, picker.host, source.namespace)
+    mode = _tls_mode(rule, None, picker.port)
+    how = (
+        f"TLS {mode} (DestinationRule {namespace_of(rule)}/{name_of(rule)})"
+        if rule is not None and mode
+        else "no DestinationRule TLS mode: auto mTLS"
+    )
+    steps = (Step("ext_proc", f"cluster {cluster_name(destination)}, {how}"),)
+    branch = to_destination(objects, source, request, destination)
+    return Trace(source, request, steps, Outcome("served", "ext_proc"), (branch,), None)
+
+
+def pool_branches(
+    objects, source: Workload, request: Request, target: gatewayapi.PoolDestination
+) -> list[Branch]:
+    """One InferencePool backend (mesh.trace.pools): a missing pool answers 500; at a Gateway
+    the picker is called first (FailOpen goes on when the call fails, FailClose answers 500);
+    then the shadow Service's cluster down to a pod of the pool, on its targetPort."""
+    if target.missing:
+        return [
+            Branch(
+                kind="route",
+                share=target.weight,
+                outcome=Outcome(
+                    "no-cluster",
+                    f"{target.missing}: cluster UnknownService, and a Gateway API route answers "
+                    "a missing cluster with 500",
+                    500,
+                ),
+                cluster="UnknownService",
+            )
+        ]
+    picker = target.picker
+    assert picker is not None
+    steps: list[Step] = []
+    destination = Destination(target.host, None, target.port, target.weight)
+    if not source.gateway:
+        steps.append(
+            Step(
+                "picker",
+                f"none: a sidecar builds no ext_proc filter (Gateway pods only: listener_builder.go "
+                f"HasInferencePool); it routes to the shadow Service {target.host} without a picker",
+            )
+        )
+    else:
+        label = (
+            f"Service {picker.namespace}/{picker.service}:{picker.port} (ext_proc, {picker.mode})"
+        )
+        call = ext_proc_trace(objects, source, picker)
+        final = call.final()
+        if call.ok:
+            workload = call.branches[0].workload if call.branches else "-"
+            steps.append(Step("picker", f"{label}: {call.steps[0].detail}, answered by {workload}"))
+        elif picker.fail_open:
+            steps.append(
+                Step(
+                    "picker",
+                    f"{label}: the call fails ({final.verdict}: {final.detail}); FailOpen: the "
+                    "request goes on to a pod of the pool the picker did not choose",
+                )
+            )
+        else:
+            steps.append(
+                Step("picker", f"{label}: the call fails ({final.verdict}: {final.detail})")
+            )
+            return [
+                Branch(
+                    kind="route",
+                    share=target.weight,
+                    outcome=Outcome(
+                        "picker-failed",
+                        f"FailClose: the endpoint picker {picker.host}:{picker.port} does not "
+                        "answer, Envoy's ext_proc filter (failure_mode_allow false) answers 500",
+                        500,
+                    ),
+                    steps=tuple(steps),
+                    cluster=cluster_name(destination),
+                    host=target.host,
+                    port=target.port,
+                )
+            ]
+    return [
+        replace(branch, steps=(*steps, *branch.steps))
+        for branch in to_destinations(objects, source, request, destination)
+    ]

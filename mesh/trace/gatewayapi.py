@@ -54,7 +54,7 @@ from typing import Any
 
 import re2
 
-from mesh.trace import hosts
+from mesh.trace import hosts, pools
 from mesh.trace.model import Outcome, Request
 from mesh.trace.objects import Objects, d, items, meta, name_of, namespace_of, selects, spec_of
 from mesh.trace.routes import Destination
@@ -378,9 +378,34 @@ def _backend_host(ref: dict[str, Any], namespace: str) -> str:
     return f"{ref.get('name')}.{ref.get('namespace') or namespace}.svc.cluster.local"
 
 
-def backends(entry: Entry) -> tuple[list[Destination], Outcome | None]:
+@dataclass(frozen=True)
+class PoolDestination(Destination):
+    """A backendRef to an InferencePool (mesh.trace.pools): the shadow Service's host and first
+    port with the pool's endpoint picker, or no host when the pool is not found (`missing`)."""
+
+    picker: pools.Picker | None = None
+    missing: str = ""
+
+
+def rejected(entry: Entry) -> str | None:
+    """Why istiod drops the rule from the translation, if it does: an InferencePool backendRef
+    named by host (conversion.go `buildDestination`: InvalidDestination, not an invalid
+    backend, so `convertHTTPRoute` returns the error and the rule makes no route)."""
+    for ref in (d(r) for r in items(entry.rule.get("backendRefs"))):
+        if pools.dotted(ref):
+            return (
+                f"backendRef InferencePool {ref.get('name')!r}: InferencePool.Name invalid; the "
+                "name of the InferencePool must be used, not the hostname (the rule is dropped)"
+            )
+    return None
+
+
+def backends(
+    entry: Entry, objects: Objects | None = None
+) -> tuple[list[Destination], Outcome | None]:
     """The rule's weighted destinations (share in percent), or the answer Istio generates
-    instead: 404 without backendRefs, 500 when every weight is 0."""
+    instead: 404 without backendRefs, 500 when every weight is 0. An InferencePool backendRef
+    becomes a `PoolDestination` (mesh.trace.pools `resolve`)."""
     namespace = namespace_of(entry.route)
     refs = [d(r) for r in items(entry.rule.get("backendRefs"))]
     if not refs:
@@ -389,15 +414,23 @@ def backends(entry: Entry) -> tuple[list[Destination], Outcome | None]:
     if not live:
         return [], Outcome("aborted", "every backendRef has weight 0: Istio answers 500", 500)
     total = sum(w for _, w in live)
-    found = []
+    found: list[Destination] = []
     for ref, weight in live:
+        share = weight * 100 / total
+        if pools.is_pool_ref(ref) and objects is not None:
+            target, why = pools.resolve(objects, ref, namespace)
+            if target is None:
+                found.append(PoolDestination("", None, None, share, missing=why))
+            else:
+                found.append(
+                    PoolDestination(target.host, None, target.port, share, picker=target.picker)
+                )
+            continue
         if ref.get("kind", "Service") != "Service" or ref.get("group", "") != "":
             return [], Outcome(
                 "unmodelled", f"backendRef kind {ref.get('kind')} is not followed by this trace"
             )
-        found.append(
-            Destination(_backend_host(ref, namespace), None, ref.get("port"), weight * 100 / total)
-        )
+        found.append(Destination(_backend_host(ref, namespace), None, ref.get("port"), share))
     return found, None
 
 

@@ -29,6 +29,7 @@ VERDICTS = OK_VERDICTS | {
     "blackholed",  # REGISTRY_ONLY: the BlackHoleCluster (502 for HTTP, reset for TLS/TCP)
     "wrong-protocol",  # e.g. gRPC delivered to an HTTP/1.1 REST port
     "aborted",  # fault injection answered instead of the server
+    "picker-failed",  # FailClose: the InferencePool's endpoint picker (ext_proc) failed: 500
     "unfollowed-redirect",  # a 301 to HTTPS that the client (gRPC) does not follow
     "unmodelled",  # a path this trace does not follow (TLS passthrough routes)
 }
