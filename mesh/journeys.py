@@ -42,7 +42,7 @@ from mesh.security import METRICS_PORTS
 from mesh.trace import Objects, Request, Trace, Workload, pools, proxy_cluster, trace, trace_process
 from mesh.trace.apiroutes import ext_proc_trace
 from mesh.trace.flagger import expand
-from mesh.trace.model import MeshSettings, Outcome, Step
+from mesh.trace.model import MeshSettings, Outcome, Step, pool_of
 from mesh.trace.objects import Pod, d, items, name_of, spec_of, svc_fqdn
 from mesh.trace.simulate import pod_source
 from mesh.trace.upstream import deliver_to_port, peer_authentication_mode
@@ -86,10 +86,12 @@ class Journey:
 
     def version(self, branch) -> str | None:
         """The version a branch reaches: its subset (VirtualService routing), else the version
-        of the per-version Service `<model>-<version>` it was sent to (Gateway API routing)."""
+        of the per-version Service `<model>-<version>` it was sent to (Gateway API routing), or
+        of the pool `<model>-<version>` whose shadow Service it was sent to."""
         if branch.subset:
             return branch.subset
         name = (branch.host or "").split(".", 1)[0]
+        name = pool_of(name) or name
         prefix = f"{self.model}-"
         return name[len(prefix) :] if name.startswith(prefix) else None
 

@@ -269,3 +269,26 @@ def test_every_version_has_its_pool_journeys(config):
             f"picker {picker} scrape of the server port {pod} :{port}/metrics",
             f"gateway → picker {picker}:9002",
         } <= names
+
+
+def test_a_match_rule_journey_reaches_its_version_through_its_pool():
+    """The journeys read a pool branch's version from the shadow Service (`pool_of`), so a
+    match rule to v2 is checked against the version it reaches, and the split names pools."""
+    import yaml
+
+    from mesh.config import parse_config
+    from mesh.stackfile import raw_project_config
+    from tests.conftest import with_value
+
+    raw = raw_project_config(yaml.safe_load(STACK.read_text()))
+    raw = with_value(
+        raw,
+        "models.chat.matches",
+        {"beta": {"version": "v2", "headers": {"x-beta": {"exact": "1"}}}},
+    )
+    config = parse_config(raw, "llm-pools")
+    found = journeys(config, models=["chat"])
+    beta = [j for j in found if j.group == "ingress" and j.subset == "v2"]
+    assert beta and all(j.passed for j in beta), [(j.name, j.trace.final()) for j in beta]
+    (weighted,) = [j for j in found if j.name == "REST https chat.llm.acme.com"]
+    assert weighted.trace.split() == "chat-v1 (pool) 90% / chat-v2 (pool) 10%"

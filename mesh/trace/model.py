@@ -5,6 +5,7 @@ Plain frozen dataclasses, so a journey table can hold them and `--json` can dump
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -197,10 +198,24 @@ class Trace:
         return data
 
 
+# istiod's shadow Service of an InferencePool: `<pool>-ip-<8 hex>` (mesh.trace.pools).
+_SHADOW = re.compile(r"^(?P<pool>.+)-ip-[0-9a-f]{8}$")
+
+
+def pool_of(name: str) -> str | None:
+    """The InferencePool whose shadow Service `name` is, or None (the pool names ml-mesh
+    writes are 40 characters at most, so istiod never cuts them in its Service name)."""
+    match = _SHADOW.match(name)
+    return match.group("pool") if match else None
+
+
 def _short(host: str | None) -> str | None:
-    """`fraud-v7` for `fraud-v7.ml-serving.svc.cluster.local`; other hosts as they are."""
+    """`fraud-v7` for `fraud-v7.ml-serving.svc.cluster.local`, `chat-v1 (pool)` for the shadow
+    Service of pool chat-v1; other hosts as they are."""
     if host and host.endswith(".svc.cluster.local") and host.count(".") == 4:
-        return host.split(".", 1)[0]
+        name = host.split(".", 1)[0]
+        pool = pool_of(name)
+        return f"{pool} (pool)" if pool else name
     return host
 
 
