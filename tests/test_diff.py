@@ -16,6 +16,7 @@ import yaml
 
 from mesh.config import parse_config
 from mesh.diff import GATES, changed_fields, field_line, policy, policy_changes, side
+from mesh.plan import build_plan
 from mesh.protections import Protections, loosened, of_config, of_raw
 from mesh.render import render_objects
 from mesh.stackfile import load_stack
@@ -989,8 +990,6 @@ def test_a_pool_canary_step_above_the_maximum_is_refused(pools_repo):
 
 def _pool_side(edit=None):
     """A side of the pools example from its objects (no git), `edit` applied to them."""
-    from mesh.plan import build_plan
-
     stack = load_stack(str(PROJECT_DIR / "examples" / f"Pulumi.{POOLS}.yaml"))
     objects = build_plan(stack.config).objects()
     if edit is not None:
@@ -1021,3 +1020,42 @@ def test_a_base_whose_mesh_route_was_edited_is_read_by_its_ingress_split():
     refusals = check_refusals(check(config, objects))
     assert [r.gate for r in refusals] == ["checks"]
     assert "MESH0026" in refusals[0].reason and "chat-pools" in refusals[0].reason
+
+
+def test_a_picker_release_change_shows_as_its_chart_values(pools_repo):
+    """FailOpen -> FailClose changes only the picker releases' values (no rendered object):
+    the diff compares the releases the base's render lists with `--charts`."""
+    pools_repo.edit(POOLS, "models.chat.inferencePool", {"failureMode": "FailClose"})
+    result = pools_repo.diff(POOLS, "HEAD")
+    assert result.returncode == 0, result.stderr
+    out = _flat(result.stdout)
+    assert "**Changed** (2):" in out
+    for chart in ("chat-v1", "chat-v2"):
+        assert (
+            f"- `Chart/{chart}`\n- `spec.values.router.inferencePool.failureMode`: "
+            "`FailOpen` → `FailClose`"
+        ) in out
+    assert "Chart/coder-v3" not in out
+
+
+def test_releases_are_not_compared_with_a_base_that_cannot_list_them():
+    """A base older than `render --charts` (its Side's charts None): the head's releases are
+    named as not compared, never shown as added."""
+    from mesh.diff import report
+
+    _, objects, head = _pool_side()
+    plan_charts = [c.as_object() for c in build_plan(head.config).charts()]
+    head = side(objects, head.config, head.raw, charts=plan_charts)
+    base = side(objects, head.config, head.raw, charts=None)
+    markdown, refusals = report(POOLS, "base", base, head, set())
+    assert refusals == []
+    assert "No object changes." in markdown
+    assert (
+        "The base's code cannot list its Helm releases (`mesh render --charts`): "
+        "`Chart/chat-v1`, `Chart/chat-v2`, `Chart/coder-v3` not compared."
+    ) in markdown
+    edited = [{**c, "spec": {**c["spec"], "version": "v0.11.0"}} for c in plan_charts]
+    markdown, _ = report(
+        POOLS, "base", side(objects, head.config, head.raw, charts=edited), head, set()
+    )
+    assert "`spec.version`: `v0.11.0` → `v0.10.0`" in markdown and "not compared" not in markdown
