@@ -13,6 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# A release as one object, for `mesh render --charts` and `mesh diff` (not a Kubernetes kind:
+# named after the Pulumi resource type `kubernetes:helm.sh/v4:Chart`, never applied).
+CHART_API_VERSION = "helm.sh/v4"
+CHART_KIND = "Chart"
+
 
 @dataclass(frozen=True)
 class HelmChart:
@@ -25,3 +30,19 @@ class HelmChart:
     values: dict[str, Any]
     modelled: tuple[dict, ...] = field(default=())
     source: str = ""
+
+    def as_object(self) -> dict[str, Any]:
+        """The release as one object, `{apiVersion: helm.sh/v4, kind: Chart, metadata: {name,
+        namespace}, spec: {chart, version, values}}`: what `mesh diff` compares (a picker's
+        failureMode changes only these values). The modelled objects are not in it."""
+        return {
+            "apiVersion": CHART_API_VERSION,
+            "kind": CHART_KIND,
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {"chart": self.chart, "version": self.version, "values": self.values},
+        }
+
+
+def is_chart_object(obj: dict[str, Any]) -> bool:
+    """A release as `HelmChart.as_object` writes it."""
+    return obj.get("apiVersion") == CHART_API_VERSION and obj.get("kind") == CHART_KIND

@@ -47,6 +47,9 @@ def _render(args: argparse.Namespace) -> int:
     findings = gate(stack.name, check(stack.config, plan.cluster_objects()))
     objects = masked(planned, stack.secrets)
     charts = plan.charts()
+    if args.charts:  # the releases as objects after the stack's (what `mesh diff` reads)
+        objects = [*objects, *masked([c.as_object() for c in charts], stack.secrets)]
+        charts = []
     if args.graph:
         routing = routing_from_objects(objects, stack.config)
         sys.stdout.write(mermaid(routing, gateway_name(objects)))
@@ -125,15 +128,20 @@ def _diff(args: argparse.Namespace) -> int:
     # is built meanwhile, so a user waits for the longer of the two, not for both. No thread:
     # one would compete with the head's plan for the GIL (see `gitbase.RunningRender`).
     with PendingBase(args.base, name) as pending:
-        planned = build_plan(head.config).objects()  # built once: checked, masked, compared
+        plan = build_plan(head.config)
+        planned = plan.objects()  # built once: checked, masked, compared
         head_objects = normalized(masked(planned, head.secrets))
+        head_charts = normalized(masked([c.as_object() for c in plan.charts()], head.secrets))
         if pending.error is None:  # else result() raises it: nothing more to do
             # The head's side and checks need of the base only its pack config, read from
             # its exported tree: they are done while it renders.
-            after = side(head_objects, head.config, head.raw, pack=read_pack_config())
+            after = side(
+                head_objects, head.config, head.raw, pack=read_pack_config(), charts=head_charts
+            )
             # Checked with the stricter of the base's and the head's policy pack config.
             policy = stricter_pack(pending.pack_config, pending.pack_error, after.pack)
-            head_findings = check(head.config, planned, policy)
+            # With the charts' objects, as the program checks them.
+            head_findings = check(head.config, plan.cluster_objects(), policy)
         # What follows builds and keeps both sides' objects, routing and journeys, and frees
         # almost nothing: collections would only rescan them (see `gitbase.paused_collector`).
         with paused_collector():
@@ -147,7 +155,13 @@ def _diff(args: argparse.Namespace) -> int:
             if not base.exists:
                 label += ", where the stack does not exist yet"
             before = side(
-                base.objects, base.config, base.raw, base.exists, base.pack_config, base.pack_error
+                base.objects,
+                base.config,
+                base.raw,
+                base.exists,
+                base.pack_config,
+                base.pack_error,
+                base.charts,
             )
             markdown, refusals = report(
                 name,
@@ -400,6 +414,13 @@ def parser() -> argparse.ArgumentParser:
         default="yaml",
         help="yaml (default): multi-document YAML; json: one JSON list of the same objects "
         "(what `mesh diff` reads from the base, parsed several times faster than YAML)",
+    )
+    render.add_argument(
+        "--charts",
+        action="store_true",
+        help="print each Helm release as an object {apiVersion: helm.sh/v4, kind: Chart, "
+        "metadata: {name, namespace}, spec: {chart, version, values}} after the stack's "
+        "objects, instead of as comments (what `mesh diff` compares; not for kubectl)",
     )
     render.set_defaults(run=_render)
     check_ = commands.add_parser(

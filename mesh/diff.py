@@ -103,6 +103,9 @@ class Side:
     # or `pack_error` says why it does not read).
     pack: dict[str, Any] | None = None
     pack_error: str | None = None
+    # The Helm releases as objects (mesh.charts `HelmChart.as_object`), compared with the
+    # objects; None: not known (a base whose code cannot list them).
+    charts: list[dict] | None = None
 
 
 def side(
@@ -112,9 +115,30 @@ def side(
     exists: bool = True,
     pack: dict[str, Any] | None = None,
     pack_error: str | None = None,
+    charts: list[dict] | None = None,
 ) -> Side:
     routing = routing_from_objects(objects, config)
-    return Side(objects, routing, config, raw, of_side(config, raw), exists, pack, pack_error)
+    protections = of_side(config, raw)
+    return Side(objects, routing, config, raw, protections, exists, pack, pack_error, charts)
+
+
+def compared_objects(base: Side, head: Side) -> tuple[list[dict], list[dict]]:
+    """The objects of both sides with their Helm releases, where both sides know them."""
+    if base.charts is None or head.charts is None:
+        return base.objects, head.objects
+    return [*base.objects, *base.charts], [*head.objects, *head.charts]
+
+
+def charts_unknown_section(base: Side, head: Side) -> list[str]:
+    """A note where the base's code cannot list its Helm releases and the head has some."""
+    if base.charts is not None or not head.charts:
+        return []
+    names = ", ".join(f"`Chart/{c['metadata']['name']}`" for c in head.charts)
+    return [
+        f"> [!NOTE]\n> The base's code cannot list its Helm releases (`mesh render --charts`): "
+        f"{names} not compared.",
+        "",
+    ]
 
 
 PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -1220,7 +1244,7 @@ def report(
         lines += head_traffic_section(head)
         lines += head_journeys_section(head)
         lines += checks_section(head_findings or [])
-        lines += objects_section(object_changes([], head.objects))
+        lines += objects_section(object_changes([], [*head.objects, *(head.charts or [])]))
         lines += ["### Routing (head)", "", mermaid(head.routing, gateway_name(head.objects))]
         return "\n".join(lines), [r for r in refusals if r.gate not in allowed]
     pairs = journey_pairs(base, head, prune)
@@ -1230,6 +1254,7 @@ def report(
     lines += pack_error_section(base)
     lines += traffic_section(base, head)
     lines += journeys_section(pairs)
-    lines += objects_section(object_changes(base.objects, head.objects))
+    lines += charts_unknown_section(base, head)
+    lines += objects_section(object_changes(*compared_objects(base, head)))
     lines += ["### Routing after the change", "", mermaid(head.routing, gateway_name(head.objects))]
     return "\n".join(lines), [r for r in refusals if r.gate not in allowed]

@@ -5,7 +5,9 @@ config differently, and the diff would then show changes that the pull request d
 The ref's tree is exported with `git archive` (committed files only, nothing of the working
 tree) and `python -m mesh render <stack> -q` runs there in a subprocess, with this interpreter.
 A base whose code can print JSON (`render --format json`) is asked for JSON, which parses many
-times faster than YAML into the same objects; an older base is read as YAML.
+times faster than YAML into the same objects; an older base is read as YAML. A base whose
+render has `--charts` is asked for its Helm releases too, as objects (mesh.charts
+`HelmChart.as_object`); an older base's releases are not known (`BaseRender.charts` None).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from mesh.charts import is_chart_object
 from mesh.config import ConfigError, StackConfig
 from mesh.stackfile import PROJECT_DIR, load_stack, raw_project_config, read_stack_document
 from policy import rules
@@ -63,6 +66,9 @@ class BaseRender:
     # pack's defaults); None with `pack_error` when it does not read.
     pack_config: dict[str, Any] | None = None
     pack_error: str | None = None
+    # The base's Helm releases as objects (`render --charts`); None: its code cannot list
+    # them (older than the option), so they are not compared.
+    charts: list[dict] | None = None
 
 
 def read_pack_config(tree: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -117,6 +123,19 @@ def renders_json(tree: Path) -> bool:
         return False
 
 
+# What the base's code has when its render can list the Helm releases as objects.
+CHARTS_MARKER = '"--charts"'
+
+
+def renders_charts(tree: Path) -> bool:
+    """Whether the code in `tree` has `render --charts` (read from its source, as
+    `renders_json`); a base where this cannot tell lists no releases."""
+    try:
+        return CHARTS_MARKER in (tree / "mesh" / "cli.py").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 @contextlib.contextmanager
 def paused_collector() -> Iterator[None]:
     """The garbage collector paused for a block that builds a large structure and frees
@@ -146,6 +165,7 @@ class RunningRender:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         self.as_json = renders_json(tree)
+        self.with_charts = self.as_json and renders_charts(tree)
         # Text files as `subprocess.run(..., text=True)` reads its pipes: the locale's
         # encoding, universal newlines.
         self._stdout = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by close())
@@ -156,6 +176,7 @@ class RunningRender:
                     sys.executable,
                     *("-m", "mesh", "render", stack, "-q"),
                     *(["-o", "json"] if self.as_json else []),
+                    *(["--charts"] if self.with_charts else []),
                 ],
                 cwd=tree,
                 env=env,
@@ -168,7 +189,8 @@ class RunningRender:
             raise
 
     def result(self) -> list[dict]:
-        """The rendered objects, or BaseRenderError with the end of the base's error output."""
+        """The rendered objects, or BaseRenderError with the end of the base's error output;
+        with `with_charts`, the Helm releases among them (`split_charts` separates them)."""
         try:
             code = self._process.wait()
             self._stdout.seek(0)
@@ -191,6 +213,12 @@ class RunningRender:
             self._process.wait()
         self._stdout.close()
         self._stderr.close()
+
+
+def split_charts(documents: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(objects, Helm releases) of a render's documents."""
+    charts = [d for d in documents if is_chart_object(d)]
+    return [d for d in documents if not is_chart_object(d)], charts
 
 
 def render_tree(tree: Path, stack: str) -> list[dict]:
@@ -267,14 +295,16 @@ class PendingBase:
         if self.error is not None:
             raise self.error
         ref, commit, pack, pack_error = self.ref, self.commit, self.pack_config, self.pack_error
-        if self._render is None:
-            return BaseRender(ref, commit, [], False, None, {}, None, pack, pack_error)
+        if self._render is None:  # no such stack: no releases either
+            return BaseRender(ref, commit, [], False, None, {}, None, pack, pack_error, [])
         config, raw = _read_config(self.stack_file)
         try:
-            objects = self._render.result()
+            documents = self._render.result()
         except BaseRenderError as exc:
             return BaseRender(ref, commit, [], True, config, raw, str(exc), pack, pack_error)
-        return BaseRender(ref, commit, objects, True, config, raw, None, pack, pack_error)
+        objects, charts = split_charts(documents)
+        known = charts if self._render.with_charts else None
+        return BaseRender(ref, commit, objects, True, config, raw, None, pack, pack_error, known)
 
     def close(self) -> None:
         if self._render is not None:

@@ -2,8 +2,9 @@
 
 `mesh diff` compares a base rendered by the base's own code with the working tree, so the
 routing of both sides is read from what they render (VirtualServices, DestinationRules,
-HTTPRoutes and their version Services, Canaries), never from config that the other side's code might read differently. Roles (stable,
-canary) are not in the objects; they come from the stack config where it can be read.
+HTTPRoutes and their version Services and InferencePools, Canaries), never from config that
+the other side's code might read differently. Roles (stable, canary) are not in the objects;
+they come from the stack config where it can be read.
 """
 
 from __future__ import annotations
@@ -170,16 +171,56 @@ def version_services(objects: list[dict], model: str) -> dict[str, str]:
     return found
 
 
+def version_pools(objects: list[dict], model: str) -> dict[str, str]:
+    """InferencePool name -> version, for the pools whose `selector.matchLabels` select one
+    version of `model` (the chart's InferencePool, mesh/gatewayapi/pools.py; render's
+    objects do not hold it, `Plan.cluster_objects()` does)."""
+    found = {}
+    for obj in objects:
+        labels = (obj.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+        if (
+            obj.get("kind") == "InferencePool"
+            and labels.get("app") == model
+            and "version" in labels
+        ):
+            found[obj["metadata"]["name"]] = labels["version"]
+    return found
+
+
 def version_of(services: dict[str, str], model: str, service: str) -> str:
     return services.get(service) or service.removeprefix(f"{model}-")
 
 
-def _http_route_routing(route: dict, objects: list[dict]) -> ModelRouting:
+def pool_backends(route: dict) -> bool:
+    """Whether a route sends to InferencePools (the `<model>-pools` route of
+    mesh/gatewayapi/routes.py `pool_route`)."""
+    return any(
+        ref.get("kind") == "InferencePool"
+        for rule in route.get("spec", {}).get("rules", [])
+        for ref in rule.get("backendRefs") or []
+    )
+
+
+def pool_route_model(route: dict) -> str:
+    """The model of a pool route: its `app` label, else its name without `-pools`."""
+    metadata = route.get("metadata", {})
+    return (metadata.get("labels") or {}).get("app") or metadata["name"].removesuffix("-pools")
+
+
+def _http_route_routing(route: dict, objects: list[dict], model: str | None = None) -> ModelRouting:
     """The routing of a model's HTTPRoute: the weighted rule's relative weights, the match
     rules (named without the `-<port>` suffix mesh/gatewayapi/routes.py gives them) and the
-    mirror, from the REST forms of the rules (the gRPC forms repeat them)."""
-    name = route["metadata"]["name"]
+    mirror, from the REST forms of the rules (the gRPC forms repeat them). A backendRef of
+    kind InferencePool names its version by the pool (`version_pools`, else the `<model>-`
+    prefix: `pool_name`), any other by its Service (`version_services`)."""
+    name = model or route["metadata"]["name"]
     services = version_services(objects, name)
+    pools = version_pools(objects, name)
+
+    def version(ref: dict) -> str:
+        known = pools if ref.get("kind") == "InferencePool" else services
+        return version_of(known, name, ref.get("name", ""))
+
     rules = http_route_rules(route)
     default = default_rule(route)
     weights: dict[str, float] = {}
@@ -190,19 +231,18 @@ def _http_route_routing(route: dict, objects: list[dict]) -> ModelRouting:
         if has_conditions(rule):
             label = rule_label(route, rule, index)
             for ref in refs:
-                version = version_of(services, name, ref.get("name", ""))
-                matches.setdefault(version, []).append(label)
+                matches.setdefault(version(ref), []).append(label)
             continue
         if rule is not default:
             continue  # after the default rule: never reached
         shares = _backend_shares(refs)
-        weights = {version_of(services, name, s): w for s, w in shares.items()}
+        weights = {version(ref): shares[ref.get("name", "")] for ref in refs}
         for item in rule.get("filters") or []:
             mirror = item.get("requestMirror")
             if item.get("type") == "RequestMirror" and mirror:
-                version = version_of(services, name, mirror.get("backendRef", {}).get("name", ""))
-                mirrored[version] = _mirror_percent(mirror)
-    names = sorted(set(services.values()) | set(weights) | set(matches) | set(mirrored))
+                mirrored[version(mirror.get("backendRef", {}))] = _mirror_percent(mirror)
+    deployed = set(services.values()) | set(pools.values())
+    names = sorted(deployed | set(weights) | set(matches) | set(mirrored))
     versions = {
         v: VersionRouting(weights.get(v, 0.0), tuple(matches.get(v, ())), mirrored.get(v, 0.0))
         for v in names
@@ -238,16 +278,38 @@ def _flagger_routing(canary: dict, target: dict | None) -> ModelRouting:
 def routing_from_objects(
     objects: list[dict], config: StackConfig | None = None
 ) -> dict[str, ModelRouting]:
-    """Per model, the routing the objects set up; with roles when `config` is given."""
+    """Per model, the routing the objects set up; with roles when `config` is given.
+
+    A model with pools has two HTTPRoutes (mesh/gatewayapi/routes.py): `<m>` on the model
+    Service (mesh callers, to the version Services) and `<m>-pools` on the Gateway (to the
+    versions' InferencePools). Its routing is the ingress's: the pool route's weights, match
+    rules, mirror and hostnames, versions named by their pools; the versions the mesh route
+    or the version Services know are listed too (unrouted where the pool route sends them
+    nothing). The builders give both routes the same split; where they differ (a hand edit,
+    a bad base) this does not pick one silently: `mesh check` reports MESH0026
+    (mesh.checks.gateway_api `gateway_api_pool_split`), and `mesh diff` refuses a head that
+    fails it."""
     rules = _by_kind(objects, "DestinationRule")
     deployments = _by_kind(objects, "Deployment")
     found = {
         name: _ml_mesh_routing(vs, rules.get(name))
         for name, vs in _by_kind(objects, "VirtualService").items()
     }
-    for name, route in _by_kind(objects, "HTTPRoute").items():
+    routes = _by_kind(objects, "HTTPRoute")
+    for name, route in routes.items():
         if is_model_route(route):
             found[name] = _http_route_routing(route, objects)
+    for route in routes.values():
+        if pool_backends(route) and not is_model_route(route):
+            model = pool_route_model(route)
+            ingress = _http_route_routing(route, objects, model)
+            mesh = found.get(model)
+            versions = dict(ingress.versions)
+            for version in mesh.versions if mesh is not None else ():
+                versions.setdefault(version, VersionRouting())
+            found[model] = ModelRouting(
+                model, ML_MESH, ingress.hosts, dict(sorted(versions.items()))
+            )
     for name, canary in _by_kind(objects, "Canary").items():
         found[name] = _flagger_routing(canary, deployments.get(name))
     if config is not None:

@@ -20,6 +20,12 @@ from pulumi.runtime.sync_await import _sync_await
 
 from mesh import program
 
+# Pulumi's Helm release, a remote component (pulumi-kubernetes `helm.v4.Chart` registers with
+# `remote=True`): the engine would have the kubernetes provider's Construct render the chart
+# and register its objects as children. Under mocks no provider runs: the mock monitor hands
+# the registration to `new_resource` with this type, and no child is registered.
+CHART_TYPE = "kubernetes:helm.sh/v4:Chart"
+
 
 @dataclass(frozen=True)
 class Registered:
@@ -32,6 +38,7 @@ class Registered:
     # ResourceOptions.custom_timeouts as the engine receives them, e.g. {"create": "1160s"};
     # only the operations that were set.
     custom_timeouts: dict[str, str] = field(default_factory=dict)
+    remote: bool = False  # a component its provider constructs (a Helm Chart), not the program
 
     @property
     def secret_paths(self) -> list[str]:
@@ -69,6 +76,11 @@ class Run:
     def objects(self) -> list[dict[str, Any]]:
         return [r.object() for r in self.kubernetes]
 
+    @property
+    def charts(self) -> list[Registered]:
+        """The Helm releases registered (their objects are the provider's, never seen here)."""
+        return [r for r in self.resources if r.type == CHART_TYPE]
+
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.objects() if o["kind"] == kind]
 
@@ -86,6 +98,12 @@ class _Mocks(pulumi.runtime.Mocks):
         self.run = run
 
     def new_resource(self, args: mocks.MockResourceArgs):
+        """A custom resource gets an ID and its inputs as state, as a create returns them. A
+        component gets no ID (Pulumi's Mocks contract: None for components); a remote one (the
+        Helm Chart) keeps its inputs and no `resources` output: that list of children is what
+        the provider's Construct would return, and no provider runs here."""
+        if not args.custom:
+            return None, args.inputs
         return f"{args.name}-id", args.inputs
 
     def call(self, args: mocks.MockCallArgs):
@@ -114,6 +132,7 @@ class _Monitor(mocks.MockMonitor):
                     inputs=rpc.deserialize_properties(request.object),
                     depends_on=frozenset(_type_and_name(urn) for urn in request.dependencies),
                     custom_timeouts=_timeouts(request),
+                    remote=request.remote,
                 )
             )
         return response

@@ -11,7 +11,17 @@ import shutil
 import pytest
 import yaml
 
-from mesh.gitbase import JSON_MARKER, RunningRender, paused_collector, render_tree, renders_json
+from mesh.charts import is_chart_object
+from mesh.gitbase import (
+    CHARTS_MARKER,
+    JSON_MARKER,
+    RunningRender,
+    paused_collector,
+    render_tree,
+    renders_charts,
+    renders_json,
+    split_charts,
+)
 from tests.conftest import PROJECT_DIR, STACK_SOURCES, run_mesh, source_id
 
 IGNORED = shutil.ignore_patterns(
@@ -105,3 +115,87 @@ def test_the_paused_collector_is_left_as_it_was_found_even_on_an_error(enabled):
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+# Helm releases (mesh/charts.py): `render --charts` lists them as objects for `mesh diff`; the
+# default render keeps them as comments.
+POOLS = "llm-pools"
+
+
+def _pools_plan():
+    from mesh.plan import build_plan
+    from mesh.stackfile import load_stack
+
+    return build_plan(load_stack(str(PROJECT_DIR / "examples" / f"Pulumi.{POOLS}.yaml")).config)
+
+
+def _pools_tree(tree):
+    shutil.copy(tree / "examples" / f"Pulumi.{POOLS}.yaml", tree / f"Pulumi.{POOLS}.yaml")
+    return tree
+
+
+def _without_charts_option(tree) -> None:
+    """Make `tree` the code as it was before `render --charts`."""
+    cli = tree / "mesh" / "cli.py"
+    source, count = re.subn(
+        r"\n    render\.add_argument\(\n        \"--charts\",.*?\n    \)\n",
+        "\n",
+        cli.read_text(),
+        flags=re.S,
+    )
+    assert count == 1, "the --charts option moved: update this test's edit"
+    assert CHARTS_MARKER not in source
+    cli.write_text(source.replace("if args.charts:", "if False:"))
+
+
+def test_the_default_render_keeps_the_releases_as_comments():
+    plain = run_mesh("render", f"examples/Pulumi.{POOLS}.yaml", "-q").stdout
+    documents = [d for d in yaml.safe_load_all(plain) if d]
+    assert not any(is_chart_object(d) for d in documents)
+    for chart in _pools_plan().charts():
+        assert (
+            f"# Helm release {chart.namespace}/{chart.name}: {chart.chart} {chart.version}\n"
+            in plain
+        )
+
+
+@pytest.mark.parametrize("output", ["yaml", "json"])
+def test_render_charts_lists_each_release_of_the_plan_as_an_object(output):
+    plan = _pools_plan()
+    result = run_mesh("render", f"examples/Pulumi.{POOLS}.yaml", "-q", "--charts", "-o", output)
+    assert result.returncode == 0, result.stderr
+    assert "# Helm release" not in result.stdout and result.stderr == ""
+    documents = (
+        json.loads(result.stdout)
+        if output == "json"
+        else [d for d in yaml.safe_load_all(result.stdout) if d]
+    )
+    objects, charts = split_charts(documents)
+    assert charts == [c.as_object() for c in plan.charts()]
+    assert [c["metadata"]["name"] for c in charts] == ["chat-v1", "chat-v2", "coder-v3"]
+    assert charts[0]["spec"]["values"]["router"]["inferencePool"]["failureMode"] == "FailOpen"
+    assert objects == json.loads(
+        run_mesh("render", f"examples/Pulumi.{POOLS}.yaml", "-q", "-o", "json").stdout
+    )
+
+
+def test_a_base_of_todays_code_lists_its_releases(tree):
+    running = RunningRender(_pools_tree(tree), POOLS)
+    assert running.with_charts
+    objects, charts = split_charts(running.result())
+    assert charts == [c.as_object() for c in _pools_plan().charts()]
+    assert not any(o["kind"] == "Chart" for o in objects)
+
+
+def test_a_base_without_the_charts_option_lists_none_and_renders_the_same_objects(tree):
+    _without_charts_option(_pools_tree(tree))
+    assert renders_json(tree) and not renders_charts(tree)
+    refused = run_mesh("render", POOLS, "-q", "--charts", cwd=tree)
+    assert refused.returncode == 2 and "unrecognized arguments: --charts" in refused.stderr
+    running = RunningRender(tree, POOLS)
+    assert not running.with_charts
+    objects, charts = split_charts(running.result())
+    assert charts == []
+    assert objects == json.loads(
+        run_mesh("render", f"examples/Pulumi.{POOLS}.yaml", "-q", "-o", "json").stdout
+    )

@@ -15,7 +15,8 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate import utils as kv_utils
 
-from mesh.config import StackConfig, parse_config
+from mesh.config import ConfigError, StackConfig, parse_config
+from mesh.plan import build_plan
 from mesh.render import render_objects
 from mesh.stackfile import load_stack, unwrap_secure
 from tests import conformance
@@ -57,6 +58,9 @@ DATAPLANES = ("sidecar", "ambient")
 ROUTINGS = ("istio", "gateway-api")
 MODES = [(d, r) for d in DATAPLANES for r in ROUTINGS]
 AMBIENT_MIN_ISTIO = "1.24"
+# The one mode with Inference Extension pools (mesh/config/inference.py): an InferencePool is a
+# Gateway API backend, and the picker scrapes through the sidecar's pilot-agent.
+POOL_MODE = ("sidecar", "gateway-api")
 
 
 def _minor(version: str) -> tuple[int, ...]:
@@ -69,7 +73,9 @@ def mode_config(source: str, dataplane: str, routing: str) -> tuple[StackConfig,
     istio.nativeSidecars (no sidecars to make native); gateway-api drops gateway.selector and
     gateway.serviceAccount (Istio deploys the Gateway's pods itself; both are refused there) and
     every model's `fault` (HTTPRoute has no fault injection; refused there), and with retries
-    says the cluster has the experimental channel (HTTPRoute `retry` is only there)."""
+    says the cluster has the experimental channel (HTTPRoute `retry` is only there); every mode
+    but POOL_MODE drops `models.<m>.inferencePool` (refused there,
+    `test_pools_are_refused_in_every_other_mode` pins it)."""
     stack = load_stack(source)
     raw, _ = unwrap_secure(copy.deepcopy(stack.raw))
     raw.update(dataplane=dataplane, routing=routing)
@@ -87,6 +93,9 @@ def mode_config(source: str, dataplane: str, routing: str) -> tuple[StackConfig,
         if any("retries" in model for model in models):
             # HTTPRoute `retry` is experimental-only: the owner says the cluster has that channel
             raw.setdefault("platform", {})["gatewayApiChannel"] = "experimental"
+    if (dataplane, routing) != POOL_MODE:
+        for model in (raw.get("models") or {}).values():
+            model.pop("inferencePool", None)
     if (dataplane, routing) != (stack.config.dataplane, stack.config.routing):
         # Secrets masked as the default mode masks them (the values are the file's).
         return parse_config(raw, stack.name), stack.secrets
@@ -94,8 +103,14 @@ def mode_config(source: str, dataplane: str, routing: str) -> tuple[StackConfig,
 
 
 def mode_objects(source: str, dataplane: str, routing: str) -> tuple[StackConfig, list[dict]]:
+    """The rendered objects of the stack in a mode, then the objects its Helm releases create
+    that ml-mesh models and the shadow Services istiod derives from the pools (mesh.charts,
+    `Plan.cluster_objects()`: the picker's InferencePool, Deployment, Service and
+    DestinationRule), which the cluster validates as it does the stack's."""
     config, secrets = mode_config(source, dataplane, routing)
-    return config, render_objects(config, secrets)
+    plan = build_plan(config)
+    extra = plan.cluster_objects()[len(plan.objects()) :]
+    return config, [*render_objects(config, secrets), *extra]
 
 
 @pytest.mark.parametrize(("dataplane", "routing"), MODES, ids=["-".join(m) for m in MODES])
@@ -443,3 +458,72 @@ def test_kubernetes_version_is_shipped_by_kubernetes_validate():
     assert version in {kv_utils.major_minor(v) for v in kv_utils.all_versions()}
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}
     assert kubernetes_validate.validate(namespace, version, strict=True) == version
+
+
+# --- Inference Extension pools (examples/Pulumi.llm-pools.yaml) -----------------------------
+
+POOLS_SOURCE = str(PROJECT_DIR / "examples" / "Pulumi.llm-pools.yaml")
+
+
+@pytest.mark.parametrize(
+    ("dataplane", "routing", "phrase"),
+    [
+        ("sidecar", "istio", "an InferencePool is a Gateway API backend: set routing: gateway-api"),
+        ("ambient", "istio", "an InferencePool is a Gateway API backend: set routing: gateway-api"),
+        ("ambient", "gateway-api", "dataplane is ambient: the endpoint picker scrapes"),
+    ],
+)
+def test_pools_are_refused_in_every_other_mode(dataplane, routing, phrase):
+    """Only sidecar + gateway-api has pools: switched as is (pools kept), the config refuses
+    every other mode, naming the key; `mode_config` drops the pools there."""
+    stack = load_stack(POOLS_SOURCE)
+    raw, _ = unwrap_secure(copy.deepcopy(stack.raw))
+    raw.update(dataplane=dataplane, routing=routing)
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw, stack.name)
+    assert f"models.chat.inferencePool: {phrase}" in str(refused.value)
+    config, _ = mode_config(POOLS_SOURCE, dataplane, routing)
+    assert all(m.inference_pool is None for m in config.models.values())
+    assert {m for m in MODES if m != POOL_MODE} == {
+        ("sidecar", "istio"),
+        ("ambient", "istio"),
+        ("ambient", "gateway-api"),
+    }
+
+
+@pytest.mark.parametrize("channel", conformance.GATEWAY_API_CHANNELS)
+def test_pool_objects_and_routes_pass_the_schemas_and_cel_rules(channel):
+    """In POOL_MODE: the modelled InferencePools (schemas-strict of the inference extension and
+    its 2 CEL rules, evaluated, not skipped), the picker Services and DestinationRules, and the
+    `<m>-pools` HTTPRoutes to InferencePools (Gateway API schemas and CEL of both channels)."""
+    shared_path("inference-extension")
+    shared_path("gateway-api")
+    config, objects = mode_objects(POOLS_SOURCE, *POOL_MODE)
+    pools = [o for o in objects if o["kind"] == "InferencePool"]
+    routes = [
+        o
+        for o in objects
+        if o["kind"] == "HTTPRoute"
+        and any(
+            ref.get("kind") == "InferencePool"
+            for rule in o["spec"]["rules"]
+            for ref in rule.get("backendRefs", [])
+        )
+    ]
+    assert [p["metadata"]["name"] for p in pools] == ["chat-v1", "chat-v2", "coder-v3"]
+    assert [r["metadata"]["name"] for r in routes] == ["chat-pools", "coder-pools"]
+    plan = build_plan(config)
+    modelled = plan.cluster_objects()[len(plan.objects()) :]
+    assert {conformance.group_kind(o) for o in modelled} == {
+        "inference.networking.k8s.io/InferencePool",
+        "apps/Deployment",
+        "core/Service",
+        "networking.istio.io/DestinationRule",
+    }
+    for obj in [*modelled, *routes]:
+        assert conformance.problems(obj, gateway_api_channel=channel) == []
+    for obj in [*pools, *routes]:
+        verdicts = conformance.cel_verdicts(obj, channel)
+        assert [v for v in verdicts if not v.skipped], obj["metadata"]["name"]
+    pool_rules = {v.rule.rule for v in conformance.cel_verdicts(pools[0], channel)}
+    assert len(pool_rules) == 2, pool_rules

@@ -16,6 +16,7 @@ import yaml
 
 from mesh.config import parse_config
 from mesh.diff import GATES, changed_fields, field_line, policy, policy_changes, side
+from mesh.plan import build_plan
 from mesh.protections import Protections, loosened, of_config, of_raw
 from mesh.render import render_objects
 from mesh.stackfile import load_stack
@@ -949,3 +950,112 @@ def test_a_head_pack_config_that_does_not_read_is_one_line(repo):
         'be a JSON object such as {"canary-weight-within-maximum": {"maxWeight": 50}}, not a '
         "list\n",
     )
+
+
+# A stack with inference pools (examples/Pulumi.llm-pools.yaml): chat's two routes, `chat` on
+# the model Service and `chat-pools` on the Gateway to the InferencePools, split 90/10.
+POOLS = "llm-pools"
+
+
+@pytest.fixture
+def pools_repo(repo) -> Repo:
+    shutil.copy(repo.path / "examples" / f"Pulumi.{POOLS}.yaml", repo.path / f"Pulumi.{POOLS}.yaml")
+    repo.commit("the pools example as a stack")
+    return repo
+
+
+def test_a_pool_canary_shift_shows_both_routes_and_the_ingress_traffic(pools_repo):
+    pools_repo.edit(POOLS, "models.chat.canary.weight", 25)
+    result = pools_repo.diff(POOLS, "HEAD")
+    assert result.returncode == 0, result.stderr
+    out = _flat(result.stdout)
+    assert "| v1 | stable | 90% → 75% | | |" in out
+    assert "| v2 | canary | 10% → 25% | | |" in out
+    for route in ("chat", "chat-pools"):
+        section = out.split(f"- `HTTPRoute/{route}`\n", 1)[1].split("\n- `HTTPRoute", 1)[0]
+        assert "`spec.rules[http].backendRefs[chat-v1].weight`: `90` → `75`" in section
+        assert "`spec.rules[http].backendRefs[chat-v2].weight`: `10` → `25`" in section
+
+
+def test_a_pool_canary_step_above_the_maximum_is_refused(pools_repo):
+    pools_repo.edit(POOLS, "models.chat.canary.weight", 40)
+    result = pools_repo.diff(POOLS, "HEAD")
+    assert result.returncode == 1
+    assert _refused(result, "weight-step") == [
+        "chat: v2 goes from 10% to 40% (+30 points), more than maxWeightStep 25 of this "
+        "protected stack"
+    ]
+    assert pools_repo.diff(POOLS, "HEAD", "weight-step").returncode == 0
+
+
+def _pool_side(edit=None):
+    """A side of the pools example from its objects (no git), `edit` applied to them."""
+    stack = load_stack(str(PROJECT_DIR / "examples" / f"Pulumi.{POOLS}.yaml"))
+    objects = build_plan(stack.config).objects()
+    if edit is not None:
+        edit({o["metadata"]["name"]: o for o in objects if o["kind"] == "HTTPRoute"})
+    return stack.config, objects, side(objects, stack.config, stack.raw)
+
+
+def _weigh(route: dict[str, Any], *weights: int) -> None:
+    for ref, weight in zip(route["spec"]["rules"][0]["backendRefs"], weights, strict=True):
+        ref["weight"] = weight
+
+
+def test_a_base_whose_mesh_route_was_edited_is_read_by_its_ingress_split():
+    """A bad base: `chat` (mesh) at 50/50, `chat-pools` (Gateway) at 90/10. The routing is the
+    ingress's, so a head at 75/25 is a +15 step, not a -25 one; the head's checks name the
+    disagreement of a head that has it (MESH0026), which `mesh diff` refuses."""
+    from mesh.checks import check
+    from mesh.diff import check_refusals, weight_steps
+
+    _, _, base = _pool_side(lambda routes: _weigh(routes["chat"], 50, 50))
+    assert {v: r.weight for v, r in base.routing["chat"].versions.items()} == {"v1": 90, "v2": 10}
+    config, objects, head = _pool_side(lambda routes: _weigh(routes["chat-pools"], 60, 40))
+    assert {v: r.weight for v, r in head.routing["chat"].versions.items()} == {"v1": 60, "v2": 40}
+    assert [r.reason for r in weight_steps(base, head, policy(base, head))] == [
+        "chat: v2 goes from 10% to 40% (+30 points), more than maxWeightStep 25 of this "
+        "protected stack"
+    ]
+    refusals = check_refusals(check(config, objects))
+    assert [r.gate for r in refusals] == ["checks"]
+    assert "MESH0026" in refusals[0].reason and "chat-pools" in refusals[0].reason
+
+
+def test_a_picker_release_change_shows_as_its_chart_values(pools_repo):
+    """FailOpen -> FailClose changes only the picker releases' values (no rendered object):
+    the diff compares the releases the base's render lists with `--charts`."""
+    pools_repo.edit(POOLS, "models.chat.inferencePool", {"failureMode": "FailClose"})
+    result = pools_repo.diff(POOLS, "HEAD")
+    assert result.returncode == 0, result.stderr
+    out = _flat(result.stdout)
+    assert "**Changed** (2):" in out
+    for chart in ("chat-v1", "chat-v2"):
+        assert (
+            f"- `Chart/{chart}`\n- `spec.values.router.inferencePool.failureMode`: "
+            "`FailOpen` → `FailClose`"
+        ) in out
+    assert "Chart/coder-v3" not in out
+
+
+def test_releases_are_not_compared_with_a_base_that_cannot_list_them():
+    """A base older than `render --charts` (its Side's charts None): the head's releases are
+    named as not compared, never shown as added."""
+    from mesh.diff import report
+
+    _, objects, head = _pool_side()
+    plan_charts = [c.as_object() for c in build_plan(head.config).charts()]
+    head = side(objects, head.config, head.raw, charts=plan_charts)
+    base = side(objects, head.config, head.raw, charts=None)
+    markdown, refusals = report(POOLS, "base", base, head, set())
+    assert refusals == []
+    assert "No object changes." in markdown
+    assert (
+        "The base's code cannot list its Helm releases (`mesh render --charts`): "
+        "`Chart/chat-v1`, `Chart/chat-v2`, `Chart/coder-v3` not compared."
+    ) in markdown
+    edited = [{**c, "spec": {**c["spec"], "version": "v0.11.0"}} for c in plan_charts]
+    markdown, _ = report(
+        POOLS, "base", side(objects, head.config, head.raw, charts=edited), head, set()
+    )
+    assert "`spec.version`: `v0.11.0` → `v0.10.0`" in markdown and "not compared" not in markdown

@@ -24,6 +24,7 @@ from mesh.checks.gateway_api import (
 )
 from mesh.checks.index import _Index
 from mesh.config import parse_config
+from mesh.stackfile import PROJECT_DIR
 from mesh.trace.objects import selects
 from tests.conftest import stack_raw
 
@@ -459,3 +460,69 @@ def test_todays_stacks_have_no_gateway_api_finding():
 
         found = [f for f in check(config, build_plan(config).objects()) if f.code >= "MESH0020"]
         assert found == []
+
+
+POOLS_STACK = str(PROJECT_DIR / "examples" / "Pulumi.llm-pools.yaml")
+
+
+def _pool_stack():
+    from mesh.plan import build_plan
+    from mesh.stackfile import load_stack
+
+    config = load_stack(POOLS_STACK).config
+    return config, build_plan(config)
+
+
+def _weights(route: dict[str, Any], *weights: int) -> None:
+    (rule,) = route["spec"]["rules"]
+    for ref, weight in zip(rule["backendRefs"], weights, strict=True):
+        ref["weight"] = weight
+
+
+def _split_findings(config, objects) -> list[Finding]:
+    return [f for f in check(config, objects) if f.code == "MESH0026"]
+
+
+def test_a_pool_stack_s_two_routes_split_alike():
+    """The builders give `chat` (mesh) and `chat-pools` (Gateway) one split: no MESH0026,
+    with the modelled InferencePools among the objects or without."""
+    config, plan = _pool_stack()
+    assert _split_findings(config, plan.objects()) == []
+    assert _split_findings(config, plan.cluster_objects()) == []
+
+
+@pytest.mark.parametrize(
+    ("route", "weights", "phrase"),
+    [
+        (
+            "chat-pools",
+            (75, 25),
+            "go v1 75% / v2 25% (InferencePools) but the mesh callers' go v1 90% / v2 10%",
+        ),
+        (
+            "chat",
+            (50, 50),
+            "go v1 90% / v2 10% (InferencePools) but the mesh callers' go v1 50% / v2 50%",
+        ),
+        # Relative weights: 9:1 is 90:10, the same shares.
+        ("chat", (9, 1), None),
+    ],
+)
+def test_pool_and_mesh_routes_that_split_differently_are_an_error(route, weights, phrase):
+    config, plan = _pool_stack()
+    objects = copy.deepcopy(plan.objects())
+    _weights(
+        next(o for o in objects if o["kind"] == "HTTPRoute" and o["metadata"]["name"] == route),
+        *weights,
+    )
+    found = _split_findings(config, objects)
+    if phrase is None:
+        assert found == []
+        return
+    (finding,) = found
+    assert (finding.severity, finding.resource, finding.path) == (
+        "error",
+        "HTTPRoute llm-prod/chat-pools",
+        "models.chat",
+    )
+    assert phrase in finding.message, finding.message

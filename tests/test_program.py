@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.plan import EGRESS, INGRESS, MODEL, SECURITY, TELEMETRY
+from mesh.plan import EGRESS, INGRESS, MODEL, SECURITY, TELEMETRY, build_plan
 from mesh.render import render_objects
 from mesh.stackfile import load_stack
-from tests.conftest import STACKS, stack_raw, with_value
-from tests.harness import run_program
+from tests.conftest import PROJECT_DIR, STACKS, stack_raw, with_value
+from tests.harness import CHART_TYPE, run_program
 
 SERVING_KINDS = {
     "ServiceAccount",
@@ -140,6 +140,7 @@ def test_render_prints_exactly_what_the_program_registers(stack):
     loaded = load_stack(stack)
     rendered = render_objects(loaded.config, loaded.secrets)
     assert sorted(run.objects(), key=_key) == sorted(rendered, key=_key)
+    assert run.charts == build_plan(loaded.config).charts() == []
 
 
 def test_stack_outputs_give_hosts_urls_and_the_effective_split(dev):
@@ -294,4 +295,71 @@ def test_dependencies_stay_within_a_model_so_they_grow_linearly(prod):
         ("DestinationRule", "sentiment"),
         ("Deployment", "sentiment-v3"),
         ("Deployment", "sentiment-v4"),
+    }
+
+
+# --- Helm releases (examples/Pulumi.llm-pools.yaml: a picker chart per pool version) --------
+
+POOLS = str(PROJECT_DIR / "examples" / "Pulumi.llm-pools.yaml")
+
+
+@pytest.fixture(scope="module")
+def pools_run():
+    loaded = load_stack(POOLS)
+    return loaded, run_program(loaded.raw, stack=loaded.name)
+
+
+def test_each_pool_version_is_one_helm_chart_of_the_plan_under_its_model(pools_run):
+    """One `kubernetes:helm.sh/v4:Chart` per version, registered as the remote component it
+    is (no ID, no children under mocks: the provider renders them), with the plan's chart,
+    version, namespace and values, under the model's component."""
+    loaded, run = pools_run
+    plan = build_plan(loaded.config)
+    registered = {r.name: r for r in run.charts}
+    assert sorted(registered) == ["chat-v1", "chat-v2", "coder-v3"]
+    for chart in plan.charts():
+        found = registered[chart.name]
+        assert (found.type, found.custom, found.remote, found.parent_type) == (
+            CHART_TYPE,
+            False,
+            True,
+            MODEL,
+        )
+        assert found.object() == {
+            "chart": chart.chart,
+            "version": chart.version,
+            "namespace": chart.namespace,
+            "values": chart.values,
+        }
+    assert not any(r.parent_type == CHART_TYPE for r in run.resources), "no child under mocks"
+
+
+def test_every_route_of_a_pool_model_waits_for_its_own_charts(pools_run):
+    loaded, run = pools_run
+    for registered in run.kubernetes:
+        if registered.inputs["kind"] != "HTTPRoute":
+            continue
+        charts = {name for kind, name in registered.depends_on if kind == CHART_TYPE}
+        model = registered.inputs["metadata"].get("labels", {}).get("app")
+        if model is None:  # the gateway's https redirect
+            assert charts == set(), registered.name
+            continue
+        versions = loaded.config.models[model].versions
+        assert charts == {f"{model}-{v}" for v in versions}, registered.name
+
+
+def test_render_of_a_stack_with_charts_prints_what_the_program_registers(pools_run):
+    """Render's objects are the registered non-chart resources; the charts are the plan's."""
+    loaded, run = pools_run
+    rendered = render_objects(loaded.config, loaded.secrets)
+    assert sorted(run.objects(), key=_key) == sorted(rendered, key=_key)
+    plan = build_plan(loaded.config)
+    assert {r.name: r.object() for r in run.charts} == {
+        c.name: {
+            "chart": c.chart,
+            "version": c.version,
+            "namespace": c.namespace,
+            "values": c.values,
+        }
+        for c in plan.charts()
     }

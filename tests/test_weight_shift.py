@@ -1,5 +1,7 @@
 """A canary weight shift changes exactly one object: the model's VirtualService, or with
-`routing: gateway-api` its HTTPRoute (both routing modes are pinned).
+`routing: gateway-api` its HTTPRoute (both routing modes are pinned); a model with inference
+pools has two HTTPRoutes with one split, `<m>` (mesh callers) and `<m>-pools` (the Gateway, to
+the InferencePools), and a shift changes exactly those two.
 
 Reviewers read `pulumi preview` and `mesh diff` for a shift; anything else that moved with the
 weight (a dashboard printing it, an alert rule created or dropped at 0, a label, an
@@ -26,6 +28,8 @@ import yaml
 
 from mesh.config import ConfigError, StackConfig, parse_config
 from mesh.diff import changed_fields, normalized, object_changes
+from mesh.gatewayapi.common import has_pools
+from mesh.gatewayapi.routes import pool_route_name
 from mesh.plan import build_plan, stack_outputs
 from mesh.render import render_objects, traffic_table
 from mesh.stackfile import raw_project_config, stack_file, unwrap_secure
@@ -107,6 +111,15 @@ def _key(obj: dict) -> tuple[str, str, str]:
     return obj["kind"], meta.get("namespace", ""), meta["name"]
 
 
+def _routes(config: StackConfig, model: str) -> list[tuple[str, str, str]]:
+    """The keys of the objects a shift of `model` changes: its route, and with pools its
+    Gateway route to the pools (mesh/gatewayapi/routes.py `pool_route`)."""
+    names = [model]
+    if config.routing == "gateway-api" and has_pools(config, model):
+        names.append(pool_route_name(model))
+    return [(ROUTE_KIND[config.routing], config.namespace, name) for name in names]
+
+
 def _shifted(source: str, model: str, before: int, after: int, routing: str = "as-written"):
     return _at_weight(source, model, before, routing), _at_weight(source, model, after, routing)
 
@@ -132,7 +145,7 @@ def test_a_weight_shift_changes_only_the_models_route(source, model, before, aft
     new = {_key(o): o for o in build_plan(head).objects()}
     assert set(old) == set(new), "a shift neither adds nor removes an object"
     differ = {key for key in old if old[key] != new[key]}
-    assert differ == {(ROUTE_KIND[routing], base.namespace, model)}
+    assert differ == set(_routes(base, model))
 
 
 @pytest.mark.parametrize(PARAMS, CASES)
@@ -141,11 +154,14 @@ def test_the_route_diff_is_only_destination_weights(source, model, before, after
     weight 0, so none appears, disappears or changes subset or Service
     (mesh.traffic.route_weights)."""
     base, head = _shifted(source, model, before, after, routing)
+    for key in _routes(base, model):
+        _only_weights(base, head, model, after, key)
+
+
+def _only_weights(base: StackConfig, head: StackConfig, model: str, after: int, key) -> None:
     routing = base.routing
     vs = {
-        side: next(
-            o for o in render_objects(c, set()) if _key(o)[0::2] == (ROUTE_KIND[routing], model)
-        )
+        side: next(o for o in render_objects(c, set()) if _key(o) == key)
         for side, c in (("base", base), ("head", head))
     }
     fields = changed_fields(vs["base"], vs["head"])
@@ -178,7 +194,7 @@ def test_mesh_diff_lists_one_changed_object(source, model, before, after, routin
         normalized(render_objects(base, set())), normalized(render_objects(head, set()))
     )
     assert (changes.added, changes.removed) == ([], [])
-    assert list(changes.changed) == [(ROUTE_KIND[routing], base.namespace, model)]
+    assert list(changes.changed) == _routes(base, model)
 
 
 @pytest.mark.parametrize(PARAMS, CASES)

@@ -50,7 +50,8 @@ works as it did when this was one module:
 - `gateway_api`: Gateway API routes as istiod resolves them (conversion.go): parentRefs that
   do not attach (MESH0020), listener hostnames no route hostname matches (MESH0021),
   backendRefs that do not resolve (MESH0022), rules whose backends all weigh 0 (MESH0023), and
-  equal matches of two routes on one parent (MESH0024)
+  equal matches of two routes on one parent (MESH0024), a model's pool route and mesh route
+  that split differently (MESH0026)
 - `workload_policies`: policies that select workloads, over the stack and a cluster snapshot:
   AuthorizationPolicy selectors and namespaces (IST0127, IST0101; principals of missing
   namespaces MESH0006), Sidecar and Telemetry selectors (IST0101, IST0110, IST0111, IST0159,
@@ -91,6 +92,7 @@ from mesh.checks.gateway_api import (
     gateway_api_backends,
     gateway_api_conflicts,
     gateway_api_parents,
+    gateway_api_pool_split,
     gateway_api_weights,
 )
 from mesh.checks.gateway_workloads import (
@@ -194,6 +196,7 @@ __all__ = [
     "gateway_api_backends",
     "gateway_api_conflicts",
     "gateway_api_parents",
+    "gateway_api_pool_split",
     "gateway_api_weights",
     "gateway_credentials",
     "gateway_ports",

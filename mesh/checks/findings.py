@@ -83,6 +83,7 @@ GATEWAY_API_HOSTNAME_NOT_ATTACHED = "MESH0021"  # error: no route hostname match
 GATEWAY_API_BACKEND_UNRESOLVED = "MESH0022"  # error: a backendRef istiod cannot route to
 GATEWAY_API_ZERO_WEIGHTS = "MESH0023"  # error: a rule whose backendRefs all weigh 0 (500)
 GATEWAY_API_CONFLICTING_ROUTES = "MESH0024"  # warning: an equal match of an older route wins
+GATEWAY_API_POOL_SPLIT = "MESH0026"  # error: a model's pool route and mesh route split differently
 # ml-mesh's own: a protected ambient stack's egress NetworkPolicy admits any address on a port
 # (mesh.checks.egress): ztunnel has no REGISTRY_ONLY and a NetworkPolicy names no hosts.
 AMBIENT_EGRESS_OPEN = "MESH0025"  # warning

@@ -6,7 +6,7 @@ outcome to the route's status, and `istioctl analyze` then reports a negative co
 IST0171 (conditions.ConditionAnalyzer, pkg/config/analysis/analyzers/conditions/conditions.go).
 Before `pulumi up` there is no status, so these rules predict those conditions from the objects
 (the stack's, laid over a cluster snapshot with `--with`) by the same logic, and name the
-condition istiod will set. They are ml-mesh's own codes (MESH0020-MESH0024): a route that does
+condition istiod will set. They are ml-mesh's own codes (MESH0020-MESH0024, MESH0026): a route that does
 not attach, or a backend that does not resolve, leaves a model unreachable, so the stack's own
 are errors where the traffic fails and warnings where istiod picks one of two routes.
 
@@ -31,6 +31,12 @@ are errors where the traffic fails and warnings where istiod picks one of two ro
   the first by namespace, then name (HTTPRoute spec, rule precedence; Istio orders the routes
   so in `sortRoutesByCreationTime` before `sortHTTPRoutes` sorts by match specificity, which
   keeps that order for equal matches), so the other route's rule never sees it.
+- pool split (MESH0026): a model with inference pools has two routes (mesh/gatewayapi/routes.py):
+  `<m>` on the model Service for mesh callers, `<m>-pools` on the Gateway to the versions'
+  InferencePools. The builders give both one split; routes that split differently (a hand
+  edit, a bad base) send the ingress and the mesh callers different canary shares, and a
+  routing view (mesh.routing `routing_from_objects`, which reads the ingress's) would hide the
+  mesh's. Not istiod's condition: both routes are valid; ml-mesh's own consistency error.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from mesh.checks.findings import (
     GATEWAY_API_CONFLICTING_ROUTES,
     GATEWAY_API_HOSTNAME_NOT_ATTACHED,
     GATEWAY_API_PARENT_NOT_ACCEPTED,
+    GATEWAY_API_POOL_SPLIT,
     GATEWAY_API_ZERO_WEIGHTS,
     Finding,
 )
@@ -53,6 +60,13 @@ from mesh.checks.index import _Index
 from mesh.checks.kinds import GATEWAY_API
 from mesh.checks.objects import _dict, _labels, _list, _name, _spec, fqdn, hosts_overlap
 from mesh.checks.paths import _finding, _model_path
+from mesh.routing import (
+    ModelRouting,
+    _http_route_routing,
+    is_model_route,
+    pool_backends,
+    pool_route_model,
+)
 from mesh.trace.objects import selects
 
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
@@ -472,3 +486,51 @@ def gateway_api_conflicts(index: _Index) -> Iterator[Finding]:
                 index, route, GATEWAY_API_CONFLICTING_ROUTES, "warning",
                 _route_path(index, route), message,
             )  # fmt: skip
+
+
+def _split(routing: ModelRouting) -> str:
+    """A route's weighted split and match rules as a reviewer reads them."""
+    parts = [f"{v} {r.weight:g}%" for v, r in routing.versions.items() if r.weight > 0]
+    split = " / ".join(parts) or "nothing weighted"
+    rules = sorted((rule, v) for v, r in routing.versions.items() for rule in r.matches)
+    return split + "".join(f", match {rule!r} -> {v}" for rule, v in rules)
+
+
+def _routed(routing: ModelRouting) -> dict[str, tuple[float, tuple[str, ...]]]:
+    return {
+        v: (r.weight, tuple(sorted(r.matches)))
+        for v, r in routing.versions.items()
+        if r.weight or r.matches
+    }
+
+
+def gateway_api_pool_split(index: _Index) -> Iterator[Finding]:
+    """MESH0026: a model's Gateway route to its InferencePools (`<m>-pools`) and its mesh
+    route (`<m>`, on the model Service) send the versions different shares or match rules.
+    Versions are named as mesh.routing names them (the pool's or Service's selector, else the
+    `<m>-` prefix), weights compared as the relative shares Istio gives them."""
+    routes = index.by_kind["HTTPRoute"]
+    known = [*index.by_kind["Service"], *(
+        o for key, objs in index.by_kind.items() if key.startswith("InferencePool") for o in objs
+    )]  # fmt: skip
+    mesh_routes = {(index.ns(r), _name(r)): r for r in routes if is_model_route(r)}
+    for route in routes:
+        if not pool_backends(route) or is_model_route(route):
+            continue
+        model = pool_route_model(route)
+        mesh = mesh_routes.get((index.ns(route), model))
+        if mesh is None:
+            continue
+        ingress = _http_route_routing(route, known, model)
+        callers = _http_route_routing(mesh, known, model)
+        if _routed(ingress) == _routed(callers):
+            continue
+        message = (
+            f"the Gateway's requests go {_split(ingress)} (InferencePools) but the mesh "
+            f"callers' go {_split(callers)} (HTTPRoute {index.ns(mesh)}/{_name(mesh)}): the "
+            "two routes of a model with pools split alike (mesh/gatewayapi/routes.py); set "
+            "the split in the stack config and render both again"
+        )
+        yield _finding(
+            index, route, GATEWAY_API_POOL_SPLIT, "error", _route_path(index, route), message
+        )

@@ -23,6 +23,7 @@ from mesh.checks.gateway_api import (
     gateway_api_backends,
     gateway_api_conflicts,
     gateway_api_parents,
+    gateway_api_pool_split,
     gateway_api_weights,
 )
 from mesh.checks.gateway_workloads import (
@@ -71,7 +72,7 @@ from mesh.config import StackConfig
 # cluster as it will be after `pulumi up` (IST codes; also MESH0005 and MESH0006, ml-mesh's
 # own findings on the stack's ServiceEntries and AuthorizationPolicies that need the cluster's
 # ServiceEntries and namespaces to be judged: mesh.checks.workload_policies; and MESH0020-
-# MESH0024 on Gateway API routes, whose parents and backends may be the cluster's:
+# MESH0024 and MESH0026 on Gateway API routes, whose parents and backends may be the cluster's:
 # mesh.checks.gateway_api).
 ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     virtual_service_destinations,
@@ -103,6 +104,7 @@ ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     gateway_api_backends,
     gateway_api_weights,
     gateway_api_conflicts,
+    gateway_api_pool_split,
 )
 # ml-mesh's own rules and the policy pack: they judge the stack's objects alone, with or
 # without a snapshot (the pack never sees other teams' objects, as `pulumi preview` does not).
