@@ -33,16 +33,28 @@ class HelmChart:
 
     def as_object(self) -> dict[str, Any]:
         """The release as one object, `{apiVersion: helm.sh/v4, kind: Chart, metadata: {name,
-        namespace}, spec: {chart, version, values}}`: what `mesh diff` compares (a picker's
-        failureMode changes only these values). The modelled objects are not in it."""
+        namespace}, spec: {chart, version, values}, status: {modelled}}`: `mesh diff` compares
+        the spec (a picker's failureMode changes only these values) and traces its journeys
+        through the modelled objects, which follow from the spec and are not compared."""
         return {
             "apiVersion": CHART_API_VERSION,
             "kind": CHART_KIND,
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": {"chart": self.chart, "version": self.version, "values": self.values},
+            "status": {"modelled": list(self.modelled)},
         }
 
 
 def is_chart_object(obj: dict[str, Any]) -> bool:
     """A release as `HelmChart.as_object` writes it."""
     return obj.get("apiVersion") == CHART_API_VERSION and obj.get("kind") == CHART_KIND
+
+
+def release(obj: dict[str, Any]) -> dict[str, Any]:
+    """A release object without what the chart's objects are modelled as (what is compared)."""
+    return {key: value for key, value in obj.items() if key != "status"}
+
+
+def modelled_objects(charts: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The modelled objects of release objects (`as_object`), for tracing."""
+    return [o for c in charts or [] for o in (c.get("status") or {}).get("modelled") or []]

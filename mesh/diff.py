@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from mesh.charts import modelled_objects, release
 from mesh.checks import Finding, errors
 from mesh.config import StackConfig
 from mesh.gitbase import SAFE_LOADER
@@ -45,7 +46,7 @@ from mesh.routing import (
     version_of,
     version_services,
 )
-from mesh.trace import Objects
+from mesh.trace import Objects, pools
 from mesh.trace.flagger import expand
 from policy.rules import (
     REQUEST_CONDITIONS,
@@ -126,7 +127,10 @@ def compared_objects(base: Side, head: Side) -> tuple[list[dict], list[dict]]:
     """The objects of both sides with their Helm releases, where both sides know them."""
     if base.charts is None or head.charts is None:
         return base.objects, head.objects
-    return [*base.objects, *base.charts], [*head.objects, *head.charts]
+    return (
+        [*base.objects, *(release(c) for c in base.charts)],
+        [*head.objects, *(release(c) for c in head.charts)],
+    )
 
 
 def charts_unknown_section(base: Side, head: Side) -> list[str]:
@@ -697,8 +701,14 @@ def journey_pairs(base: Side, head: Side, prune: bool = True) -> dict[tuple[str,
     and cannot change). `prune=False` traces everything (tests/test_diff_pruning.py pins that
     both give the same report)."""
     touched = touched_models(base, head) if prune else None
+    # Each side as the cluster would hold it: with what its charts create (as its own code
+    # models them, `render --charts`) and the shadow Services istiod derives from the pools.
     sides = tuple(
-        Objects(expand(side.objects), mesh_settings(side.config)) for side in (base, head)
+        Objects(
+            pools.expand(expand([*side.objects, *modelled_objects(side.charts)])),
+            mesh_settings(side.config),
+        )
+        for side in (base, head)
     )
     pairs: dict[tuple[str, str], JourneyPair] = {}
     for config in (head.config, base.config):
@@ -1244,7 +1254,8 @@ def report(
         lines += head_traffic_section(head)
         lines += head_journeys_section(head)
         lines += checks_section(head_findings or [])
-        lines += objects_section(object_changes([], [*head.objects, *(head.charts or [])]))
+        releases = [release(c) for c in head.charts or []]
+        lines += objects_section(object_changes([], [*head.objects, *releases]))
         lines += ["### Routing (head)", "", mermaid(head.routing, gateway_name(head.objects))]
         return "\n".join(lines), [r for r in refusals if r.gate not in allowed]
     pairs = journey_pairs(base, head, prune)

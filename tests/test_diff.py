@@ -975,6 +975,14 @@ def test_a_pool_canary_shift_shows_both_routes_and_the_ingress_traffic(pools_rep
         section = out.split(f"- `HTTPRoute/{route}`\n", 1)[1].split("\n- `HTTPRoute", 1)[0]
         assert "`spec.rules[http].backendRefs[chat-v1].weight`: `90` → `75`" in section
         assert "`spec.rules[http].backendRefs[chat-v2].weight`: `10` → `25`" in section
+    # The journeys trace both sides through the pools (the charts' modelled objects and
+    # istiod's shadow Services): the ingress request's split moves, and the pool journeys
+    # are asked of both sides.
+    assert (
+        "| chat | REST https chat.llm.acme.com | served (chat-v1 (pool) 90% / chat-v2 (pool) 10%"
+        " :8000) | served (chat-v1 (pool) 75% / chat-v2 (pool) 25% :8000) |" in out
+    )
+    assert "of 46 journeys change" in out
 
 
 def test_a_pool_canary_step_above_the_maximum_is_refused(pools_repo):
