@@ -979,8 +979,8 @@ def test_a_pool_canary_shift_shows_both_routes_and_the_ingress_traffic(pools_rep
     # istiod's shadow Services): the ingress request's split moves, and the pool journeys
     # are asked of both sides.
     assert (
-        "| chat | REST https chat.llm.acme.com | served (chat-v1 (pool) 90% / chat-v2 (pool) 10%"
-        " :8000) | served (chat-v1 (pool) 75% / chat-v2 (pool) 25% :8000) |" in out
+        "| chat | REST https chat.llm.acme.com | served (chat-v2 (pool) 10% / chat-v1 (pool) 90%"
+        " :8000) | served (chat-v2 (pool) 25% / chat-v1 (pool) 75% :8000) |" in out
     )
     assert "of 46 journeys change" in out
 

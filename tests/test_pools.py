@@ -98,6 +98,11 @@ REFUSED = [
         ["FailOpen", "FailClose"],
     ),
     (
+        {"models.chat.inferencePool.pickerResources": {"requests": {"cpu": "1Ki"}}},
+        "models.chat.inferencePool.pickerResources.requests.cpu",
+        ["cores or millicores", "500m"],
+    ),
+    (
         {"models.chat.inferencePool.pickerReplicas": 0},
         "models.chat.inferencePool.pickerReplicas",
         ["greater than or equal to 1"],
@@ -190,7 +195,7 @@ def test_the_picker_stays_out_of_the_mesh_and_scrapes_the_agent_port():
     sidecar under STRICT would refuse; the picker reads the servers through :15020."""
     for chart in plan_of().charts():
         epp = chart.values["router"]["epp"]
-        assert epp["podAnnotations"] == {"sidecar.istio.io/inject": "false"}
+        assert epp["podAnnotations"]["sidecar.istio.io/inject"] == "false"
         assert epp["pluginsConfigFile"] == PLUGINS_FILE
         config = yaml.safe_load(epp["pluginsCustomConfig"][PLUGINS_FILE])
         assert config["kind"] == "EndpointPickerConfig"
@@ -260,17 +265,18 @@ def _backends(route: dict) -> list[tuple[str, str, int | None]]:
 
 
 ROUTES = [
-    # (edits, model, the pool route's backends, the mesh route's backends)
+    # (edits, model, the pool route's backends (the stable pool last: its picker serves the
+    # rule, `stable_pool_last`), the mesh route's backends)
     (
         {},
         "chat",
-        [("InferencePool", "chat-v1", 90), ("InferencePool", "chat-v2", 10)],
+        [("InferencePool", "chat-v2", 10), ("InferencePool", "chat-v1", 90)],
         [("Service", "chat-v1", 90), ("Service", "chat-v2", 10)],
     ),
     (
         {"models.chat.canary.weight": 25},
         "chat",
-        [("InferencePool", "chat-v1", 75), ("InferencePool", "chat-v2", 25)],
+        [("InferencePool", "chat-v2", 25), ("InferencePool", "chat-v1", 75)],
         [("Service", "chat-v1", 75), ("Service", "chat-v2", 25)],
     ),
     ({}, "coder", [("InferencePool", "coder-v3", 100)], [("Service", "coder-v3", 100)]),
@@ -375,21 +381,21 @@ def test_render_shows_each_release_as_comments_and_applies_as_before():
 
 def test_picker_resources_override_only_what_is_given_and_always_limit_cpu():
     """Helm merges the values into the chart's defaults key by key, so only what the config
-    says is passed, plus the CPU limit the policy pack needs (the CPU request: given, else the
-    chart's 8)."""
+    says is passed, plus the CPU limit the policy pack needs (twice the CPU request: given,
+    else the chart's 8; a given limit wins)."""
     edits = {"models.chat.inferencePool.pickerResources": {"requests": {"cpu": "2"}}}
     chart = charts_by_name(plan_of(edits))["chat-v1"]
     assert chart.values["router"]["epp"]["resources"] == {
-        "limits": {"cpu": "2"},
+        "limits": {"cpu": "4"},
         "requests": {"cpu": "2"},
     }
     coder = charts_by_name(plan_of())["coder-v3"]
-    assert coder.values["router"]["epp"]["resources"] == {"limits": {"cpu": "8"}}
+    assert coder.values["router"]["epp"]["resources"] == {"limits": {"cpu": "16"}}
     deployment = named(list(coder.modelled), "Deployment", "coder-v3-epp")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["resources"] == {
         "requests": {"cpu": "8", "memory": "8Gi"},
-        "limits": {"memory": "16Gi", "cpu": "8"},
+        "limits": {"memory": "16Gi", "cpu": "16"},
     }
 
 
@@ -521,3 +527,31 @@ def test_the_stack_outputs_name_each_version_pool_and_picker():
     assert outputs["inferencePools"] == {"v3": {"pool": "coder-v3", "picker": "coder-v3-epp"}}
     plain = model_outputs(config_of({"models.coder.inferencePool": None}), "coder")
     assert "inferencePools" not in plain
+
+
+def test_a_changed_plugin_configuration_rolls_the_picker():
+    """The chart's ConfigMap carries no checksum to the pod template: the digest annotation
+    changes with the configuration (SGLang's extractor differs from vLLM's), and only then."""
+    plan = charts_by_name(plan_of())
+    digest = lambda c: c.values["router"]["epp"]["podAnnotations"]["ml-mesh.io/plugins-sha256"]  # noqa: E731
+    assert digest(plan["chat-v1"]) == digest(plan["chat-v2"])
+    assert digest(plan["chat-v1"]) != digest(plan["coder-v3"])
+    resized = charts_by_name(plan_of({"models.chat.inferencePool.pickerReplicas": 2}))
+    assert digest(resized["chat-v1"]) == digest(plan["chat-v1"])
+    deployment = named(list(plan["chat-v1"].modelled), "Deployment", "chat-v1-epp")
+    assert (
+        deployment["spec"]["template"]["metadata"]["annotations"]
+        == (plan["chat-v1"].values["router"]["epp"]["podAnnotations"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("requests", "limits", "expected"),
+    [("500m", None, "1"), ("1.5", None, "3"), ("250m", None, "500m"), ("2", "3", "3")],
+)
+def test_the_picker_cpu_limit_is_twice_the_request_unless_given(requests, limits, expected):
+    resources: dict = {"requests": {"cpu": requests}}
+    if limits:
+        resources["limits"] = {"cpu": limits}
+    chart = charts_by_name(plan_of({"models.chat.inferencePool.pickerResources": resources}))
+    assert chart["chat-v1"].values["router"]["epp"]["resources"]["limits"]["cpu"] == expected

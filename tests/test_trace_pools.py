@@ -88,6 +88,9 @@ INGRESS = [
 
 @pytest.mark.parametrize(("model", "name", "shares", "port"), INGRESS)
 def test_ingress_reaches_the_versions_through_their_pools(config, model, name, shares, port):
+    """Each version's share reaches its pods through its pool's shadow Service. Istio gives the
+    rule one picker, its last backendRef's: the stable pool's (mesh/gatewayapi/routes.py
+    `stable_pool_last`); the canary's share falls back to the gateway's own balancing."""
     journey = _journey(config, _objects(config), model, name)
     assert journey.passed
     live = [b for b in journey.trace.branches if b.kind == "route"]
@@ -95,12 +98,15 @@ def test_ingress_reaches_the_versions_through_their_pools(config, model, name, s
         f"Deployment {NS}/{w}": s for w, s in shares.items()
     }
     assert {b.container_port for b in live} == {port}
+    stable = config.models[model].stable
     for branch in live:
         assert branch.cluster.startswith("outbound|54321||") and "-ip-" in branch.host
         picker = [s.detail for s in branch.steps if s.at == "picker"]
-        assert picker and picker[0].startswith(
-            f"Service {NS}/{branch.workload.split('/')[1]}-epp:9002"
-        )
+        assert picker[0].startswith(f"Service {NS}/{model}-{stable}-epp:9002")
+        own = branch.workload == f"Deployment {NS}/{model}-{stable}"
+        assert own is (len(picker) == 1), picker
+        if not own:
+            assert "override_host falls back" in picker[1] and "istio/istio#61594" in picker[1]
 
 
 def _drop(kind: str, name: str):
@@ -119,7 +125,7 @@ def _pool_ref_name(value: str):
 
 
 BROKEN = [
-    # change, journey's model and name, the v1 (or only) branch's verdict and status
+    # change, journey's model and name, what the client most likely sees (verdict, status)
     ("no InferencePool chat-v1", "chat", _drop("InferencePool", "chat-v1"), "no-cluster", 500),
     ("pool named by host", "chat", _pool_ref_name("chat-v1.llm-prod"), "no-route", 404),
     ("FailOpen, no picker Service", "chat", _drop("Service", "chat-v1-epp"), "served", None),
@@ -137,6 +143,9 @@ BROKEN = [
         "picker-failed",
         500,
     ),
+    # The rule's picker is the stable pool's: with no stable pod it answers 503 for every
+    # request of the rule, the canary's share included (istio/istio#61594).
+    ("no stable pod", "chat", _drop("Deployment", "chat-v1"), "picker-503", 503),
 ]
 
 
@@ -145,16 +154,38 @@ BROKEN = [
 )
 def test_what_istio_does_with_a_broken_pool(config, what, model, change, verdict, status):
     journey = _journey(config, _objects(config, change), model, f"REST https {model}.llm.acme.com")
-    result = journey.trace
-    outcome = result.branches[0].outcome if result.branches else result.outcome
+    outcome = journey.trace.final()
     assert (outcome.verdict, outcome.status) == (verdict, status)
     assert journey.passed is (verdict == "served")
+
+
+def test_a_canary_pool_without_pods_costs_only_the_canary_share(config):
+    """The stable pool's picker serves the rule, so an empty canary pool fails only the share
+    weighted to it; the stable share is still picked and served."""
+    objects = _objects(config, _drop("Deployment", "chat-v2"))
+    journey = _journey(config, objects, "chat", "REST https chat.llm.acme.com")
+    live = {b.host.split(".")[0]: b for b in journey.trace.branches if b.kind == "route"}
+    stable, canary = live[shadow_name("chat-v1")], live[shadow_name("chat-v2")]
+    assert stable.outcome.verdict == "served" and round(stable.share) == 90
+    assert not canary.outcome.ok and round(canary.share) == 10
+
+
+def test_no_stable_pod_fails_the_canary_share_too(config):
+    objects = _objects(config, _drop("Deployment", "chat-v1"))
+    journey = _journey(config, objects, "chat", "REST https chat.llm.acme.com")
+    verdicts = {b.outcome.verdict for b in journey.trace.branches if b.kind == "route"}
+    assert verdicts == {"picker-503"}
 
 
 def test_fail_open_says_the_picker_was_skipped(config):
     objects = _objects(config, _drop("Service", "chat-v1-epp"))
     journey = _journey(config, objects, "chat", "REST https chat.llm.acme.com")
-    step = next(s for s in journey.trace.branches[0].steps if s.at == "picker")
+    step = next(
+        s
+        for b in journey.trace.branches
+        for s in b.steps
+        if s.at == "picker" and "FailOpen" in s.detail
+    )
     assert "FailOpen" in step.detail and "did not choose" in step.detail
 
 
@@ -291,4 +322,4 @@ def test_a_match_rule_journey_reaches_its_version_through_its_pool():
     beta = [j for j in found if j.group == "ingress" and j.subset == "v2"]
     assert beta and all(j.passed for j in beta), [(j.name, j.trace.final()) for j in beta]
     (weighted,) = [j for j in found if j.name == "REST https chat.llm.acme.com"]
-    assert weighted.trace.split() == "chat-v1 (pool) 90% / chat-v2 (pool) 10%"
+    assert weighted.trace.split() == "chat-v2 (pool) 10% / chat-v1 (pool) 90%"

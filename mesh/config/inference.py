@@ -25,9 +25,10 @@ What Istio 1.30 does with it (istio/istio 1.30.3):
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mesh.config.base import _Config
 from mesh.config.errors import ConfigPathError
@@ -51,6 +52,15 @@ ENABLE_FLAG = "ENABLE_GATEWAY_API_INFERENCE_EXTENSION"
 class PickerQuantities(_Config):
     cpu: Quantity | None = None
     memory: Quantity | None = None
+
+    @field_validator("cpu")
+    @classmethod
+    def _cores(cls, value: str | None) -> str | None:
+        """CPU in cores or millicores (`2`, `1.5`, `500m`): the CPU limit is derived from the
+        request (mesh/gatewayapi/pools.py), which other suffixes would not allow."""
+        if value is not None and not re.fullmatch(r"[0-9]+(\.[0-9]{1,3})?|[0-9]+m", value):
+            raise ValueError(f"{value!r}: give CPU as cores or millicores, e.g. 2, 1.5 or 500m")
+        return value
 
 
 class PickerResources(_Config):
@@ -91,7 +101,8 @@ class InferencePoolSettings(_Config):
     picker_resources: PickerResources = Field(
         default=PickerResources(),
         description="requests and limits of each picker pod; unset values keep the chart's "
-        "(requests cpu 8, memory 8Gi; limit memory 16Gi)",
+        "(requests cpu 8, memory 8Gi; limit memory 16Gi), and the CPU limit is twice the CPU "
+        "request (the policy pack needs one; the chart sets none)",
     )
 
 

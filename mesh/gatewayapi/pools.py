@@ -39,6 +39,9 @@ Services.
 
 from __future__ import annotations
 
+import hashlib
+from decimal import Decimal
+
 import yaml
 
 from mesh.charts import HelmChart
@@ -66,6 +69,7 @@ PLUGINS_FILE = "ml-mesh-plugins.yaml"
 TRAFFIC_COMPONENT = "traffic"
 # The picker pods stay out of the mesh (see the module docstring).
 PICKER_POD_ANNOTATIONS = {"sidecar.istio.io/inject": "false"}
+PLUGINS_DIGEST = "ml-mesh.io/plugins-sha256"
 
 
 # The picker image runs as 65532:65532 (llm-d-router v0.10.0 Dockerfile.epp `USER`) and writes
@@ -139,6 +143,15 @@ def plugins_config(config: StackConfig, name: str) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
+def picker_pod_annotations(config: StackConfig, name: str) -> dict[str, str]:
+    """No sidecar, and the digest of the plugin configuration: the chart mounts it from a
+    ConfigMap with no checksum on the pod template (`_deployment.yaml`), and the picker reads
+    it once at start, so without the digest a changed configuration would wait for the next
+    restart; with it, the Deployment rolls."""
+    digest = hashlib.sha256(plugins_config(config, name).encode()).hexdigest()[:16]
+    return {**PICKER_POD_ANNOTATIONS, PLUGINS_DIGEST: digest}
+
+
 def picker_values(config: StackConfig, name: str, version: str) -> dict:
     """The chart's values (`llm-d-router-gateway/values.yaml`, `routerlib/values.yaml` under
     `router:`)."""
@@ -148,7 +161,7 @@ def picker_values(config: StackConfig, name: str, version: str) -> dict:
     epp: dict = {
         "replicas": settings.picker_replicas,
         "image": picker_image_values(config.images.endpoint_picker),
-        "podAnnotations": dict(PICKER_POD_ANNOTATIONS),
+        "podAnnotations": picker_pod_annotations(config, name),
         "pluginsConfigFile": PLUGINS_FILE,
         "pluginsCustomConfig": {PLUGINS_FILE: plugins_config(config, name)},
     }
@@ -185,16 +198,26 @@ def picker_image_values(image: str) -> dict:
     }
 
 
+def _twice_cpu(quantity: str) -> str:
+    """Twice a CPU quantity (`8` -> `16`, `500m` -> `1`, `1.5` -> `3`), in millicores when
+    not whole."""
+    millis = int(quantity[:-1]) if quantity.endswith("m") else int(Decimal(quantity) * 1000)
+    doubled = 2 * millis
+    return str(doubled // 1000) if doubled % 1000 == 0 else f"{doubled}m"
+
+
 def picker_resource_values(config: StackConfig, name: str) -> dict:
-    """`epp.resources` as given, plus a CPU limit: the chart leaves it unset (bursts), and the
-    policy pack's `resources-limited` refuses a container without one. The limit is the CPU
-    request (the given one, else the chart's 8), so the picker keeps what it asked for. Helm
+    """`epp.resources` as given, plus a CPU limit unless given: the chart leaves it unset on
+    purpose (bursts), and the policy pack's `resources-limited` refuses a container without
+    one. Request and response bodies stream through the picker (route.go `ExtProcPerRoute`,
+    FULL_DUPLEX_STREAMED), so CFS throttling at the request would add to every request's
+    latency: the limit is twice the CPU request (the given one, else the chart's 8). Helm
     merges the rest with the chart's defaults key by key."""
     settings = config.models[name].inference_pool
     assert settings is not None
     given = settings.picker_resources.values()
     requests = {**CHART_REQUESTS, **given.get("requests", {})}
-    limits = {"cpu": requests["cpu"], **given.get("limits", {})}
+    limits = {"cpu": _twice_cpu(requests["cpu"]), **given.get("limits", {})}
     found = {"limits": limits}
     if given.get("requests"):
         found["requests"] = given["requests"]
@@ -268,7 +291,7 @@ def picker_deployment(config: StackConfig, name: str, version: str) -> dict:
                         **picker_pod_labels(pool),
                         "llm-d.ai/igw-mode": "llm-d-router-gateway",
                     },
-                    "annotations": dict(PICKER_POD_ANNOTATIONS),
+                    "annotations": picker_pod_annotations(config, name),
                 },
                 "spec": {
                     "serviceAccountName": picker,

@@ -211,9 +211,11 @@ def weighted_rule(
     the version's Service: a mirrored copy needs no picking, and its answer is dropped."""
     model = config.models[name]
     found: dict = {"name": port.name, "matches": _matches(_with_grpc([]) if grpc else [])}
+    weights = list(route_weights(model).items())
+    if pool:
+        weights = stable_pool_last(model, weights)
     found["backendRefs"] = [
-        _backend(name, version, port, weight, pool)
-        for version, weight in route_weights(model).items()
+        _backend(name, version, port, weight, pool) for version, weight in weights
     ]
     if model.mirror is not None:
         mirror = {"backendRef": _backend(name, model.mirror.version, port)}
@@ -221,6 +223,20 @@ def weighted_rule(
         found["filters"] = [{"type": "RequestMirror", "requestMirror": mirror}]
     found.update(request_policy(model))
     return found
+
+
+def stable_pool_last(model: Model, weights: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The pools of a weighted rule with the stable version's last.
+
+    Istio 1.30 gives a rule one endpoint picker, that of its last backendRef with a weight
+    above 0 (conversion.go `buildHTTPDestination`: `ipCfg = ipconfig` for each backend;
+    route.go builds one `ExtProcPerRoute` per route): istio/istio#61594, fixed by #61601 after
+    1.31.0-rc.0. The pod that picker names is not in the other pools' clusters, so their
+    share falls back to the gateway's own load balancing over their pods (override_host); and
+    when the picker's pool has no ready pod, it answers 503 for the whole rule. With the
+    stable pool last, the stable share (the most of the traffic) keeps load-aware picking,
+    and a canary pool with no ready pod costs only the canary's share."""
+    return sorted(weights, key=lambda item: item[0] == model.stable)
 
 
 def _grpc_port(model: Model) -> ServerPort | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from mesh.trace import gatewayapi, pools
 from mesh.trace.model import Branch, Outcome, Request, Step, Trace, Workload
-from mesh.trace.objects import name_of, namespace_of
+from mesh.trace.objects import name_of, namespace_of, svc_fqdn
 from mesh.trace.routes import Destination, cluster_name
 from mesh.trace.upstream import _tls_mode, destination_rule, to_destination, to_destinations
 
@@ -180,10 +180,18 @@ def pool_branches(
             )
         ]
     picker = target.picker
-    assert picker is not None
     steps: list[Step] = []
     destination = Destination(target.host, None, target.port, target.weight)
-    if not source.gateway:
+    if source.gateway and picker is None:
+        steps.append(
+            Step(
+                "picker",
+                "none: Istio gives a rule the picker of its last backendRef with a weight "
+                "(conversion.go buildHTTPDestination), and that one is no InferencePool it "
+                f"resolves: the gateway balances {target.host}'s endpoints itself",
+            )
+        )
+    elif not source.gateway:
         steps.append(
             Step(
                 "picker",
@@ -200,6 +208,36 @@ def pool_branches(
         if call.ok:
             workload = call.branches[0].workload if call.branches else "-"
             steps.append(Step("picker", f"{label}: {call.steps[0].detail}, answered by {workload}"))
+            own = svc_fqdn(pools.shadow_name(picker.pool), picker.namespace)
+            service = objects.services.get(own)
+            if service is None or not objects.endpoints(service):
+                return [
+                    Branch(
+                        kind="route",
+                        share=target.weight,
+                        outcome=Outcome(
+                            "picker-503",
+                            f"the rule's picker serves pool {picker.pool}, which has no ready "
+                            "pod: it answers 503 (ImmediateResponse) for every request of the "
+                            "rule, whichever pool its weight sends it to (istio/istio#61594)",
+                            503,
+                        ),
+                        steps=tuple(steps),
+                        cluster=cluster_name(destination),
+                        host=target.host,
+                        port=target.port,
+                    )
+                ]
+            if picker.pool != target.pool:
+                steps.append(
+                    Step(
+                        "picker",
+                        f"the pod it names is in pool {picker.pool}, not in {target.pool}'s "
+                        "cluster: override_host falls back to the cluster's own load balancing "
+                        "(Istio gives a rule one picker, its last backendRef's: "
+                        "istio/istio#61594, fixed after 1.31.0-rc.0)",
+                    )
+                )
         elif picker.fail_open:
             steps.append(
                 Step(

@@ -385,6 +385,7 @@ class PoolDestination(Destination):
 
     picker: pools.Picker | None = None
     missing: str = ""
+    pool: str = ""
 
 
 def rejected(entry: Entry) -> str | None:
@@ -415,15 +416,32 @@ def backends(
         return [], Outcome("aborted", "every backendRef has weight 0: Istio answers 500", 500)
     total = sum(w for _, w in live)
     found: list[Destination] = []
+    resolved = {
+        id(ref): pools.resolve(objects, ref, namespace)
+        for ref, _ in live
+        if pools.is_pool_ref(ref) and objects is not None
+    }
+    # One picker for the whole rule: that of the last backend with a weight (conversion.go
+    # `buildHTTPDestination` keeps `ipCfg = ipconfig` of each backend in turn; none when that
+    # backend is a Service or a pool that does not resolve). istio/istio#61594.
+    last = resolved.get(id(live[-1][0]), (None, ""))[0]
+    picker = last.picker if last is not None else None
     for ref, weight in live:
         share = weight * 100 / total
-        if pools.is_pool_ref(ref) and objects is not None:
-            target, why = pools.resolve(objects, ref, namespace)
+        if id(ref) in resolved:
+            target, why = resolved[id(ref)]
             if target is None:
                 found.append(PoolDestination("", None, None, share, missing=why))
             else:
                 found.append(
-                    PoolDestination(target.host, None, target.port, share, picker=target.picker)
+                    PoolDestination(
+                        target.host,
+                        None,
+                        target.port,
+                        share,
+                        picker=picker,
+                        pool=target.picker.pool,
+                    )
                 )
             continue
         if ref.get("kind", "Service") != "Service" or ref.get("group", "") != "":
