@@ -791,6 +791,19 @@ def pool_journeys(config: StackConfig, objects: Objects, name: str) -> list[Jour
                 _run(ext_proc_trace, objects, gateway, caller),
             )
         )
+        # Anyone else: the picker has no sidecar, so only its NetworkPolicy (protected stacks,
+        # mesh.security `picker_network_policies`) keeps the rest of the cluster off its
+        # ext_proc port.
+        stranger = Workload(*UNKNOWN_CALLER, sidecar="none", name="unknown caller")  # type: ignore[arg-type]
+        found.append(
+            Journey(
+                "pool",
+                name,
+                f"{'/'.join(UNKNOWN_CALLER)} → picker {picker}:{port}",
+                "refused" if config.network_policy_enabled() else "ok",
+                _run(ext_proc_trace, objects, stranger, caller),
+            )
+        )
     return found
 
 

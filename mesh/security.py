@@ -49,7 +49,15 @@ from mesh.egress import (
     egress_objects,
     service_entry_hosts,
 )
-from mesh.gatewayapi.common import AGENT_METRICS_PORT, has_pools, picker_pod_labels, pool_name
+from mesh.gatewayapi.common import (
+    AGENT_METRICS_PORT,
+    EXT_PROC_PORT,
+    PICKER_METRICS_PORT,
+    has_pools,
+    picker_name,
+    picker_pod_labels,
+    pool_name,
+)
 from mesh.k8s import istio_networking, metadata
 from models.presets import scrape_port, server_ports
 
@@ -623,6 +631,41 @@ def network_policy(config: StackConfig, name: str, workloads: list[str]) -> dict
     return _ingress_policy(config, name, workloads, ingress)
 
 
+def picker_network_policies(config: StackConfig, name: str) -> list[dict]:
+    """Default-deny ingress for each endpoint picker's pods (`<pool>-epp`), as the model pods
+    have: they run without a sidecar, so nothing else stands between their ext_proc port
+    (which receives every request's body from the gateway) and the rest of the cluster. The
+    ingress gateway pods may reach 9002, the metrics namespaces the picker's own metrics on
+    9090 (the chart's `metrics` port); the kubelet's gRPC probes on 9003 come from the node."""
+    if not config.network_policy_enabled() or not has_pools(config, name):
+        return []
+    gateway = _namespace_peer(config.gateway.namespace, config.gateway_pod_labels())
+    policies = []
+    for version in sorted(config.models[name].versions):
+        pool = pool_name(name, version)
+        ingress = [{"from": [gateway], "ports": _ports([EXT_PROC_PORT])}]
+        if config.security.metrics_namespaces:
+            ingress.append(_metrics_rule(config, [PICKER_METRICS_PORT]))
+        policies.append(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": metadata(
+                    picker_name(pool),
+                    config.namespace,
+                    COMPONENT,
+                    {"app": name, "version": version},
+                ),
+                "spec": {
+                    "podSelector": {"matchLabels": picker_pod_labels(pool)},
+                    "policyTypes": ["Ingress"],
+                    "ingress": ingress,
+                },
+            }
+        )
+    return policies
+
+
 def picker_peers(config: StackConfig, name: str) -> list[dict]:
     """The model's endpoint picker pods (one per version's pool, in the serving namespace),
     which scrape the servers through the pilot-agent's :15020 (mesh/gatewayapi/pools.py)."""
@@ -647,4 +690,5 @@ def model_security_objects(config: StackConfig, name: str) -> list[dict]:
             policies.append(ambient_l7_policy(config, name))
     policies.append(network_policy(config, name, workloads))
     policies.append(ambient_egress_policy(config, name, workloads))
+    policies += picker_network_policies(config, name)
     return [policy for policy in policies if policy is not None]

@@ -474,8 +474,11 @@ def _pool_stack():
 
 
 def _weights(route: dict[str, Any], *weights: int) -> None:
+    """The weights of v1, v2... in version order, whatever the order of the backendRefs (the
+    pool route writes the stable pool last)."""
     (rule,) = route["spec"]["rules"]
-    for ref, weight in zip(rule["backendRefs"], weights, strict=True):
+    refs = sorted(rule["backendRefs"], key=lambda ref: ref["name"])
+    for ref, weight in zip(refs, weights, strict=True):
         ref["weight"] = weight
 
 

@@ -182,7 +182,8 @@ def test_the_pool_names_the_picker_service_the_chart_creates():
 
 @pytest.mark.parametrize(("model", "mode"), [("chat", "FailOpen"), ("coder", "FailClose")])
 def test_failure_mode_reaches_both_the_chart_and_the_pool(model, mode):
-    for chart in plan_of().charts():
+    edits = {f"models.{model}.inferencePool.failureMode": mode}
+    for chart in plan_of(edits).charts():
         if not chart.name.startswith(f"{model}-"):
             continue
         assert chart.values["router"]["inferencePool"]["failureMode"] == mode
@@ -555,3 +556,23 @@ def test_the_picker_cpu_limit_is_twice_the_request_unless_given(requests, limits
         resources["limits"] = {"cpu": limits}
     chart = charts_by_name(plan_of({"models.chat.inferencePool.pickerResources": resources}))
     assert chart["chat-v1"].values["router"]["epp"]["resources"]["limits"]["cpu"] == expected
+
+
+def test_each_picker_gets_a_default_deny_policy_admitting_the_gateway_on_ext_proc():
+    objects = plan_of().objects()
+    policy = named(objects, "NetworkPolicy", "chat-v2-epp")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"llm-d-router-gateway": "chat-v2-epp"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (gateway, metrics) = policy["spec"]["ingress"]
+    assert gateway["ports"] == [{"protocol": "TCP", "port": 9002}]
+    assert gateway["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
+            "podSelector": {
+                "matchLabels": {"gateway.networking.k8s.io/gateway-name": "llm-public"}
+            },
+        }
+    ]
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9090}]
+    unprotected = plan_of({"protected": False, "security.networkPolicy": False}).objects()
+    assert not [o for o in unprotected if o["kind"] == "NetworkPolicy"]

@@ -116,6 +116,28 @@ def _drop(kind: str, name: str):
     return change
 
 
+def _fail_close(pool: str):
+    """The pool's endpointPickerRef at FailClose, and the shadow Service's label with it (as
+    istiod would write it from the pool)."""
+
+    def change(objects: list[dict]) -> None:
+        _one(objects, "InferencePool", pool)["spec"]["endpointPickerRef"]["failureMode"] = (
+            "FailClose"
+        )
+        shadow = _one(objects, "Service", shadow_name(pool))
+        shadow["metadata"]["labels"][pools.FAILURE_MODE_LABEL] = "FailClose"
+
+    return change
+
+
+def _both(*changes):
+    def change(objects: list[dict]) -> None:
+        for one in changes:
+            one(objects)
+
+    return change
+
+
 def _pool_ref_name(value: str):
     def change(objects: list[dict]) -> None:
         route = _one(objects, "HTTPRoute", "chat-pools")
@@ -129,17 +151,18 @@ BROKEN = [
     ("no InferencePool chat-v1", "chat", _drop("InferencePool", "chat-v1"), "no-cluster", 500),
     ("pool named by host", "chat", _pool_ref_name("chat-v1.llm-prod"), "no-route", 404),
     ("FailOpen, no picker Service", "chat", _drop("Service", "chat-v1-epp"), "served", None),
+    ("FailOpen, no picker pods", "coder", _drop("Deployment", "coder-v3-epp"), "served", None),
     (
         "FailClose, no picker Service",
         "coder",
-        _drop("Service", "coder-v3-epp"),
+        _both(_fail_close("coder-v3"), _drop("Service", "coder-v3-epp")),
         "picker-failed",
         500,
     ),
     (
         "FailClose, no picker pods",
         "coder",
-        _drop("Deployment", "coder-v3-epp"),
+        _both(_fail_close("coder-v3"), _drop("Deployment", "coder-v3-epp")),
         "picker-failed",
         500,
     ),
@@ -234,14 +257,6 @@ def _permissive(objects: list[dict]) -> None:
             policy["spec"]["mtls"] = {"mode": "PERMISSIVE"}
 
 
-def _both(*changes):
-    def change(objects: list[dict]) -> None:
-        for one in changes:
-            one(objects)
-
-    return change
-
-
 def _picker_sidecar(objects: list[dict]) -> None:
     deployment = _one(objects, "Deployment", "chat-v1-epp")
     deployment["spec"]["template"]["metadata"]["annotations"].pop("sidecar.istio.io/inject")
@@ -250,6 +265,14 @@ def _picker_sidecar(objects: list[dict]) -> None:
 SCRAPE = "picker chat-v1-epp scrape chat-v1 :15020"
 SERVER_PORT = "picker chat-v1-epp scrape of the server port chat-v1 :8000/metrics"
 EXT_PROC = "gateway → picker chat-v1-epp:9002"
+STRANGER = "other-team/default → picker chat-v1-epp:9002"
+
+
+def _gateway_off_picker_policy(objects: list[dict]) -> None:
+    """The picker's NetworkPolicy without its gateway rule (nothing admitted on 9002)."""
+    policy = _one(objects, "NetworkPolicy", "chat-v1-epp")
+    policy["spec"]["ingress"] = [r for r in policy["spec"]["ingress"] if "9002" not in str(r)]
+
 
 POOL_JOURNEYS = [
     # journey, change (None: as rendered), expected, verdict. The plaintext scrape of the
@@ -272,6 +295,10 @@ POOL_JOURNEYS = [
     ),
     (EXT_PROC, None, "ok", "served"),
     (EXT_PROC, _picker_sidecar, "ok", "reset"),
+    (EXT_PROC, _gateway_off_picker_policy, "ok", "dropped"),
+    # Only the picker's NetworkPolicy keeps other pods off its ext_proc port.
+    (STRANGER, None, "refused", "dropped"),
+    (STRANGER, _drop("NetworkPolicy", "chat-v1-epp"), "refused", "served"),
 ]
 
 
@@ -299,6 +326,7 @@ def test_every_version_has_its_pool_journeys(config):
             f"picker {picker} scrape {pod} :15020",
             f"picker {picker} scrape of the server port {pod} :{port}/metrics",
             f"gateway → picker {picker}:9002",
+            f"other-team/default → picker {picker}:9002",
         } <= names
 
 

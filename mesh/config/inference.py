@@ -85,10 +85,11 @@ class InferencePoolSettings(_Config):
 
     failure_mode: Literal["FailOpen", "FailClose"] = Field(
         default="FailOpen",
-        description="what the gateway does when the endpoint picker does not answer: FailOpen "
+        description="what the gateway does when it cannot reach the endpoint picker: FailOpen "
         "sends the request to a pod of the pool chosen by the gateway itself (the model keeps "
-        "serving, without load-aware picking), FailClose answers an error; the CRD's default "
-        "is FailClose, the picker chart's FailOpen",
+        "serving, without load-aware picking), FailClose answers 500, also while the picker "
+        "restarts (the chart recreates it on every rollout); the CRD's default is FailClose, "
+        "the picker chart's FailOpen",
     )
     picker_replicas: int = Field(
         default=1,
@@ -96,7 +97,8 @@ class InferencePoolSettings(_Config):
         le=5,
         strict=True,
         description="endpoint picker pods per version; more than one run with leader "
-        "election (the chart adds --ha-enable-leader-election)",
+        "election (the chart adds --ha-enable-leader-election): one ready picker and standbys, "
+        "failover rather than capacity",
     )
     picker_resources: PickerResources = Field(
         default=PickerResources(),

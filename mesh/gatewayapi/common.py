@@ -47,6 +47,9 @@ POOL_GROUP = "inference.networking.k8s.io"
 # where the endpoint pickers scrape the servers.
 AGENT_METRICS_PORT = 15020
 AGENT_METRICS_PATH = "/stats/prometheus"
+# The picker's ext_proc and metrics ports (llm-d-router v0.10.0 routerlib `_deployment.yaml`).
+EXT_PROC_PORT = 9002
+PICKER_METRICS_PORT = 9090
 
 
 def has_pools(config: StackConfig, name: str) -> bool:

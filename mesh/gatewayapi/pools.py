@@ -49,6 +49,8 @@ from mesh.config import StackConfig
 from mesh.gatewayapi.common import (
     AGENT_METRICS_PATH,
     AGENT_METRICS_PORT,
+    EXT_PROC_PORT,
+    PICKER_METRICS_PORT,
     POOL_API,
     has_pools,
     picker_name,
@@ -64,7 +66,6 @@ from models.workloads import selector_labels
 PICKER_CHART = "oci://ghcr.io/llm-d/charts/llm-d-router-gateway"
 PICKER_CHART_VERSION = "v0.10.0"
 PICKER_SOURCE = "llm-d/llm-d-router v0.10.0 config/charts (routerlib templates)"
-EXT_PROC_PORT = 9002
 PLUGINS_FILE = "ml-mesh-plugins.yaml"
 TRAFFIC_COMPONENT = "traffic"
 # The picker pods stay out of the mesh (see the module docstring).
@@ -271,7 +272,7 @@ def picker_deployment(config: StackConfig, name: str, version: str) -> dict:
         "ports": [
             {"name": "grpc", "containerPort": EXT_PROC_PORT},
             {"name": "grpc-health", "containerPort": 9003},
-            {"name": "metrics", "containerPort": 9090},
+            {"name": "metrics", "containerPort": PICKER_METRICS_PORT},
         ],
         "livenessProbe": {**liveness, "initialDelaySeconds": 5, "periodSeconds": 10},
         "readinessProbe": {**readiness, "periodSeconds": 2},
@@ -341,7 +342,7 @@ def picker_service(config: StackConfig, pool: str) -> dict:
                     "port": EXT_PROC_PORT,
                     "appProtocol": "kubernetes.io/h2c",
                 },
-                {"name": "http-metrics", "protocol": "TCP", "port": 9090},
+                {"name": "http-metrics", "protocol": "TCP", "port": PICKER_METRICS_PORT},
             ],
             "type": "ClusterIP",
         },
