@@ -57,7 +57,7 @@ from mesh.gatewayapi.common import (
     picker_pod_labels,
     pool_name,
 )
-from mesh.k8s import istio_networking, metadata
+from mesh.gatewayapi.services import policy_rule
 from mesh.resilience import traffic_policy
 from mesh.trace.pools import shadow_name
 from models.presets import server_ports
@@ -391,20 +391,13 @@ def pool_destination_rules(config: StackConfig, name: str) -> list[dict]:
     policy = traffic_policy(config, name)
     if policy is None or not has_pools(config, name):
         return []
-    rules = []
-    for version in sorted(config.models[name].versions):
-        pool = pool_name(name, version)
-        rules.append(
-            {
-                "apiVersion": istio_networking(config),
-                "kind": "DestinationRule",
-                "metadata": metadata(
-                    f"{pool}-pool",
-                    config.namespace,
-                    TRAFFIC_COMPONENT,
-                    selector_labels(name, version),
-                ),
-                "spec": {"host": shadow_service_host(config, pool), "trafficPolicy": policy},
-            }
+    return [
+        policy_rule(
+            config,
+            f"{pool_name(name, version)}-pool",
+            shadow_service_host(config, pool_name(name, version)),
+            selector_labels(name, version),
+            policy,
         )
-    return rules
+        for version in sorted(config.models[name].versions)
+    ]

@@ -55,20 +55,23 @@ def version_destination_rules(config: StackConfig, name: str) -> list[dict]:
     policy = traffic_policy(config, name)
     if policy is None:
         return []
-    rules = []
-    for version in sorted(config.models[name].versions):
-        labels = selector_labels(name, version)
-        rules.append(
-            {
-                "apiVersion": istio_networking(config),
-                "kind": "DestinationRule",
-                "metadata": metadata(
-                    version_service_name(name, version), config.namespace, TRAFFIC_COMPONENT, labels
-                ),
-                "spec": {
-                    "host": version_service_host(config, name, version),
-                    "trafficPolicy": traffic_policy(config, name),
-                },
-            }
+    return [
+        policy_rule(
+            config,
+            version_service_name(name, version),
+            version_service_host(config, name, version),
+            selector_labels(name, version),
+            policy,
         )
-    return rules
+        for version in sorted(config.models[name].versions)
+    ]
+
+
+def policy_rule(config: StackConfig, rule: str, host: str, labels: dict, policy: dict) -> dict:
+    """A DestinationRule that only carries the model's traffic policy to one host."""
+    return {
+        "apiVersion": istio_networking(config),
+        "kind": "DestinationRule",
+        "metadata": metadata(rule, config.namespace, TRAFFIC_COMPONENT, labels),
+        "spec": {"host": host, "trafficPolicy": policy},
+    }

@@ -159,6 +159,24 @@ def ext_proc_trace(objects, source: Workload, picker: pools.Picker) -> Trace:
     return Trace(source, request, steps, Outcome("served", "ext_proc"), (branch,), None)
 
 
+def _answered(
+    target: gatewayapi.PoolDestination,
+    destination: Destination,
+    steps: list[Step],
+    outcome: Outcome,
+) -> Branch:
+    """The branch of a pool backend that the gateway's ext_proc step answers itself."""
+    return Branch(
+        kind="route",
+        share=target.weight,
+        outcome=outcome,
+        steps=tuple(steps),
+        cluster=cluster_name(destination),
+        host=target.host,
+        port=target.port,
+    )
+
+
 def pool_branches(
     objects, source: Workload, request: Request, target: gatewayapi.PoolDestination
 ) -> list[Branch]:
@@ -211,23 +229,14 @@ def pool_branches(
             own = svc_fqdn(pools.shadow_name(picker.pool), picker.namespace)
             service = objects.services.get(own)
             if service is None or not objects.endpoints(service):
-                return [
-                    Branch(
-                        kind="route",
-                        share=target.weight,
-                        outcome=Outcome(
-                            "picker-503",
-                            f"the rule's picker serves pool {picker.pool}, which has no ready "
-                            "pod: it answers 503 (ImmediateResponse) for every request of the "
-                            "rule, whichever pool its weight sends it to (istio/istio#61594)",
-                            503,
-                        ),
-                        steps=tuple(steps),
-                        cluster=cluster_name(destination),
-                        host=target.host,
-                        port=target.port,
-                    )
-                ]
+                outcome = Outcome(
+                    "picker-503",
+                    f"the rule's picker serves pool {picker.pool}, which has no ready pod: it "
+                    "answers 503 (ImmediateResponse) for every request of the rule, whichever "
+                    "pool its weight sends it to (istio/istio#61594)",
+                    503,
+                )
+                return [_answered(target, destination, steps, outcome)]
             if picker.pool != target.pool:
                 steps.append(
                     Step(
@@ -250,22 +259,13 @@ def pool_branches(
             steps.append(
                 Step("picker", f"{label}: the call fails ({final.verdict}: {final.detail})")
             )
-            return [
-                Branch(
-                    kind="route",
-                    share=target.weight,
-                    outcome=Outcome(
-                        "picker-failed",
-                        f"FailClose: the endpoint picker {picker.host}:{picker.port} does not "
-                        "answer, Envoy's ext_proc filter (failure_mode_allow false) answers 500",
-                        500,
-                    ),
-                    steps=tuple(steps),
-                    cluster=cluster_name(destination),
-                    host=target.host,
-                    port=target.port,
-                )
-            ]
+            outcome = Outcome(
+                "picker-failed",
+                f"FailClose: the endpoint picker {picker.host}:{picker.port} does not answer, "
+                "Envoy's ext_proc filter (failure_mode_allow false) answers 500",
+                500,
+            )
+            return [_answered(target, destination, steps, outcome)]
     return [
         replace(branch, steps=(*steps, *branch.steps))
         for branch in to_destinations(objects, source, request, destination)
