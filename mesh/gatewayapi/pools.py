@@ -27,14 +27,18 @@ by default on the pool's target port, which STRICT mTLS refuses to a client outs
 so the plugin configuration here points it at the pilot-agent's merged metrics on
 `:15020/stats/prometheus` (the server's own `/metrics` plus Envoy's; the injector sends the
 pod's prometheus.io annotations there), the port the sidecar never captures. The model's
-NetworkPolicy admits the picker pods on 15020 (mesh/security.py).
+NetworkPolicy admits the picker pods on 15020, and the pickers get their own default-deny
+NetworkPolicy (mesh/security.py `picker_peers`, `picker_network_policies`). The chart has no
+value for a securityContext: the program hardens the picker Deployment with a Pulumi transform
+(`harden_picker`), so the policy pack, which sees the chart's objects at preview, accepts it.
 
 Istio mirrors each pool in a headless shadow Service `<pool>-ip-<sha256(pool)[:8]>` whose
 first port, 54321, carries every endpoint (pilot/pkg/config/kube/gateway/
 inferencepool_collection.go `InferencePoolServiceName`, `translateShadowServiceToService`); the
 gateway's cluster for it takes the pod the picker names (cluster.go `applyOverrideHostPolicy`).
 The model's traffic policy goes on a DestinationRule for that host, as it does on the version
-Services.
+Services. A weighted rule across pools gets one picker in Istio 1.30, its last backendRef's
+(mesh/gatewayapi/routes.py `stable_pool_last`).
 """
 
 from __future__ import annotations
