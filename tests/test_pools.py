@@ -576,3 +576,29 @@ def test_each_picker_gets_a_default_deny_policy_admitting_the_gateway_on_ext_pro
     assert metrics["ports"] == [{"protocol": "TCP", "port": 9090}]
     unprotected = plan_of({"protected": False, "security.networkPolicy": False}).objects()
     assert not [o for o in unprotected if o["kind"] == "NetworkPolicy"]
+
+
+def _fail_close_findings(config, objects) -> list:
+    from mesh.checks import check
+
+    return [f for f in check(config, objects) if f.code == "MESH0027"]
+
+
+def test_fail_close_with_the_charts_recreate_rollout_is_a_warning():
+    """MESH0027, read from the objects: the pool's failure mode, the picker Service its
+    endpointPickerRef names, that Service's Deployment and its strategy."""
+    config = config_of({"models.coder.inferencePool.failureMode": "FailClose"})
+    objects = build_plan(config).cluster_objects()
+    (finding,) = _fail_close_findings(config, objects)
+    assert (finding.severity, finding.path, finding.resource) == (
+        "warning",
+        "models.coder.inferencePool.failureMode",
+        "InferencePool llm-prod/coder-v3",
+    )
+    assert "Recreate" in finding.message and "FailOpen" in finding.message
+    # A picker that rolls out otherwise, or a FailOpen pool, is not reported.
+    rolling = copy.deepcopy(objects)
+    named(rolling, "Deployment", "coder-v3-epp")["spec"]["strategy"] = {"type": "RollingUpdate"}
+    assert _fail_close_findings(config, rolling) == []
+    default = config_of({})
+    assert _fail_close_findings(default, build_plan(default).cluster_objects()) == []

@@ -87,6 +87,9 @@ GATEWAY_API_POOL_SPLIT = "MESH0026"  # error: a model's pool route and mesh rout
 # ml-mesh's own: a protected ambient stack's egress NetworkPolicy admits any address on a port
 # (mesh.checks.egress): ztunnel has no REGISTRY_ONLY and a NetworkPolicy names no hosts.
 AMBIENT_EGRESS_OPEN = "MESH0025"  # warning
+# ml-mesh's own: an InferencePool at FailClose whose picker rolls out with Recreate
+# (mesh.checks.pools): every picker rollout is an outage of the pool's ingress.
+POOL_FAIL_CLOSE_OUTAGE = "MESH0027"  # warning
 
 
 @dataclass(frozen=True)

@@ -510,9 +510,7 @@ def gateway_api_pool_split(index: _Index) -> Iterator[Finding]:
     Versions are named as mesh.routing names them (the pool's or Service's selector, else the
     `<m>-` prefix), weights compared as the relative shares Istio gives them."""
     routes = index.by_kind["HTTPRoute"]
-    known = [*index.by_kind["Service"], *(
-        o for key, objs in index.by_kind.items() if key.startswith("InferencePool") for o in objs
-    )]  # fmt: skip
+    known = [*index.by_kind["Service"], *index.by_kind["InferencePool"]]
     mesh_routes = {(index.ns(r), _name(r)): r for r in routes if is_model_route(r)}
     for route in routes:
         if not pool_backends(route) or is_model_route(route):

@@ -55,6 +55,7 @@ KIND_GROUPS: dict[str, str] = {
     "HTTPRoute": GATEWAY_API,
     "GRPCRoute": GATEWAY_API,
     "ReferenceGrant": GATEWAY_API,
+    "InferencePool": "inference.networking.k8s.io",
 }
 
 # Kinds without a namespace (the rest are namespaced).

@@ -48,6 +48,7 @@ from mesh.checks.kubernetes import (
 from mesh.checks.matches import unreachable_routes
 from mesh.checks.mesh_wide import mesh_host_conflicts, namespace_injection, service_port_names
 from mesh.checks.pack import pack_rules
+from mesh.checks.pools import pool_fail_close
 from mesh.checks.rollouts import rollouts
 from mesh.checks.snapshot import merge
 from mesh.checks.values import (
@@ -111,6 +112,7 @@ ISTIO_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
 STACK_RULES: tuple[Callable[[_Index], Iterator[Finding]], ...] = (
     image_digests,
     ambient_open_egress,
+    pool_fail_close,
     rollouts,
     rule_labels,
     pack_rules,
