@@ -81,6 +81,8 @@ PLUGINS_DIGEST = "ml-mesh.io/plugins-sha256"
 # nothing to disk (its self-signed certificate is made in memory, pkg/epp/server/runserver.go).
 PICKER_UID = 65532
 PICKER_CONTAINER = "epp"
+# The picker's gRPC health port (`--grpc-health-port`, the chart's default).
+HEALTH_PORT = 9003
 # The selector label of the picker pods in pool mode (`llm-d-router.selectorLabels`).
 PICKER_LABEL = next(iter(picker_pod_labels("pool")))
 # What the chart gives every picker unless told otherwise (routerlib/values.yaml `epp.resources`).
@@ -256,15 +258,16 @@ def picker_deployment(config: StackConfig, name: str, version: str) -> dict:
     assert settings is not None
     pool = pool_name(name, version)
     picker = picker_name(pool)
-    given = settings.picker_resources.values()
+    values = picker_resource_values(config, name)
+    # What Helm makes of the values: the chart's defaults, key by key overridden.
     resources = {
-        "requests": {**CHART_REQUESTS, **given.get("requests", {})},
-        "limits": {**CHART_LIMITS, **picker_resource_values(config, name)["limits"]},
+        "requests": {**CHART_REQUESTS, **values.get("requests", {})},
+        "limits": {**CHART_LIMITS, **values["limits"]},
     }
-    probe = {"grpc": {"port": 9003, "service": "inference-extension"}}
+    probe = {"grpc": {"port": HEALTH_PORT, "service": "inference-extension"}}
     if settings.picker_replicas > 1:  # leader election: a health service per role
-        liveness = {"grpc": {"port": 9003, "service": "liveness"}}
-        readiness = {"grpc": {"port": 9003, "service": "readiness"}}
+        liveness = {"grpc": {"port": HEALTH_PORT, "service": "liveness"}}
+        readiness = {"grpc": {"port": HEALTH_PORT, "service": "readiness"}}
     else:
         liveness = readiness = probe
     container = {
@@ -275,7 +278,7 @@ def picker_deployment(config: StackConfig, name: str, version: str) -> dict:
         "resources": resources,
         "ports": [
             {"name": "grpc", "containerPort": EXT_PROC_PORT},
-            {"name": "grpc-health", "containerPort": 9003},
+            {"name": "grpc-health", "containerPort": HEALTH_PORT},
             {"name": "metrics", "containerPort": PICKER_METRICS_PORT},
         ],
         "livenessProbe": {**liveness, "initialDelaySeconds": 5, "periodSeconds": 10},
