@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mesh.config import parse_config
+from mesh.config import ConfigError, parse_config
 from mesh.plan import build_plan
 from mesh.stackfile import raw_project_config
 
@@ -98,3 +98,14 @@ def source_id(source: str) -> str:
     """`dev` -> `dev`, `.../examples/Pulumi.prod-like.yaml` -> `examples/prod-like`."""
     path = Path(source)
     return f"examples/{path.stem.removeprefix('Pulumi.')}" if path.suffix else source
+
+
+def assert_refused(parse: Any, edits: dict[str, Any], path: str, words: list[str]) -> None:
+    """`parse(edits)` refuses the config with a problem at `path` whose message says every
+    one of `words` (the refusal tables of the config tests)."""
+    with pytest.raises(ConfigError) as caught:
+        parse(edits)
+    problems = {p.path: p.message for p in caught.value.problems}
+    assert path in problems, problems
+    for word in words:
+        assert word in problems[path]
